@@ -1,0 +1,3 @@
+//! The control plane: configuration, IKE, DPD, BGP and the management API.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
