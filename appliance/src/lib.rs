@@ -1,1 +1,7 @@
-//! Placeholder.
+//! Appliance plumbing shared by the binaries: boot-time hugepage set-up and
+//! the EAL arguments built from it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod eal_args;
+pub mod hugepages;

@@ -1,1 +1,249 @@
-//! Placeholder.
+//! Helpers for end-to-end tests: network namespaces and veth pairs that
+//! remove themselves, and the appliance's binaries run as child processes.
+//!
+//! Everything a test makes is named after the test process, lives only in
+//! namespaces the test created, and is removed on drop, also when the test
+//! fails. Traffic stays between those namespaces.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs a command and returns its output; panics with the command line and
+/// its stderr when it fails.
+///
+/// # Panics
+/// When the command cannot run or exits non-zero.
+pub fn sh(cmd: &str) -> Output {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e}"));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Like [`sh`] but returns whether it succeeded, quietly.
+#[must_use]
+pub fn sh_ok(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Fails the test early, with a clear message, when it cannot create
+/// namespaces (it needs root).
+///
+/// # Panics
+/// When not running as root.
+pub fn require_root() {
+    let uid = sh("id -u");
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "end-to-end tests create network namespaces and need root"
+    );
+}
+
+/// A short tag unique to this test process, for names (interface names
+/// are limited to 15 characters).
+#[must_use]
+pub fn tag() -> String {
+    format!("{:05}", std::process::id() % 100_000)
+}
+
+/// A network namespace, deleted (with its interfaces) on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` with loopback up.
+    ///
+    /// # Panics
+    /// When `ip netns add` fails.
+    #[must_use]
+    pub fn new(name: &str) -> Self {
+        let _ = sh_ok(&format!("ip netns del {name}"));
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Self {
+            name: name.to_owned(),
+        }
+    }
+
+    /// The namespace's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a shell command inside the namespace; panics on failure.
+    ///
+    /// # Panics
+    /// When the command fails.
+    pub fn sh(&self, cmd: &str) -> Output {
+        sh(&format!("ip netns exec {} sh -c '{cmd}'", self.name))
+    }
+
+    /// Runs a shell command inside the namespace; returns success.
+    #[must_use]
+    pub fn sh_ok(&self, cmd: &str) -> bool {
+        sh_ok(&format!("ip netns exec {} sh -c '{cmd}'", self.name))
+    }
+
+    /// A command that runs `program` inside the namespace.
+    #[must_use]
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh_ok(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Creates a veth pair `a` (in `ns_a`) ⇄ `b` (in `ns_b`), both up, IPv6
+/// off, tx checksum offload off (so kernel-sent UDP reaches af_packet with
+/// finished checksums). Removed with the namespaces.
+///
+/// # Panics
+/// When `ip link add` fails.
+pub fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) {
+    sh(&format!(
+        "ip link add {a} netns {} type veth peer name {b} netns {}",
+        ns_a.name, ns_b.name
+    ));
+    for (ns, dev) in [(ns_a, a), (ns_b, b)] {
+        let _ = ns.sh_ok(&format!("sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1"));
+        let _ = ns.sh_ok(&format!("ethtool -K {dev} tx off"));
+        ns.sh(&format!("ip link set {dev} up"));
+    }
+}
+
+/// Path of one of the workspace's binaries (built by `cargo build --bins`
+/// into the same target directory as the running test).
+///
+/// # Panics
+/// When the binary has not been built.
+#[must_use]
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed (SIGTERM, then SIGKILL) on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Daemon {
+    /// Spawns `cmd` with stdout/stderr captured.
+    ///
+    /// # Panics
+    /// When it cannot be spawned.
+    #[must_use]
+    pub fn spawn(mut cmd: Command, what: &str) -> Self {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self {
+            child: Some(child),
+            what: what.to_owned(),
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s, then SIGKILL) for its output.
+    ///
+    /// # Panics
+    /// When waiting fails.
+    pub fn stop(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        terminate(&child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pid = child.id();
+        let waiter = std::thread::spawn(move || child.wait_with_output());
+        while !waiter.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !waiter.is_finished() {
+            let _ = sh_ok(&format!("kill -KILL {pid}"));
+        }
+        waiter
+            .join()
+            .expect("waiter thread")
+            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.what))
+    }
+}
+
+fn terminate(child: &Child) {
+    let _ = sh_ok(&format!("kill -TERM {}", child.id()));
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&child);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if child.try_wait().is_ok_and(|s| s.is_some()) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `f` every 100 ms until it is true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

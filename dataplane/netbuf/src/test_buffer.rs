@@ -193,7 +193,11 @@ mod tests {
         let mut b = TestBuffer::from_slice(b"payload");
         assert_eq!(b.headroom(), TestBuffer::HEADROOM);
         let head = b.prepend(4).unwrap();
-        assert_eq!(head, &[TestBuffer::FILL; 4], "prepended bytes are unwritten filler");
+        assert_eq!(
+            head,
+            &[TestBuffer::FILL; 4],
+            "prepended bytes are unwritten filler"
+        );
         head.copy_from_slice(b"HDR:");
         b.append(3).unwrap().copy_from_slice(b"END");
         assert_eq!(b.as_ref(), b"HDR:payloadEND");
@@ -223,7 +227,10 @@ mod tests {
         );
         assert_eq!(
             b.trim_from_end(11),
-            Err(BufferError::TooShort { wanted: 11, len: 10 })
+            Err(BufferError::TooShort {
+                wanted: 11,
+                len: 10
+            })
         );
         assert_eq!(b.len(), 10);
         assert_eq!(b.headroom(), 4);

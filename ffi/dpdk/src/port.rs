@@ -414,8 +414,14 @@ impl RxQueue {
     /// Receives into the burst's free slots; returns how many arrived.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        self.rx_burst_max(burst, crate::MAX_BURST)
+    }
+
+    /// Receives at most `max` packets into the burst's free slots.
+    #[inline]
+    pub fn rx_burst_max(&mut self, burst: &mut Burst, max: usize) -> usize {
         let (slots, spare) = burst.spare_raw();
-        let spare = u16::try_from(spare).unwrap_or(u16::MAX);
+        let spare = u16::try_from(spare.min(max)).unwrap_or(u16::MAX);
         // SAFETY: slots points at `spare` writable mbuf-pointer slots; this
         // queue is polled only through &mut self (one lcore).
         let n = unsafe { dpdk_sys::rte_eth_rx_burst_w(self.port.id().0, self.queue, slots, spare) };

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running the appliance here needs
+# (Debian 12, as root) and reserves hugepages from hugepages.conf.
+# Idempotent: a second run changes nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # DPDK 22.11 (libraries, PMDs, dpdk-testpmd, dpdk-test-crypto-perf) and what bindgen needs
+  dpdk dpdk-dev libdpdk-dev pkg-config clang libclang-dev
+  # test plumbing: namespaces, veth, captures, ping
+  iproute2 ethtool tcpdump iputils-ping procps python3 python3-pip python3-venv
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+# Hugepages through the appliance's own set-up tool; the appliance falls
+# back to --no-huge (and says so) where they cannot be had.
+cargo build -q -p appliance --bin vpn-setup
+target/debug/vpn-setup hugepages --conf hugepages.conf || \
+  echo "setup: hugepages unavailable here; DPDK processes will use --no-huge"

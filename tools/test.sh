@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: set-up, then every test of the workspace, one process
+# per test (DPDK initialises its EAL once per process), as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+cargo build --workspace --bins
+cargo nextest run --workspace --no-fail-fast "$@"
