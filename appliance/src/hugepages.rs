@@ -236,7 +236,10 @@ mod tests {
         let path = dir.path().join("hugepages.conf");
         fs::write(&path, "size = \"3M\"\ncount = 4\n").unwrap();
         let err = HugepageConfig::load(&path).unwrap_err().to_string();
-        assert!(err.contains("hugepages.conf") && err.contains("3M"), "{err}");
+        assert!(
+            err.contains("hugepages.conf") && err.contains("3M"),
+            "{err}"
+        );
         fs::write(&path, "size = \"2M\"\ncount = -1\n").unwrap();
         assert!(HugepageConfig::load(&path).is_err());
         fs::write(&path, "size = \"2M\"\ncount = 4\nextra = 1\n").unwrap();

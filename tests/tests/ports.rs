@@ -22,15 +22,20 @@ fn assert_ping(from: &Netns, dst: &str) {
     );
     let out = from.sh(&format!("ping -c 5 -i 0.2 -W 2 {dst}"));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("5 packets transmitted, 5 received"),
-        "{text}"
-    );
+    assert!(text.contains("5 packets transmitted, 5 received"), "{text}");
 }
 
 fn forwarder(ns: &Netns, prefix: &str, lcores: &str, vdevs: &[String]) -> Daemon {
     let mut cmd = ns.command(&bin("vpn-fwd"));
-    cmd.args(["--no-huge", "--stats-period", "0", "--warmup", "0", "--lcores", lcores]);
+    cmd.args([
+        "--no-huge",
+        "--stats-period",
+        "0",
+        "--warmup",
+        "0",
+        "--lcores",
+        lcores,
+    ]);
     cmd.args(["--file-prefix", prefix]);
     if lcores == "0,1" && prefix.ends_with("-b") {
         cmd.args(["--main-lcore", "1"]);
@@ -84,8 +89,15 @@ fn af_packet_ports_carry_kernel_traffic_both_ways() {
     assert_ping(&l, "192.0.2.2");
     assert_ping(&r, "192.0.2.1");
     let out = fwd.stop();
-    assert!(out.status.success(), "vpn-fwd: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(summary_tx_packets(&out) >= 20, "DPDK sent the echoes and replies");
+    assert!(
+        out.status.success(),
+        "vpn-fwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        summary_tx_packets(&out) >= 20,
+        "DPDK sent the echoes and replies"
+    );
 }
 
 #[test]
@@ -110,18 +122,28 @@ fn tap_port_reaches_the_kernel_both_ways() {
     );
     // The kernel sees the TAP interface the PMD created.
     assert!(
-        wait_until(Duration::from_secs(15), || d.sh_ok(&format!("ip link show {tap}"))),
+        wait_until(Duration::from_secs(15), || d
+            .sh_ok(&format!("ip link show {tap}"))),
         "the kernel never saw {tap}"
     );
     d.sh(&format!("sysctl -qw net.ipv6.conf.{tap}.disable_ipv6=1"));
-    d.sh(&format!("ip addr add 192.0.2.2/24 dev {tap} && ip link set {tap} up"));
+    d.sh(&format!(
+        "ip addr add 192.0.2.2/24 dev {tap} && ip link set {tap} up"
+    ));
     // Echo requests enter the kernel through the TAP, replies leave by it.
     assert_ping(&l, "192.0.2.2");
     let stats = d.sh(&format!("cat /sys/class/net/{tap}/statistics/rx_packets"));
-    let rx: u64 = String::from_utf8_lossy(&stats.stdout).trim().parse().unwrap();
+    let rx: u64 = String::from_utf8_lossy(&stats.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert!(rx >= 6, "kernel received {rx} packets on {tap}");
     let out = fwd.stop();
-    assert!(out.status.success(), "vpn-fwd: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vpn-fwd: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -155,7 +177,10 @@ fn memif_carries_traffic_between_two_processes() {
         "0,1",
         &[format!("net_af_packet0,iface=ma{t}"), memif("server")],
     );
-    assert!(wait_until(Duration::from_secs(15), || sock.exists()), "memif socket");
+    assert!(
+        wait_until(Duration::from_secs(15), || sock.exists()),
+        "memif socket"
+    );
     let b = forwarder(
         &db,
         &format!("vt-mf-{t}-b"),

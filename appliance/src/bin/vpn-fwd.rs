@@ -22,7 +22,10 @@ use crossbeam_utils::CachePadded;
 use dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortId, RxQueue, TxQueue};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "io-mode packet forwarder between DPDK ports (0<->1, 2<->3, ...)")]
+#[command(
+    version,
+    about = "io-mode packet forwarder between DPDK ports (0<->1, 2<->3, ...)"
+)]
 struct Args {
     /// A DPDK virtual device, repeatable (e.g. `net_af_packet0,iface=veth1`).
     #[arg(long = "vdev", value_name = "DEVARGS")]
@@ -71,7 +74,10 @@ struct StreamCounters {
 impl StreamCounters {
     /// Single-writer add: a plain load and store, no locked instruction.
     fn add(counter: &AtomicU64, n: usize) {
-        counter.store(counter.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed) + n as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -141,7 +147,11 @@ fn forward(args: &Args, eal: &Eal) -> anyhow::Result<i32> {
     let mut txs: Vec<Option<TxQueue>> = ports.iter().map(|p| p.tx_queue(0).ok()).collect();
     let mut streams = Vec::new();
     for (i, port) in ports.iter().enumerate() {
-        let peer = if i % 2 == 0 { (i + 1).min(ports.len() - 1) } else { i - 1 };
+        let peer = if i % 2 == 0 {
+            (i + 1).min(ports.len() - 1)
+        } else {
+            i - 1
+        };
         let tx = txs[peer].take().context("tx queue")?;
         let rx = port.rx_queue(0)?;
         eprintln!("vpn-fwd: stream {} -> {}", port.id(), ports[peer].id());

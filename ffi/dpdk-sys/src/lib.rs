@@ -24,6 +24,7 @@
     elided_lifetimes_in_paths,
     clippy::all,
     clippy::pedantic,
+    clippy::nursery,
     clippy::undocumented_unsafe_blocks,
     rustdoc::all
 )]

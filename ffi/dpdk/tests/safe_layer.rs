@@ -4,6 +4,8 @@
 //! (one process per test); `--no-pci --no-huge` and a unique file prefix
 //! are always passed (see `dpdk::testing::test_eal`).
 
+#![allow(clippy::cast_possible_truncation)] // test patterns are deliberately byte-truncated
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
