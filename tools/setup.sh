@@ -26,6 +26,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   cargo install --locked cargo-nextest
 fi
 
+# scapy: the independent ESP implementation the cross-checks use.
+if ! python3 -c "import scapy.layers.ipsec, cryptography" >/dev/null 2>&1; then
+  echo "setup: installing scapy"
+  python3 -m pip install -q scapy cryptography || pip3 install -q --break-system-packages scapy cryptography
+fi
+
 # Hugepages through the appliance's own set-up tool; the appliance falls
 # back to --no-huge (and says so) where they cannot be had.
 cargo build -q -p appliance --bin vpn-setup

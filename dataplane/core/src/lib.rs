@@ -11,3 +11,7 @@
 //   wire   — zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP, ICMP, ESP, NAT-T)
 //   crypto — ESP transforms (AES-GCM-16, AES-CBC + HMAC)
 //   esp    — SAs, anti-replay/ESN, encap/decap, burst API, drop reasons
+pub mod wire;
+
+pub mod crypto;
+pub mod esp;

@@ -1,0 +1,808 @@
+//! The whole appliance configuration and the rules that span objects.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use super::connection::{VpnConnection, VpnConnectionOptionsPatch};
+use super::error::{ConfigError, Errors, finish};
+use super::gateway::{
+    AddrClass, CustomerGateway, DEFAULT_GATEWAY_ASN, GATEWAY_ASN_RANGES, check_id, classify,
+    is_gateway_asn,
+};
+use super::inside;
+use super::names::{
+    GatewayKind, LogFormat, LogLevel, OutsideIpAddressType, PortRole, PreSharedKeyStorage,
+    RoutingType, StartupAction, TunnelBandwidth, TunnelInsideIpVersion,
+};
+use super::psk::PreSharedKey;
+use super::store::ParseError;
+use super::tunnel::TunnelOptionsPatch;
+
+/// Default metrics listen address: loopback only, port 9469.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9469);
+
+/// Highest lcore id accepted: DPDK's default `RTE_MAX_LCORE` is 128.
+pub const MAX_LCORE_ID: u32 = 127;
+
+/// Most queues per port accepted.
+pub const MAX_QUEUES_PER_PORT: u16 = 64;
+
+/// The gateway this appliance plays (spec §2, §11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Identifier connections name as their `target`.
+    pub id: String,
+    /// Which rule set applies. Default `transit-gateway`.
+    #[serde(default)]
+    pub kind: GatewayKind,
+    /// Appliance-side BGP ASN: 64512–65534 or 4200000000–4294967294.
+    /// Default 64512.
+    #[serde(default = "default_asn")]
+    pub asn: u32,
+    /// The appliance's outside addresses, IPv4 and/or IPv6. Each tunnel
+    /// binds to one of them.
+    pub outside_addresses: Vec<IpAddr>,
+    /// Networks behind the appliance (the "VPC CIDR" role): advertised over
+    /// BGP, and the appliance side of static connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_networks: Vec<IpNet>,
+}
+
+fn default_asn() -> u32 {
+    DEFAULT_GATEWAY_ASN
+}
+
+/// One DPDK port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name used in logs and metrics, unique.
+    pub name: String,
+    /// PCI address (`0000:01:00.0`) or virtual device (`net_tap0,iface=x`).
+    pub device: String,
+    /// What the port faces.
+    pub role: PortRole,
+    /// RX queues, 1 to the number of workers (every queue is polled by
+    /// one worker). Default 1.
+    #[serde(default = "one")]
+    pub rx_queues: u16,
+    /// TX queues. Absent: one per worker (workers never share a TX queue,
+    /// so there is no lock). When set, at least the number of workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_queues: Option<u16>,
+}
+
+fn one() -> u16 {
+    1
+}
+
+/// DPDK dataplane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// hugetlbfs mount the EAL uses (`--huge-dir`). Default `/dev/hugepages`.
+    #[serde(default = "default_huge_dir")]
+    pub hugepages_dir: PathBuf,
+    /// EAL `--file-prefix`, unique per DPDK process on the host. Default `vpnd`.
+    #[serde(default = "default_file_prefix")]
+    pub file_prefix: String,
+    /// Main lcore (runs the control core). Default 0.
+    #[serde(default)]
+    pub main_lcore: u32,
+    /// Worker lcores, one pinned worker each.
+    pub worker_lcores: Vec<u32>,
+    /// Ports: at least one outside and one inside.
+    pub ports: Vec<PortConfig>,
+}
+
+fn default_huge_dir() -> PathBuf {
+    PathBuf::from("/dev/hugepages")
+}
+fn default_file_prefix() -> String {
+    "vpnd".to_owned()
+}
+
+/// Management API socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Unix socket path. Default `/run/vpnd/control.sock`.
+    #[serde(default = "default_socket_path")]
+    pub socket_path: PathBuf,
+    /// Group owning the socket (mode 0660). Default `vpnd`.
+    #[serde(default = "default_socket_group")]
+    pub socket_group: String,
+}
+
+fn default_socket_path() -> PathBuf {
+    PathBuf::from("/run/vpnd/control.sock")
+}
+fn default_socket_group() -> String {
+    "vpnd".to_owned()
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self {
+            socket_path: default_socket_path(),
+            socket_group: default_socket_group(),
+        }
+    }
+}
+
+/// Metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the endpoint is served. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address. Default 127.0.0.1:9469.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_metrics_listen() -> SocketAddr {
+    DEFAULT_METRICS_LISTEN
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_METRICS_LISTEN,
+        }
+    }
+}
+
+/// Daemon logging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Level. Default `info`.
+    #[serde(default)]
+    pub level: LogLevel,
+    /// Format. Default `text` (journald adds its own structure).
+    #[serde(default = "default_daemon_log_format")]
+    pub format: LogFormat,
+}
+
+fn default_daemon_log_format() -> LogFormat {
+    LogFormat::Text
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::default(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// The gateway this appliance plays.
+    pub gateway: GatewayConfig,
+    /// Dataplane.
+    pub dataplane: DataplaneConfig,
+    /// Management socket.
+    #[serde(default)]
+    pub management: ManagementConfig,
+    /// Metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Daemon logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Customer gateways.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customer_gateways: Vec<CustomerGateway>,
+    /// VPN connections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connections: Vec<VpnConnection>,
+}
+
+fn label(id: &str, index: usize) -> String {
+    if id.is_empty() {
+        index.to_string()
+    } else {
+        id.to_owned()
+    }
+}
+
+impl ApplianceConfig {
+    /// Parse TOML text. Defaults are applied to absent fields; nothing is
+    /// validated beyond types (call [`Self::validate`]).
+    ///
+    /// # Errors
+    /// [`ParseError`] with the line and column of the problem.
+    pub fn from_toml_str(text: &str) -> Result<Self, ParseError> {
+        toml::from_str(text).map_err(|e| ParseError::from_toml(text, &e))
+    }
+
+    /// Render as TOML.
+    ///
+    /// # Errors
+    /// Only if a value cannot be represented in TOML (not expected for this
+    /// type).
+    pub fn to_toml_string(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Check every rule of the configuration and return all broken ones.
+    ///
+    /// # Errors
+    /// Every broken rule, each naming its field path, e.g.
+    /// `connections[vpn-1].tunnels[0].phase2_lifetime_secs`.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut out = Vec::new();
+        let mut errs = Errors::new("", &mut out);
+        self.validate_gateway(&mut errs.nested("gateway"));
+        self.validate_dataplane(&mut errs.nested("dataplane"));
+        self.validate_services(&mut errs);
+        self.validate_customer_gateways(&mut errs);
+        self.validate_connections(&mut errs);
+        finish(out)
+    }
+
+    fn validate_gateway(&self, errs: &mut Errors<'_>) {
+        let g = &self.gateway;
+        check_id(errs, "id", &g.id);
+        if !is_gateway_asn(g.asn) {
+            let [(a, b), (c, d)] = GATEWAY_ASN_RANGES;
+            errs.out_of_range("asn", g.asn, format!("{a}..={b} or {c}..={d}"));
+        }
+        if g.outside_addresses.is_empty() {
+            errs.missing(
+                "outside_addresses",
+                "at least one outside address is required",
+            );
+        }
+        for (i, a) in g.outside_addresses.iter().enumerate() {
+            let f = format!("outside_addresses[{i}]");
+            if let AddrClass::Unusable(why) = classify(*a) {
+                errs.invalid(&f, a, format!("{why} cannot be an outside address"));
+            }
+            if let Some(j) = g.outside_addresses[..i].iter().position(|b| b == a) {
+                let first = errs.path(&format!("outside_addresses[{j}]"));
+                errs.duplicate(&f, a, first);
+            }
+        }
+        for (i, n) in g.local_networks.iter().enumerate() {
+            if n.addr() != n.network() {
+                errs.invalid(
+                    &format!("local_networks[{i}]"),
+                    n,
+                    format!("host bits are set; write the network address {}", n.trunc()),
+                );
+            }
+        }
+    }
+
+    fn validate_dataplane(&self, errs: &mut Errors<'_>) {
+        let d = &self.dataplane;
+        if !d.hugepages_dir.is_absolute() {
+            errs.invalid(
+                "hugepages_dir",
+                d.hugepages_dir.display(),
+                "must be an absolute path",
+            );
+        }
+        if d.file_prefix.is_empty()
+            || d.file_prefix.len() > 64
+            || !d
+                .file_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.invalid(
+                "file_prefix",
+                format!("{:?}", d.file_prefix),
+                "1..=64 characters from [A-Za-z0-9_-]",
+            );
+        }
+        errs.range("main_lcore", d.main_lcore, 0, MAX_LCORE_ID);
+        if d.worker_lcores.is_empty() {
+            errs.missing("worker_lcores", "at least one worker lcore is required");
+        }
+        for (i, l) in d.worker_lcores.iter().enumerate() {
+            let f = format!("worker_lcores[{i}]");
+            errs.range(&f, *l, 0, MAX_LCORE_ID);
+            if *l == d.main_lcore {
+                let other = errs.path("main_lcore");
+                errs.conflict(
+                    &f,
+                    l,
+                    format!("{other}: workers run on their own lcores, not the main lcore"),
+                );
+            }
+            if let Some(j) = d.worker_lcores[..i].iter().position(|m| m == l) {
+                let first = errs.path(&format!("worker_lcores[{j}]"));
+                errs.duplicate(&f, l, first);
+            }
+        }
+        let workers = u16::try_from(d.worker_lcores.len())
+            .unwrap_or(u16::MAX)
+            .max(1);
+        for role in PortRole::ALL {
+            if !d.ports.iter().any(|p| p.role == *role) {
+                errs.missing(
+                    "ports",
+                    format!("at least one port with role {role} is required"),
+                );
+            }
+        }
+        for (i, p) in d.ports.iter().enumerate() {
+            let mut pe = errs.nested(&format!("ports[{}]", label(&p.name, i)));
+            check_id(&mut pe, "name", &p.name);
+            if p.device.trim().is_empty() {
+                pe.invalid(
+                    "device",
+                    "\"\"",
+                    "a PCI address or a virtual device specification",
+                );
+            }
+            pe.range(
+                "rx_queues",
+                p.rx_queues,
+                1,
+                workers.min(MAX_QUEUES_PER_PORT),
+            );
+            if let Some(tx) = p.tx_queues {
+                pe.range(
+                    "tx_queues",
+                    tx,
+                    workers.min(MAX_QUEUES_PER_PORT),
+                    MAX_QUEUES_PER_PORT,
+                );
+            }
+            if let Some(j) = d.ports[..i].iter().position(|q| q.name == p.name) {
+                let first = errs.path(&format!("ports[{j}].name"));
+                errs.duplicate(
+                    &format!("ports[{}].name", label(&p.name, i)),
+                    &p.name,
+                    first,
+                );
+            }
+        }
+    }
+
+    fn validate_services(&self, errs: &mut Errors<'_>) {
+        let m = &self.management;
+        if !m.socket_path.is_absolute() {
+            errs.invalid(
+                "management.socket_path",
+                m.socket_path.display(),
+                "must be an absolute path",
+            );
+        }
+        if m.socket_group.is_empty()
+            || m.socket_group.len() > 32
+            || m.socket_group
+                .chars()
+                .any(|c| c.is_whitespace() || c == ':')
+        {
+            errs.invalid(
+                "management.socket_group",
+                format!("{:?}", m.socket_group),
+                "a group name of 1..=32 characters, no spaces or ':'",
+            );
+        }
+        if self.metrics.listen.port() == 0 {
+            errs.invalid(
+                "metrics.listen",
+                self.metrics.listen,
+                "port 0 is not a fixed port",
+            );
+        }
+    }
+
+    fn validate_customer_gateways(&self, errs: &mut Errors<'_>) {
+        let mut seen_ip: HashMap<IpAddr, String> = HashMap::new();
+        for (i, c) in self.customer_gateways.iter().enumerate() {
+            let p = format!("customer_gateways[{}]", label(&c.id, i));
+            c.validate_into(&mut errs.nested(&p));
+            if let Some(j) = self.customer_gateways[..i]
+                .iter()
+                .position(|d| d.id == c.id)
+            {
+                let first = format!("customer_gateways[{j}].id");
+                errs.duplicate(&format!("{p}.id"), &c.id, first);
+            }
+            // Concentrator: every device has its own address (spec §11.1).
+            if self.gateway.kind == GatewayKind::Concentrator
+                && let Some(a) = c.ip_address
+            {
+                if let Some(first) = seen_ip.get(&a) {
+                    errs.duplicate(
+                        &format!("{p}.ip_address"),
+                        a,
+                        format!("{first} (gateway.kind = concentrator: each customer gateway needs a unique IP address)"),
+                    );
+                } else {
+                    seen_ip.insert(a, format!("{p}.ip_address"));
+                }
+            }
+        }
+    }
+
+    fn validate_connections(&self, errs: &mut Errors<'_>) {
+        let cgws: HashMap<&str, &CustomerGateway> = self
+            .customer_gateways
+            .iter()
+            .map(|c| (c.id.as_str(), c))
+            .collect();
+        let mut inside_v4: HashMap<Ipv4Net, String> = HashMap::new();
+        let mut inside_v6: HashMap<Ipv6Net, String> = HashMap::new();
+        let mut pairs: HashMap<(IpAddr, IpAddr), String> = HashMap::new();
+        let kind = self.gateway.kind;
+
+        for (ci, conn) in self.connections.iter().enumerate() {
+            let p = format!("connections[{}]", label(&conn.id, ci));
+            let mut ce = errs.nested(&p);
+            conn.validate_into(&mut ce);
+            if let Some(j) = self.connections[..ci].iter().position(|d| d.id == conn.id) {
+                ce.duplicate("id", &conn.id, format!("connections[{j}].id"));
+            }
+            if conn.target != self.gateway.id {
+                ce.unknown_reference(
+                    "target",
+                    format!("{:?}", conn.target),
+                    format!(
+                        "the target must be this appliance's gateway.id {:?}",
+                        self.gateway.id
+                    ),
+                );
+            }
+
+            // Gateway kind rules (spec §1.3, §4, §9, §10.1, §11).
+            let v6_inside = conn.tunnel_inside_ip_version == TunnelInsideIpVersion::Ipv6;
+            let bw = conn.tunnels[0].tunnel_bandwidth;
+            let kind_rule = |what: &str| format!("gateway.kind = {kind}: {what}");
+            match kind {
+                GatewayKind::VirtualPrivateGateway => {
+                    if v6_inside {
+                        ce.conflict(
+                            "tunnel_inside_ip_version",
+                            "ipv6",
+                            kind_rule("IPv6 traffic is not supported"),
+                        );
+                    }
+                    if conn.outside_ip_address_type != OutsideIpAddressType::PublicIpv4 {
+                        ce.conflict(
+                            "outside_ip_address_type",
+                            conn.outside_ip_address_type,
+                            kind_rule("only PublicIpv4 is supported"),
+                        );
+                    }
+                    if bw == TunnelBandwidth::Large {
+                        ce.conflict(
+                            "tunnels[0].tunnel_bandwidth",
+                            bw,
+                            kind_rule("large bandwidth is not supported"),
+                        );
+                    }
+                    if conn.enable_acceleration {
+                        ce.conflict(
+                            "enable_acceleration",
+                            true,
+                            kind_rule("acceleration is not supported"),
+                        );
+                    }
+                }
+                GatewayKind::Concentrator => {
+                    if conn.routing == RoutingType::Static {
+                        ce.conflict(
+                            "routing",
+                            conn.routing,
+                            kind_rule("BGP only; static routing is not supported"),
+                        );
+                    }
+                    if conn.outside_ip_address_type == OutsideIpAddressType::PrivateIpv4 {
+                        ce.conflict(
+                            "outside_ip_address_type",
+                            conn.outside_ip_address_type,
+                            kind_rule("private IP VPN is not supported"),
+                        );
+                    }
+                    if bw == TunnelBandwidth::Large {
+                        ce.conflict(
+                            "tunnels[0].tunnel_bandwidth",
+                            bw,
+                            kind_rule(
+                                "tunnels are limited to 100 Mbps; large bandwidth is not supported",
+                            ),
+                        );
+                    }
+                }
+                GatewayKind::TransitGateway => {}
+            }
+
+            // Customer gateway rules.
+            match cgws.get(conn.customer_gateway_id.as_str()) {
+                None => ce.unknown_reference(
+                    "customer_gateway_id",
+                    format!("{:?}", conn.customer_gateway_id),
+                    "must name a customer gateway in customer_gateways",
+                ),
+                Some(cgw) => self.validate_connection_peer(&mut ce, conn, cgw),
+            }
+
+            // Tunnel bindings and appliance-wide uniqueness.
+            for (ti, t) in conn.tunnels.iter().enumerate() {
+                let tp = format!("tunnels[{ti}]");
+                match t.outside_ip_address {
+                    None => ce.missing(
+                        &format!("{tp}.outside_ip_address"),
+                        "each tunnel is bound to one of gateway.outside_addresses",
+                    ),
+                    Some(a) if !self.gateway.outside_addresses.contains(&a) => ce
+                        .unknown_reference(
+                            &format!("{tp}.outside_ip_address"),
+                            a,
+                            "must be one of gateway.outside_addresses",
+                        ),
+                    Some(a) => {
+                        if let Some(remote) = cgws
+                            .get(conn.customer_gateway_id.as_str())
+                            .and_then(|c| c.ip_address)
+                        {
+                            let here = ce.path(&format!("{tp}.outside_ip_address"));
+                            if let Some(first) = pairs.get(&(a, remote)) {
+                                // Within one connection this is already
+                                // reported by VpnConnection::validate.
+                                if !first.starts_with(&p) {
+                                    ce.duplicate(
+                                    &format!("{tp}.outside_ip_address"),
+                                    a,
+                                    format!("{first} towards the same customer gateway address {remote}; IKE could not tell the tunnels apart"),
+                                );
+                                }
+                            } else {
+                                pairs.insert((a, remote), here);
+                            }
+                        }
+                    }
+                }
+                // Unique across the appliance for every kind (see the module
+                // docs; the spec requires it per VGW only).
+                if let Some(n) = t.inside_ipv4_cidr {
+                    let here = ce.path(&format!("{tp}.inside_ipv4_cidr"));
+                    if let Some(first) = inside_v4.get(&n) {
+                        if !first.starts_with(&p) {
+                            ce.duplicate(&format!("{tp}.inside_ipv4_cidr"), n, first.clone());
+                        }
+                    } else {
+                        inside_v4.insert(n, here);
+                    }
+                }
+                if let Some(n) = t.inside_ipv6_cidr {
+                    let here = ce.path(&format!("{tp}.inside_ipv6_cidr"));
+                    if let Some(first) = inside_v6.get(&n) {
+                        if !first.starts_with(&p) {
+                            ce.duplicate(&format!("{tp}.inside_ipv6_cidr"), n, first.clone());
+                        }
+                    } else {
+                        inside_v6.insert(n, here);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rules that tie a connection to its customer gateway.
+    fn validate_connection_peer(
+        &self,
+        ce: &mut Errors<'_>,
+        conn: &VpnConnection,
+        cgw: &CustomerGateway,
+    ) {
+        let cgw_field = format!("customer_gateways[{}]", cgw.id);
+        match cgw.ip_address {
+            Some(ip) => {
+                let class = classify(ip);
+                let (want_v6, want_class, what) = match conn.outside_ip_address_type {
+                    OutsideIpAddressType::PublicIpv4 => {
+                        (false, AddrClass::Public, "a public IPv4 address")
+                    }
+                    OutsideIpAddressType::PrivateIpv4 => (
+                        false,
+                        AddrClass::Private,
+                        "an RFC 1918 or RFC 6598 IPv4 address",
+                    ),
+                    OutsideIpAddressType::Ipv6 => {
+                        (true, AddrClass::Public, "an internet-routable IPv6 address")
+                    }
+                };
+                if (ip.is_ipv6() != want_v6 || class != want_class)
+                    && !matches!(class, AddrClass::Unusable(_))
+                {
+                    ce.conflict(
+                        "outside_ip_address_type",
+                        conn.outside_ip_address_type,
+                        format!("{cgw_field}.ip_address = {ip}: this outside type needs {what}"),
+                    );
+                }
+            }
+            None => {
+                for (i, t) in conn.tunnels.iter().enumerate() {
+                    if t.startup_action == StartupAction::Start {
+                        ce.conflict(
+                            &format!("tunnels[{i}].startup_action"),
+                            t.startup_action,
+                            format!("{cgw_field} has no ip_address: start needs the peer's address (spec §6)"),
+                        );
+                    }
+                }
+                if conn.tunnels[0].tunnel_bandwidth == TunnelBandwidth::Large {
+                    ce.conflict(
+                        "tunnels[0].tunnel_bandwidth",
+                        TunnelBandwidth::Large,
+                        format!("{cgw_field} has no ip_address: large bandwidth needs a fixed peer address (spec §4)"),
+                    );
+                }
+            }
+        }
+        if conn.routing == RoutingType::Dynamic {
+            match cgw.bgp_asn {
+                None => ce.missing(
+                    "customer_gateway_id",
+                    format!("{cgw_field}.bgp_asn is required for a dynamic-routing connection"),
+                ),
+                Some(asn) if asn == self.gateway.asn => ce.conflict(
+                    "customer_gateway_id",
+                    &cgw.id,
+                    format!(
+                        "{cgw_field}.bgp_asn = {asn} equals gateway.asn; eBGP needs different ASNs"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Fill in everything the spec says is "chosen automatically": inside
+    /// IPv4 /30s (every tunnel), inside IPv6 /126s (IPv6-inside connections)
+    /// and pre-shared keys (connections storing keys in this file).
+    ///
+    /// `fill` supplies random bytes. The result is deterministic for a given
+    /// `fill`. Values already present are kept. Returns the paths of the
+    /// fields assigned; save the configuration afterwards so they stay
+    /// stable.
+    ///
+    /// # Errors
+    /// If the inside address pool is exhausted (the configuration is left
+    /// unchanged in that case).
+    pub fn assign_generated(
+        &mut self,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<Vec<String>, Vec<ConfigError>> {
+        let mut next = self.clone();
+        let mut used4: HashSet<Ipv4Net> = next
+            .connections
+            .iter()
+            .flat_map(|c| c.tunnels.iter().filter_map(|t| t.inside_ipv4_cidr))
+            .collect();
+        let mut used6: HashSet<Ipv6Net> = next
+            .connections
+            .iter()
+            .flat_map(|c| c.tunnels.iter().filter_map(|t| t.inside_ipv6_cidr))
+            .collect();
+        let mut assigned = Vec::new();
+        let mut errors = Vec::new();
+        for (ci, conn) in next.connections.iter_mut().enumerate() {
+            let p = format!("connections[{}]", label(&conn.id, ci));
+            let v6 = conn.tunnel_inside_ip_version == TunnelInsideIpVersion::Ipv6;
+            let store_psk = conn.pre_shared_key_storage == PreSharedKeyStorage::Standard;
+            for (ti, t) in conn.tunnels.iter_mut().enumerate() {
+                let tp = format!("{p}.tunnels[{ti}]");
+                if t.inside_ipv4_cidr.is_none() {
+                    match inside::allocate_inside_ipv4_cidr(&used4, fill) {
+                        Some(n) => {
+                            used4.insert(n);
+                            t.inside_ipv4_cidr = Some(n);
+                            assigned.push(format!("{tp}.inside_ipv4_cidr"));
+                        }
+                        None => errors.push(ConfigError::Missing {
+                            field: format!("{tp}.inside_ipv4_cidr"),
+                            value: "(absent)".to_owned(),
+                            allowed: "no free /30 is left in 169.254.0.0/16".to_owned(),
+                        }),
+                    }
+                }
+                if v6 && t.inside_ipv6_cidr.is_none() {
+                    match inside::allocate_inside_ipv6_cidr(&used6, fill) {
+                        Some(n) => {
+                            used6.insert(n);
+                            t.inside_ipv6_cidr = Some(n);
+                            assigned.push(format!("{tp}.inside_ipv6_cidr"));
+                        }
+                        None => errors.push(ConfigError::Missing {
+                            field: format!("{tp}.inside_ipv6_cidr"),
+                            value: "(absent)".to_owned(),
+                            allowed: "no free /126 found in fd00::/8".to_owned(),
+                        }),
+                    }
+                }
+                if store_psk && t.pre_shared_key.is_none() {
+                    t.pre_shared_key = Some(PreSharedKey::generate(fill));
+                    assigned.push(format!("{tp}.pre_shared_key"));
+                }
+            }
+        }
+        finish(errors)?;
+        *self = next;
+        Ok(assigned)
+    }
+
+    fn connection_index(&self, connection_id: &str) -> Result<usize, Vec<ConfigError>> {
+        self.connections
+            .iter()
+            .position(|c| c.id == connection_id)
+            .ok_or_else(|| {
+                vec![ConfigError::UnknownReference {
+                    field: "connections".to_owned(),
+                    value: format!("{connection_id:?}"),
+                    allowed: "must name a configured connection".to_owned(),
+                }]
+            })
+    }
+
+    /// Modify one tunnel's options (spec §18.8) and return the new
+    /// configuration if every rule — tunnel, connection and appliance —
+    /// holds. `self` is unchanged; nothing is half-applied.
+    ///
+    /// # Errors
+    /// Unknown connection, tunnel index other than 0 or 1, or every rule the
+    /// result would break.
+    pub fn modify_tunnel_options(
+        &self,
+        connection_id: &str,
+        tunnel: usize,
+        patch: TunnelOptionsPatch,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let ci = self.connection_index(connection_id)?;
+        if tunnel > 1 {
+            return Err(vec![ConfigError::OutOfRange {
+                field: format!("connections[{connection_id}].tunnels"),
+                value: tunnel.to_string(),
+                allowed: "tunnel index 0..=1".to_owned(),
+            }]);
+        }
+        let mut next = self.clone();
+        let t = &mut next.connections[ci].tunnels[tunnel];
+        *t = t.patched(patch);
+        next.validate()?;
+        Ok(next)
+    }
+
+    /// Modify a connection's options (spec §18.7: traffic selectors, both
+    /// tunnels' bandwidth) and return the new configuration if every rule
+    /// holds. `self` is unchanged.
+    ///
+    /// # Errors
+    /// Unknown connection, or every rule the result would break.
+    pub fn modify_connection_options(
+        &self,
+        connection_id: &str,
+        patch: VpnConnectionOptionsPatch,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let ci = self.connection_index(connection_id)?;
+        let mut next = self.clone();
+        next.connections[ci] = next.connections[ci].patched_options(patch);
+        next.validate()?;
+        Ok(next)
+    }
+}
