@@ -1,0 +1,122 @@
+//! The control core ⇄ worker rings.
+
+use std::sync::Arc;
+
+use dataplane::esp::{InboundSa, OutboundSa};
+use fib::{Fib, TunnelId};
+
+use crate::pipeline::Addresses;
+
+/// A change the control core asks one worker to make. Applied between
+/// bursts, in order, each acknowledged with [`Event::Done`].
+#[derive(Debug)]
+pub enum Command {
+    /// Install (or replace, same SPI) an inbound SA. For a rekey the new
+    /// inbound SA is installed first (make before break).
+    AddInbound(Box<InboundSa>),
+    /// Remove an inbound SA.
+    RemoveInbound {
+        /// Its SPI.
+        spi: u32,
+    },
+    /// Install or atomically replace a tunnel's outbound SA.
+    SetOutbound {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// The new SA.
+        sa: Box<OutboundSa>,
+    },
+    /// Remove a tunnel's outbound SA.
+    RemoveOutbound {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// Publish a new forwarding table (RCU style: the old one comes back).
+    SetFib(Arc<Fib>),
+    /// Replace the addresses the worker answers for and sends from.
+    SetAddresses(Box<Addresses>),
+}
+
+/// What a worker reports back.
+#[derive(Debug)]
+pub enum Event {
+    /// Command number `seq` (counted from 0 on this ring) is applied.
+    Done {
+        /// Sequence number of the command.
+        seq: u64,
+    },
+    /// A command could not be applied (table full, nothing to remove).
+    Failed {
+        /// Sequence number of the command.
+        seq: u64,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An inbound SA left the worker (removed or replaced): free it here.
+    RetiredInbound(Box<InboundSa>),
+    /// An outbound SA left the worker.
+    RetiredOutbound(Box<OutboundSa>),
+    /// The forwarding table that was replaced.
+    RetiredFib(Arc<Fib>),
+}
+
+/// The control core's end of one worker's rings.
+#[derive(Debug)]
+pub struct ControlEnd {
+    commands: rtrb::Producer<Command>,
+    events: rtrb::Consumer<Event>,
+    sent: u64,
+}
+
+/// The worker's end.
+#[derive(Debug)]
+pub struct WorkerEnd {
+    pub(crate) commands: rtrb::Consumer<Command>,
+    pub(crate) events: rtrb::Producer<Event>,
+    pub(crate) applied: u64,
+}
+
+/// Rings holding up to `capacity` commands and `4 × capacity` events.
+#[must_use]
+pub fn channel(capacity: usize) -> (ControlEnd, WorkerEnd) {
+    let (cp, cc) = rtrb::RingBuffer::new(capacity);
+    let (ep, ec) = rtrb::RingBuffer::new(capacity * 4);
+    (
+        ControlEnd {
+            commands: cp,
+            events: ec,
+            sent: 0,
+        },
+        WorkerEnd {
+            commands: cc,
+            events: ep,
+            applied: 0,
+        },
+    )
+}
+
+impl ControlEnd {
+    /// Queues a command; returns its sequence number.
+    ///
+    /// # Errors
+    /// The command back when the ring is full (the worker is behind).
+    pub fn send(&mut self, command: Command) -> Result<u64, Command> {
+        self.commands
+            .push(command)
+            .map_err(|rtrb::PushError::Full(c)| c)?;
+        let seq = self.sent;
+        self.sent += 1;
+        Ok(seq)
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop().ok()
+    }
+
+    /// Commands sent so far.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}

@@ -1,0 +1,112 @@
+//! Per-worker counters: one writer (the worker), summed by the control core.
+
+use dataplane::esp::{DropCounters, DropReason};
+
+/// Why the worker dropped a packet outside the ESP code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Drop {
+    /// Not Ethernet/IPv4/IPv6/ARP, or a header that does not parse.
+    Malformed = 0,
+    /// An outside packet not addressed to one of our addresses.
+    NotLocal,
+    /// No route for the inner destination.
+    NoRoute,
+    /// The route says blackhole.
+    Blackhole,
+    /// Routed to a tunnel that has no outbound SA (yet).
+    NoOutboundSa,
+    /// ESP for an SPI we do not have.
+    UnknownSpi,
+    /// A NAT-T keepalive (RFC 3948 § 2.3): consumed, counted.
+    NatKeepalive,
+    /// Inside traffic routed back to the inside (no hairpin).
+    Hairpin,
+    /// ARP that is not a request for one of our addresses.
+    ArpIgnored,
+    /// Kernel (exception path) traffic with nowhere to go.
+    KernelUnroutable,
+    /// An ESP drop (see [`WorkerStats::esp`]).
+    Esp,
+}
+
+impl Drop {
+    /// Number of reasons.
+    pub const COUNT: usize = Self::Esp as usize + 1;
+    /// All reasons in order.
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::Malformed,
+        Self::NotLocal,
+        Self::NoRoute,
+        Self::Blackhole,
+        Self::NoOutboundSa,
+        Self::UnknownSpi,
+        Self::NatKeepalive,
+        Self::Hairpin,
+        Self::ArpIgnored,
+        Self::KernelUnroutable,
+        Self::Esp,
+    ];
+
+    /// A stable name for logs and metrics.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotLocal => "not_local",
+            Self::NoRoute => "no_route",
+            Self::Blackhole => "blackhole",
+            Self::NoOutboundSa => "no_outbound_sa",
+            Self::UnknownSpi => "unknown_spi",
+            Self::NatKeepalive => "nat_keepalive",
+            Self::Hairpin => "hairpin",
+            Self::ArpIgnored => "arp_ignored",
+            Self::KernelUnroutable => "kernel_unroutable",
+            Self::Esp => "esp",
+        }
+    }
+}
+
+/// The worker's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Packets decapsulated and forwarded.
+    pub decap_packets: u64,
+    /// Packets encapsulated and sent.
+    pub encap_packets: u64,
+    /// Packets handed to the kernel.
+    pub punted: u64,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// Drops by pipeline reason.
+    pub drops: [u64; Drop::COUNT],
+    /// Drops by ESP reason.
+    pub esp: DropCounters,
+}
+
+impl WorkerStats {
+    /// Counts a pipeline drop.
+    #[inline]
+    pub fn drop(&mut self, reason: Drop) {
+        self.drops[reason as usize] += 1;
+    }
+
+    /// Counts an ESP drop.
+    #[inline]
+    pub fn esp_drop(&mut self, reason: DropReason) {
+        self.drops[Drop::Esp as usize] += 1;
+        self.esp.count(reason);
+    }
+
+    /// Drops of one reason.
+    #[must_use]
+    pub fn dropped(&self, reason: Drop) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All drops.
+    #[must_use]
+    pub fn total_dropped(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}

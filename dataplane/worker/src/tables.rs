@@ -1,0 +1,162 @@
+//! The worker's SA tables: inbound by SPI, outbound by tunnel.
+
+use std::collections::HashMap;
+
+use dataplane::esp::{InboundSa, OutboundSa};
+use fib::TunnelId;
+
+/// SAs owned by one worker. Capacity is reserved up front so installing
+/// never reallocates on the worker, and SAs are boxed so the box the
+/// control core allocated travels back to it to be freed: the worker
+/// never allocates or frees SA memory.
+#[derive(Debug)]
+pub struct SaTables {
+    // Boxed on purpose: the control core's allocation moves in and out
+    // whole, so the worker never allocates or frees an SA.
+    #[allow(clippy::vec_box)]
+    inbound: Vec<Box<InboundSa>>,
+    by_spi: HashMap<u32, u32>,
+    #[allow(clippy::vec_box)]
+    outbound: Vec<Box<OutboundSa>>,
+    /// Tunnel id → index into `outbound` (`u32::MAX`: none).
+    by_tunnel: Vec<u32>,
+    capacity: usize,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl SaTables {
+    /// Tables for up to `capacity` SAs each way (allocated here, once).
+    #[must_use]
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            inbound: Vec::with_capacity(capacity),
+            by_spi: HashMap::with_capacity(capacity),
+            outbound: Vec::with_capacity(capacity),
+            by_tunnel: Vec::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Installs an inbound SA; returns the one it replaces (same SPI), or
+    /// gives the SA back when the table is full.
+    ///
+    /// # Errors
+    /// The SA itself when the table is full.
+    pub fn add_inbound(
+        &mut self,
+        sa: Box<InboundSa>,
+    ) -> Result<Option<Box<InboundSa>>, Box<InboundSa>> {
+        let spi = sa.spi();
+        if let Some(&i) = self.by_spi.get(&spi) {
+            return Ok(Some(std::mem::replace(&mut self.inbound[i as usize], sa)));
+        }
+        if self.inbound.len() >= self.capacity {
+            return Err(sa);
+        }
+        let Ok(index) = u32::try_from(self.inbound.len()) else {
+            return Err(sa);
+        };
+        self.inbound.push(sa);
+        self.by_spi.insert(spi, index);
+        Ok(None)
+    }
+
+    /// Removes an inbound SA by SPI.
+    pub fn remove_inbound(&mut self, spi: u32) -> Option<Box<InboundSa>> {
+        let i = self.by_spi.remove(&spi)? as usize;
+        let sa = self.inbound.swap_remove(i);
+        if let Some(moved) = self.inbound.get(i) {
+            self.by_spi
+                .insert(moved.spi(), u32::try_from(i).unwrap_or(NONE));
+        }
+        Some(sa)
+    }
+
+    /// Installs (or atomically replaces, for a rekey) the outbound SA of a
+    /// tunnel; returns the one it replaces.
+    ///
+    /// # Errors
+    /// The SA itself when the table is full or the tunnel id is too large.
+    pub fn set_outbound(
+        &mut self,
+        tunnel: TunnelId,
+        sa: Box<OutboundSa>,
+    ) -> Result<Option<Box<OutboundSa>>, Box<OutboundSa>> {
+        let t = tunnel.0 as usize;
+        if let Some(&i) = self.by_tunnel.get(t)
+            && i != NONE
+        {
+            return Ok(Some(std::mem::replace(&mut self.outbound[i as usize], sa)));
+        }
+        if self.outbound.len() >= self.capacity || t >= self.capacity {
+            return Err(sa);
+        }
+        let Ok(index) = u32::try_from(self.outbound.len()) else {
+            return Err(sa);
+        };
+        if self.by_tunnel.len() <= t {
+            self.by_tunnel.resize(t + 1, NONE);
+        }
+        self.by_tunnel[t] = index;
+        self.outbound.push(sa);
+        Ok(None)
+    }
+
+    /// Removes a tunnel's outbound SA.
+    pub fn remove_outbound(&mut self, tunnel: TunnelId) -> Option<Box<OutboundSa>> {
+        let slot = self.by_tunnel.get_mut(tunnel.0 as usize)?;
+        if *slot == NONE {
+            return None;
+        }
+        let i = std::mem::replace(slot, NONE) as usize;
+        let sa = self.outbound.swap_remove(i);
+        if i < self.outbound.len() {
+            // The last SA moved to i: repoint its tunnel.
+            let moved_from = u32::try_from(self.outbound.len()).unwrap_or(NONE);
+            if let Some(s) = self.by_tunnel.iter_mut().find(|s| **s == moved_from) {
+                *s = u32::try_from(i).unwrap_or(NONE);
+            }
+        }
+        Some(sa)
+    }
+
+    /// The inbound SA of an SPI.
+    #[inline]
+    pub fn inbound_mut(&mut self, spi: u32) -> Option<&mut InboundSa> {
+        let i = *self.by_spi.get(&spi)?;
+        self.inbound.get_mut(i as usize).map(|sa| &mut **sa)
+    }
+
+    /// The outbound SA of a tunnel.
+    #[inline]
+    pub fn outbound_mut(&mut self, tunnel: TunnelId) -> Option<&mut OutboundSa> {
+        let i = *self.by_tunnel.get(tunnel.0 as usize)?;
+        self.outbound.get_mut(i as usize).map(|sa| &mut **sa)
+    }
+
+    /// Inbound SAs installed.
+    #[must_use]
+    pub fn inbound_len(&self) -> usize {
+        self.inbound.len()
+    }
+
+    /// Outbound SAs installed.
+    #[must_use]
+    pub fn outbound_len(&self) -> usize {
+        self.outbound.len()
+    }
+
+    /// Every inbound SA.
+    pub fn inbound(&self) -> impl Iterator<Item = &InboundSa> {
+        self.inbound.iter().map(|sa| &**sa)
+    }
+
+    /// Every outbound SA with its tunnel.
+    pub fn outbound(&self) -> impl Iterator<Item = (TunnelId, &OutboundSa)> {
+        self.by_tunnel.iter().enumerate().filter_map(|(t, &i)| {
+            let sa = self.outbound.get(i as usize)?;
+            Some((TunnelId(u32::try_from(t).ok()?), &**sa))
+        })
+    }
+}
