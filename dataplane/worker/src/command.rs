@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use dataplane::esp::sa::LifetimeEvent;
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{Fib, TunnelId};
 
@@ -58,6 +59,15 @@ pub enum Event {
     RetiredOutbound(Box<OutboundSa>),
     /// The forwarding table that was replaced.
     RetiredFib(Arc<Fib>),
+    /// An SA reached a soft (rekey) or hard (stop) lifetime limit.
+    Lifetime {
+        /// The SA's SPI.
+        spi: u32,
+        /// Which direction it carries.
+        inbound: bool,
+        /// Soft or hard.
+        event: LifetimeEvent,
+    },
 }
 
 /// The control core's end of one worker's rings.

@@ -239,9 +239,45 @@ impl Worker {
         }
     }
 
-    /// Ages SAs: time-based lifetimes. Call about once a second.
+    /// Ages SAs (time lifetimes) and reports every soft or hard limit
+    /// reached since the last call as an [`Event::Lifetime`]. Call between
+    /// bursts, about once a second; `now_secs` is on the clock the SAs were
+    /// installed with.
     pub fn handle_timeout(&mut self, now_secs: u64) {
-        let _ = now_secs;
+        // SAs report each limit once, when polled: poll only while there is
+        // room to carry the event, and the rest is reported next time.
+        const MAX_PER_CALL: usize = 16;
+        let mut pending: [Option<Event>; MAX_PER_CALL] = Default::default();
+        let mut n = 0;
+        for sa in self.tables.inbound_iter_mut() {
+            sa.handle_timeout(now_secs);
+            if n < MAX_PER_CALL
+                && let Some(event) = sa.poll_lifetime()
+            {
+                pending[n] = Some(Event::Lifetime {
+                    spi: sa.spi(),
+                    inbound: true,
+                    event,
+                });
+                n += 1;
+            }
+        }
+        for sa in self.tables.outbound_iter_mut() {
+            sa.handle_timeout(now_secs);
+            if n < MAX_PER_CALL
+                && let Some(event) = sa.poll_lifetime()
+            {
+                pending[n] = Some(Event::Lifetime {
+                    spi: sa.spi(),
+                    inbound: false,
+                    event,
+                });
+                n += 1;
+            }
+        }
+        for e in pending.into_iter().flatten() {
+            self.emit(e);
+        }
     }
 
     fn classify_outside(&self, frame: &[u8]) -> Class {

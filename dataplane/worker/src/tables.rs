@@ -135,6 +135,16 @@ impl SaTables {
         self.outbound.get_mut(i as usize).map(|sa| &mut **sa)
     }
 
+    /// Every inbound SA, mutably (for ageing between bursts).
+    pub(crate) fn inbound_iter_mut(&mut self) -> impl Iterator<Item = &mut InboundSa> {
+        self.inbound.iter_mut().map(|sa| &mut **sa)
+    }
+
+    /// Every outbound SA, mutably.
+    pub(crate) fn outbound_iter_mut(&mut self) -> impl Iterator<Item = &mut OutboundSa> {
+        self.outbound.iter_mut().map(|sa| &mut **sa)
+    }
+
     /// Inbound SAs installed.
     #[must_use]
     pub fn inbound_len(&self) -> usize {

@@ -400,3 +400,34 @@ fn routes_to_missing_tunnels_and_local_addresses() {
     assert_eq!(conc.worker.stats().dropped(Drop::Blackhole), 1);
     assert_eq!(go(&mut conc, [169, 254, 21, 1]), Action::ToKernel);
 }
+
+#[test]
+fn lifetimes_are_reported_to_the_control_core() {
+    let alg = EspAlgorithm::Aes128Gcm16;
+    let (mut conc, _) = pair(alg, false);
+    let mut cfg = sa_config(0x4004, alg, Direction::Inbound, CONC, CGW, false);
+    cfg.lifetimes.soft.secs = Some(10);
+    cfg.lifetimes.hard.secs = Some(20);
+    conc.send(Command::AddInbound(Box::new(
+        InboundSa::new(&cfg, 100).unwrap(),
+    )));
+    let _ = conc.events();
+    conc.worker.handle_timeout(105);
+    assert!(conc.events().is_empty());
+    conc.worker.handle_timeout(111);
+    let ev = conc.events();
+    assert!(
+        matches!(ev.as_slice(), [Event::Lifetime { spi: 0x4004, inbound: true, event }] if *event == dataplane::esp::sa::LifetimeEvent::SoftExpired),
+        "{ev:?}"
+    );
+    conc.worker.handle_timeout(121);
+    assert!(matches!(
+        conc.events().as_slice(),
+        [Event::Lifetime {
+            event: dataplane::esp::sa::LifetimeEvent::HardExpired,
+            ..
+        }]
+    ));
+    conc.worker.handle_timeout(130);
+    assert!(conc.events().is_empty(), "each limit reported once");
+}
