@@ -5,3 +5,4 @@
 
 pub mod eal_args;
 pub mod hugepages;
+pub mod static_mode;

@@ -1,0 +1,77 @@
+"""A scapy customer gateway for the static-SA end-to-end test.
+
+Usage (inside the peer namespace):
+  peer.py IFACE ALG NATT LOCAL REMOTE OUT_SPI OUT_KEY OUT_AUTH IN_SPI IN_KEY IN_AUTH SRC DST COUNT
+
+Sends COUNT ICMP echo requests SRC -> DST encrypted with the OUT SA (scapy's
+independent ESP, tunnel mode, LOCAL -> REMOTE, raw or UDP 4500) and decrypts
+what comes back from REMOTE with the IN SA. Prints one JSON line:
+  {"sent": N, "replies": M, "bad": K}
+where replies are decrypted, ICV-checked echo replies DST -> SRC matching a
+request, and bad counts ESP packets that did not decrypt. Exit 0.
+"""
+import json
+import sys
+import time
+
+from scapy.all import AsyncSniffer, conf, send
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.ipsec import ESP, SecurityAssociation
+
+AUTH = {"sha1": "HMAC-SHA1-96", "sha256": "SHA2-256-128", "sha384": "SHA2-384-192", "sha512": "SHA2-512-256"}
+
+
+def sa(alg, natt, spi, key, auth, src, dst):
+    kw = {}
+    if natt:
+        kw["nat_t_header"] = UDP(sport=4500, dport=4500)
+    if alg.endswith("gcm16"):
+        kw.update(crypt_algo="AES-GCM", crypt_key=bytes.fromhex(key), auth_algo="NULL")
+    else:
+        kw.update(crypt_algo="AES-CBC", crypt_key=bytes.fromhex(key),
+                  auth_algo=AUTH[alg.split("-")[1]], auth_key=bytes.fromhex(auth))
+    return SecurityAssociation(ESP, spi=spi, tunnel_header=IP(src=src, dst=dst), **kw)
+
+
+def main():
+    (iface, alg, natt, local, remote, out_spi, out_key, out_auth,
+     in_spi, in_key, in_auth, src, dst, count) = sys.argv[1:]
+    natt, count = natt == "1", int(count)
+    conf.verb = 0
+    out = sa(alg, natt, int(out_spi), out_key, out_auth, local, remote)
+    inb = sa(alg, natt, int(in_spi), in_key, in_auth, remote, local)
+    got = set()
+    bad = [0]
+
+    def on_packet(p):
+        if IP not in p or p[IP].src != remote:
+            return
+        if ESP not in p and not (UDP in p and p[UDP].dport == 4500):
+            return
+        try:
+            ip = IP(bytes(p[IP]))
+            if natt and ESP not in ip:
+                return
+            inner = inb.decrypt(ip)
+        except Exception:
+            bad[0] += 1
+            return
+        if ICMP in inner and inner[ICMP].type == 0 and inner[IP].src == dst and inner[IP].dst == src:
+            got.add(inner[ICMP].seq)
+
+    sniffer = AsyncSniffer(iface=iface, prn=on_packet, store=False)
+    sniffer.start()
+    time.sleep(0.5)
+    for i in range(count):
+        pkt = IP(src=src, dst=dst) / ICMP(id=0x4242, seq=i + 1) / (b"vpn-test-%04d" % i)
+        send(out.encrypt(pkt), iface=iface)
+        time.sleep(0.05)
+    deadline = time.time() + 5
+    while len(got) < count and time.time() < deadline:
+        time.sleep(0.1)
+    sniffer.stop()
+    print(json.dumps({"sent": count, "replies": len(got), "bad": bad[0]}))
+
+
+if __name__ == "__main__":
+    main()
