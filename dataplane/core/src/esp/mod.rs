@@ -23,7 +23,10 @@
 pub mod burst;
 pub mod decap;
 pub mod encap;
+pub mod frag;
 mod hdr;
+pub mod mtu;
+pub mod reassembly;
 pub mod replay;
 pub mod sa;
 
@@ -91,11 +94,42 @@ pub enum DropReason {
     /// The crypto library failed for a reason other than the ICV.
     #[error("crypto operation failed")]
     CryptoFailure,
+    /// The inner packet exceeds the tunnel MTU and may not be fragmented
+    /// (IPv4 with DF set, or IPv6); an ICMP "fragmentation needed" /
+    /// "packet too big" goes back to the source ([`frag`]).
+    #[error("inner packet larger than the tunnel MTU")]
+    TooBig,
+    /// Pre-fragmentation failed: no buffer from the pool, more fragments
+    /// than the output array holds, or malformed IPv4 options ([`frag`]).
+    #[error("could not fragment the inner packet")]
+    FragmentFailed,
+    /// A datagram under reassembly timed out; counted once per datagram
+    /// ([`reassembly`]).
+    #[error("reassembly timed out")]
+    ReassemblyTimeout,
+    /// Overlapping fragments: the whole datagram is dropped (RFC 5722 for
+    /// IPv6, the same rule for IPv4).
+    #[error("overlapping fragments")]
+    ReassemblyOverlap,
+    /// An exact duplicate of a fragment already held.
+    #[error("duplicate fragment")]
+    ReassemblyDuplicate,
+    /// More fragments than the per-datagram limit.
+    #[error("too many fragments in one datagram")]
+    ReassemblyTooManyFragments,
+    /// The reassembled datagram would exceed the configured maximum or
+    /// the output buffer.
+    #[error("reassembled datagram too big")]
+    ReassemblyTooBig,
+    /// The reassembly table was full: the oldest datagram was evicted
+    /// (counted once per evicted datagram).
+    #[error("reassembly table full, oldest datagram evicted")]
+    ReassemblyEvicted,
 }
 
 impl DropReason {
     /// Number of reasons (size of [`DropCounters`]).
-    pub const COUNT: usize = Self::CryptoFailure as usize + 1;
+    pub const COUNT: usize = Self::ReassemblyEvicted as usize + 1;
 
     /// All reasons, in discriminant order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -116,6 +150,14 @@ impl DropReason {
         Self::SeqExhausted,
         Self::LifetimeExpired,
         Self::CryptoFailure,
+        Self::TooBig,
+        Self::FragmentFailed,
+        Self::ReassemblyTimeout,
+        Self::ReassemblyOverlap,
+        Self::ReassemblyDuplicate,
+        Self::ReassemblyTooManyFragments,
+        Self::ReassemblyTooBig,
+        Self::ReassemblyEvicted,
     ];
 }
 
@@ -160,5 +202,7 @@ impl DropCounters {
     }
 }
 
+#[cfg(test)]
+mod frag_tests;
 #[cfg(test)]
 mod tests;
