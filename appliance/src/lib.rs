@@ -5,4 +5,5 @@
 
 pub mod eal_args;
 pub mod hugepages;
+pub mod mgmt;
 pub mod static_mode;

@@ -2,4 +2,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
+pub mod dataplane;
+pub mod download;
+pub mod logs;
+pub mod manager;
+pub mod metrics;

@@ -1,0 +1,752 @@
+//! `vpnctl`: command-line client of the `vpnd` management API.
+//!
+//! Sends one request (`control::api`, newline-delimited JSON) over the
+//! daemon's unix socket and prints the reply as a table, or as the reply's
+//! JSON with `--json`.
+//!
+//! Exit codes: 0 success; 1 usage error (bad arguments or `--set` value);
+//! 2 the daemon rejected the request (validation errors, unknown object,
+//! permission denied, …); 3 the daemon cannot be reached or its reply
+//! cannot be read.
+
+use std::fmt::Write as _;
+use std::io::{BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use appliance::mgmt::{self, LineRead};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use control::api::{
+    self, ApiError, ConnectionView, CustomerGatewayPatch, ReplyEnvelope, Request, Response,
+};
+use control::config::{
+    CustomerGateway, RoutingType, TunnelInsideIpVersion, TunnelOptionsPatch, VpnConnection,
+    VpnConnectionOptionsPatch,
+};
+use control::download::Device;
+use ipnet::IpNet;
+
+const EXIT_HELP: &str = "\
+Exit codes:
+  0  success
+  1  usage error (bad arguments, bad --set value)
+  2  the daemon rejected the request (validation errors are listed with
+     field, value and allowed range; unknown object; permission denied)
+  3  the daemon cannot be reached, or its reply cannot be read
+
+--set KEY=VALUE takes a TOML value: numbers (1800), booleans (true),
+lists ([14, 19] or '[\"AES128-GCM-16\"]'); anything that is not valid TOML is
+taken as a string (AES128-GCM-16, restart).";
+
+/// Manage the VPN concentrator through vpnd's management socket.
+#[derive(Debug, Parser)]
+#[command(name = "vpnctl", version, after_help = EXIT_HELP)]
+struct Cli {
+    /// The daemon's management socket.
+    #[arg(
+        long,
+        global = true,
+        env = "VPNCTL_SOCKET",
+        default_value = "/run/vpnd/control.sock"
+    )]
+    socket: PathBuf,
+    /// Print the daemon's reply as JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Customer gateways: create, modify, delete, show.
+    #[command(subcommand, name = "customer-gateway", visible_alias = "cgw")]
+    CustomerGateway(CgwCommand),
+    /// VPN connections (each with two tunnels): create, modify, delete, show.
+    #[command(subcommand, visible_alias = "conn")]
+    Connection(ConnCommand),
+    /// Modify one tunnel's options (spec modify-vpn-tunnel-options).
+    ///
+    /// Keys: pre_shared_key, inside_ipv4_cidr, inside_ipv6_cidr,
+    /// phase1_encryption_algorithms, phase2_encryption_algorithms,
+    /// phase1_integrity_algorithms, phase2_integrity_algorithms,
+    /// phase1_dh_groups, phase2_dh_groups, phase1_lifetime_secs,
+    /// phase2_lifetime_secs, rekey_margin_time_secs, rekey_fuzz_percent,
+    /// replay_window_packets, dpd_timeout_secs, dpd_timeout_action,
+    /// startup_action, ike_versions, enable_tunnel_lifecycle_control.
+    ModifyTunnelOptions {
+        /// Connection id.
+        connection: String,
+        /// Tunnel index: 0 or 1 (tunnels[0], tunnels[1] in the configuration).
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=1))]
+        tunnel: u8,
+        /// An option to change, KEY=VALUE; repeat for several.
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        set: Vec<String>,
+    },
+    /// Static routes of a static-routing connection.
+    #[command(subcommand, name = "static-route")]
+    StaticRoute(RouteCommand),
+    /// Show tunnels, SAs, routes, counters, connections or gateways.
+    #[command(subcommand)]
+    Show(ShowCommand),
+    /// Show the most recent tunnel log entries.
+    Logs {
+        /// Only this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// How many entries.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+    /// Customer device configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Check that the daemon answers.
+    Ping,
+}
+
+#[derive(Debug, Args)]
+struct CgwFields {
+    /// Outside IP address of the device (or of the NAT in front of it).
+    #[arg(long)]
+    ip_address: Option<IpAddr>,
+    /// BGP ASN of the device (dynamic routing).
+    #[arg(long)]
+    bgp_asn: Option<u32>,
+    /// Device name.
+    #[arg(long)]
+    device_name: Option<String>,
+    /// Private certificate name the device authenticates with.
+    #[arg(long)]
+    certificate: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum CgwCommand {
+    /// Create a customer gateway.
+    Create {
+        /// Id, e.g. cgw-branch2 ([A-Za-z0-9-], 1-64 characters).
+        id: String,
+        #[command(flatten)]
+        fields: CgwFields,
+    },
+    /// Change fields of a customer gateway.
+    Modify {
+        /// Id.
+        id: String,
+        #[command(flatten)]
+        fields: CgwFields,
+    },
+    /// Delete a customer gateway no connection uses.
+    Delete {
+        /// Id.
+        id: String,
+    },
+    /// Show customer gateways.
+    Show {
+        /// Only this one.
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoutingArg {
+    Static,
+    Dynamic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum InsideArg {
+    Ipv4,
+    Ipv6,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnCommand {
+    /// Create a connection with two tunnels. Unset values get the spec
+    /// defaults; outside addresses, inside CIDRs and pre-shared keys are
+    /// assigned by the daemon.
+    Create {
+        /// Id, e.g. vpn-branch2.
+        id: String,
+        /// The customer gateway.
+        #[arg(long)]
+        customer_gateway: String,
+        /// Routing type.
+        #[arg(long, value_enum, default_value = "dynamic")]
+        routing: RoutingArg,
+        /// Inside IP version.
+        #[arg(long, value_enum, default_value = "ipv4")]
+        inside_ip_version: InsideArg,
+        /// A static route (static routing); repeat for several.
+        #[arg(long = "static-route", value_name = "PREFIX")]
+        static_routes: Vec<IpNet>,
+        /// Outside address of tunnel 0 (default: the gateway's first).
+        #[arg(long)]
+        tunnel0_outside_ip: Option<IpAddr>,
+        /// Outside address of tunnel 1 (default: the gateway's second).
+        #[arg(long)]
+        tunnel1_outside_ip: Option<IpAddr>,
+        /// Read the whole connection from a TOML file (the fields of one
+        /// [[connections]] entry); the id argument must match.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["static_routes", "tunnel0_outside_ip", "tunnel1_outside_ip"])]
+        from_file: Option<PathBuf>,
+    },
+    /// Modify connection options. Keys: local_ipv4_network_cidr,
+    /// remote_ipv4_network_cidr, local_ipv6_network_cidr,
+    /// remote_ipv6_network_cidr, tunnel_bandwidth.
+    Modify {
+        /// Connection id.
+        id: String,
+        /// An option to change, KEY=VALUE; repeat for several.
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        set: Vec<String>,
+    },
+    /// Delete a connection and its tunnels.
+    Delete {
+        /// Connection id.
+        id: String,
+    },
+    /// Show connections.
+    Show {
+        /// Only this one.
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Add a static route.
+    Add {
+        /// Connection id.
+        connection: String,
+        /// Prefix, e.g. 10.1.0.0/16.
+        prefix: IpNet,
+    },
+    /// Delete a static route.
+    Delete {
+        /// Connection id.
+        connection: String,
+        /// Prefix.
+        prefix: IpNet,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShowCommand {
+    /// Tunnel status: UP/DOWN, IKE phase 1/2 state, BGP, NAT-T.
+    Tunnels {
+        /// Only this connection.
+        connection: Option<String>,
+    },
+    /// Installed ESP SAs.
+    Sas {
+        /// Only this connection.
+        connection: Option<String>,
+    },
+    /// Routes (static and BGP).
+    Routes {
+        /// Only this connection.
+        connection: Option<String>,
+    },
+    /// Counters per tunnel and drops by reason.
+    Stats,
+    /// Connections.
+    Connections {
+        /// Only this one.
+        id: Option<String>,
+    },
+    /// Customer gateways.
+    CustomerGateways {
+        /// Only this one.
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    /// strongSwan swanctl.conf.
+    Strongswan,
+    /// Plain text sheet.
+    Generic,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the configuration for the customer device of a connection
+    /// (contains the pre-shared keys).
+    Download {
+        /// Connection id.
+        connection: String,
+        /// Device kind.
+        #[arg(long, value_enum, default_value = "generic")]
+        device: DeviceArg,
+    },
+}
+
+/// A failure with its exit code.
+enum Fail {
+    Usage(String),
+    Rejected(ApiError),
+    Unreachable(String),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Usage(m)) => {
+            eprintln!("vpnctl: {m}");
+            ExitCode::from(1)
+        }
+        Err(Fail::Rejected(e)) => {
+            if cli.json {
+                let line = api::encode_reply(None, Err(e.clone()));
+                print!("{}", String::from_utf8_lossy(&line));
+            }
+            eprintln!("vpnctl: rejected ({:?}): {}", e.code, e.message);
+            for f in &e.errors {
+                eprintln!("  {}: {} — allowed: {}", f.field, f.value, f.allowed);
+            }
+            ExitCode::from(2)
+        }
+        Err(Fail::Unreachable(m)) => {
+            eprintln!("vpnctl: cannot reach the daemon: {m}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Parse `KEY=VALUE` pairs into a TOML table and deserialize it as `T`.
+fn patch_from_sets<T: serde::de::DeserializeOwned>(sets: &[String]) -> Result<T, Fail> {
+    let mut table = toml::Table::new();
+    for s in sets {
+        let Some((k, v)) = s.split_once('=') else {
+            return Err(Fail::Usage(format!("--set {s:?}: expected KEY=VALUE")));
+        };
+        let k = k.trim();
+        let v = v.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(v.to_owned()));
+        table.insert(k.to_owned(), value);
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| Fail::Usage(format!("--set: {e}")))
+}
+
+fn build_request(cmd: &Command) -> Result<Request, Fail> {
+    Ok(match cmd {
+        Command::Ping => Request::Ping {},
+        Command::CustomerGateway(c) => match c {
+            CgwCommand::Create { id, fields } => Request::CreateCustomerGateway {
+                customer_gateway: CustomerGateway {
+                    id: id.clone(),
+                    ip_address: fields.ip_address,
+                    bgp_asn: fields.bgp_asn,
+                    certificate: fields.certificate.clone(),
+                    device_name: fields.device_name.clone(),
+                },
+            },
+            CgwCommand::Modify { id, fields } => Request::ModifyCustomerGateway {
+                id: id.clone(),
+                changes: CustomerGatewayPatch {
+                    ip_address: fields.ip_address,
+                    bgp_asn: fields.bgp_asn,
+                    device_name: fields.device_name.clone(),
+                    certificate: fields.certificate.clone(),
+                },
+            },
+            CgwCommand::Delete { id } => Request::DeleteCustomerGateway { id: id.clone() },
+            CgwCommand::Show { id } => Request::ShowCustomerGateways { id: id.clone() },
+        },
+        Command::Connection(c) => match c {
+            ConnCommand::Create {
+                id,
+                customer_gateway,
+                routing,
+                inside_ip_version,
+                static_routes,
+                tunnel0_outside_ip,
+                tunnel1_outside_ip,
+                from_file,
+            } => {
+                let mut conn = if let Some(f) = from_file {
+                    let text = std::fs::read_to_string(f)
+                        .map_err(|e| Fail::Usage(format!("{}: {e}", f.display())))?;
+                    let conn: VpnConnection = toml::from_str(&text)
+                        .map_err(|e| Fail::Usage(format!("{}: {e}", f.display())))?;
+                    if conn.id != *id {
+                        return Err(Fail::Usage(format!(
+                            "{}: id {:?} does not match {id:?}",
+                            f.display(),
+                            conn.id
+                        )));
+                    }
+                    conn
+                } else {
+                    let mut conn = VpnConnection::new(id.clone(), customer_gateway.clone(), "");
+                    conn.routing = match routing {
+                        RoutingArg::Static => RoutingType::Static,
+                        RoutingArg::Dynamic => RoutingType::Dynamic,
+                    };
+                    conn.tunnel_inside_ip_version = match inside_ip_version {
+                        InsideArg::Ipv4 => TunnelInsideIpVersion::Ipv4,
+                        InsideArg::Ipv6 => TunnelInsideIpVersion::Ipv6,
+                    };
+                    conn.static_routes.clone_from(static_routes);
+                    conn.tunnels[0].outside_ip_address = *tunnel0_outside_ip;
+                    conn.tunnels[1].outside_ip_address = *tunnel1_outside_ip;
+                    conn
+                };
+                if conn.customer_gateway_id.is_empty() {
+                    conn.customer_gateway_id.clone_from(customer_gateway);
+                }
+                Request::CreateConnection {
+                    connection: Box::new(conn),
+                }
+            }
+            ConnCommand::Modify { id, set } => Request::ModifyConnectionOptions {
+                connection_id: id.clone(),
+                options: patch_from_sets::<VpnConnectionOptionsPatch>(set)?,
+            },
+            ConnCommand::Delete { id } => Request::DeleteConnection { id: id.clone() },
+            ConnCommand::Show { id } => Request::ShowConnections { id: id.clone() },
+        },
+        Command::ModifyTunnelOptions {
+            connection,
+            tunnel,
+            set,
+        } => Request::ModifyTunnelOptions {
+            connection_id: connection.clone(),
+            tunnel: usize::from(*tunnel),
+            options: Box::new(patch_from_sets::<TunnelOptionsPatch>(set)?),
+        },
+        Command::StaticRoute(r) => match r {
+            RouteCommand::Add { connection, prefix } => Request::AddStaticRoute {
+                connection_id: connection.clone(),
+                prefix: *prefix,
+            },
+            RouteCommand::Delete { connection, prefix } => Request::DeleteStaticRoute {
+                connection_id: connection.clone(),
+                prefix: *prefix,
+            },
+        },
+        Command::Show(s) => match s {
+            ShowCommand::Tunnels { connection } => Request::ShowTunnels {
+                connection_id: connection.clone(),
+            },
+            ShowCommand::Sas { connection } => Request::ShowSas {
+                connection_id: connection.clone(),
+            },
+            ShowCommand::Routes { connection } => Request::ShowRoutes {
+                connection_id: connection.clone(),
+            },
+            ShowCommand::Stats => Request::ShowStats {},
+            ShowCommand::Connections { id } => Request::ShowConnections { id: id.clone() },
+            ShowCommand::CustomerGateways { id } => {
+                Request::ShowCustomerGateways { id: id.clone() }
+            }
+        },
+        Command::Logs { connection, lines } => Request::Logs {
+            connection_id: connection.clone(),
+            lines: Some(*lines),
+        },
+        Command::Config(ConfigCommand::Download { connection, device }) => {
+            Request::ConfigDownload {
+                connection_id: connection.clone(),
+                device: match device {
+                    DeviceArg::Strongswan => Device::Strongswan,
+                    DeviceArg::Generic => Device::Generic,
+                },
+            }
+        }
+    })
+}
+
+/// Largest reply accepted (replies can carry many connections).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+fn exchange(socket: &PathBuf, request: Request) -> Result<(ReplyEnvelope, String), Fail> {
+    let unreachable = |e: std::io::Error| Fail::Unreachable(format!("{}: {e}", socket.display()));
+    let mut stream = UnixStream::connect(socket).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(unreachable)?;
+    let id = u64::from(std::process::id());
+    let line = api::encode_request(&api::envelope(id, request))
+        .map_err(|e| Fail::Usage(format!("cannot encode the request: {e}")))?;
+    stream.write_all(&line).map_err(unreachable)?;
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    match mgmt::read_bounded_line(&mut reader, MAX_REPLY_BYTES, &mut buf).map_err(unreachable)? {
+        LineRead::Line => {}
+        LineRead::Eof => {
+            return Err(Fail::Unreachable(
+                "the daemon closed the connection without a reply".to_owned(),
+            ));
+        }
+        LineRead::TooLong(n) => {
+            return Err(Fail::Unreachable(format!(
+                "reply of {n} bytes is too large"
+            )));
+        }
+    }
+    let raw = String::from_utf8_lossy(&buf).into_owned();
+    let reply = api::decode_response(&buf)
+        .map_err(|e| Fail::Unreachable(format!("unreadable reply: {e}")))?;
+    Ok((reply, raw))
+}
+
+fn run(cli: &Cli) -> Result<(), Fail> {
+    let request = build_request(&cli.command)?;
+    let (reply, raw) = exchange(&cli.socket, request)?;
+    let response = reply.into_result().map_err(Fail::Rejected)?;
+    if cli.json {
+        println!("{raw}");
+    } else {
+        print!("{}", human(&response));
+    }
+    Ok(())
+}
+
+/// Render rows as aligned columns.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (c, w) in cells.zip(&widths) {
+            let _ = write!(l, "{c:<w$}  ");
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut headers.iter().copied());
+    for r in rows {
+        line(&mut out, &mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn connection_rows(cs: &[ConnectionView]) -> String {
+    let rows: Vec<Vec<String>> = cs
+        .iter()
+        .map(|v| {
+            let c = &v.connection;
+            vec![
+                c.id.clone(),
+                c.customer_gateway_id.clone(),
+                c.routing.to_string(),
+                opt(c.tunnels[0].outside_ip_address),
+                opt(c.tunnels[0].inside_ipv4_cidr),
+                opt(c.tunnels[1].outside_ip_address),
+                opt(c.tunnels[1].inside_ipv4_cidr),
+                c.static_routes.len().to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "CUSTOMER-GW",
+            "ROUTING",
+            "TUNNEL0",
+            "INSIDE0",
+            "TUNNEL1",
+            "INSIDE1",
+            "ROUTES",
+        ],
+        &rows,
+    )
+}
+
+fn human(r: &Response) -> String {
+    match r {
+        Response::Ok => "ok\n".to_owned(),
+        Response::Pong { version, daemon } => {
+            format!("vpnd {daemon} answers (protocol version {version})\n")
+        }
+        Response::CustomerGateway { customer_gateway } => human(&Response::CustomerGateways {
+            customer_gateways: vec![customer_gateway.clone()],
+        }),
+        Response::CustomerGateways { customer_gateways } => {
+            let rows: Vec<Vec<String>> = customer_gateways
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.id.clone(),
+                        opt(g.ip_address),
+                        opt(g.bgp_asn),
+                        opt(g.device_name.clone()),
+                    ]
+                })
+                .collect();
+            table(&["ID", "IP-ADDRESS", "BGP-ASN", "DEVICE"], &rows)
+        }
+        Response::Connection { connection } => connection_rows(std::slice::from_ref(connection)),
+        Response::Connections { connections } => connection_rows(connections),
+        Response::Tunnels { tunnels } => {
+            let rows: Vec<Vec<String>> = tunnels
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.connection_id.clone(),
+                        t.tunnel.to_string(),
+                        opt(t.outside_ip_address),
+                        opt(t.peer_ip_address),
+                        opt(t.inside_cidr),
+                        format!("{:?}", t.status).to_uppercase(),
+                        t.ike_phase1_state.as_str().to_owned(),
+                        t.ike_phase2_state.as_str().to_owned(),
+                        opt(t.bgp_state.clone()),
+                        if t.nat_t_detected { "yes" } else { "no" }.to_owned(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "CONNECTION",
+                    "TUNNEL",
+                    "OUTSIDE-IP",
+                    "PEER-IP",
+                    "INSIDE",
+                    "STATUS",
+                    "PHASE1",
+                    "PHASE2",
+                    "BGP",
+                    "NAT-T",
+                ],
+                &rows,
+            )
+        }
+        Response::Sas { sas } => {
+            let rows: Vec<Vec<String>> = sas
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.connection_id.clone(),
+                        s.tunnel.to_string(),
+                        format!("{:?}", s.direction).to_lowercase(),
+                        format!("0x{:08x}", s.spi),
+                        s.encryption.clone(),
+                        s.local.to_string(),
+                        s.peer.to_string(),
+                        s.bytes.to_string(),
+                        s.packets.to_string(),
+                        s.age_secs.to_string(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "CONNECTION",
+                    "TUNNEL",
+                    "DIR",
+                    "SPI",
+                    "CIPHER",
+                    "LOCAL",
+                    "PEER",
+                    "BYTES",
+                    "PACKETS",
+                    "AGE-S",
+                ],
+                &rows,
+            )
+        }
+        Response::Routes { routes } => {
+            let rows: Vec<Vec<String>> = routes
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.prefix.to_string(),
+                        r.connection_id.clone(),
+                        opt(r.tunnel),
+                        r.source.clone(),
+                        if r.active { "yes" } else { "no" }.to_owned(),
+                    ]
+                })
+                .collect();
+            table(
+                &["PREFIX", "CONNECTION", "TUNNEL", "SOURCE", "ACTIVE"],
+                &rows,
+            )
+        }
+        Response::Stats { stats } => {
+            let rows: Vec<Vec<String>> = stats
+                .tunnels
+                .iter()
+                .map(|(k, c)| {
+                    vec![
+                        k.clone(),
+                        c.data_in_bytes.to_string(),
+                        c.data_out_bytes.to_string(),
+                        c.packets_in.to_string(),
+                        c.packets_out.to_string(),
+                        c.drops.to_string(),
+                    ]
+                })
+                .collect();
+            let mut out = format!(
+                "rx packets {}  tx packets {}\n\n",
+                stats.rx_packets, stats.tx_packets
+            );
+            out.push_str(&table(
+                &[
+                    "TUNNEL",
+                    "DATA-IN-B",
+                    "DATA-OUT-B",
+                    "PKTS-IN",
+                    "PKTS-OUT",
+                    "DROPS",
+                ],
+                &rows,
+            ));
+            if !stats.drops.is_empty() {
+                out.push('\n');
+                let rows: Vec<Vec<String>> = stats
+                    .drops
+                    .iter()
+                    .map(|(k, v)| vec![k.clone(), v.to_string()])
+                    .collect();
+                out.push_str(&table(&["DROP-REASON", "PACKETS"], &rows));
+            }
+            out
+        }
+        Response::Logs { entries } => {
+            let mut out = String::new();
+            for e in entries {
+                out.push_str(&e.render_text());
+                out.push('\n');
+            }
+            out
+        }
+        Response::ConfigText { text, .. } => text.clone(),
+        other => format!("{other:?}\n"),
+    }
+}

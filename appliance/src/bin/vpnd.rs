@@ -1,0 +1,336 @@
+//! `vpnd`: the appliance daemon's management plane.
+//!
+//! Reads the configuration (`--config`, default `/etc/vpn/vpnd.toml`),
+//! serves the management API (`control::api`, newline-delimited JSON) on the
+//! unix socket named by `management.socket_path`, and Prometheus metrics on
+//! `metrics.listen` (HTTP `GET /metrics`) when `metrics.enabled`.
+//!
+//! ```text
+//!   main thread: accept on the unix socket ──► one thread per client
+//!                                                  │ read line (≤ 1 MiB)
+//!                                                  │ lock Manager, handle, unlock
+//!                                                  ▼ write reply line
+//!   metrics thread: accept TCP ──► GET /metrics ──► lock Manager, render
+//!   signal thread: SIGTERM/SIGINT ──► lock Manager (waits for an in-flight
+//!                  save) ──► remove socket ──► exit 0
+//! ```
+//!
+//! The dataplane is the in-memory stand-in until the worker runtime lands.
+//! systemd: `Type=notify`; `READY=1` is sent once the socket and the metrics
+//! listener are up, `STOPPING=1` on SIGTERM.
+//!
+//! Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid
+//! configuration, 2 cannot set up the socket or the metrics listener,
+//! 70 no randomness available.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use appliance::mgmt::{self, LineRead, PeerPolicy};
+use clap::Parser;
+use control::api::{self, ApiError, ErrorCode, MAX_MESSAGE_BYTES};
+use control::config::ConfigStore;
+use control::dataplane::InMemoryDataplane;
+use control::manager::{Fill, Manager};
+use rustix::fs::Mode;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "vpnd",
+    version,
+    about = "VPN concentrator daemon: management API and metrics",
+    after_help = "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid configuration, \
+                  2 cannot set up the socket or metrics listener, 70 no randomness."
+)]
+struct Args {
+    /// The configuration file (TOML). Changes made through the API are
+    /// written back to it atomically; the previous version is kept as
+    /// `<file>.prev`.
+    #[arg(long, short = 'c', default_value = "/etc/vpn/vpnd.toml")]
+    config: PathBuf,
+}
+
+type Shared = Arc<Mutex<Manager<InMemoryDataplane>>>;
+
+fn lock(m: &Shared) -> MutexGuard<'_, Manager<InMemoryDataplane>> {
+    // A panicking client thread must not take the management plane down;
+    // the manager's state is only replaced after a complete commit.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn urandom_fill() -> Result<Fill, std::io::Error> {
+    let mut f = File::open("/dev/urandom")?;
+    Ok(Box::new(move |buf: &mut [u8]| {
+        if let Err(e) = f.read_exact(buf) {
+            eprintln!("vpnd: cannot read /dev/urandom: {e}");
+            std::process::exit(70);
+        }
+    }))
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = i32::from(e.use_stderr());
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    std::process::exit(run(&args));
+}
+
+fn run(args: &Args) -> i32 {
+    let fill = match urandom_fill() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("vpnd: cannot open /dev/urandom: {e}");
+            return 70;
+        }
+    };
+    let store = ConfigStore::new(&args.config);
+    if let Err(e) = store.remove_stale_temp_files() {
+        eprintln!("vpnd: warning: cannot remove stale temporary files: {e}");
+    }
+    let (manager, from) = match Manager::start(store, InMemoryDataplane::new(), fill) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vpnd: {}: {e}", args.config.display());
+            return 1;
+        }
+    };
+    eprintln!(
+        "vpnd: loaded {} ({from:?}): {} customer gateway(s), {} connection(s)",
+        args.config.display(),
+        manager.config().customer_gateways.len(),
+        manager.config().connections.len()
+    );
+    let mgmt_cfg = manager.config().management.clone();
+    let metrics_cfg = manager.config().metrics.clone();
+    let shared: Shared = Arc::new(Mutex::new(manager));
+
+    let group_gid = mgmt::lookup_group_gid(&mgmt_cfg.socket_group);
+    let listener = match bind_socket(&mgmt_cfg.socket_path, group_gid) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "vpnd: cannot listen on {}: {e}",
+                mgmt_cfg.socket_path.display()
+            );
+            return 2;
+        }
+    };
+    if group_gid.is_none() {
+        eprintln!(
+            "vpnd: warning: group {:?} does not exist; only root and the daemon's user may use the socket",
+            mgmt_cfg.socket_group
+        );
+    }
+    let policy = PeerPolicy {
+        daemon_uid: rustix::process::geteuid().as_raw(),
+        group_gid,
+    };
+
+    if metrics_cfg.enabled {
+        match TcpListener::bind(metrics_cfg.listen) {
+            Ok(l) => {
+                let m = shared.clone();
+                std::thread::spawn(move || serve_metrics(&l, &m));
+            }
+            Err(e) => {
+                eprintln!(
+                    "vpnd: cannot listen for metrics on {}: {e}",
+                    metrics_cfg.listen
+                );
+                let _ = std::fs::remove_file(&mgmt_cfg.socket_path);
+                return 2;
+            }
+        }
+    }
+
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(mut signals) => {
+            let m = shared.clone();
+            let path = mgmt_cfg.socket_path.clone();
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let _ = mgmt::sd_notify("STOPPING=1");
+                    // Wait for a change in progress to finish (it holds
+                    // the lock through its save), then stop.
+                    let _guard = lock(&m);
+                    let _ = std::fs::remove_file(&path);
+                    eprintln!("vpnd: signal {sig}, stopping");
+                    std::process::exit(0);
+                }
+            });
+        }
+        Err(e) => {
+            eprintln!("vpnd: cannot install signal handlers: {e}");
+            return 2;
+        }
+    }
+
+    if let Err(e) = mgmt::sd_notify("READY=1") {
+        eprintln!("vpnd: warning: sd_notify: {e}");
+    }
+    eprintln!("vpnd: serving on {}", mgmt_cfg.socket_path.display());
+    for stream in listener.incoming() {
+        match stream {
+            Ok(s) => {
+                let m = shared.clone();
+                std::thread::spawn(move || serve_client(s, &m, policy));
+            }
+            Err(e) => eprintln!("vpnd: accept: {e}"),
+        }
+    }
+    0
+}
+
+/// Bind the socket with mode 0660 and the configured group.
+fn bind_socket(path: &Path, group_gid: Option<u32>) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // A socket left by a previous run (kill -9) would make bind fail.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    // Create the socket node without group/other access from the start,
+    // then open it up to exactly 0660.
+    let old = rustix::process::umask(Mode::from_raw_mode(0o177));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old);
+    let listener = bound?;
+    if let Some(gid) = group_gid {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
+    let mut writer = match stream.try_clone() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("vpnd: client: {e}");
+            return;
+        }
+    };
+    match rustix::net::sockopt::socket_peercred(&stream) {
+        Ok(cred) => {
+            let pid = rustix::process::Pid::as_raw(Some(cred.pid));
+            let groups = mgmt::supplementary_groups(pid);
+            if !policy.allows(cred.uid.as_raw(), cred.gid.as_raw(), &groups) {
+                eprintln!(
+                    "vpnd: refused client pid {pid} uid {} gid {}",
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw()
+                );
+                let reply = api::encode_reply(
+                    None,
+                    Err(ApiError::new(
+                        ErrorCode::PermissionDenied,
+                        format!(
+                            "uid {} is not allowed to use the management socket (root, the daemon's user or the socket group only)",
+                            cred.uid.as_raw()
+                        ),
+                    )),
+                );
+                let _ = writer.write_all(&reply);
+                return;
+            }
+        }
+        Err(e) => {
+            eprintln!("vpnd: cannot read peer credentials: {e}");
+            return;
+        }
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        let reply = match mgmt::read_bounded_line(&mut reader, MAX_MESSAGE_BYTES, &mut line) {
+            Ok(LineRead::Eof) | Err(_) => return,
+            Ok(LineRead::TooLong(n)) => api::encode_reply(
+                None,
+                Err(ApiError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "message of {n} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes; discarded"
+                    ),
+                )),
+            ),
+            Ok(LineRead::Line) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match api::decode_request(&line) {
+                    Ok(env) => {
+                        let result = lock(manager).handle(env.request);
+                        api::encode_reply(Some(env.id), result)
+                    }
+                    Err(e) => api::encode_reply(e.id, Err(e.error)),
+                }
+            }
+        };
+        if writer.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn serve_metrics(listener: &TcpListener, manager: &Shared) {
+    for stream in listener.incoming() {
+        let Ok(s) = stream else { continue };
+        let m = manager.clone();
+        std::thread::spawn(move || serve_metrics_client(s, &m));
+    }
+}
+
+fn serve_metrics_client(mut s: TcpStream, manager: &Shared) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut req = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    // Read the request head (bounded to 8 KiB).
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&req);
+    let first = head.lines().next().unwrap_or_default();
+    let mut parts = first.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = if method == "GET" && (target == "/metrics" || target == "/") {
+        (
+            "200 OK",
+            control::metrics::CONTENT_TYPE,
+            lock(manager).render_metrics(),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "GET /metrics\n".to_owned(),
+        )
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = s.write_all(resp.as_bytes());
+}

@@ -1,0 +1,324 @@
+//! Manager: changes, validation, atomicity and persistence.
+
+use super::*;
+use crate::api::{CustomerGatewayPatch, ErrorCode};
+use crate::config::{CustomerGateway, RoutingType, TunnelOptionsPatch, VpnConnectionOptionsPatch};
+use crate::dataplane::{InMemoryDataplane, TunnelRuntimeState};
+use crate::logs::{self, IkePhaseState};
+
+const EXAMPLE: &str = include_str!("../../examples/appliance.toml");
+
+fn fill() -> Fill {
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    Box::new(move |buf: &mut [u8]| {
+        for b in buf {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            *b = s.to_le_bytes()[0];
+        }
+    })
+}
+
+fn start(dir: &tempfile::TempDir) -> Manager<InMemoryDataplane> {
+    let path = dir.path().join("vpnd.toml");
+    std::fs::write(&path, EXAMPLE).unwrap();
+    let (m, from) =
+        Manager::start(ConfigStore::new(&path), InMemoryDataplane::new(), fill()).unwrap();
+    assert_eq!(from, LoadedFrom::Current);
+    m
+}
+
+fn on_disk(dir: &tempfile::TempDir) -> ApplianceConfig {
+    ConfigStore::new(dir.path().join("vpnd.toml"))
+        .load()
+        .unwrap()
+}
+
+fn cgw(id: &str, ip: &str) -> CustomerGateway {
+    CustomerGateway {
+        id: id.into(),
+        ip_address: Some(ip.parse().unwrap()),
+        bgp_asn: Some(65001),
+        certificate: None,
+        device_name: None,
+    }
+}
+
+fn static_conn(id: &str, cgw: &str) -> VpnConnection {
+    let mut c = VpnConnection::new(id, cgw, "");
+    c.routing = RoutingType::Static;
+    c
+}
+
+#[test]
+fn create_show_modify_delete_each_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+
+    m.handle(Request::CreateCustomerGateway {
+        customer_gateway: cgw("cgw-2", "203.0.113.30"),
+    })
+    .unwrap();
+    assert!(
+        on_disk(&dir)
+            .customer_gateways
+            .iter()
+            .any(|g| g.id == "cgw-2")
+    );
+
+    let r = m
+        .handle(Request::CreateConnection {
+            connection: Box::new(static_conn("vpn-2", "cgw-2")),
+        })
+        .unwrap();
+    let Response::Connection { connection } = r else {
+        panic!("{r:?}")
+    };
+    // Generated: target, outside addresses, inside CIDRs, keys (hidden).
+    assert_eq!(connection.connection.target, "tgw-lab");
+    assert_eq!(
+        connection.connection.tunnels[0].outside_ip_address,
+        Some("198.51.100.10".parse().unwrap())
+    );
+    assert!(connection.connection.tunnels[1].inside_ipv4_cidr.is_some());
+    assert_eq!(connection.pre_shared_key_set, [true, true]);
+    assert!(connection.connection.tunnels[0].pre_shared_key.is_none());
+    let disk = on_disk(&dir);
+    let c = disk.connections.iter().find(|c| c.id == "vpn-2").unwrap();
+    assert!(c.tunnels[0].pre_shared_key.is_some());
+    assert_eq!(&disk, m.config());
+    assert_eq!(m.dataplane().applied(), Some(m.config()));
+
+    m.handle(Request::ModifyTunnelOptions {
+        connection_id: "vpn-2".into(),
+        tunnel: 1,
+        options: Box::new(TunnelOptionsPatch {
+            phase2_lifetime_secs: Some(1800),
+            ..TunnelOptionsPatch::default()
+        }),
+    })
+    .unwrap();
+    let disk = on_disk(&dir);
+    let c = disk.connections.iter().find(|c| c.id == "vpn-2").unwrap();
+    assert_eq!(c.tunnels[1].phase2_lifetime_secs, 1800);
+
+    m.handle(Request::ModifyConnectionOptions {
+        connection_id: "vpn-2".into(),
+        options: VpnConnectionOptionsPatch {
+            remote_ipv4_network_cidr: Some("10.2.0.0/16".parse().unwrap()),
+            ..VpnConnectionOptionsPatch::default()
+        },
+    })
+    .unwrap();
+    m.handle(Request::AddStaticRoute {
+        connection_id: "vpn-2".into(),
+        prefix: "10.50.0.0/16".parse().unwrap(),
+    })
+    .unwrap();
+    let disk = on_disk(&dir);
+    let c = disk.connections.iter().find(|c| c.id == "vpn-2").unwrap();
+    assert_eq!(c.static_routes, vec!["10.50.0.0/16".parse().unwrap()]);
+    let Response::Routes { routes } = m
+        .handle(Request::ShowRoutes {
+            connection_id: None,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(routes.len(), 1);
+    assert!(!routes[0].active);
+
+    m.handle(Request::ModifyCustomerGateway {
+        id: "cgw-2".into(),
+        changes: CustomerGatewayPatch {
+            device_name: Some("edge-2".into()),
+            ..CustomerGatewayPatch::default()
+        },
+    })
+    .unwrap();
+    assert_eq!(
+        on_disk(&dir).customer_gateways[1].device_name.as_deref(),
+        Some("edge-2")
+    );
+
+    // A gateway in use cannot go.
+    let e = m
+        .handle(Request::DeleteCustomerGateway { id: "cgw-2".into() })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    assert!(e.errors[0].allowed.contains("vpn-2"), "{e:?}");
+
+    m.handle(Request::DeleteStaticRoute {
+        connection_id: "vpn-2".into(),
+        prefix: "10.50.0.0/16".parse().unwrap(),
+    })
+    .unwrap();
+    m.handle(Request::DeleteConnection { id: "vpn-2".into() })
+        .unwrap();
+    m.handle(Request::DeleteCustomerGateway { id: "cgw-2".into() })
+        .unwrap();
+    let disk = on_disk(&dir);
+    assert_eq!(disk.connections.len(), 1);
+    assert_eq!(disk.customer_gateways.len(), 1);
+}
+
+#[test]
+fn validation_errors_name_field_and_range_and_nothing_is_half_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    let before = m.config().clone();
+    let file_before = std::fs::read(dir.path().join("vpnd.toml")).unwrap();
+    let applies = m.dataplane().apply_count();
+
+    // Two broken rules in one change: both reported, neither applied (and
+    // the valid part of the patch is not applied either).
+    let e = m
+        .handle(Request::ModifyTunnelOptions {
+            connection_id: "vpn-branch1".into(),
+            tunnel: 0,
+            options: Box::new(TunnelOptionsPatch {
+                phase2_lifetime_secs: Some(5000),
+                replay_window_packets: Some(10),
+                dpd_timeout_secs: Some(60),
+                ..TunnelOptionsPatch::default()
+            }),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    let f = e
+        .errors
+        .iter()
+        .find(|f| f.field == "connections[vpn-branch1].tunnels[0].phase2_lifetime_secs")
+        .unwrap_or_else(|| panic!("{e:?}"));
+    assert_eq!(f.value, "5000");
+    assert!(
+        f.allowed.contains("900") && f.allowed.contains("3600"),
+        "{f:?}"
+    );
+    assert!(
+        e.errors
+            .iter()
+            .any(|f| f.field.ends_with("tunnels[0].replay_window_packets")),
+        "{e:?}"
+    );
+    assert_eq!(m.config(), &before);
+    assert_eq!(
+        std::fs::read(dir.path().join("vpnd.toml")).unwrap(),
+        file_before
+    );
+    assert_eq!(m.dataplane().apply_count(), applies);
+
+    // Unknown objects.
+    let e = m
+        .handle(Request::DeleteConnection { id: "vpn-x".into() })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+    assert!(e.message.contains("vpn-x"));
+    let e = m
+        .handle(Request::CreateConnection {
+            connection: Box::new(static_conn("vpn-branch1", "cgw-branch1")),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::AlreadyExists);
+
+    // A connection to a missing gateway.
+    let e = m
+        .handle(Request::CreateConnection {
+            connection: Box::new(static_conn("vpn-3", "cgw-missing")),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    assert!(
+        e.errors.iter().any(|f| f.value.contains("cgw-missing")),
+        "{e:?}"
+    );
+    assert_eq!(m.config(), &before);
+    assert_eq!(
+        std::fs::read(dir.path().join("vpnd.toml")).unwrap(),
+        file_before
+    );
+}
+
+#[test]
+fn a_failed_save_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ApplianceConfig::from_toml_str(EXAMPLE).unwrap();
+    let store = ConfigStore::new(dir.path().join("missing-dir").join("vpnd.toml"));
+    let mut m = Manager::new(config.clone(), store, InMemoryDataplane::new(), fill());
+    let e = m
+        .handle(Request::CreateCustomerGateway {
+            customer_gateway: cgw("cgw-9", "203.0.113.99"),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Internal);
+    assert!(e.message.contains("nothing was changed"));
+    assert_eq!(m.config(), &config);
+}
+
+#[test]
+fn show_tunnels_logs_and_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    m.dataplane_mut().set_tunnel_state(
+        TunnelKey {
+            connection_id: "vpn-branch1".into(),
+            tunnel: 1,
+        },
+        TunnelRuntimeState {
+            ike_phase1_state: IkePhaseState::Established,
+            ike_phase2_state: IkePhaseState::Established,
+            bgp_state: Some("Established".into()),
+            nat_t_detected: true,
+            last_status_change_ms: Some(1),
+        },
+    );
+    let Response::Tunnels { tunnels } = m
+        .handle(Request::ShowTunnels {
+            connection_id: Some("vpn-branch1".into()),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(tunnels.len(), 2);
+    assert_eq!(tunnels[0].status, TunnelUpDown::Down);
+    assert_eq!(tunnels[1].status, TunnelUpDown::Up);
+    assert_eq!(
+        tunnels[1].peer_ip_address,
+        Some("203.0.113.20".parse().unwrap())
+    );
+    assert!(
+        m.render_metrics()
+            .contains("vpn_connection_tunnel_state{vpn_id=\"vpn-branch1\"} 0.5")
+    );
+
+    m.record_log(LogEntry::Activity(logs::TunnelActivityLog::new(
+        logs::resource_id("vpn-branch1", "198.51.100.10"),
+        1_000,
+        logs::ActivityContext::default(),
+        logs::MSG_DELETE_IKE_SA,
+    )));
+    let Response::Logs { entries } = m
+        .handle(Request::Logs {
+            connection_id: Some("vpn-branch1".into()),
+            lines: None,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 1);
+
+    let Response::ConfigText { text, .. } = m
+        .handle(Request::ConfigDownload {
+            connection_id: "vpn-branch1".into(),
+            device: download::Device::Strongswan,
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(text.contains("secrets {"));
+}

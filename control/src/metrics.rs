@@ -1,0 +1,262 @@
+//! Metrics in the Prometheus text exposition format (version 0.0.4).
+//!
+//! Design: the workers keep lock-free per-worker counters (the dataplane's
+//! per-SA and `DropReason` arrays); the control core sums them when asked
+//! ([`Dataplane::stats`]) and this module renders one snapshot per scrape.
+//! Nothing here keeps state, so a scrape never blocks a worker and two
+//! scrapes cannot disagree about what a counter means.
+//!
+//! The spec's metrics (`site-to-site-vpn.md` §20.7, §25.6) map as follows:
+//!
+//! | spec | exposed as | labels |
+//! | --- | --- | --- |
+//! | `TunnelState` per tunnel (0/1) | `vpn_tunnel_state` gauge | `vpn_id`, `tunnel_ip_address` |
+//! | `TunnelState` per connection (mean, 0..1) | `vpn_connection_tunnel_state` gauge | `vpn_id` |
+//! | `TunnelDataIn` (after decryption) | `vpn_tunnel_data_in_bytes_total` counter | `vpn_id`, `tunnel_ip_address` |
+//! | `TunnelDataOut` (before encryption) | `vpn_tunnel_data_out_bytes_total` counter | `vpn_id`, `tunnel_ip_address` |
+//!
+//! plus packet counters per tunnel, drops per tunnel and per reason, and
+//! port totals. CloudWatch's "bytes since the last data point" is
+//! `increase()` over the counter.
+//!
+//! `TunnelState` is 1 for a static tunnel when its child SA is up, and for
+//! a BGP tunnel only when its BGP session is Established (§20.7); the
+//! connection value is the mean of its two tunnels, so 0.5 means one tunnel
+//! is down (§24 item 22: fractions only at connection level).
+
+use std::fmt::Write as _;
+
+use crate::config::ApplianceConfig;
+use crate::dataplane::{Dataplane, DataplaneStats, TunnelCounters, TunnelKey, TunnelUpDown};
+
+/// Reads one counter out of a tunnel's counters.
+type CounterGetter = fn(&TunnelCounters) -> u64;
+
+/// Content type of the rendered text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escape a label value (backslash, double quote, newline).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Render every metric for `config` from `dataplane`'s state and counters.
+#[must_use]
+pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
+    let stats = dataplane.stats();
+    let mut out = String::with_capacity(4096);
+
+    // (vpn_id, tunnel_ip, key, up)
+    let mut tunnels = Vec::new();
+    for c in &config.connections {
+        for (i, t) in c.tunnels.iter().enumerate() {
+            let key = TunnelKey {
+                connection_id: c.id.clone(),
+                tunnel: i,
+            };
+            let up = dataplane.tunnel_state(&key).up_down(c.routing) == TunnelUpDown::Up;
+            let ip = t
+                .outside_ip_address
+                .map_or_else(|| format!("tunnel{i}"), |a| a.to_string());
+            tunnels.push((c.id.clone(), ip, i, up));
+        }
+    }
+
+    header(
+        &mut out,
+        "vpn_tunnel_state",
+        "gauge",
+        "TunnelState: 1 when the tunnel is UP (static: child SA up; BGP: session Established), else 0.",
+    );
+    for (vpn, ip, _, up) in &tunnels {
+        let _ = writeln!(
+            out,
+            "vpn_tunnel_state{{vpn_id=\"{}\",tunnel_ip_address=\"{}\"}} {}",
+            esc(vpn),
+            esc(ip),
+            u8::from(*up)
+        );
+    }
+
+    header(
+        &mut out,
+        "vpn_connection_tunnel_state",
+        "gauge",
+        "TunnelState per connection: mean of its tunnels; between 0 and 1 means at least one tunnel is not UP.",
+    );
+    for c in &config.connections {
+        let ups = tunnels
+            .iter()
+            .filter(|(v, _, _, up)| *v == c.id && *up)
+            .count();
+        let value = match ups {
+            0 => "0",
+            1 => "0.5",
+            _ => "1",
+        };
+        let _ = writeln!(
+            out,
+            "vpn_connection_tunnel_state{{vpn_id=\"{}\"}} {value}",
+            esc(&c.id)
+        );
+    }
+
+    let per_tunnel: [(&str, &str, CounterGetter); 5] = [
+        (
+            "vpn_tunnel_data_in_bytes_total",
+            "TunnelDataIn: bytes received from the customer gateway, counted after decryption.",
+            |c| c.data_in_bytes,
+        ),
+        (
+            "vpn_tunnel_data_out_bytes_total",
+            "TunnelDataOut: bytes sent to the customer gateway, counted before encryption.",
+            |c| c.data_out_bytes,
+        ),
+        (
+            "vpn_tunnel_packets_in_total",
+            "Packets decrypted on the tunnel.",
+            |c| c.packets_in,
+        ),
+        (
+            "vpn_tunnel_packets_out_total",
+            "Packets encrypted on the tunnel.",
+            |c| c.packets_out,
+        ),
+        (
+            "vpn_tunnel_drops_total",
+            "Packets of the tunnel dropped, any reason.",
+            |c| c.drops,
+        ),
+    ];
+    for (name, help, get) in per_tunnel {
+        header(&mut out, name, "counter", help);
+        for (vpn, ip, i, _) in &tunnels {
+            let counters = stats
+                .tunnels
+                .get(&DataplaneStats::tunnel_key(vpn, *i))
+                .copied()
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{name}{{vpn_id=\"{}\",tunnel_ip_address=\"{}\"}} {}",
+                esc(vpn),
+                esc(ip),
+                get(&counters)
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "vpn_dataplane_drops_total",
+        "counter",
+        "Packets dropped by the dataplane, by reason.",
+    );
+    for (reason, n) in &stats.drops {
+        let _ = writeln!(
+            out,
+            "vpn_dataplane_drops_total{{reason=\"{}\"}} {n}",
+            esc(reason)
+        );
+    }
+    header(
+        &mut out,
+        "vpn_port_rx_packets_total",
+        "counter",
+        "Packets received on all ports.",
+    );
+    let _ = writeln!(out, "vpn_port_rx_packets_total {}", stats.rx_packets);
+    header(
+        &mut out,
+        "vpn_port_tx_packets_total",
+        "counter",
+        "Packets sent on all ports.",
+    );
+    let _ = writeln!(out, "vpn_port_tx_packets_total {}", stats.tx_packets);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RoutingType;
+    use crate::dataplane::{InMemoryDataplane, TunnelRuntimeState};
+    use crate::logs::IkePhaseState;
+
+    fn example() -> ApplianceConfig {
+        ApplianceConfig::from_toml_str(include_str!("../examples/appliance.toml")).unwrap()
+    }
+
+    #[test]
+    fn tunnel_state_follows_bgp_for_dynamic_connections() {
+        let cfg = example();
+        assert_eq!(cfg.connections[0].routing, RoutingType::Dynamic);
+        let mut dp = InMemoryDataplane::new();
+        let up_ipsec = TunnelRuntimeState {
+            ike_phase1_state: IkePhaseState::Established,
+            ike_phase2_state: IkePhaseState::Established,
+            ..TunnelRuntimeState::default()
+        };
+        let key0 = TunnelKey {
+            connection_id: "vpn-branch1".into(),
+            tunnel: 0,
+        };
+        dp.set_tunnel_state(key0.clone(), up_ipsec.clone());
+        let text = render(&cfg, &dp);
+        assert!(text.contains(
+            "vpn_tunnel_state{vpn_id=\"vpn-branch1\",tunnel_ip_address=\"198.51.100.10\"} 0"
+        ));
+        dp.set_tunnel_state(
+            key0,
+            TunnelRuntimeState {
+                bgp_state: Some("Established".into()),
+                ..up_ipsec
+            },
+        );
+        let text = render(&cfg, &dp);
+        assert!(text.contains(
+            "vpn_tunnel_state{vpn_id=\"vpn-branch1\",tunnel_ip_address=\"198.51.100.10\"} 1"
+        ));
+        assert!(text.contains("vpn_connection_tunnel_state{vpn_id=\"vpn-branch1\"} 0.5"));
+    }
+
+    #[test]
+    fn counters_are_rendered_with_help_and_type() {
+        let cfg = example();
+        let mut dp = InMemoryDataplane::new();
+        let mut stats = DataplaneStats::default();
+        stats.tunnels.insert(
+            DataplaneStats::tunnel_key("vpn-branch1", 1),
+            TunnelCounters {
+                data_in_bytes: 1500,
+                data_out_bytes: 3000,
+                packets_in: 1,
+                packets_out: 2,
+                drops: 0,
+            },
+        );
+        stats.drops.insert("replay".into(), 7);
+        dp.set_stats(stats);
+        let text = render(&cfg, &dp);
+        assert!(text.contains("# TYPE vpn_tunnel_data_in_bytes_total counter"));
+        assert!(text.contains(
+            "vpn_tunnel_data_in_bytes_total{vpn_id=\"vpn-branch1\",tunnel_ip_address=\"198.51.100.11\"} 1500"
+        ));
+        assert!(text.contains(
+            "vpn_tunnel_data_out_bytes_total{vpn_id=\"vpn-branch1\",tunnel_ip_address=\"198.51.100.11\"} 3000"
+        ));
+        assert!(text.contains("vpn_dataplane_drops_total{reason=\"replay\"} 7"));
+        // Every sample line is `name{labels} value` or `name value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, v) = line.rsplit_once(' ').unwrap();
+            v.parse::<f64>().unwrap();
+        }
+    }
+}
