@@ -55,6 +55,11 @@ struct Args {
     /// `<file>.prev`.
     #[arg(long, short = 'c', default_value = "/etc/vpn/vpnd.toml")]
     config: PathBuf,
+    /// Run without DPDK: an in-memory stand-in takes the configuration,
+    /// reports every tunnel DOWN and every counter zero (for tests and for
+    /// editing a configuration on a machine without the NICs).
+    #[arg(long)]
+    no_dataplane: bool,
 }
 
 type Shared = Arc<Mutex<Manager<InMemoryDataplane>>>;

@@ -1,0 +1,838 @@
+//! The appliance daemon `vpnd` and its CLI `vpnctl`, end to end: the real
+//! binaries, talking over the real management socket.
+//!
+//! ```text
+//!   test ──► vpnctl (child process, maybe as uid 65534) ──unix socket──► vpnd ──► <dir>/vpnd.toml (+ .prev)
+//!   test ──► raw UnixStream (garbage, truncated, oversized lines) ──────►  │
+//!   test ──► kill -9 / SIGTERM ──────────────────────────────────────────►  │
+//! ```
+//!
+//! Most tests run `vpnd --no-dataplane` (the in-memory stand-in; no DPDK,
+//! fast); `the_real_dataplane_*` runs it on DPDK virtual devices. Every
+//! test works in its own directory under the system temp dir and removes it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{bin, require_root, tag, wait_until};
+use serde_json::Value;
+
+/// A test directory with a `vpnd` configuration, removed on drop.
+struct Setup {
+    dir: PathBuf,
+}
+
+impl Setup {
+    /// A directory `vt-d-<name>-<tag>` holding `vpnd.toml` with the
+    /// socket inside the directory, metrics off, and `extra` appended.
+    fn new(name: &str, socket_group: &str, extra: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vt-d-{name}-{}", tag()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Self { dir };
+        let config = format!(
+            r#"
+[gateway]
+id = "tgw-test"
+asn = 64512
+outside_addresses = ["198.51.100.10", "198.51.100.11"]
+
+[dataplane]
+worker_lcores = [1]
+
+[[dataplane.ports]]
+name = "outside"
+device = "net_null0"
+role = "outside"
+
+[[dataplane.ports]]
+name = "inside"
+device = "net_null1"
+role = "inside"
+
+[management]
+socket_path = "{socket}"
+socket_group = "{socket_group}"
+
+[metrics]
+enabled = false
+{extra}"#,
+            socket = s.socket().display(),
+        );
+        std::fs::write(s.config(), config).unwrap();
+        s
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("vpnd.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// Start `vpnd --no-dataplane` and wait until it answers.
+    fn start(&self) -> Vpnd {
+        self.start_with(&["--no-dataplane"])
+    }
+
+    fn start_with(&self, args: &[&str]) -> Vpnd {
+        let log = self.dir.join(format!("vpnd-{}.log", now_ms()));
+        let child = Command::new(bin("vpnd"))
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start vpnd");
+        let mut d = Vpnd {
+            child: Some(child),
+            log,
+        };
+        let up = wait_until(Duration::from_secs(30), || {
+            d.running() && self.ctl(&["ping"]).status.success()
+        });
+        assert!(up, "vpnd did not come up:\n{}", d.log_text());
+        d
+    }
+
+    /// Run `vpnctl --socket <ours> args…` and return its output.
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_as(None, args)
+    }
+
+    /// Like [`ctl`](Self::ctl); with `Some((uid, gid))`, through `setpriv`
+    /// as that user, without supplementary groups.
+    fn ctl_as(&self, user: Option<(u32, u32)>, args: &[&str]) -> Output {
+        let mut c = match user {
+            None => Command::new(bin("vpnctl")),
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg(bin("vpnctl"));
+                c
+            }
+        };
+        c.arg("--socket").arg(self.socket()).args(args);
+        c.stdin(Stdio::null());
+        run_bounded(c, Duration::from_secs(30))
+    }
+
+    /// `vpnctl --json args…`, which must succeed, parsed.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl(&a);
+        assert!(out.status.success(), "vpnctl {args:?}: {}", describe(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "vpnctl --json {args:?} printed no JSON ({e}): {}",
+                describe(&out)
+            )
+        })
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `vpnd`; SIGKILLed on drop if still running.
+struct Vpnd {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Vpnd {
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9` and reap.
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("vpnd ignored SIGTERM for 20 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Vpnd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}
+
+/// Run `c`, killing it after `limit`.
+fn run_bounded(mut c: Command, limit: Duration) -> Output {
+    let child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let deadline = Instant::now() + limit;
+    while !waiter.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !waiter.is_finished() {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    waiter.join().expect("waiter").expect("wait")
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exited, not signalled")
+}
+
+/// The two tunnels of a connection, from `show connections --json`.
+fn tunnels_of(s: &Setup, conn: &str) -> Vec<Value> {
+    let v = s.json(&["show", "connections", conn]);
+    v["response"]["connections"][0]["tunnels"]
+        .as_array()
+        .expect("tunnels")
+        .clone()
+}
+
+fn create_gateway_and_connection(s: &Setup) {
+    let out = s.ctl(&[
+        "customer-gateway",
+        "create",
+        "cgw-e2e",
+        "--ip-address",
+        "203.0.113.20",
+        "--bgp-asn",
+        "65000",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let out = s.ctl(&[
+        "connection",
+        "create",
+        "vpn-e2e",
+        "--customer-gateway",
+        "cgw-e2e",
+        "--routing",
+        "static",
+        "--static-route",
+        "10.1.0.0/16",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+}
+
+#[test]
+fn create_show_modify_delete_through_the_cli() {
+    require_root();
+    let s = Setup::new("cli", "vpnd", "");
+    let mut d = s.start();
+    create_gateway_and_connection(&s);
+
+    // show: the human table and the JSON agree on what exists.
+    let table = s.ctl(&["show", "tunnels"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", describe(&table));
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("vpn-e2e") && l.contains("DOWN"))
+            .count(),
+        2,
+        "two DOWN tunnels expected:\n{text}"
+    );
+    let v = s.json(&["show", "tunnels", "vpn-e2e"]);
+    let tunnels = v["response"]["tunnels"].as_array().expect("tunnels");
+    assert_eq!(tunnels.len(), 2);
+    for (i, t) in tunnels.iter().enumerate() {
+        assert_eq!(t["tunnel"], i);
+        assert_eq!(t["status"], "DOWN");
+        assert_eq!(t["peer_ip_address"], "203.0.113.20");
+    }
+    assert_eq!(tunnels[0]["outside_ip_address"], "198.51.100.10");
+    assert_eq!(tunnels[1]["outside_ip_address"], "198.51.100.11");
+    // Keys are assigned but never shown.
+    let conn = &s.json(&["show", "connections"])["response"]["connections"][0];
+    assert_eq!(conn["id"], "vpn-e2e");
+    assert_eq!(conn["pre_shared_key_set"], serde_json::json!([true, true]));
+    assert!(conn["tunnels"][0].get("pre_shared_key").is_none());
+    // Defaults of the spec were applied.
+    assert_eq!(conn["tunnels"][0]["phase2_lifetime_secs"], 3600);
+    assert_eq!(conn["tunnels"][0]["dpd_timeout_action"], "clear");
+
+    // modify-vpn-tunnel-options (spec flow): several options at once.
+    let out = s.ctl(&[
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "1",
+        "--set",
+        "phase2_lifetime_secs=1800",
+        "--set",
+        "dpd_timeout_action=restart",
+        "--set",
+        "startup_action=start",
+        "--set",
+        r#"phase1_encryption_algorithms=["AES256-GCM-16"]"#,
+        "--set",
+        "phase1_dh_groups=[20, 21]",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let t = tunnels_of(&s, "vpn-e2e");
+    assert_eq!(t[1]["phase2_lifetime_secs"], 1800);
+    assert_eq!(t[1]["dpd_timeout_action"], "restart");
+    assert_eq!(t[1]["startup_action"], "start");
+    assert_eq!(
+        t[1]["phase1_encryption_algorithms"],
+        serde_json::json!(["AES256-GCM-16"])
+    );
+    assert_eq!(t[1]["phase1_dh_groups"], serde_json::json!([20, 21]));
+    // Tunnel 0 untouched.
+    assert_eq!(t[0]["phase2_lifetime_secs"], 3600);
+    // And persisted: the file on disk has it.
+    let file = std::fs::read_to_string(s.config()).unwrap();
+    assert!(file.contains("phase2_lifetime_secs = 1800"), "{file}");
+
+    // Static routes.
+    assert_eq!(
+        code(&s.ctl(&["static-route", "add", "vpn-e2e", "10.2.0.0/16"])),
+        0
+    );
+    let routes = s.json(&["show", "routes", "vpn-e2e"]);
+    let prefixes: Vec<&str> = routes["response"]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["prefix"].as_str())
+        .collect();
+    assert_eq!(prefixes, ["10.1.0.0/16", "10.2.0.0/16"]);
+    assert_eq!(
+        code(&s.ctl(&["static-route", "delete", "vpn-e2e", "10.1.0.0/16"])),
+        0
+    );
+
+    // Counters and the device configuration are served.
+    let stats = s.json(&["show", "stats"]);
+    assert_eq!(stats["response"]["type"], "stats");
+    let dl = s.ctl(&["config", "download", "vpn-e2e", "--device", "strongswan"]);
+    assert!(dl.status.success(), "{}", describe(&dl));
+    assert!(String::from_utf8_lossy(&dl.stdout).contains("connections {"));
+
+    // Deleting the gateway while the connection uses it is refused.
+    let out = s.ctl(&["customer-gateway", "delete", "cgw-e2e"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert_eq!(code(&s.ctl(&["connection", "delete", "vpn-e2e"])), 0);
+    assert_eq!(code(&s.ctl(&["customer-gateway", "delete", "cgw-e2e"])), 0);
+    let v = s.json(&["show", "connections"]);
+    assert_eq!(v["response"]["connections"], serde_json::json!([]));
+    // Unknown object: rejected, exit code 2, not_found.
+    let out = s.ctl(&["--json", "connection", "delete", "vpn-e2e"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("error reply as JSON");
+    assert_eq!(v["error"]["code"], "not_found");
+
+    // The state survives a clean restart.
+    assert!(d.terminate().success(), "{}", d.log_text());
+    assert!(!s.socket().exists(), "SIGTERM must remove the socket");
+    let _d = s.start();
+    let v = s.json(&["show", "customer-gateways"]);
+    assert_eq!(v["response"]["customer_gateways"], serde_json::json!([]));
+}
+
+#[test]
+fn validation_errors_name_field_value_and_range_with_exit_code_2() {
+    require_root();
+    let s = Setup::new("valid", "vpnd", "");
+    let _d = s.start();
+    create_gateway_and_connection(&s);
+    let before = std::fs::read(s.config()).unwrap();
+
+    // Out of range, and a second rule broken in the same request: both
+    // are reported, nothing is applied.
+    let out = s.ctl(&[
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "0",
+        "--set",
+        "phase2_lifetime_secs=5000",
+        "--set",
+        "replay_window_packets=32",
+    ]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connections[vpn-e2e].tunnels[0].phase2_lifetime_secs")
+            && err.contains("5000")
+            && err.contains("900..=3600"),
+        "{err}"
+    );
+    assert!(
+        err.contains("replay_window_packets") && err.contains("32") && err.contains("64..=2048"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(s.config()).unwrap(),
+        before,
+        "nothing written"
+    );
+    assert_eq!(tunnels_of(&s, "vpn-e2e")[0]["phase2_lifetime_secs"], 3600);
+
+    // The same with --json: the error reply parses and lists the fields.
+    let out = s.ctl(&[
+        "--json",
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "0",
+        "--set",
+        "phase2_lifetime_secs=5000",
+    ]);
+    assert_eq!(code(&out), 2);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON error reply");
+    assert_eq!(v["error"]["code"], "validation_failed");
+    let e = &v["error"]["errors"][0];
+    assert_eq!(
+        e["field"],
+        "connections[vpn-e2e].tunnels[0].phase2_lifetime_secs"
+    );
+    assert_eq!(e["value"], "5000");
+    assert_eq!(e["allowed"], "900..=3600");
+
+    // Reserved inside CIDR and a bad pre-shared key.
+    let out = s.ctl(&[
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "0",
+        "--set",
+        "inside_ipv4_cidr=169.254.169.252/30",
+    ]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside_ipv4_cidr"));
+    let out = s.ctl(&[
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "0",
+        "--set",
+        "pre_shared_key=0startswithzero",
+    ]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pre_shared_key"), "{err}");
+    assert!(
+        !err.contains("0startswithzero"),
+        "keys are never echoed: {err}"
+    );
+
+    // Usage errors (exit 1) never reach the daemon.
+    let out = s.ctl(&["modify-tunnel-options", "vpn-e2e", "2", "--set", "x=1"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let out = s.ctl(&["modify-tunnel-options", "vpn-e2e", "0", "--set", "nokey"]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let out = s.ctl(&[
+        "modify-tunnel-options",
+        "vpn-e2e",
+        "0",
+        "--set",
+        "no_such_option=1",
+    ]);
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    assert_eq!(
+        std::fs::read(s.config()).unwrap(),
+        before,
+        "nothing written"
+    );
+}
+
+#[test]
+fn unreachable_daemon_is_exit_code_3() {
+    require_root();
+    let s = Setup::new("unreach", "vpnd", "");
+    let out = s.ctl(&["ping"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+/// Concurrent `vpnctl` calls change the configuration while `vpnd` is
+/// killed with SIGKILL at a different moment in each round. After a
+/// restart every change that was acknowledged (exit 0) is there, and the
+/// file (and its `.prev`) always parse.
+#[test]
+fn acknowledged_changes_survive_kill_9_during_a_burst() {
+    require_root();
+    let s = Arc::new(Setup::new("crash", "vpnd", ""));
+    {
+        let _d = s.start();
+        create_gateway_and_connection(&s);
+    }
+    let mut acked_gateways: Vec<String> = Vec::new();
+    let mut acked_dpd: u64 = 40;
+    for round in 0..4u64 {
+        let mut d = s.start();
+        let log = d.log_text();
+        assert!(log.contains("(Current)"), "round {round}: {log}");
+        // Everything acknowledged before is still there.
+        check_acknowledged(&s, &acked_gateways, acked_dpd);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for w in 0..3u64 {
+            let (s, stop, acks) = (s.clone(), stop.clone(), acks.clone());
+            workers.push(std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 500 {
+                    let id = format!("cgw-r{round}-w{w}-{n}");
+                    let ip = format!("203.0.113.{}", 1 + (n % 200));
+                    let out = s.ctl(&["cgw", "create", &id, "--ip-address", &ip]);
+                    match code(&out) {
+                        0 => {
+                            acked.push(id);
+                            acks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        3 => break, // the daemon is gone
+                        c => panic!("unexpected exit code {c}: {}", describe(&out)),
+                    }
+                    n += 1;
+                }
+                acked
+            }));
+        }
+        // A fourth client rewrites one tunnel option with increasing values.
+        let dpd = {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last_acked = None;
+                let mut v = 41 + round * 1000;
+                while !stop.load(Ordering::Relaxed) && v < 41 + round * 1000 + 500 {
+                    let set = format!("dpd_timeout_secs={v}");
+                    let out = s.ctl(&["modify-tunnel-options", "vpn-e2e", "0", "--set", &set]);
+                    match code(&out) {
+                        0 => last_acked = Some(v),
+                        3 => break,
+                        c => panic!("unexpected exit code {c}: {}", describe(&out)),
+                    }
+                    v += 1;
+                }
+                last_acked
+            })
+        };
+        // Kill after a different number of acknowledged changes each
+        // round, while the clients keep going.
+        let target = usize::try_from(3 + 11 * round).unwrap();
+        let reached = wait_until(Duration::from_secs(60), || {
+            acks.load(Ordering::Relaxed) >= target
+        });
+        std::thread::sleep(Duration::from_millis(7 * round));
+        let pid = d.pid();
+        d.kill9();
+        stop.store(true, Ordering::Relaxed);
+        let mut this_round = 0;
+        for w in workers {
+            let acked = w.join().expect("client thread");
+            this_round += acked.len();
+            acked_gateways.extend(acked);
+        }
+        if let Some(v) = dpd.join().expect("dpd thread") {
+            acked_dpd = v;
+        }
+        assert!(
+            reached && this_round >= target,
+            "round {round}: only {this_round} change(s) acknowledged before kill -9 of {pid}"
+        );
+        // The file and its previous version parse, whatever the moment.
+        for f in [s.config(), s.dir.join("vpnd.toml.prev")] {
+            let text = std::fs::read_to_string(&f).unwrap();
+            text.parse::<toml::Table>()
+                .unwrap_or_else(|e| panic!("round {round}: {} is corrupt: {e}", f.display()));
+        }
+    }
+    let _d = s.start();
+    check_acknowledged(&s, &acked_gateways, acked_dpd);
+}
+
+fn check_acknowledged(s: &Setup, gateways: &[String], dpd_at_least: u64) {
+    let v = s.json(&["show", "customer-gateways"]);
+    let have: Vec<&str> = v["response"]["customer_gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    let missing: Vec<&String> = gateways
+        .iter()
+        .filter(|g| !have.contains(&g.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    let dpd = tunnels_of(s, "vpn-e2e")[0]["dpd_timeout_secs"]
+        .as_u64()
+        .unwrap();
+    // A change may land on disk without its acknowledgement (killed in
+    // between), never the other way round.
+    assert!(
+        dpd >= dpd_at_least,
+        "dpd_timeout_secs {dpd} < acknowledged {dpd_at_least}"
+    );
+}
+
+/// Only root, the daemon's user and the socket group may use the API.
+#[test]
+fn api_access_from_a_non_permitted_user_is_refused() {
+    require_root();
+    // The socket group is "nogroup" (gid 65534) here so that both sides of
+    // the rule can be shown with setpriv.
+    let s = Setup::new("perm", "nogroup", "");
+    let _d = s.start();
+    // The socket directory must be reachable by the unprivileged users.
+    std::fs::set_permissions(&s.dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let meta = std::fs::metadata(s.socket()).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o660
+    );
+
+    // uid/gid 1 ("daemon"), no supplementary groups: the file mode already
+    // refuses it (connect fails: exit 3).
+    let out = s.ctl_as(Some((1, 1)), &["ping"]);
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+        "{}",
+        describe(&out)
+    );
+
+    // A member of the socket group is allowed.
+    let out = s.ctl_as(Some((65534, 65534)), &["ping"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+
+    // Open the file mode to everyone: the daemon's own SO_PEERCRED check
+    // still refuses the non-member, with a permission_denied reply.
+    std::fs::set_permissions(
+        s.socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = s.ctl_as(
+        Some((1, 1)),
+        &[
+            "--json",
+            "cgw",
+            "create",
+            "cgw-intruder",
+            "--ip-address",
+            "203.0.113.9",
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON error reply");
+    assert_eq!(
+        v["error"]["code"],
+        "permission_denied",
+        "{}",
+        describe(&out)
+    );
+    let v = s.json(&["show", "customer-gateways"]);
+    assert_eq!(v["response"]["customer_gateways"], serde_json::json!([]));
+}
+
+/// One request line on a raw connection, one reply line back.
+fn exchange(stream: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
+    stream.get_mut().write_all(line).unwrap();
+    read_reply(stream)
+}
+
+fn read_reply(stream: &mut BufReader<UnixStream>) -> Value {
+    let mut reply = String::new();
+    stream.read_line(&mut reply).expect("a reply line");
+    assert!(
+        reply.ends_with('\n'),
+        "reply not newline-terminated: {reply:?}"
+    );
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("reply {reply:?}: {e}"))
+}
+
+fn connect(s: &Setup) -> BufReader<UnixStream> {
+    let c = UnixStream::connect(s.socket()).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    BufReader::new(c)
+}
+
+const PING: &[u8] = b"{\"version\":1,\"id\":42,\"request\":{\"type\":\"ping\"}}\n";
+
+fn assert_pong(v: &Value) {
+    assert_eq!(v["id"], 42, "{v}");
+    assert_eq!(v["response"]["type"], "pong", "{v}");
+}
+
+#[test]
+fn bad_input_on_the_socket_gets_error_replies_and_the_daemon_keeps_serving() {
+    require_root();
+    let s = Setup::new("fuzz", "vpnd", "");
+    let mut d = s.start();
+    let mut c = connect(&s);
+
+    let cases: &[(&[u8], &str)] = &[
+        (b"garbage\n", "bad_request"),
+        (b"\x00\xff\xfe not utf-8\n", "bad_request"),
+        (b"[1,2,3]\n", "bad_request"),
+        (b"{\"version\":1,\"id\":1}\n", "bad_request"),
+        (b"{\"version\":1,\"id\":2,\"request\":{\"type\":\"format_disk\"}}\n", "bad_request"),
+        (b"{\"version\":1,\"id\":3,\"request\":{\"type\":\"ping\",\"extra\":1}}\n", "bad_request"),
+        (b"{\"version\":99,\"id\":4,\"request\":{\"type\":\"ping\"}}\n", "unsupported_version"),
+        (b"{\"version\":1,\"id\":5,\"request\":{\"type\":\"show_connections\",\"id\":\"nope\"}}\n", "not_found"),
+    ];
+    for (input, want) in cases {
+        let v = exchange(&mut c, input);
+        assert_eq!(
+            v["error"]["code"],
+            *want,
+            "input {:?}: {v}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // The id is echoed when it could be read, null when not.
+    let v = exchange(&mut c, b"{\"version\":99,\"id\":77,\"request\":{}}\n");
+    assert_eq!(v["id"], 77);
+    let v = exchange(&mut c, b"}{\n");
+    assert!(v["id"].is_null());
+
+    // Deeply nested JSON: an error, not a stack overflow.
+    let mut deep = vec![b'['; 100_000];
+    deep.push(b'\n');
+    let v = exchange(&mut c, &deep);
+    assert_eq!(v["error"]["code"], "bad_request");
+
+    // Oversized: 3 MiB in one line (limit 1 MiB), answered with too_large;
+    // the line is discarded and the connection still works.
+    let mut huge = b"{\"version\":1,\"id\":9,\"request\":{\"type\":\"ping\",\"pad\":\"".to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+    huge.extend(b"\"}}\n");
+    let writer = {
+        let mut w = c.get_ref().try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&huge))
+    };
+    let v = read_reply(&mut c);
+    writer.join().unwrap().unwrap();
+    assert_eq!(v["error"]["code"], "too_large", "{v}");
+    assert_pong(&exchange(&mut c, PING));
+
+    // Several requests in one write are answered in order.
+    c.get_mut()
+        .write_all(b"garbage\n{\"version\":1,\"id\":42,\"request\":{\"type\":\"ping\"}}\n")
+        .unwrap();
+    assert_eq!(read_reply(&mut c)["error"]["code"], "bad_request");
+    assert_pong(&read_reply(&mut c));
+
+    // Truncated: the client stops mid-line and shuts its side down; the
+    // fragment is answered, then the connection ends.
+    let mut t = connect(&s);
+    t.get_mut()
+        .write_all(b"{\"version\":1,\"id\":6,\"request\":{\"type\":\"pi")
+        .unwrap();
+    t.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+    let v = read_reply(&mut t);
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    assert_eq!(v["id"], Value::Null);
+    let mut rest = String::new();
+    assert_eq!(t.read_line(&mut rest).unwrap(), 0, "then EOF");
+
+    // A client that disconnects mid-line, one that connects and says
+    // nothing, and one that sends 10 MiB without a newline and vanishes.
+    {
+        let mut g = UnixStream::connect(s.socket()).unwrap();
+        g.write_all(b"{\"version\":1,").unwrap();
+    }
+    let _idle = UnixStream::connect(s.socket()).unwrap();
+    {
+        let mut g = UnixStream::connect(s.socket()).unwrap();
+        g.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        let chunk = vec![b'y'; 1024 * 1024];
+        for _ in 0..10 {
+            if g.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    }
+
+    // Still serving: on the first connection, on a new one, and to vpnctl.
+    assert_pong(&exchange(&mut c, PING));
+    assert_pong(&exchange(&mut connect(&s), PING));
+    assert_eq!(code(&s.ctl(&["ping"])), 0);
+    assert!(d.running(), "{}", d.log_text());
+    assert!(d.terminate().success(), "{}", d.log_text());
+}
+
+/// `vpnd` without a usable configuration exits with the documented code.
+#[test]
+fn invalid_configuration_is_exit_code_1() {
+    require_root();
+    let s = Setup::new("badcfg", "vpnd", "");
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    std::fs::write(s.config(), text.replace("asn = 64512", "asn = 1")).unwrap();
+    let out = run_bounded(
+        {
+            let mut c = Command::new(bin("vpnd"));
+            c.arg("--config").arg(s.config()).arg("--no-dataplane");
+            c
+        },
+        Duration::from_secs(30),
+    );
+    assert_eq!(code(&out), 1, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.asn") && err.contains('1'), "{err}");
+    assert!(!Path::new(&s.socket()).exists());
+}
