@@ -6,7 +6,7 @@ use dataplane::esp::sa::LifetimeEvent;
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{Fib, TunnelId};
 
-use crate::pipeline::Addresses;
+use crate::pipeline::{Addresses, MtuOptions};
 
 /// A change the control core asks one worker to make. Applied between
 /// bursts, in order, each acknowledged with [`Event::Done`].
@@ -36,6 +36,8 @@ pub enum Command {
     SetFib(Arc<Fib>),
     /// Replace the addresses the worker answers for and sends from.
     SetAddresses(Box<Addresses>),
+    /// Replace the MTU options (MSS clamping, ICMP errors).
+    SetMtuOptions(Box<MtuOptions>),
 }
 
 /// What a worker reports back.

@@ -6,11 +6,34 @@
 //!        ▲                                         │
 //!        └──────── Event (acks, retired SAs) ◄─────┘
 //!
-//!   outside port ─► Worker::handle_outside ─► decap ─► FIB ─► inside port
+//!   outside port ─► Worker::handle_outside ─► decap ─► reassemble ─► MSS clamp ─► FIB ─► inside port
 //!                                             (IKE, NAT-T marker, ICMP to us) ─► kernel (tap)
-//!   inside port  ─► Worker::handle_inside  ─► FIB ─► encap ─► outside port
+//!   inside port  ─► Worker::handle_inside  ─► FIB ─► MSS clamp ─► clear DF ─► fit to MTU ─► encap ─► outside port
+//!                                                                  └─ too big, DF ─► ICMP ─► inside port
 //!   kernel (tap) ─► Worker::handle_kernel  ─► outside (IKE from our address) or FIB ─► encap
 //! ```
+//!
+//! The `handle_*_io` variants take a [`PacketIo`]: the worker's buffer
+//! pool and a way to send the extra packets the pipeline produces (the
+//! second and later fragments of a packet fragmented before encryption,
+//! ICMP "fragmentation needed" / "packet too big"). The plain `handle_*`
+//! use [`NoIo`] and so can neither fragment nor originate ICMP.
+//!
+//! MTU handling follows the spec (§ 14.2, § 14.3, § 25.3): the tunnel MTU
+//! is derived from the outbound SA ([`dataplane::esp::mtu`]); TCP SYNs
+//! are clamped to its MSS both ways (inbound with the MTU of the SA they
+//! came through); an inner IPv4 packet above the MTU is fragmented before
+//! encryption ([`dataplane::esp::frag`], RFC 4459) when its DF bit is
+//! clear or the tunnel's clear-DF option ([`DfPolicy::Clear`]) is on,
+//! otherwise (and always for IPv6) it is dropped as
+//! [`DropReason::TooBig`] and an ICMP error goes back toward its source,
+//! rate-limited by [`MtuOptions`]. Inner fragments from a peer are
+//! reassembled after decap by a per-worker
+//! [`Reassembler`](dataplane::esp::reassembly::Reassembler), whose
+//! timeouts run on the worker's clock ([`Worker::handle_time_ms`]).
+//!
+//! [`DfPolicy::Clear`]: dataplane::esp::sa::DfPolicy::Clear
+//! [`DropReason::TooBig`]: dataplane::esp::DropReason::TooBig
 //!
 //! The pipeline is generic over [`netbuf::PacketBuffer`], so it runs on
 //! DPDK mbufs in the appliance and on `TestBuffer`s in tests. Per packet it
@@ -31,6 +54,6 @@ mod stats;
 mod tables;
 
 pub use command::{Command, ControlEnd, Event, WorkerEnd, channel};
-pub use pipeline::{Action, Addresses, Worker};
+pub use pipeline::{Action, Addresses, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker};
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

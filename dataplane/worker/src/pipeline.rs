@@ -7,6 +7,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use dataplane::esp::frag::{self, Fit, FragConfig};
+use dataplane::esp::mtu::{self, mss_clamp, mss_v4, mss_v6};
+use dataplane::esp::reassembly::{Reassembler, Reassembly, ReassemblyConfig};
+use dataplane::esp::sa::DfPolicy;
 use dataplane::esp::{self, DropReason};
 use dataplane::wire::ethernet::{EthernetFrame, HEADER_LEN as ETH_LEN};
 use dataplane::wire::ipv4::Ipv4Packet;
@@ -29,8 +33,75 @@ pub enum Action {
     ToInside,
     /// Hand to the kernel through the exception (tap) port.
     ToKernel,
-    /// Free it; the reason is already counted.
+    /// Free it. Either the reason is already counted as a drop, or the
+    /// pipeline consumed it: an inner fragment whose data is held for
+    /// reassembly (counted in [`WorkerStats::fragments_held`]).
     Drop,
+}
+
+/// What the pipeline needs from the runtime besides the packet in hand:
+/// empty buffers (for fragments and ICMP errors it originates) and a way
+/// to send the extra packets it produces. The DPDK runtime implements it
+/// with the worker's mempool and its tx bursts; tests with a `Vec`.
+///
+/// Neither call may block, allocate on the heap per packet or panic.
+pub trait PacketIo<B> {
+    /// An empty buffer from the worker's pool, `None` when it is dry (the
+    /// packet that needed it is then dropped and counted).
+    fn alloc(&mut self) -> Option<B>;
+    /// An extra packet, complete with its Ethernet header, to be sent as
+    /// a packet whose `handle_*` returned `action` (never
+    /// [`Action::Drop`]).
+    fn send(&mut self, action: Action, buf: B);
+}
+
+/// No pool: the pipeline can neither fragment nor originate ICMP errors.
+/// Used by [`Worker::handle_outside`] and friends; oversized packets are
+/// then dropped and counted ([`DropReason::FragmentFailed`],
+/// [`DropReason::TooBig`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoIo;
+
+impl<B> PacketIo<B> for NoIo {
+    fn alloc(&mut self) -> Option<B> {
+        None
+    }
+    fn send(&mut self, _action: Action, _buf: B) {}
+}
+
+/// Most fragments one inner packet is split into before encryption
+/// (a 9000-byte packet over the smallest tunnel MTU needs 7).
+pub const MAX_FRAGMENTS: usize = 8;
+
+/// Per-worker options for the tunnel MTU handling (spec § 14.2, § 14.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuOptions {
+    /// Clamp the MSS of transit TCP SYNs, both directions, to the
+    /// tunnel's MSS (spec § 14.3: MTU − 40 for IPv4, MTU − 60 for IPv6).
+    pub mss_clamp: bool,
+    /// Source of the ICMPv4 "fragmentation needed" we send; `None`: the
+    /// first of [`Addresses::inside_v4`].
+    pub icmp_src_v4: Option<Ipv4Addr>,
+    /// Source of the ICMPv6 "packet too big" we send; `None`: the first
+    /// of [`Addresses::outside_v6`]. With no address at all, none is sent.
+    pub icmp_src_v6: Option<Ipv6Addr>,
+    /// ICMP errors originated per second (token bucket, RFC 1812
+    /// § 4.3.2.8 / RFC 4443 § 2.4 (f)); excess is counted, not sent.
+    pub icmp_per_sec: u32,
+    /// Burst allowance of the ICMP token bucket.
+    pub icmp_burst: u32,
+}
+
+impl Default for MtuOptions {
+    fn default() -> Self {
+        Self {
+            mss_clamp: true,
+            icmp_src_v4: None,
+            icmp_src_v6: None,
+            icmp_per_sec: 1000,
+            icmp_burst: 100,
+        }
+    }
 }
 
 /// The addresses and neighbours the worker needs.
@@ -71,6 +142,14 @@ pub struct Worker {
     addrs: Addresses,
     stats: WorkerStats,
     ring: WorkerEnd,
+    options: MtuOptions,
+    /// Inner fragments from peers, reassembled after decap.
+    reassembler: Reassembler,
+    /// The worker's clock (ms), advanced by the runtime between bursts.
+    now_ms: u64,
+    /// ICMP error tokens left, and when they were last refilled.
+    icmp_tokens: u32,
+    icmp_refilled_ms: u64,
 }
 
 /// What a parsed frame is.
@@ -87,15 +166,70 @@ enum Class {
 }
 
 impl Worker {
-    /// A worker with empty tables for up to `capacity` SAs each way.
+    /// A worker with empty tables for up to `capacity` SAs each way and
+    /// the default reassembly limits.
     #[must_use]
     pub fn new(ring: WorkerEnd, capacity: usize) -> Self {
+        Self::with_reassembly(ring, capacity, ReassemblyConfig::default())
+    }
+
+    /// A worker whose inner reassembly table is sized by `reassembly`
+    /// (allocated here, once).
+    #[must_use]
+    pub fn with_reassembly(ring: WorkerEnd, capacity: usize, reassembly: ReassemblyConfig) -> Self {
+        let options = MtuOptions::default();
         Self {
             tables: SaTables::with_capacity(capacity),
             fib: Arc::new(Fib::default()),
             addrs: Addresses::default(),
             stats: WorkerStats::default(),
             ring,
+            icmp_tokens: options.icmp_burst,
+            icmp_refilled_ms: 0,
+            options,
+            reassembler: Reassembler::new(reassembly),
+            now_ms: 0,
+        }
+    }
+
+    /// The MTU options in force.
+    #[must_use]
+    pub fn mtu_options(&self) -> &MtuOptions {
+        &self.options
+    }
+
+    /// The inner reassembler (read-only).
+    #[must_use]
+    pub fn reassembler(&self) -> &Reassembler {
+        &self.reassembler
+    }
+
+    /// The worker's clock in milliseconds.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Advances the worker's clock (call between bursts, as often as the
+    /// runtime likes; a clock that goes back is ignored): drops inner
+    /// datagrams whose reassembly timed out (counted as
+    /// [`DropReason::ReassemblyTimeout`] in [`WorkerStats::esp`], once per
+    /// datagram) and refills the ICMP token bucket.
+    pub fn handle_time_ms(&mut self, now_ms: u64) {
+        if now_ms < self.now_ms {
+            return;
+        }
+        self.now_ms = now_ms;
+        if self.reassembler.poll_timeout().is_some_and(|t| t <= now_ms) {
+            self.reassembler.handle_timeout(now_ms, &mut self.stats.esp);
+        }
+        let elapsed = now_ms.saturating_sub(self.icmp_refilled_ms);
+        let add = elapsed.saturating_mul(u64::from(self.options.icmp_per_sec)) / 1000;
+        if add > 0 {
+            let t = u64::from(self.icmp_tokens).saturating_add(add);
+            self.icmp_tokens =
+                u32::try_from(t.min(u64::from(self.options.icmp_burst))).unwrap_or(u32::MAX);
+            self.icmp_refilled_ms = now_ms;
         }
     }
 
@@ -165,6 +299,10 @@ impl Worker {
                 self.emit(Event::RetiredFib(old));
             }
             Command::SetAddresses(addrs) => self.addrs = *addrs,
+            Command::SetMtuOptions(options) => {
+                self.options = *options;
+                self.icmp_tokens = self.icmp_tokens.min(self.options.icmp_burst);
+            }
         }
         Ok(())
     }
@@ -175,8 +313,22 @@ impl Worker {
         let _ = self.ring.events.push(event);
     }
 
-    /// A frame received on the outside port.
+    /// A frame received on the outside port, without a buffer pool (see
+    /// [`NoIo`]).
     pub fn handle_outside<B: PacketBuffer>(&mut self, buf: &mut B) -> Action {
+        self.handle_outside_io(buf, &mut NoIo)
+    }
+
+    /// A frame received on the outside port. ESP is decapsulated; inner
+    /// fragments are reassembled ([`Reassembly::Held`] fragments return
+    /// [`Action::Drop`] and are counted in
+    /// [`WorkerStats::fragments_held`], not as drops); transit SYNs get
+    /// their MSS clamped; then the inner packet is routed.
+    pub fn handle_outside_io<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        io: &mut I,
+    ) -> Action {
         match self.classify_outside(buf.as_ref()) {
             Class::Arp => self.arp_reply(buf, Side::Outside),
             Class::Punt => self.punt(buf),
@@ -191,31 +343,74 @@ impl Worker {
                 let Some(sa) = self.tables.inbound_mut(spi) else {
                     return self.drop(Drop::UnknownSpi);
                 };
+                let mtu = mtu::inbound_sa_tunnel_mtu(sa);
                 if let Err(r) = esp::decap(sa, buf, esp_offset) {
                     return self.esp_drop(r);
                 }
                 self.stats.decap_packets += 1;
-                self.route(buf, Side::Outside)
+                // Spec § 25.3: inner fragments are reassembled before
+                // forwarding.
+                match self
+                    .reassembler
+                    .handle_fragment(self.now_ms, buf, &mut self.stats.esp)
+                {
+                    Ok(Reassembly::NotFragment) => {}
+                    Ok(Reassembly::Complete) => self.stats.reassembled += 1,
+                    Ok(Reassembly::Held) => {
+                        self.stats.fragments_held += 1;
+                        return Action::Drop;
+                    }
+                    Err(r) => return self.esp_drop(r),
+                }
+                if self.options.mss_clamp && mss_clamp(buf.as_mut(), mss_v4(mtu), mss_v6(mtu)) {
+                    self.stats.mss_clamped += 1;
+                }
+                self.route(buf, Side::Outside, io)
             }
         }
     }
 
-    /// A frame received on the inside port.
+    /// A frame received on the inside port, without a buffer pool (see
+    /// [`NoIo`]).
     pub fn handle_inside<B: PacketBuffer>(&mut self, buf: &mut B) -> Action {
+        self.handle_inside_io(buf, &mut NoIo)
+    }
+
+    /// A frame received on the inside port: routed; toward a tunnel its
+    /// MSS is clamped, DF cleared if the tunnel says so, and it is
+    /// fragmented before encryption when it exceeds the tunnel MTU (the
+    /// extra fragments leave through `io`), or answered with an ICMP
+    /// error through `io` when it may not be fragmented.
+    pub fn handle_inside_io<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        io: &mut I,
+    ) -> Action {
         match ethertype(buf.as_ref()) {
             Some(EtherType::Arp) => self.arp_reply(buf, Side::Inside),
             Some(EtherType::Ipv4 | EtherType::Ipv6) => {
                 if buf.trim_from_start(ETH_LEN).is_err() {
                     return self.drop(Drop::Malformed);
                 }
-                self.route(buf, Side::Inside)
+                self.route(buf, Side::Inside, io)
             }
             _ => self.drop(Drop::Malformed),
         }
     }
 
-    /// A frame the kernel sent out of the tap interface.
+    /// A frame the kernel sent out of the tap interface, without a buffer
+    /// pool (see [`NoIo`]).
     pub fn handle_kernel<B: PacketBuffer>(&mut self, buf: &mut B) -> Action {
+        self.handle_kernel_io(buf, &mut NoIo)
+    }
+
+    /// A frame the kernel sent out of the tap interface (as
+    /// [`Worker::handle_inside_io`] for what goes into a tunnel).
+    pub fn handle_kernel_io<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        io: &mut I,
+    ) -> Action {
         match ethertype(buf.as_ref()) {
             Some(EtherType::Ipv4 | EtherType::Ipv6) => {}
             Some(EtherType::Arp) => return self.drop(Drop::ArpIgnored),
@@ -233,7 +428,7 @@ impl Worker {
         if buf.trim_from_start(ETH_LEN).is_err() {
             return self.drop(Drop::Malformed);
         }
-        match self.route(buf, Side::Kernel) {
+        match self.route(buf, Side::Kernel, io) {
             Action::ToKernel => self.drop(Drop::KernelUnroutable),
             a => a,
         }
@@ -244,6 +439,7 @@ impl Worker {
     /// bursts, about once a second; `now_secs` is on the clock the SAs were
     /// installed with.
     pub fn handle_timeout(&mut self, now_secs: u64) {
+        self.handle_time_ms(now_secs.saturating_mul(1000));
         // SAs report each limit once, when polled: poll only while there is
         // room to carry the event, and the rest is reported next time.
         const MAX_PER_CALL: usize = 16;
@@ -323,7 +519,12 @@ impl Worker {
     }
 
     /// Routes an IP packet (no Ethernet header) by its destination.
-    fn route<B: PacketBuffer>(&mut self, buf: &mut B, from: Side) -> Action {
+    fn route<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        from: Side,
+        io: &mut I,
+    ) -> Action {
         let Some((_, dst)) = ip_addrs(buf.as_ref()) else {
             return self.drop(Drop::Malformed);
         };
@@ -332,7 +533,7 @@ impl Worker {
         };
         let target = self.fib.resolve(target, flow_hash(buf.as_ref()));
         match target {
-            Target::Tunnel(t) => self.encap(buf, t),
+            Target::Tunnel(t) => self.encap(buf, t, from, io),
             Target::Inside if from == Side::Inside => self.drop(Drop::Hairpin),
             Target::Inside => {
                 let (dst, src) = (self.addrs.inside_gateway_mac, self.addrs.inside_mac);
@@ -352,16 +553,130 @@ impl Worker {
         }
     }
 
-    fn encap<B: PacketBuffer>(&mut self, buf: &mut B, tunnel: TunnelId) -> Action {
+    /// Toward a tunnel: MSS clamp, clear DF, fit to the tunnel MTU
+    /// (fragment or ICMP error), encapsulate.
+    fn encap<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        tunnel: TunnelId,
+        from: Side,
+        io: &mut I,
+    ) -> Action {
+        let Some(sa) = self.tables.outbound_mut(tunnel) else {
+            return self.drop(Drop::NoOutboundSa);
+        };
+        let mtu = mtu::sa_tunnel_mtu(sa);
+        let df = sa.df_policy();
+        // 1. MSS clamping of transit SYNs (spec § 14.3).
+        if self.options.mss_clamp && mss_clamp(buf.as_mut(), mss_v4(mtu), mss_v6(mtu)) {
+            self.stats.mss_clamped += 1;
+        }
+        // 2. The tunnel's clear-DF option (spec § 14.2).
+        if df == DfPolicy::Clear && frag::clear_df(buf.as_mut()) {
+            self.stats.df_cleared += 1;
+        }
+        // 3. Fit to the tunnel MTU before encryption (RFC 4459 § 5.2).
+        let cfg = FragConfig {
+            mtu,
+            ignore_df: FragConfig::ignore_df_for(df),
+            icmp_src_v4: self
+                .options
+                .icmp_src_v4
+                .or_else(|| self.addrs.inside_v4.first().copied())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            icmp_src_v6: self
+                .options
+                .icmp_src_v6
+                .or_else(|| self.addrs.outside_v6.first().copied())
+                .unwrap_or(Ipv6Addr::UNSPECIFIED),
+        };
+        let mut frags: [Option<B>; MAX_FRAGMENTS] = std::array::from_fn(|_| None);
+        let mut icmp = None;
+        let fit = frag::fit_to_mtu(buf, &cfg, &mut || io.alloc(), &mut frags, &mut icmp);
+        let extra = match fit {
+            Ok(Fit::Fits) => 0,
+            Ok(Fit::Fragmented { extra }) => extra,
+            Err(r) => {
+                if let Some(icmp) = icmp {
+                    self.send_icmp(icmp, &cfg, from, io);
+                }
+                return self.esp_drop(r);
+            }
+        };
+        // 4. Encapsulate: the first fragment (or the whole packet) in
+        //    `buf`, the others in order through `io`.
         let Some(sa) = self.tables.outbound_mut(tunnel) else {
             return self.drop(Drop::NoOutboundSa);
         };
         if let Err(r) = esp::encap(sa, buf) {
-            return self.esp_drop(r);
+            self.stats.esp_drop(r);
+            return Action::Drop;
         }
         self.stats.encap_packets += 1;
         let (dst, src) = (self.addrs.outside_gateway_mac, self.addrs.outside_mac);
+        if extra > 0 {
+            self.stats.fragmented += 1;
+            for f in frags.iter_mut().take(extra) {
+                let Some(mut f) = f.take() else { continue };
+                if let Err(r) = esp::encap(sa, &mut f) {
+                    self.stats.esp_drop(r);
+                    continue;
+                }
+                match push_eth_header(&mut f, dst, src) {
+                    Ok(()) => {
+                        self.stats.encap_packets += 1;
+                        self.stats.fragments_out += 1;
+                        io.send(Action::ToOutside, f);
+                    }
+                    Err(r) => self.stats.esp_drop(r),
+                }
+            }
+        }
         self.push_eth(buf, dst, src, Action::ToOutside)
+    }
+
+    /// Sends an ICMP error (an IP packet in `icmp`) back toward the source
+    /// of the packet that caused it: out of the inside port for inside
+    /// traffic, to the kernel for the kernel's, routed otherwise.
+    fn send_icmp<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        mut icmp: B,
+        cfg: &FragConfig,
+        from: Side,
+        io: &mut I,
+    ) {
+        let v4 = icmp.as_ref().first().is_some_and(|b| b >> 4 == 4);
+        let has_src = if v4 {
+            !cfg.icmp_src_v4.is_unspecified()
+        } else {
+            !cfg.icmp_src_v6.is_unspecified()
+        };
+        if !has_src {
+            self.stats.icmp_suppressed += 1;
+            return;
+        }
+        if self.icmp_tokens == 0 {
+            self.stats.icmp_suppressed += 1;
+            return;
+        }
+        self.icmp_tokens -= 1;
+        let action = match from {
+            Side::Inside => {
+                let (dst, src) = (self.addrs.inside_gateway_mac, self.addrs.inside_mac);
+                self.push_eth(&mut icmp, dst, src, Action::ToInside)
+            }
+            Side::Kernel => {
+                let (dst, src) = (self.addrs.kernel_mac, self.addrs.outside_mac);
+                self.push_eth(&mut icmp, dst, src, Action::ToKernel)
+            }
+            // Transit from one tunnel to another: route it like any other
+            // packet (it is small, so it fits whatever tunnel it takes).
+            Side::Outside => self.route(&mut icmp, Side::Kernel, &mut NoIo),
+        };
+        if action != Action::Drop {
+            self.stats.icmp_sent += 1;
+            io.send(action, icmp);
+        }
     }
 
     fn push_eth<B: PacketBuffer>(
@@ -371,18 +686,11 @@ impl Worker {
         src: [u8; 6],
         then: Action,
     ) -> Action {
-        let ethertype: u16 = match buf.as_ref().first().map(|b| b >> 4) {
-            Some(4) => 0x0800,
-            Some(6) => 0x86dd,
-            _ => return self.drop(Drop::Malformed),
-        };
-        let Ok(hdr) = buf.prepend(ETH_LEN) else {
-            return self.esp_drop(DropReason::NoHeadroom);
-        };
-        hdr[0..6].copy_from_slice(&dst);
-        hdr[6..12].copy_from_slice(&src);
-        hdr[12..14].copy_from_slice(&ethertype.to_be_bytes());
-        then
+        match push_eth_header(buf, dst, src) {
+            Ok(()) => then,
+            Err(DropReason::InnerMalformed) => self.drop(Drop::Malformed),
+            Err(r) => self.esp_drop(r),
+        }
     }
 
     fn punt<B: PacketBuffer>(&mut self, buf: &mut B) -> Action {
@@ -446,6 +754,24 @@ enum Side {
     Outside,
     Inside,
     Kernel,
+}
+
+/// Prepends an Ethernet header for the IP packet in `buf`.
+fn push_eth_header<B: PacketBuffer>(
+    buf: &mut B,
+    dst: [u8; 6],
+    src: [u8; 6],
+) -> Result<(), DropReason> {
+    let ethertype: u16 = match buf.as_ref().first().map(|b| b >> 4) {
+        Some(4) => 0x0800,
+        Some(6) => 0x86dd,
+        _ => return Err(DropReason::InnerMalformed),
+    };
+    let hdr = buf.prepend(ETH_LEN).map_err(|_| DropReason::NoHeadroom)?;
+    hdr[0..6].copy_from_slice(&dst);
+    hdr[6..12].copy_from_slice(&src);
+    hdr[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    Ok(())
 }
 
 fn ethertype(frame: &[u8]) -> Option<EtherType> {

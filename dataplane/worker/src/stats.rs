@@ -78,6 +78,22 @@ pub struct WorkerStats {
     pub punted: u64,
     /// ARP replies sent.
     pub arp_replies: u64,
+    /// Transit TCP SYNs whose MSS was clamped (both directions).
+    pub mss_clamped: u64,
+    /// Inner IPv4 packets whose DF bit the tunnel's clear-DF option reset.
+    pub df_cleared: u64,
+    /// Inner packets fragmented before encryption.
+    pub fragmented: u64,
+    /// Extra fragments sent (beyond the first of each packet).
+    pub fragments_out: u64,
+    /// ICMP "fragmentation needed" / "packet too big" sent.
+    pub icmp_sent: u64,
+    /// ICMP errors not sent (rate limit, no source address).
+    pub icmp_suppressed: u64,
+    /// Inner fragments held for reassembly (freed, not dropped).
+    pub fragments_held: u64,
+    /// Inner datagrams reassembled and forwarded.
+    pub reassembled: u64,
     /// Drops by pipeline reason.
     pub drops: [u64; Drop::COUNT],
     /// Drops by ESP reason.

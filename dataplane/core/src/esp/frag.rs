@@ -149,6 +149,22 @@ where
     }
 }
 
+/// Clears DF in an inner IPv4 packet (the tunnel's "clear DF" option,
+/// spec § 14.2 "Reset the Don't Fragment flag") and refreshes its header
+/// checksum; returns whether the packet changed. IPv6 and malformed
+/// packets are left alone.
+pub fn clear_df(inner: &mut [u8]) -> bool {
+    let Ok(mut ip) = Ipv4Packet::new_checked(&mut *inner) else {
+        return false;
+    };
+    if ip.version() != 4 || !ip.dont_frag() {
+        return false;
+    }
+    ip.set_dont_frag(false);
+    ip.fill_checksum();
+    true
+}
+
 /// Splits the IPv4 packet in `buf` into fragments of at most `mtu`
 /// bytes; returns the number placed in `out`.
 fn fragment_v4<B, F>(

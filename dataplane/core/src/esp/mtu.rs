@@ -21,7 +21,7 @@
 //!
 //! Per-packet functions here never allocate, panic or read the clock.
 
-use super::sa::OutboundSa;
+use super::sa::{InboundSa, OutboundSa};
 use crate::crypto::{ESP_HEADER_LEN, EspAlgorithm, EspTransform};
 use crate::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, ipv4, ipv6, tcp};
 
@@ -63,6 +63,20 @@ pub fn sa_tunnel_mtu(sa: &OutboundSa) -> u16 {
     mtu_from_sizes(
         usize::from(sa.template.ip_len),
         sa.template.udp,
+        sa.transform.iv_len(),
+        sa.transform.icv_len(),
+        sa.transform.pad_align(),
+    )
+}
+
+/// The tunnel MTU of an inbound SA, i.e. of the peer's encapsulation
+/// (same transform sizes, NAT-T and outer family): used to clamp the MSS
+/// of SYNs that arrive through the tunnel.
+#[must_use]
+pub fn inbound_sa_tunnel_mtu(sa: &InboundSa) -> u16 {
+    mtu_from_sizes(
+        if sa.outer_v6 { IPV6_OUTER } else { IPV4_OUTER },
+        sa.nat_t,
         sa.transform.iv_len(),
         sa.transform.icv_len(),
         sa.transform.pad_align(),
@@ -249,6 +263,13 @@ mod tests {
                     let mut sa = OutboundSa::new(&c, 0).unwrap();
                     let mtu = tunnel_mtu(alg, nat_t, v6);
                     assert_eq!(sa_tunnel_mtu(&sa), mtu);
+                    let ci = cfg(alg, v6, nat_t, false, Direction::Inbound);
+                    let inb = InboundSa::new(&ci, 0).unwrap();
+                    assert_eq!(
+                        inbound_sa_tunnel_mtu(&inb),
+                        mtu,
+                        "inbound {alg:?} {nat_t} {v6}"
+                    );
                     for (len, fits) in [(mtu, true), (mtu + 1, false)] {
                         let inner = crate::esp::tests::inner_v4(usize::from(len) - 28, 0);
                         let mut b = netbuf::TestBuffer::from_slice(&inner);

@@ -359,6 +359,8 @@ pub struct InboundSa {
     pub(crate) spi: u32,
     pub(crate) esn: bool,
     pub(crate) nat_t: bool,
+    /// The outer header is IPv6 (sizes the tunnel MTU).
+    pub(crate) outer_v6: bool,
     pub(crate) life: LifetimeState,
     // --- next 5 lines: window top/size + 2048-bit ring ---
     pub(crate) replay: ReplayWindow,
@@ -420,6 +422,13 @@ impl OutboundSa {
     pub fn counters(&self) -> SaCounters {
         self.life.counters
     }
+    /// The outer DF policy; [`DfPolicy::Clear`] is the tunnel's "clear DF"
+    /// option (spec § 14.2), which also lets the worker fragment inner
+    /// IPv4 packets that have DF set ([`super::frag`]).
+    #[must_use]
+    pub fn df_policy(&self) -> DfPolicy {
+        self.df
+    }
     /// Bytes of outer header + ESP header + IV that encap prepends.
     #[must_use]
     pub fn header_overhead(&self) -> usize {
@@ -457,6 +466,7 @@ impl InboundSa {
             spi: cfg.spi,
             esn: cfg.esn,
             nat_t: cfg.nat_t.is_some(),
+            outer_v6: matches!(cfg.tunnel, TunnelEndpoints::V6 { .. }),
             replay: ReplayWindow::new(cfg.replay_window, cfg.esn),
             transform,
         })
@@ -466,6 +476,16 @@ impl InboundSa {
     #[must_use]
     pub fn spi(&self) -> u32 {
         self.spi
+    }
+    /// Whether the SA expects UDP-encapsulated ESP (NAT-T).
+    #[must_use]
+    pub fn nat_t(&self) -> bool {
+        self.nat_t
+    }
+    /// Whether the outer header is IPv6.
+    #[must_use]
+    pub fn outer_v6(&self) -> bool {
+        self.outer_v6
     }
     /// The anti-replay window.
     #[must_use]
