@@ -40,6 +40,29 @@
 //! never allocates, locks, makes a syscall or panics: every packet ends in
 //! an [`Action`], drops carry a reason counted in [`WorkerStats`].
 //!
+//! # One tunnel on several workers
+//!
+//! A tunnel too big for one core is installed on several workers, each
+//! with its own copy of the SA pair built from the same `SaConfig`:
+//!
+//! * outbound copies share one sequence counter
+//!   ([`OutboundSa::with_shared_seq`], one `Arc<AtomicU64>` per outbound
+//!   SA): each worker reserves numbers once per burst
+//!   ([`Worker::begin_burst`]), abandons what it did not use at the end
+//!   of the burst, and the counter never wraps;
+//! * inbound copies share one lock-free anti-replay window
+//!   ([`InboundSa::with_shared_replay`]) rather than being steered to one
+//!   worker: the NIC's RSS cannot be relied on to bring every packet of
+//!   an SA to one queue (it hashes what the PMD supports, usually not the
+//!   SPI, and the NAT-T source port changes), and per-worker windows for
+//!   one SA would let a replay with a modified outer header through on
+//!   another queue. The reasoning and the algorithm are in
+//!   [`dataplane::esp::shared`]. An SA on one worker keeps its private,
+//!   cheaper window.
+//!
+//! [`OutboundSa::with_shared_seq`]: dataplane::esp::OutboundSa::with_shared_seq
+//! [`InboundSa::with_shared_replay`]: dataplane::esp::InboundSa::with_shared_replay
+//!
 //! Tables are owned by the worker. The control core never touches them: it
 //! sends [`Command`]s; SAs and tables that leave the worker travel back as
 //! [`Event`]s so their memory is freed on the control core, and the ack

@@ -150,6 +150,10 @@ pub struct Worker {
     /// ICMP error tokens left, and when they were last refilled.
     icmp_tokens: u32,
     icmp_refilled_ms: u64,
+    /// The current burst (see [`Worker::begin_burst`]) and how many of its
+    /// packets are still to come.
+    burst_epoch: u64,
+    burst_left: u32,
 }
 
 /// What a parsed frame is.
@@ -189,7 +193,22 @@ impl Worker {
             options,
             reassembler: Reassembler::new(reassembly),
             now_ms: 0,
+            burst_epoch: 0,
+            burst_left: 0,
         }
+    }
+
+    /// Announces a burst of `packets` frames about to be handled. Optional
+    /// but recommended: outbound SAs shared with other workers
+    /// ([`dataplane::esp::shared`]) then reserve their sequence numbers
+    /// once per burst (one compare-and-swap for the burst's packets
+    /// instead of one per packet), and numbers left over from the
+    /// previous burst are abandoned so reordering between workers stays
+    /// within a burst. Without it every packet reserves exactly one
+    /// number.
+    pub fn begin_burst(&mut self, packets: usize) {
+        self.burst_epoch = self.burst_epoch.wrapping_add(1);
+        self.burst_left = u32::try_from(packets).unwrap_or(u32::MAX);
     }
 
     /// The MTU options in force.
@@ -329,6 +348,7 @@ impl Worker {
         buf: &mut B,
         io: &mut I,
     ) -> Action {
+        self.burst_left = self.burst_left.saturating_sub(1);
         match self.classify_outside(buf.as_ref()) {
             Class::Arp => self.arp_reply(buf, Side::Outside),
             Class::Punt => self.punt(buf),
@@ -386,6 +406,7 @@ impl Worker {
         buf: &mut B,
         io: &mut I,
     ) -> Action {
+        self.burst_left = self.burst_left.saturating_sub(1);
         match ethertype(buf.as_ref()) {
             Some(EtherType::Arp) => self.arp_reply(buf, Side::Inside),
             Some(EtherType::Ipv4 | EtherType::Ipv6) => {
@@ -411,6 +432,7 @@ impl Worker {
         buf: &mut B,
         io: &mut I,
     ) -> Action {
+        self.burst_left = self.burst_left.saturating_sub(1);
         match ethertype(buf.as_ref()) {
             Some(EtherType::Ipv4 | EtherType::Ipv6) => {}
             Some(EtherType::Arp) => return self.drop(Drop::ArpIgnored),
@@ -608,6 +630,11 @@ impl Worker {
         let Some(sa) = self.tables.outbound_mut(tunnel) else {
             return self.drop(Drop::NoOutboundSa);
         };
+        // This packet, its extra fragments and the rest of the burst.
+        let expected = u32::try_from(extra + 1)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.burst_left);
+        sa.begin_burst(self.burst_epoch, expected);
         if let Err(r) = esp::encap(sa, buf) {
             self.stats.esp_drop(r);
             return Action::Drop;

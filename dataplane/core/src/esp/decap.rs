@@ -114,7 +114,10 @@ pub(crate) fn decap_pending<B: PacketBuffer>(
 
     // 2. Anti-replay pre-check, ESN inference (§ 3.4.3, Appendix A2.2).
     let seq_low = u32::from_be_bytes([esp[4], esp[5], esp[6], esp[7]]);
-    let seq = sa.replay.check(seq_low)?;
+    let seq = match &sa.shared_replay {
+        Some(w) => w.check(seq_low)?,
+        None => sa.replay.check(seq_low)?,
+    };
 
     // 3. ICV, then decrypt (§ 3.4.4).
     let pkt = buf.as_mut();
@@ -127,7 +130,10 @@ pub(crate) fn decap_pending<B: PacketBuffer>(
         })?;
 
     // 4. Commit to the window now that the packet is authentic.
-    sa.replay.commit(seq)?;
+    match &sa.shared_replay {
+        Some(w) => w.commit(seq)?,
+        None => sa.replay.commit(seq)?,
+    }
 
     // 5. Trailer.
     let esp = &pkt[esp_offset..];

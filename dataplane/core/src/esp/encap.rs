@@ -96,11 +96,9 @@ pub(crate) fn encap_pending<B: PacketBuffer>(
 
     // 4. Sequence number (RFC 4303 § 3.3.3): never cycles; exhaustion
     //    means the SA must be rekeyed.
-    let next = sa.seq.checked_add(1).ok_or(DropReason::SeqExhausted)?;
-    if !sa.esn && next > u64::from(u32::MAX) {
-        return Err(DropReason::SeqExhausted);
-    }
-    sa.seq = next;
+    //    With a counter shared between workers, from this worker's
+    //    reservation ([`super::shared`]).
+    let next = sa.next_seq()?;
 
     // 5. Trailer: monotonic padding 1, 2, 3, … (RFC 4303 § 2.4), pad
     //    length, next header (4 = IPv4, 41 = IPv6).

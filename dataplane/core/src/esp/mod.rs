@@ -29,11 +29,13 @@ pub mod mtu;
 pub mod reassembly;
 pub mod replay;
 pub mod sa;
+pub mod shared;
 
 pub use decap::decap;
 pub use encap::encap;
 pub use replay::{Replay, ReplayWindow};
 pub use sa::{InboundSa, OutboundSa, SaConfig};
+pub use shared::{SharedReplayWindow, SharedSeq, shared_seq};
 
 /// Every reason the ESP path drops a packet. The discriminant indexes
 /// [`DropCounters`] (VPP `foreach_esp_decrypt_next`, grout

@@ -124,28 +124,7 @@ impl ReplayWindow {
     /// RFC 4303 Appendix A2.2: infer Seqh from Seql and the window.
     #[inline]
     fn infer_esn(&self, seql: u32) -> Result<u64, Replay> {
-        let tl = seq_lo(self.top);
-        let th = seq_hi(self.top);
-        let w = self.size;
-        let seqh = if tl >= w - 1 {
-            // Case A: the window lies within one 2^32 sub-space.
-            //   If (Seql >= Tl - W + 1) Seqh = Th, else Seqh = Th + 1
-            if seql >= tl - (w - 1) {
-                th
-            } else {
-                th.checked_add(1).ok_or(Replay::TooOld)?
-            }
-        } else {
-            // Case B: the window spans two sub-spaces.
-            //   If (Seql >= Tl - W + 1 (mod 2^32)) Seqh = Th - 1, else Seqh = Th
-            if seql >= tl.wrapping_sub(w - 1) {
-                // No sub-space below 0: such a packet cannot be valid.
-                th.checked_sub(1).ok_or(Replay::TooOld)?
-            } else {
-                th
-            }
-        };
-        Ok((u64::from(seqh) << 32) | u64::from(seql))
+        infer_esn(self.top, self.size, seql)
     }
 
     /// RFC 4303 Appendix A: right of the window = new; in the window =
@@ -211,6 +190,37 @@ impl ReplayWindow {
             pos = (pos + n) % WORDS.saturating_mul(64);
         }
     }
+}
+
+/// RFC 4303 Appendix A2.2: infer Seqh from Seql, the window top `top`
+/// ("T") and size `w` ("W").
+///
+/// # Errors
+/// [`Replay::TooOld`] when the inferred number would fall outside the
+/// 64-bit space.
+#[inline]
+pub(crate) fn infer_esn(top: u64, w: u32, seql: u32) -> Result<u64, Replay> {
+    let tl = seq_lo(top);
+    let th = seq_hi(top);
+    let seqh = if tl >= w - 1 {
+        // Case A: the window lies within one 2^32 sub-space.
+        //   If (Seql >= Tl - W + 1) Seqh = Th, else Seqh = Th + 1
+        if seql >= tl - (w - 1) {
+            th
+        } else {
+            th.checked_add(1).ok_or(Replay::TooOld)?
+        }
+    } else {
+        // Case B: the window spans two sub-spaces.
+        //   If (Seql >= Tl - W + 1 (mod 2^32)) Seqh = Th - 1, else Seqh = Th
+        if seql >= tl.wrapping_sub(w - 1) {
+            // No sub-space below 0: such a packet cannot be valid.
+            th.checked_sub(1).ok_or(Replay::TooOld)?
+        } else {
+            th
+        }
+    };
+    Ok((u64::from(seqh) << 32) | u64::from(seql))
 }
 
 #[cfg(test)]

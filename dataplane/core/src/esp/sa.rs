@@ -15,8 +15,12 @@
 //! [`DropReason::LifetimeExpired`](super::DropReason::LifetimeExpired).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
+
+use super::DropReason;
+use super::shared::{SharedReplayWindow, SharedSeq, reserve};
 
 use super::hdr::{IPV4_LEN, IPV6_LEN, PROTO_ESP, PROTO_UDP, UDP_LEN};
 use super::replay::{MAX_WINDOW, MIN_WINDOW, ReplayWindow};
@@ -344,6 +348,15 @@ pub struct OutboundSa {
     pub(crate) esn: bool,
     pub(crate) df: DfPolicy,
     pub(crate) life: LifetimeState,
+    /// The counter shared with the other workers carrying this SA
+    /// ([`super::shared`]); `None`: this worker alone numbers packets.
+    pub(crate) shared_seq: Option<SharedSeq>,
+    /// Shared counter only: last number of this worker's reservation
+    /// (`seq` runs up to it), the burst it was made in, and how many
+    /// numbers the next reservation asks for.
+    pub(crate) seq_end: u64,
+    pub(crate) seq_epoch: u64,
+    pub(crate) seq_hint: u32,
     // --- line 2: read per packet ---
     pub(crate) template: HeaderTemplate,
     // --- lines 3+: the cipher context (ring's AES-GCM key: key schedule
@@ -362,6 +375,9 @@ pub struct InboundSa {
     /// The outer header is IPv6 (sizes the tunnel MTU).
     pub(crate) outer_v6: bool,
     pub(crate) life: LifetimeState,
+    /// The window shared with the other workers carrying this SA
+    /// ([`super::shared`]); `None`: `replay` below is used.
+    pub(crate) shared_replay: Option<Arc<SharedReplayWindow>>,
     // --- next 5 lines: window top/size + 2048-bit ring ---
     pub(crate) replay: ReplayWindow,
     // --- then the cipher context ---
@@ -392,6 +408,10 @@ impl OutboundSa {
         let transform = cfg.validate(Direction::Outbound)?;
         Ok(Self {
             seq: 0,
+            shared_seq: None,
+            seq_end: 0,
+            seq_epoch: 0,
+            seq_hint: 1,
             life: LifetimeState::new(&cfg.lifetimes, installed_at_secs),
             ip_id: 0,
             spi: cfg.spi,
@@ -413,9 +433,77 @@ impl OutboundSa {
         self.seq
     }
     /// Sets the last-sent sequence number (tests; a worker taking over
-    /// an SA).
+    /// an SA). With a shared counter it sets the shared counter too (and
+    /// drops this worker's reservation).
     pub fn set_seq(&mut self, seq: u64) {
         self.seq = seq;
+        self.seq_end = seq;
+        if let Some(c) = &self.shared_seq {
+            c.store(seq, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Makes this copy of the SA number its packets from `counter`,
+    /// shared with the copies on other workers ([`super::shared`]). Build
+    /// one `OutboundSa` per worker from the same [`SaConfig`] and give
+    /// each a clone of the same counter.
+    #[must_use]
+    pub fn with_shared_seq(mut self, counter: SharedSeq) -> Self {
+        self.seq = 0;
+        self.seq_end = 0;
+        self.shared_seq = Some(counter);
+        self
+    }
+
+    /// The shared counter, if any.
+    #[must_use]
+    pub fn shared_seq(&self) -> Option<&SharedSeq> {
+        self.shared_seq.as_ref()
+    }
+
+    /// Announces a burst: `epoch` identifies it (the worker increments it
+    /// per burst) and `expected` is how many more packets of the burst may
+    /// use this SA. With a shared counter, numbers left over from an
+    /// earlier burst are abandoned and the next reservation asks for
+    /// `expected` numbers, so one compare-and-swap serves the burst.
+    /// Without one this only records the hint.
+    #[inline]
+    pub fn begin_burst(&mut self, epoch: u64, expected: u32) {
+        if epoch != self.seq_epoch {
+            self.seq_epoch = epoch;
+            self.seq_end = self.seq;
+        }
+        self.seq_hint = expected.max(1);
+    }
+
+    /// The sequence number of the next packet (RFC 4303 § 3.3.3: never
+    /// cycles; exhaustion means the SA must be rekeyed).
+    #[inline]
+    pub(crate) fn next_seq(&mut self) -> Result<u64, DropReason> {
+        let limit = if self.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        let Some(counter) = &self.shared_seq else {
+            let next = self.seq.checked_add(1).ok_or(DropReason::SeqExhausted)?;
+            if next > limit {
+                return Err(DropReason::SeqExhausted);
+            }
+            self.seq = next;
+            return Ok(next);
+        };
+        if self.seq < self.seq_end {
+            self.seq += 1;
+            return Ok(self.seq);
+        }
+        let (first, last) =
+            reserve(counter, u64::from(self.seq_hint), limit).ok_or(DropReason::SeqExhausted)?;
+        // Later packets of this burst use the rest; the hint is spent.
+        self.seq_hint = 1;
+        self.seq = first;
+        self.seq_end = last;
+        Ok(first)
     }
     /// Counters flushed so far.
     #[must_use]
@@ -467,6 +555,7 @@ impl InboundSa {
             esn: cfg.esn,
             nat_t: cfg.nat_t.is_some(),
             outer_v6: matches!(cfg.tunnel, TunnelEndpoints::V6 { .. }),
+            shared_replay: None,
             replay: ReplayWindow::new(cfg.replay_window, cfg.esn),
             transform,
         })
@@ -492,6 +581,31 @@ impl InboundSa {
     pub fn replay(&self) -> &ReplayWindow {
         &self.replay
     }
+    /// Makes this copy of the SA use `window`, shared with the copies on
+    /// other workers ([`super::shared`]): build one `InboundSa` per worker
+    /// from the same [`SaConfig`] and give each a clone of the same
+    /// window.
+    #[must_use]
+    pub fn with_shared_replay(mut self, window: Arc<SharedReplayWindow>) -> Self {
+        self.shared_replay = Some(window);
+        self
+    }
+
+    /// The shared window, if any.
+    #[must_use]
+    pub fn shared_replay(&self) -> Option<&Arc<SharedReplayWindow>> {
+        self.shared_replay.as_ref()
+    }
+
+    /// Highest sequence number authenticated so far (from the shared
+    /// window if there is one).
+    #[must_use]
+    pub fn replay_top(&self) -> u64 {
+        self.shared_replay
+            .as_ref()
+            .map_or_else(|| self.replay.top(), |w| w.top())
+    }
+
     /// Restarts the replay window as "everything up to `top` seen" (see
     /// [`ReplayWindow::resume`]), e.g. when an SA's inbound state moves to
     /// another worker.
