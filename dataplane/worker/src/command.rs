@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use dataplane::esp::sa::LifetimeEvent;
+use dataplane::esp::sa::{LifetimeEvent, SaCounters};
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{Fib, TunnelId};
 
@@ -15,6 +15,14 @@ pub enum Command {
     /// Install (or replace, same SPI) an inbound SA. For a rekey the new
     /// inbound SA is installed first (make before break).
     AddInbound(Box<InboundSa>),
+    /// [`Command::AddInbound`] for an SA whose traffic is counted under
+    /// `tunnel` in the worker's tunnel counters (`TunnelDataIn`).
+    AddInboundForTunnel {
+        /// The tunnel the SA belongs to.
+        tunnel: TunnelId,
+        /// The SA.
+        sa: Box<InboundSa>,
+    },
     /// Remove an inbound SA.
     RemoveInbound {
         /// Its SPI.
@@ -38,6 +46,23 @@ pub enum Command {
     SetAddresses(Box<Addresses>),
     /// Replace the MTU options (MSS clamping, ICMP errors).
     SetMtuOptions(Box<MtuOptions>),
+    /// Fill the (empty) vector with the counters of every SA installed,
+    /// up to its capacity, and send it back as [`Event::SaSnapshot`]. The
+    /// control core allocates; the worker only pushes within capacity.
+    SnapshotSas(Box<Vec<SaSnapshot>>),
+}
+
+/// One SA's counters as seen by one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaSnapshot {
+    /// The SPI.
+    pub spi: u32,
+    /// Inbound (decap) or outbound (encap).
+    pub inbound: bool,
+    /// The tunnel it carries, if known.
+    pub tunnel: Option<TunnelId>,
+    /// Packets and inner bytes processed.
+    pub counters: SaCounters,
 }
 
 /// What a worker reports back.
@@ -61,6 +86,14 @@ pub enum Event {
     RetiredOutbound(Box<OutboundSa>),
     /// The forwarding table that was replaced.
     RetiredFib(Arc<Fib>),
+    /// The answer to [`Command::SnapshotSas`] (just before its
+    /// [`Event::Done`]); `truncated` when there were more SAs than room.
+    SaSnapshot {
+        /// The counters.
+        sas: Box<Vec<SaSnapshot>>,
+        /// Whether some SAs did not fit.
+        truncated: bool,
+    },
     /// An SA reached a soft (rekey) or hard (stop) lifetime limit.
     Lifetime {
         /// The SA's SPI.

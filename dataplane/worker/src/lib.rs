@@ -72,11 +72,13 @@
 #![warn(missing_docs)]
 
 mod command;
+mod counters;
 mod pipeline;
 mod stats;
 mod tables;
 
-pub use command::{Command, ControlEnd, Event, WorkerEnd, channel};
+pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
+pub use counters::{CountersHandle, TunnelCounters, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{Action, Addresses, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker};
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

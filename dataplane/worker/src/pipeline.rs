@@ -20,7 +20,8 @@ use dataplane::wire::{EtherType, IpProtocol};
 use fib::{Fib, Target, TunnelId};
 use netbuf::PacketBuffer;
 
-use crate::command::{Command, Event, WorkerEnd};
+use crate::command::{Command, Event, SaSnapshot, WorkerEnd};
+use crate::counters::{CountersHandle, TunnelCounterBlock};
 use crate::stats::{Drop, WorkerStats};
 use crate::tables::SaTables;
 
@@ -150,6 +151,8 @@ pub struct Worker {
     /// ICMP error tokens left, and when they were last refilled.
     icmp_tokens: u32,
     icmp_refilled_ms: u64,
+    /// Per-tunnel counters, read by the control core.
+    counters: Arc<TunnelCounterBlock>,
     /// The current burst (see [`Worker::begin_burst`]) and how many of its
     /// packets are still to come.
     burst_epoch: u64,
@@ -195,7 +198,15 @@ impl Worker {
             now_ms: 0,
             burst_epoch: 0,
             burst_left: 0,
+            counters: TunnelCounterBlock::new(capacity),
         }
+    }
+
+    /// The control core's view of this worker's per-tunnel counters
+    /// (tunnel ids `0..capacity`); see [`crate::sum_tunnel`].
+    #[must_use]
+    pub fn counters(&self) -> CountersHandle {
+        CountersHandle(self.counters.clone())
     }
 
     /// Announces a burst of `packets` frames about to be handled. Optional
@@ -283,6 +294,44 @@ impl Worker {
 
     fn apply(&mut self, cmd: Command) -> Result<(), &'static str> {
         match cmd {
+            Command::AddInboundForTunnel { tunnel, sa } => {
+                match self.tables.add_inbound_for(Some(tunnel), sa) {
+                    Ok(Some(old)) => self.emit(Event::RetiredInbound(old)),
+                    Ok(None) => {}
+                    Err(sa) => {
+                        self.emit(Event::RetiredInbound(sa));
+                        return Err("inbound SA table full");
+                    }
+                }
+            }
+            Command::SnapshotSas(mut sas) => {
+                sas.clear();
+                let room = sas.capacity();
+                let inbound = self
+                    .tables
+                    .inbound_tunnels()
+                    .map(|(sa, tunnel)| SaSnapshot {
+                        spi: sa.spi(),
+                        inbound: true,
+                        tunnel,
+                        counters: sa.counters(),
+                    });
+                let outbound = self.tables.outbound().map(|(tunnel, sa)| SaSnapshot {
+                    spi: sa.spi(),
+                    inbound: false,
+                    tunnel: Some(tunnel),
+                    counters: sa.counters(),
+                });
+                let mut truncated = false;
+                for s in inbound.chain(outbound) {
+                    if sas.len() < room {
+                        sas.push(s);
+                    } else {
+                        truncated = true;
+                    }
+                }
+                self.emit(Event::SaSnapshot { sas, truncated });
+            }
             Command::AddInbound(sa) => match self.tables.add_inbound(sa) {
                 Ok(Some(old)) => self.emit(Event::RetiredInbound(old)),
                 Ok(None) => {}
@@ -360,13 +409,17 @@ impl Worker {
                 if buf.trim_from_start(ETH_LEN).is_err() {
                     return self.drop(Drop::Malformed);
                 }
-                let Some(sa) = self.tables.inbound_mut(spi) else {
+                let Some((sa, tunnel)) = self.tables.inbound_with_tunnel(spi) else {
                     return self.drop(Drop::UnknownSpi);
                 };
+                let tc = self.counters.get(tunnel);
                 let mtu = mtu::inbound_sa_tunnel_mtu(sa);
                 if let Err(r) = esp::decap(sa, buf, esp_offset) {
-                    return self.esp_drop(r);
+                    tc.count_drop(r);
+                    self.stats.esp_drop(r);
+                    return Action::Drop;
                 }
+                tc.count_in(buf.as_ref().len());
                 self.stats.decap_packets += 1;
                 // Spec § 25.3: inner fragments are reassembled before
                 // forwarding.
@@ -380,7 +433,11 @@ impl Worker {
                         self.stats.fragments_held += 1;
                         return Action::Drop;
                     }
-                    Err(r) => return self.esp_drop(r),
+                    Err(r) => {
+                        tc.count_drop(r);
+                        self.stats.esp_drop(r);
+                        return Action::Drop;
+                    }
                 }
                 if self.options.mss_clamp && mss_clamp(buf.as_mut(), mss_v4(mtu), mss_v6(mtu)) {
                     self.stats.mss_clamped += 1;
@@ -584,8 +641,11 @@ impl Worker {
         from: Side,
         io: &mut I,
     ) -> Action {
+        let tc = self.counters.get(Some(tunnel));
         let Some(sa) = self.tables.outbound_mut(tunnel) else {
-            return self.drop(Drop::NoOutboundSa);
+            tc.count_no_sa();
+            self.stats.drop(Drop::NoOutboundSa);
+            return Action::Drop;
         };
         let mtu = mtu::sa_tunnel_mtu(sa);
         let df = sa.df_policy();
@@ -619,12 +679,14 @@ impl Worker {
             Ok(Fit::Fits) => 0,
             Ok(Fit::Fragmented { extra }) => extra,
             Err(r) => {
+                tc.count_drop(r);
                 if let Some(icmp) = icmp {
                     self.send_icmp(icmp, &cfg, from, io);
                 }
                 return self.esp_drop(r);
             }
         };
+        let tc = self.counters.get(Some(tunnel));
         // 4. Encapsulate: the first fragment (or the whole packet) in
         //    `buf`, the others in order through `io`.
         let Some(sa) = self.tables.outbound_mut(tunnel) else {
@@ -635,27 +697,38 @@ impl Worker {
             .unwrap_or(u32::MAX)
             .saturating_add(self.burst_left);
         sa.begin_burst(self.burst_epoch, expected);
+        let mut bytes = sa.counters().bytes;
         if let Err(r) = esp::encap(sa, buf) {
+            tc.count_drop(r);
             self.stats.esp_drop(r);
             return Action::Drop;
         }
+        tc.count_out(usize::try_from(sa.counters().bytes.saturating_sub(bytes)).unwrap_or(0));
         self.stats.encap_packets += 1;
         let (dst, src) = (self.addrs.outside_gateway_mac, self.addrs.outside_mac);
         if extra > 0 {
             self.stats.fragmented += 1;
             for f in frags.iter_mut().take(extra) {
                 let Some(mut f) = f.take() else { continue };
+                bytes = sa.counters().bytes;
                 if let Err(r) = esp::encap(sa, &mut f) {
+                    tc.count_drop(r);
                     self.stats.esp_drop(r);
                     continue;
                 }
+                tc.count_out(
+                    usize::try_from(sa.counters().bytes.saturating_sub(bytes)).unwrap_or(0),
+                );
                 match push_eth_header(&mut f, dst, src) {
                     Ok(()) => {
                         self.stats.encap_packets += 1;
                         self.stats.fragments_out += 1;
                         io.send(Action::ToOutside, f);
                     }
-                    Err(r) => self.stats.esp_drop(r),
+                    Err(r) => {
+                        tc.count_drop(r);
+                        self.stats.esp_drop(r);
+                    }
                 }
             }
         }

@@ -15,6 +15,9 @@ pub struct SaTables {
     // whole, so the worker never allocates or frees an SA.
     #[allow(clippy::vec_box)]
     inbound: Vec<Box<InboundSa>>,
+    /// The tunnel of each inbound SA (`NONE`: not given), parallel to
+    /// `inbound`.
+    inbound_tunnel: Vec<u32>,
     by_spi: HashMap<u32, u32>,
     #[allow(clippy::vec_box)]
     outbound: Vec<Box<OutboundSa>>,
@@ -31,6 +34,7 @@ impl SaTables {
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             inbound: Vec::with_capacity(capacity),
+            inbound_tunnel: Vec::with_capacity(capacity),
             by_spi: HashMap::with_capacity(capacity),
             outbound: Vec::with_capacity(capacity),
             by_tunnel: Vec::with_capacity(capacity),
@@ -47,8 +51,23 @@ impl SaTables {
         &mut self,
         sa: Box<InboundSa>,
     ) -> Result<Option<Box<InboundSa>>, Box<InboundSa>> {
+        self.add_inbound_for(None, sa)
+    }
+
+    /// [`SaTables::add_inbound`] for an SA whose traffic is counted under
+    /// `tunnel`.
+    ///
+    /// # Errors
+    /// The SA itself when the table is full.
+    pub fn add_inbound_for(
+        &mut self,
+        tunnel: Option<TunnelId>,
+        sa: Box<InboundSa>,
+    ) -> Result<Option<Box<InboundSa>>, Box<InboundSa>> {
         let spi = sa.spi();
+        let t = tunnel.map_or(NONE, |t| t.0);
         if let Some(&i) = self.by_spi.get(&spi) {
+            self.inbound_tunnel[i as usize] = t;
             return Ok(Some(std::mem::replace(&mut self.inbound[i as usize], sa)));
         }
         if self.inbound.len() >= self.capacity {
@@ -58,6 +77,7 @@ impl SaTables {
             return Err(sa);
         };
         self.inbound.push(sa);
+        self.inbound_tunnel.push(t);
         self.by_spi.insert(spi, index);
         Ok(None)
     }
@@ -66,6 +86,7 @@ impl SaTables {
     pub fn remove_inbound(&mut self, spi: u32) -> Option<Box<InboundSa>> {
         let i = self.by_spi.remove(&spi)? as usize;
         let sa = self.inbound.swap_remove(i);
+        self.inbound_tunnel.swap_remove(i);
         if let Some(moved) = self.inbound.get(i) {
             self.by_spi
                 .insert(moved.spi(), u32::try_from(i).unwrap_or(NONE));
@@ -126,6 +147,23 @@ impl SaTables {
     pub fn inbound_mut(&mut self, spi: u32) -> Option<&mut InboundSa> {
         let i = *self.by_spi.get(&spi)?;
         self.inbound.get_mut(i as usize).map(|sa| &mut **sa)
+    }
+
+    /// The inbound SA of an SPI and the tunnel it was installed for.
+    #[inline]
+    pub fn inbound_with_tunnel(&mut self, spi: u32) -> Option<(&mut InboundSa, Option<TunnelId>)> {
+        let i = *self.by_spi.get(&spi)? as usize;
+        let t = self.inbound_tunnel.get(i).copied().unwrap_or(NONE);
+        let sa = self.inbound.get_mut(i)?;
+        Some((&mut **sa, (t != NONE).then_some(TunnelId(t))))
+    }
+
+    /// Every inbound SA with its tunnel.
+    pub fn inbound_tunnels(&self) -> impl Iterator<Item = (&InboundSa, Option<TunnelId>)> {
+        self.inbound
+            .iter()
+            .zip(&self.inbound_tunnel)
+            .map(|(sa, &t)| (&**sa, (t != NONE).then_some(TunnelId(t))))
     }
 
     /// The outbound SA of a tunnel.
