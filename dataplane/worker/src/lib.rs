@@ -79,6 +79,8 @@ mod tables;
 
 pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
 pub use counters::{CountersHandle, TunnelCounters, TunnelSnapshot, sum_tunnel};
-pub use pipeline::{Action, Addresses, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker};
+pub use pipeline::{
+    Action, Addresses, EVENTS_PER_COMMAND, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker,
+};
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

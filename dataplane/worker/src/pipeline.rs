@@ -70,6 +70,9 @@ impl<B> PacketIo<B> for NoIo {
     fn send(&mut self, _action: Action, _buf: B) {}
 }
 
+/// Most events one command produces (see [`Worker::apply_commands`]).
+pub const EVENTS_PER_COMMAND: usize = 2;
+
 /// Most fragments one inner packet is split into before encryption
 /// (a 9000-byte packet over the smallest tunnel MTU needs 7).
 pub const MAX_FRAGMENTS: usize = 8;
@@ -276,9 +279,16 @@ impl Worker {
     }
 
     /// Applies every queued command (call between bursts); returns how many.
+    ///
+    /// A command emits at most [`EVENTS_PER_COMMAND`] events (a retired
+    /// SA or snapshot, then the ack), so commands are applied only while
+    /// the event ring has room for them: when the control core falls
+    /// behind, commands wait in their ring instead of acks being lost.
     pub fn apply_commands(&mut self) -> usize {
         let mut n = 0;
-        while let Ok(cmd) = self.ring.commands.pop() {
+        while self.ring.events.slots() >= EVENTS_PER_COMMAND
+            && let Ok(cmd) = self.ring.commands.pop()
+        {
             let seq = self.ring.applied;
             self.ring.applied += 1;
             n += 1;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use dataplane::crypto::{EspAlgorithm, Integrity};
 use dataplane::esp::sa::Direction;
@@ -271,4 +273,44 @@ fn lifetimes_are_reported_to_the_control_core() {
     ));
     conc.worker.handle_timeout(130);
     assert!(conc.events().is_empty(), "each limit reported once");
+}
+
+#[test]
+fn a_slow_control_core_delays_commands_but_loses_no_ack() {
+    let (mut control, end) = worker::channel(8);
+    let mut w = worker::Worker::new(end, 16);
+    // Each SetFib produces two events (the retired table, the ack); the
+    // event ring holds 32.
+    let mut sent = 0;
+    let mut events = 0;
+    let mut acks = Vec::new();
+    for round in 0..10 {
+        while control
+            .send(Command::SetFib(Arc::new(fib::FibBuilder::new().build())))
+            .is_ok()
+        {
+            sent += 1;
+        }
+        w.apply_commands();
+        if round % 3 == 2 {
+            // The control core catches up only now and then.
+            while let Some(e) = control.poll_event() {
+                events += 1;
+                if let Event::Done { seq } = e {
+                    acks.push(seq);
+                }
+            }
+        }
+    }
+    for _ in 0..20 {
+        w.apply_commands();
+        while let Some(e) = control.poll_event() {
+            events += 1;
+            if let Event::Done { seq } = e {
+                acks.push(seq);
+            }
+        }
+    }
+    assert_eq!(acks, (0..sent).collect::<Vec<u64>>(), "every ack, in order");
+    assert_eq!(events, 2 * sent);
 }
