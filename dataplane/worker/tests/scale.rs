@@ -401,7 +401,7 @@ fn bad_packets_are_counted_by_reason_and_never_panic() {
             g.extend((0..rng.next() % 200).map(|_| rng.next() as u8));
             count(conc.worker.handle_outside(&mut TestBuffer::from_slice(&g)));
             let mut r: Vec<u8> = (0..rng.next() % 300).map(|_| rng.next() as u8).collect();
-            if r.len() > 14 && rng.next() % 2 == 0 {
+            if r.len() > 14 && rng.next().is_multiple_of(2) {
                 r[12..14].copy_from_slice(&[8, 0]);
                 r[14] = 0x45;
             }
