@@ -668,6 +668,11 @@ impl Worker {
             self.stats.df_cleared += 1;
         }
         // 3. Fit to the tunnel MTU before encryption (RFC 4459 § 5.2).
+        //    The buffer holds at least the IP packet, so a buffer within
+        //    the MTU is a packet within it: the common case skips the rest.
+        if buf.as_ref().len() <= usize::from(mtu) {
+            return self.encap_fitted(buf, tunnel, 0, &mut [], io);
+        }
         let cfg = FragConfig {
             mtu,
             ignore_df: FragConfig::ignore_df_for(df),
@@ -696,9 +701,20 @@ impl Worker {
                 return self.esp_drop(r);
             }
         };
+        self.encap_fitted(buf, tunnel, extra, &mut frags[..extra], io)
+    }
+
+    /// Encapsulates the (first fragment of the) packet in `buf` and the
+    /// `extra` further fragments in `frags`, sending those through `io`.
+    fn encap_fitted<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        tunnel: TunnelId,
+        extra: usize,
+        frags: &mut [Option<B>],
+        io: &mut I,
+    ) -> Action {
         let tc = self.counters.get(Some(tunnel));
-        // 4. Encapsulate: the first fragment (or the whole packet) in
-        //    `buf`, the others in order through `io`.
         let Some(sa) = self.tables.outbound_mut(tunnel) else {
             return self.drop(Drop::NoOutboundSa);
         };
@@ -718,7 +734,7 @@ impl Worker {
         let (dst, src) = (self.addrs.outside_gateway_mac, self.addrs.outside_mac);
         if extra > 0 {
             self.stats.fragmented += 1;
-            for f in frags.iter_mut().take(extra) {
+            for f in frags.iter_mut() {
                 let Some(mut f) = f.take() else { continue };
                 bytes = sa.counters().bytes;
                 if let Err(r) = esp::encap(sa, &mut f) {

@@ -444,3 +444,61 @@ fn pool_exhaustion_drops_the_packet_and_counts_it() {
     assert!(io.sent.is_empty());
     assert_eq!(conc.worker.stats().encap_packets, 0);
 }
+
+#[test]
+fn icmp_goes_back_to_the_kernel_or_through_the_source_tunnel() {
+    let (mut conc, mut cgw) = pair(EspAlgorithm::Aes128Gcm16, false);
+    // The kernel (BGP on the tunnel's inside address) sends too big with DF.
+    let mut p = udp_sized([169, 254, 21, 1], REMOTE_HOST, 1500, true);
+    p[12..16].copy_from_slice(&[169, 254, 21, 1]);
+    fix_v4_checksum(&mut p);
+    let mut b = frame(CONC_MAC, KERNEL_MAC, 0x0800, &p);
+    let mut io = TestIo::with_pool(4);
+    assert_eq!(conc.worker.handle_kernel_io(&mut b, &mut io), Action::Drop);
+    let (action, icmp) = io.sent.pop().unwrap();
+    assert_eq!(action, Action::ToKernel);
+    assert_eq!(&icmp.as_ref()[0..6], &KERNEL_MAC);
+    assert_eq!(&icmp.as_ref()[14 + 16..14 + 20], &[169, 254, 21, 1]);
+    assert_eq!((icmp.as_ref()[34], icmp.as_ref()[35]), (3, 4));
+
+    // Transit: a packet from the remote site through tunnel 0 toward a
+    // second tunnel with a smaller MTU (CBC + SHA-512 + NAT-T: 1406) is too
+    // big: the ICMP error is routed back into tunnel 0.
+    let alg2 = EspAlgorithm::Aes256Cbc(Integrity::HmacSha512_256);
+    let cfg2 = sa_config(0x5005, alg2, Direction::Outbound, CONC, CGW, true);
+    conc.send(Command::SetOutbound {
+        tunnel: TunnelId(1),
+        sa: Box::new(OutboundSa::new(&cfg2, 0).unwrap()),
+    });
+    conc.routes(&[
+        ("203.0.113.0/24", Target::Tunnel(TunnelId(0))),
+        ("192.0.2.128/25", Target::Tunnel(TunnelId(1))),
+        ("198.51.100.0/24", Target::Inside),
+    ]);
+    let inner = udp_sized(REMOTE_HOST, [192, 0, 2, 200], 1420, true);
+    let mut b = frame(INSIDE_MAC, VPC_ROUTER_MAC, 0x0800, &inner);
+    cgw.routes(&[
+        ("192.0.2.128/25", Target::Tunnel(TunnelId(0))),
+        ("203.0.113.0/24", Target::Inside),
+    ]);
+    assert_eq!(cgw.worker.handle_inside(&mut b), Action::ToOutside);
+    let mut io = TestIo::with_pool(4);
+    assert_eq!(conc.worker.handle_outside_io(&mut b, &mut io), Action::Drop);
+    assert_eq!(
+        conc.worker.stats().esp.get(DropReason::TooBig),
+        2,
+        "one each"
+    );
+    let (action, mut icmp) = io.sent.pop().unwrap();
+    assert_eq!(action, Action::ToOutside, "encapsulated into tunnel 0");
+    // The customer gateway decapsulates an ICMP error for its host.
+    assert_eq!(cgw.worker.handle_outside(&mut icmp), Action::ToInside);
+    let ip = &icmp.as_ref()[14..];
+    assert_eq!(&ip[16..20], &REMOTE_HOST);
+    assert_eq!((ip[20], ip[21]), (3, 4));
+    assert_eq!(
+        u16::from_be_bytes([ip[26], ip[27]]),
+        1406,
+        "the second tunnel's MTU"
+    );
+}
