@@ -27,8 +27,8 @@ use netbuf::PacketBuffer;
 
 use super::DropReason;
 use super::hdr::{
-    PROTO_ESP, PROTO_IPIP, PROTO_IPV6, PROTO_NONE, PROTO_UDP, UDP_LEN, ipv4_checksum_ok,
-    ipv4_update_first_word, parse_ip, v6_set_tc,
+    PROTO_ESP, PROTO_IPIP, PROTO_IPV6, PROTO_NONE, PROTO_UDP, UDP_LEN, ipv4_checksum_ok, parse_ip,
+    set_ecn,
 };
 use super::sa::{InboundSa, SaCounters};
 use crate::crypto::{CryptoError, ESP_HEADER_LEN, EspTransform};
@@ -179,16 +179,7 @@ pub(crate) fn decap_pending<B: PacketBuffer>(
     };
     let inner_off = esp_offset + pt_start;
     if new_ecn != inner_ecn {
-        let h = &mut pkt[inner_off..];
-        let tos = (inner.tos & !3) | new_ecn;
-        if inner.version == 4 {
-            // RFC 1624 incremental update of the word holding the TOS.
-            let old = u16::from_be_bytes([h[0], h[1]]);
-            h[1] = tos;
-            ipv4_update_first_word(h, old);
-        } else {
-            v6_set_tc(h, tos);
-        }
+        set_ecn(&mut pkt[inner_off..], inner.version, new_ecn);
     }
 
     // 8. Strip in place.

@@ -1,35 +1,32 @@
-//! Minimal private header helpers for encap/decap.
-//!
-//! Checksums use [`crate::wire::checksum`]. The header parsing below is
-//! to replace with `wire::ipv4::Ipv4Packet::new_checked` /
-//! `wire::ipv6::Ipv6Packet::new_checked` and the header writes with their
-//! setters once those views are settled; kept here (a few offsets) so the
-//! ESP core did not depend on a module still being written.
+//! The few header facts encap/decap need, read and written through the
+//! [`crate::wire`] views ([`Ipv4Packet`], [`Ipv6Packet`]) so that length
+//! rules and field layouts live in one place. What stays here is the
+//! ESP-specific glue: [`IpInfo`] (one struct for both families, which the
+//! per-packet code branches on once) and the protocol numbers as `u8`
+//! constants for `match` patterns.
 
 use std::net::Ipv6Addr;
 
-use crate::wire::{IpProtocol, checksum};
+use crate::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, checksum, ipv4, ipv6, udp};
 
 /// IPv4 header without options.
-pub(crate) const IPV4_LEN: usize = 20;
+pub(crate) const IPV4_LEN: usize = ipv4::HEADER_LEN;
 /// IPv6 fixed header.
-pub(crate) const IPV6_LEN: usize = 40;
+pub(crate) const IPV6_LEN: usize = ipv6::HEADER_LEN;
 /// UDP header.
-pub(crate) const UDP_LEN: usize = 8;
+pub(crate) const UDP_LEN: usize = udp::HEADER_LEN;
 /// IP protocol numbers.
 pub(crate) const PROTO_IPIP: u8 = 4;
 pub(crate) const PROTO_UDP: u8 = 17;
 pub(crate) const PROTO_IPV6: u8 = 41;
 pub(crate) const PROTO_ESP: u8 = 50;
 pub(crate) const PROTO_NONE: u8 = 59;
+const _: () = assert!(IPV4_LEN == 20 && IPV6_LEN == 40 && UDP_LEN == 8);
 
-/// Fills the checksum of the IPv4 header at `h[..20]` (no options: our
-/// outer headers never carry any).
+/// Fills the checksum of the IPv4 header at the start of `h` (over IHL × 4
+/// bytes; our outer headers carry no options).
 pub(crate) fn ipv4_fill_checksum(h: &mut [u8]) {
-    h[10] = 0;
-    h[11] = 0;
-    let c = !checksum::data(&h[..IPV4_LEN]);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    Ipv4Packet::new_unchecked(h).fill_checksum();
 }
 
 /// Whether an IPv4 header (with options) verifies.
@@ -37,12 +34,14 @@ pub(crate) fn ipv4_checksum_ok(h: &[u8]) -> bool {
     checksum::data(h) == 0xffff
 }
 
-/// RFC 1624 incremental update of an IPv4 header checksum after the
-/// 16-bit word at `h[0..2]` (version/IHL + TOS) changed from `old`.
-pub(crate) fn ipv4_update_first_word(h: &mut [u8], old: u16) {
-    let new = u16::from_be_bytes([h[0], h[1]]);
-    let field = u16::from_be_bytes([h[10], h[11]]);
-    h[10..12].copy_from_slice(&checksum::update(field, old, new).to_be_bytes());
+/// Rewrites the ECN field of the IPv4 (`version` 4) or IPv6 header at
+/// the start of `h`; IPv4 updates its checksum incrementally (RFC 1624).
+pub(crate) fn set_ecn(h: &mut [u8], version: u8, ecn: u8) {
+    if version == 4 {
+        Ipv4Packet::new_unchecked(h).rewrite_ecn(ecn);
+    } else {
+        Ipv6Packet::new_unchecked(h).set_ecn(ecn);
+    }
 }
 
 /// UDP checksum over IPv6 (RFC 8200 § 8.1); `udp` is header + payload
@@ -75,62 +74,47 @@ pub(crate) struct IpInfo {
 
 /// Parses an IPv4/IPv6 header at the start of `p`, checking that the
 /// header fits and the claimed length fits in `p` (trailing bytes, e.g.
-/// Ethernet padding, are allowed; the caller trims them).
+/// Ethernet padding, are allowed; the caller trims them): the
+/// `new_checked` rules of [`Ipv4Packet`] / [`Ipv6Packet`], plus no IPv6
+/// jumbogram (Payload Length 0, RFC 2675: not supported).
 pub(crate) fn parse_ip(p: &[u8]) -> Option<IpInfo> {
-    let v = p.first()? >> 4;
-    match v {
+    match p.first()? >> 4 {
         4 => {
-            if p.len() < IPV4_LEN {
-                return None;
-            }
-            let ihl = usize::from(p[0] & 0x0F) * 4;
-            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-            if ihl < IPV4_LEN || total < ihl || total > p.len() {
-                return None;
-            }
+            let ip = Ipv4Packet::new_checked(p).ok()?;
             Some(IpInfo {
                 version: 4,
-                header_len: ihl,
-                total_len: total,
-                tos: p[1],
-                df: p[6] & 0x40 != 0,
-                proto: p[9],
+                header_len: usize::from(ip.header_len()),
+                total_len: usize::from(ip.total_len()),
+                tos: (ip.dscp() << 2) | ip.ecn(),
+                df: ip.dont_frag(),
+                proto: u8::from(ip.protocol()),
             })
         }
         6 => {
-            if p.len() < IPV6_LEN {
-                return None;
-            }
-            // Payload length 0 = jumbogram (RFC 2675): not supported.
-            let plen = usize::from(u16::from_be_bytes([p[4], p[5]]));
-            let total = IPV6_LEN + plen;
-            if plen == 0 || total > p.len() {
+            let ip = Ipv6Packet::new_checked(p).ok()?;
+            if ip.payload_len() == 0 {
                 return None;
             }
             Some(IpInfo {
                 version: 6,
                 header_len: IPV6_LEN,
-                total_len: total,
-                tos: (p[0] << 4) | (p[1] >> 4),
+                total_len: IPV6_LEN + usize::from(ip.payload_len()),
+                tos: ip.traffic_class(),
                 df: false,
-                proto: p[6],
+                proto: u8::from(ip.next_header()),
             })
         }
         _ => None,
     }
 }
 
-/// Reads IPv6 addresses at the usual offsets.
+/// The source and destination of the IPv6 header at the start of `h`.
 pub(crate) fn v6_addrs(h: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
-    let mut s = [0u8; 16];
-    let mut d = [0u8; 16];
-    s.copy_from_slice(&h[8..24]);
-    d.copy_from_slice(&h[24..40]);
-    (Ipv6Addr::from(s), Ipv6Addr::from(d))
+    let ip = Ipv6Packet::new_unchecked(h);
+    (ip.src_addr(), ip.dst_addr())
 }
 
 /// Writes the IPv6 traffic class (keeping version and flow label).
 pub(crate) fn v6_set_tc(h: &mut [u8], tc: u8) {
-    h[0] = 0x60 | (tc >> 4);
-    h[1] = (h[1] & 0x0F) | (tc << 4);
+    Ipv6Packet::new_unchecked(h).set_traffic_class(tc);
 }
