@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bgp;
 pub mod config;
 pub mod dataplane;
 pub mod download;
