@@ -6,4 +6,5 @@
 pub mod eal_args;
 pub mod hugepages;
 pub mod mgmt;
+pub mod runtime;
 pub mod static_mode;

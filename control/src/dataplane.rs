@@ -16,6 +16,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use dataplane::esp::SaConfig;
+use dataplane::esp::sa::TunnelEndpoints;
+
 use crate::config::{ApplianceConfig, RoutingType};
 use crate::logs::IkePhaseState;
 
@@ -95,6 +98,23 @@ pub struct TunnelCounters {
     pub drops: u64,
 }
 
+/// Counters of one port (the NIC's view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PortCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets the NIC dropped (no descriptor, no mbuf, receive error).
+    pub rx_dropped: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+}
+
 /// Counters summed over the workers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DataplaneStats {
@@ -106,6 +126,13 @@ pub struct DataplaneStats {
     pub rx_packets: u64,
     /// Packets sent on all ports.
     pub tx_packets: u64,
+    /// Worker pipeline counters by name (`encap_packets`, `decap_packets`,
+    /// `punted`, …), summed over workers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub worker: BTreeMap<String, u64>,
+    /// Per port, by the port's configured name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, PortCounters>,
 }
 
 impl DataplaneStats {
@@ -169,12 +196,70 @@ pub struct RouteEntry {
     pub active: bool,
 }
 
+/// A negotiated Child SA: the two directions of one tunnel's ESP.
+///
+/// The key material is in the [`SaConfig`]s (zeroised on drop); nothing
+/// here is ever shown or serialised.
+#[derive(Debug)]
+pub struct ChildSaPair {
+    /// Decrypts what the customer gateway sends.
+    pub inbound: SaConfig,
+    /// Encrypts what we send to the customer gateway.
+    pub outbound: SaConfig,
+}
+
+/// Why the dataplane could not install or remove SAs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// The tunnel is not in the applied configuration.
+    #[error("tunnel {0:?} is not configured")]
+    UnknownTunnel(TunnelKey),
+    /// The SA record cannot be turned into a runtime SA.
+    #[error("tunnel {tunnel:?}: invalid {direction:?} SA (SPI {spi:#x}): {reason}")]
+    InvalidSa {
+        /// The tunnel.
+        tunnel: TunnelKey,
+        /// Which SA.
+        direction: SaDirection,
+        /// Its SPI.
+        spi: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A worker's command ring is full (the worker is stalled).
+    #[error("worker command ring is full")]
+    RingFull,
+    /// A worker refused a command (e.g. its SA table is full).
+    #[error("worker refused {what}: {reason}")]
+    Refused {
+        /// The command.
+        what: String,
+        /// The worker's reason.
+        reason: String,
+    },
+    /// A worker did not acknowledge in time.
+    #[error("worker did not acknowledge {what} within {timeout_ms} ms")]
+    Timeout {
+        /// The command.
+        what: String,
+        /// How long we waited.
+        timeout_ms: u64,
+    },
+}
+
 /// What the management plane needs from the packet-moving runtime.
 ///
 /// Call order: [`apply`](Self::apply) once at start with the loaded
 /// configuration and after every accepted change; the query methods at any
-/// time. `apply` is called only with a configuration that validated and was
-/// already persisted.
+/// time; [`poll`](Self::poll) periodically (the daemon does it every few
+/// milliseconds) so the runtime can collect acknowledgements, retired
+/// objects and counters. `apply` is called only with a configuration that
+/// validated and was already persisted.
+///
+/// IKE (when it lands) drives [`install_child_sa`](Self::install_child_sa),
+/// [`remove_child_sa`](Self::remove_child_sa) and
+/// [`set_tunnel_state`](Self::set_tunnel_state).
 pub trait Dataplane: Send {
     /// Make the runtime match `config` (add/remove tunnels, SAs, routes).
     fn apply(&mut self, config: &ApplianceConfig);
@@ -187,6 +272,100 @@ pub trait Dataplane: Send {
     fn dynamic_routes(&self) -> Vec<RouteEntry>;
     /// Counters summed over workers.
     fn stats(&self) -> DataplaneStats;
+    /// Record the state IKE/BGP report for one tunnel.
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState);
+    /// Install a Child SA pair for a configured tunnel, make before break:
+    /// (1) add the new inbound SA, (2) switch the tunnel's outbound SA to
+    /// the new one, (3) remove the previous pair's inbound SA, if any.
+    /// Between (1) and (3) both inbound SAs decrypt, so no packet of the
+    /// peer is lost whichever SA it uses; from (2) on we send with the new
+    /// one only.
+    ///
+    /// # Errors
+    /// [`DataplaneError`]; on error the previous pair stays installed.
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError>;
+    /// Remove the tunnel's Child SA pair (outbound first, then inbound).
+    /// Nothing installed is not an error.
+    ///
+    /// # Errors
+    /// [`DataplaneError`].
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError>;
+    /// Collect what the runtime reports back (acknowledgements, retired
+    /// SAs and tables, counters). Never blocks.
+    fn poll(&mut self) {}
+    /// Stop moving packets and release the runtime's resources (workers,
+    /// ports, EAL). Afterwards `apply` and SA changes do nothing and the
+    /// queries report an idle dataplane.
+    fn shutdown(&mut self) {}
+}
+
+impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
+    fn apply(&mut self, config: &ApplianceConfig) {
+        (**self).apply(config);
+    }
+    fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
+        (**self).tunnel_state(key)
+    }
+    fn sas(&self) -> Vec<SaInfo> {
+        (**self).sas()
+    }
+    fn dynamic_routes(&self) -> Vec<RouteEntry> {
+        (**self).dynamic_routes()
+    }
+    fn stats(&self) -> DataplaneStats {
+        (**self).stats()
+    }
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+        (**self).set_tunnel_state(key, state);
+    }
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError> {
+        (**self).install_child_sa(key, pair)
+    }
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+        (**self).remove_child_sa(key)
+    }
+    fn poll(&mut self) {
+        (**self).poll();
+    }
+    fn shutdown(&mut self) {
+        (**self).shutdown();
+    }
+}
+
+/// The [`SaInfo`] of one SA record (counters zero, age 0).
+#[must_use]
+pub fn sa_info(key: &TunnelKey, direction: SaDirection, sa: &SaConfig) -> SaInfo {
+    let (local, peer) = match sa.tunnel {
+        TunnelEndpoints::V4 { local, remote } => (IpAddr::V4(local), IpAddr::V4(remote)),
+        TunnelEndpoints::V6 { local, remote } => (IpAddr::V6(local), IpAddr::V6(remote)),
+    };
+    SaInfo {
+        connection_id: key.connection_id.clone(),
+        tunnel: key.tunnel,
+        direction,
+        spi: sa.spi,
+        encryption: format!("{:?}", sa.algorithm),
+        local,
+        peer,
+        nat_t: sa.nat_t.is_some(),
+        bytes: 0,
+        packets: 0,
+        age_secs: 0,
+    }
+}
+
+/// Whether `key` names a tunnel of `config`.
+#[must_use]
+pub fn is_configured(config: &ApplianceConfig, key: &TunnelKey) -> bool {
+    key.tunnel < 2 && config.connections.iter().any(|c| c.id == key.connection_id)
 }
 
 /// The stand-in [`Dataplane`]: remembers the configuration, holds state and
@@ -237,9 +416,11 @@ impl InMemoryDataplane {
 
 impl Dataplane for InMemoryDataplane {
     fn apply(&mut self, config: &ApplianceConfig) {
-        // Forget state of tunnels that no longer exist.
+        // Forget state and SAs of tunnels that no longer exist.
         self.states
             .retain(|k, _| config.connections.iter().any(|c| c.id == k.connection_id));
+        self.sas
+            .retain(|s| config.connections.iter().any(|c| c.id == s.connection_id));
         self.applied = Some(config.clone());
         self.applies += 1;
     }
@@ -258,5 +439,32 @@ impl Dataplane for InMemoryDataplane {
 
     fn stats(&self) -> DataplaneStats {
         self.stats.clone()
+    }
+
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+        self.states.insert(key, state);
+    }
+
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError> {
+        if !self.applied.as_ref().is_some_and(|c| is_configured(c, key)) {
+            return Err(DataplaneError::UnknownTunnel(key.clone()));
+        }
+        self.sas
+            .retain(|s| s.connection_id != key.connection_id || s.tunnel != key.tunnel);
+        self.sas
+            .push(sa_info(key, SaDirection::Inbound, &pair.inbound));
+        self.sas
+            .push(sa_info(key, SaDirection::Outbound, &pair.outbound));
+        Ok(())
+    }
+
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+        self.sas
+            .retain(|s| s.connection_id != key.connection_id || s.tunnel != key.tunnel);
+        Ok(())
     }
 }

@@ -19,22 +19,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use e2e::{bin, require_root, tag, wait_until};
+use e2e::{Netns, bin, require_root, tag, veth, wait_until};
 use serde_json::Value;
 
 /// A test directory with a `vpnd` configuration, removed on drop.
 struct Setup {
     dir: PathBuf,
+    /// Run vpnd in this network namespace.
+    netns: Option<String>,
 }
 
 impl Setup {
     /// A directory `vt-d-<name>-<tag>` holding `vpnd.toml` with the
     /// socket inside the directory, metrics off, and `extra` appended.
     fn new(name: &str, socket_group: &str, extra: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("vt-d-{name}-{}", tag()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = Self { dir };
+        let s = Self::empty(name);
         let config = format!(
             r#"
 [gateway]
@@ -68,6 +67,14 @@ enabled = false
         s
     }
 
+    /// The directory only; the caller writes the configuration.
+    fn empty(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("vt-d-{name}-{}", tag()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir, netns: None }
+    }
+
     fn config(&self) -> PathBuf {
         self.dir.join("vpnd.toml")
     }
@@ -83,7 +90,16 @@ enabled = false
 
     fn start_with(&self, args: &[&str]) -> Vpnd {
         let log = self.dir.join(format!("vpnd-{}.log", now_ms()));
-        let child = Command::new(bin("vpnd"))
+        let mut cmd = match &self.netns {
+            None => Command::new(bin("vpnd")),
+            Some(ns) => {
+                // `ip netns exec` execs vpnd: the pid stays vpnd's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("vpnd"));
+                c
+            }
+        };
+        let child = cmd
             .arg("--config")
             .arg(self.config())
             .args(args)
@@ -835,4 +851,203 @@ fn invalid_configuration_is_exit_code_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("gateway.asn") && err.contains('1'), "{err}");
     assert!(!Path::new(&s.socket()).exists());
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> String {
+    let out = ns.sh(&format!("cat /sys/class/net/{dev}/address"));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn drops(s: &Setup, reason: &str) -> u64 {
+    let v = s.json(&["show", "stats"]);
+    v["response"]["stats"]["drops"][reason]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no drop reason {reason} in {v}"))
+}
+
+/// `vpnd` on the real dataplane: DPDK af_packet ports on veths into a
+/// customer-side namespace and a VPC namespace.
+///
+/// ```text
+///  [vt-d-p peer] 192.0.2.2 ── veth ── [vt-d-d: vpnd outside 192.0.2.1 | inside 198.51.100.1] ── veth ── [vt-d-v vpc] 198.51.100.2
+/// ```
+///
+/// Configuration changes made with vpnctl reach the worker: its addresses
+/// (it answers ARP on both sides), its FIB (VPC traffic to a static route
+/// of a connection first has no route, then goes to the connection's
+/// tunnels, which have no SA yet, then has no route again after the
+/// connection is deleted), and `show stats` reports worker and port
+/// counters with drops by reason. SIGTERM stops the worker, cleans the EAL
+/// up and removes the socket.
+#[test]
+fn the_real_dataplane_follows_configuration_changes() {
+    require_root();
+    let t = tag();
+    let (peer, dp, vpc) = (
+        Netns::new(&format!("vt-d-p-{t}")),
+        Netns::new(&format!("vt-d-d-{t}")),
+        Netns::new(&format!("vt-d-v-{t}")),
+    );
+    veth(&peer, &format!("dp{t}"), &dp, &format!("do{t}"));
+    veth(&vpc, &format!("dv{t}"), &dp, &format!("di{t}"));
+    peer.sh(&format!("ip addr add 192.0.2.2/24 dev dp{t}"));
+    vpc.sh(&format!("ip addr add 198.51.100.2/24 dev dv{t}"));
+    vpc.sh("ip route add 10.1.0.0/16 via 198.51.100.1");
+    let prefix = format!("vt-d-dp-{t}");
+    let mut s = Setup::empty("dp");
+    s.netns = Some(dp.name().to_owned());
+    let config = format!(
+        r#"
+[gateway]
+id = "tgw-test"
+outside_addresses = ["192.0.2.1", "192.0.2.3"]
+local_networks = ["198.51.100.0/24"]
+
+[dataplane]
+file_prefix = "{prefix}"
+main_lcore = 0
+worker_lcores = [1]
+outside_next_hop_mac = "{peer_mac}"
+inside_next_hop_mac = "{vpc_mac}"
+inside_addresses = ["198.51.100.1"]
+
+[[dataplane.ports]]
+name = "wan"
+device = "net_af_packet0,iface=do{t}"
+role = "outside"
+
+[[dataplane.ports]]
+name = "lan"
+device = "net_af_packet1,iface=di{t}"
+role = "inside"
+
+[management]
+socket_path = "{socket}"
+
+[metrics]
+enabled = false
+"#,
+        peer_mac = mac_of(&peer, &format!("dp{t}")),
+        vpc_mac = mac_of(&vpc, &format!("dv{t}")),
+        socket = s.socket().display(),
+    );
+    std::fs::write(s.config(), config).unwrap();
+    let mut d = s.start_with(&["--no-huge"]);
+    assert!(
+        d.log_text().contains("dataplane running"),
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        Path::new(&format!("/var/run/dpdk/{prefix}")).exists(),
+        "EAL runtime directory"
+    );
+
+    // The worker has its addresses: it answers ARP on both sides.
+    for (ns, dev, addr) in [
+        (&peer, format!("dp{t}"), "192.0.2.1"),
+        (&vpc, format!("dv{t}"), "198.51.100.1"),
+    ] {
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                ns.sh_ok(&format!(
+                "ip neigh flush dev {dev}; ping -c 1 -W 1 {addr} >/dev/null 2>&1; ip neigh show {addr} | grep -q lladdr"
+            ))
+            }),
+            "vpnd never answered ARP for {addr}:\n{}",
+            d.log_text()
+        );
+    }
+    let ping = || {
+        // No reply is expected: the dataplane drops these, counting why.
+        let _ = vpc.sh_ok("ping -c 3 -i 0.2 -W 1 10.1.0.5");
+    };
+
+    // No connection: VPC traffic to 10.1.0.5 has no route.
+    let before = drops(&s, "no_route");
+    ping();
+    assert!(
+        wait_until(Duration::from_secs(5), || drops(&s, "no_route")
+            >= before + 3),
+        "no_route drops: {}",
+        drops(&s, "no_route")
+    );
+
+    // A static connection routes it into its tunnels, which are DOWN
+    // (no SA until IKE): dropped as no_outbound_sa.
+    assert_eq!(
+        code(&s.ctl(&["cgw", "create", "cgw-dp", "--ip-address", "192.0.2.2"])),
+        0
+    );
+    let out = s.ctl(&[
+        "connection",
+        "create",
+        "vpn-dp",
+        "--customer-gateway",
+        "cgw-dp",
+        "--routing",
+        "static",
+        "--static-route",
+        "10.1.0.0/16",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let v = s.json(&["show", "tunnels", "vpn-dp"]);
+    for tun in v["response"]["tunnels"].as_array().unwrap() {
+        assert_eq!(tun["status"], "DOWN");
+    }
+    let before = drops(&s, "no_outbound_sa");
+    ping();
+    assert!(
+        wait_until(Duration::from_secs(5), || drops(&s, "no_outbound_sa")
+            >= before + 3),
+        "no_outbound_sa drops: {}",
+        drops(&s, "no_outbound_sa")
+    );
+
+    // Worker and port counters.
+    let v = s.json(&["show", "stats"]);
+    let st = &v["response"]["stats"];
+    assert!(st["worker"]["arp_replies"].as_u64().unwrap() >= 2, "{st}");
+    assert!(
+        st["worker"]["commands_applied"].as_u64().unwrap() >= 3,
+        "{st}"
+    );
+    assert_eq!(st["worker"]["commands_failed"], 0, "{st}");
+    assert!(
+        st["ports"]["lan"]["rx_packets"].as_u64().unwrap() >= 6,
+        "{st}"
+    );
+    assert!(
+        st["ports"]["wan"]["tx_packets"].as_u64().unwrap() >= 1,
+        "{st}"
+    );
+    assert!(st["rx_packets"].as_u64().unwrap() >= 7, "{st}");
+    let table = s.ctl(&["show", "stats"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("no_outbound_sa") && text.contains("lan") && text.contains("arp_replies"),
+        "{text}"
+    );
+
+    // Deleted: no route again.
+    assert_eq!(code(&s.ctl(&["connection", "delete", "vpn-dp"])), 0);
+    let before = drops(&s, "no_route");
+    ping();
+    assert!(
+        wait_until(Duration::from_secs(5), || drops(&s, "no_route")
+            >= before + 3),
+        "no_route drops after delete: {}",
+        drops(&s, "no_route")
+    );
+
+    // SIGTERM: clean exit, EAL cleaned up, socket gone.
+    let status = d.terminate();
+    let log = d.log_text();
+    assert!(status.success(), "{status}: {log}");
+    assert!(log.contains("dataplane stopped"), "{log}");
+    assert!(!s.socket().exists());
+    assert!(
+        !Path::new(&format!("/var/run/dpdk/{prefix}")).exists(),
+        "EAL runtime directory left behind"
+    );
 }

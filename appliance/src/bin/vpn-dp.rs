@@ -1,8 +1,9 @@
 //! `vpn-dp`: the dataplane in static-SA mode.
 //!
 //! Reads SAs, addresses and routes from a TOML file (see
-//! `appliance::static_mode`), starts the outside, inside (and optional
-//! kernel) ports, and runs one worker lcore:
+//! `appliance::static_mode`) and starts the dataplane runtime
+//! (`appliance::runtime`: EAL, the outside, inside and optional kernel
+//! ports, one worker lcore):
 //!
 //! ```text
 //!   main lcore (control)                       worker lcore
@@ -21,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use appliance::eal_args::{self, Memory};
+use appliance::runtime::{Runtime, RuntimeConfig};
 use appliance::static_mode::{self, StaticConfig};
 use clap::Parser;
 use dataplane::esp::{InboundSa, OutboundSa};
-use dpdk::{Burst, Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
 use fib::TunnelId;
-use worker::{Action, Addresses, Command, Drop, Event, Worker, WorkerStats};
+use worker::{Addresses, Command, Drop, Event, WorkerStats};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +38,8 @@ struct Args {
     /// The static configuration (TOML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// EAL lcores: the main one runs the control loop, the next the worker.
+    /// EAL lcores: the main one runs the control loop, the next the worker
+    /// (a list `0,1` or a range `0-1`).
     #[arg(long, default_value = "0,1")]
     lcores: String,
     /// The main lcore (default: the lowest of --lcores).
@@ -54,12 +56,6 @@ struct Args {
     duration: Option<f64>,
 }
 
-struct Ports {
-    outside: (RxQueue, TxQueue),
-    inside: (RxQueue, TxQueue),
-    kernel: Option<(RxQueue, TxQueue)>,
-}
-
 fn main() {
     let args = Args::parse();
     if let Err(e) = run(&args) {
@@ -68,9 +64,33 @@ fn main() {
     }
 }
 
+/// `0,1` or `0-1` → the main lcore and the worker lcore.
+fn split_lcores(lcores: &str, main: Option<u32>) -> anyhow::Result<(u32, u32)> {
+    let mut ids = Vec::new();
+    for part in lcores.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (u32, u32) = (a.parse()?, b.parse()?);
+            ids.extend(a..=b);
+        } else {
+            ids.push(part.parse()?);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let main = main.or_else(|| ids.first().copied());
+    let Some(main) = main else {
+        bail!("--lcores {lcores:?} names no lcore");
+    };
+    let Some(&worker) = ids.iter().find(|&&l| l != main) else {
+        bail!("no worker lcore: --lcores needs two lcores");
+    };
+    Ok((main, worker))
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     let config = StaticConfig::load(&args.config)?;
-    let addresses = Addresses {
+    let mut addresses = Addresses {
         outside_mac: [0; 6],
         outside_gateway_mac: static_mode::parse_mac(&config.addresses.outside_gateway_mac)
             .map_err(anyhow::Error::msg)?,
@@ -104,67 +124,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Memory::NoHuge { reason } = &memory {
         eprintln!("vpn-dp: running without hugepages (--no-huge): {reason}");
     }
-    let mut vdevs = vec![config.ports.outside.clone(), config.ports.inside.clone()];
-    vdevs.extend(config.ports.kernel.clone());
+    let (main_lcore, worker_lcore) = split_lcores(&args.lcores, args.main_lcore)?;
     let prefix = format!("{}-{}", args.file_prefix, std::process::id());
-    let eal = Eal::init(eal_args::build(
-        &prefix,
-        &args.lcores,
-        args.main_lcore,
-        &memory,
-        &vdevs,
-    ))
-    .context("EAL initialisation")?;
-    let result = serve(
-        args,
-        &eal,
-        addresses,
-        fib,
-        sas,
-        config.ports.kernel.is_some(),
-    );
-    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    result
-}
-
-fn serve(
-    args: &Args,
-    eal: &Eal,
-    mut addresses: Addresses,
-    fib: fib::FibBuilder,
-    sas: Vec<(TunnelId, OutboundSa, InboundSa)>,
-    with_kernel: bool,
-) -> anyhow::Result<()> {
-    let Some(&lcore) = eal.worker_lcores().first() else {
-        bail!("no worker lcore: --lcores needs two lcores");
-    };
-    let pool =
-        Mempool::new(eal, "dp_pool", 8191, 256, Mempool::DEFAULT_DATA_ROOM).context("mbuf pool")?;
-    let start = |id: u16| -> anyhow::Result<(Port, RxQueue, TxQueue)> {
-        let port = Port::configure(eal, dpdk::PortId(id), &PortConfig::default(), &pool)
-            .with_context(|| format!("configure port {id}"))?;
-        port.start().with_context(|| format!("start port {id}"))?;
-        let rx = port.rx_queue(0)?;
-        let tx = port.tx_queue(0)?;
-        Ok((port, rx, tx))
-    };
-    let (outside, o_rx, o_tx) = start(0)?;
-    let (inside, i_rx, i_tx) = start(1)?;
-    let kernel = if with_kernel { Some(start(2)?) } else { None };
-    addresses.outside_mac = outside.mac()?;
-    addresses.inside_mac = inside.mac()?;
-    if let Some((k, _, _)) = &kernel {
-        addresses.kernel_mac = k.mac()?;
-    }
-    let ports = Ports {
-        outside: (o_rx, o_tx),
-        inside: (i_rx, i_tx),
-        kernel: kernel.map(|(_, rx, tx)| (rx, tx)),
-    };
+    let mut rc = RuntimeConfig::new(&prefix, &config.ports.outside, &config.ports.inside, memory);
+    rc.kernel.clone_from(&config.ports.kernel);
+    rc.main_lcore = main_lcore;
+    rc.worker_lcore = worker_lcore;
+    let mut rt = Runtime::start(&rc)?;
+    let macs = rt.macs();
+    addresses.outside_mac = macs.outside;
+    addresses.inside_mac = macs.inside;
+    addresses.kernel_mac = macs.kernel.unwrap_or_default();
 
     // Everything reaches the worker as commands, exactly as IKE will later.
-    let (mut control, end) = worker::channel(4096);
-    let mut w = Worker::new(end, 16 * 1024);
     let mut commands = vec![Command::SetAddresses(Box::new(addresses))];
     for (tunnel, out, inb) in sas {
         commands.push(Command::AddInbound(Box::new(inb)));
@@ -175,45 +147,25 @@ fn serve(
     }
     commands.push(Command::SetFib(Arc::new(fib.build())));
     for c in commands {
-        if control.send(c).is_err() {
-            bail!("command ring full at start-up");
-        }
+        rt.send(c).context("at start-up")?;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    let (stats_tx, stats_rx) = std::sync::mpsc::channel::<WorkerStats>();
-    let job = {
-        let stop = stop.clone();
-        eal.launch(lcore, move || {
-            let mut ports = ports;
-            worker_loop(&mut w, &mut ports, &stop);
-            let _ = stats_tx.send(w.stats().clone());
-            0
-        })?
-    };
-    eprintln!("vpn-dp: running on {lcore}");
+    eprintln!("vpn-dp: running on lcore {worker_lcore}");
     let started = Instant::now();
-    let (mut done, mut failed) = (0u64, 0u64);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        while let Some(ev) = control.poll_event() {
-            match ev {
-                Event::Done { .. } => done += 1,
-                Event::Failed { seq, reason } => {
-                    failed += 1;
-                    eprintln!("vpn-dp: command {seq} failed: {reason}");
-                }
-                Event::Lifetime {
-                    spi,
-                    inbound,
-                    event,
-                } => {
-                    eprintln!("vpn-dp: SA {spi:#x} (inbound: {inbound}) {event:?}");
-                }
-                // Retired SAs and tables are freed here, on the control core.
-                _ => {}
+        rt.poll();
+        for ev in rt.take_lifetime_events() {
+            if let Event::Lifetime {
+                spi,
+                inbound,
+                event,
+            } = ev
+            {
+                eprintln!("vpn-dp: SA {spi:#x} (inbound: {inbound}) {event:?}");
             }
         }
         if args
@@ -223,10 +175,16 @@ fn serve(
             stop.store(true, Ordering::Relaxed);
         }
     }
-    let _ = job.join();
-    println!("commands: applied {done} failed {failed}");
-    if let Ok(s) = stats_rx.recv_timeout(Duration::from_secs(1)) {
-        print_stats(&s);
+    let (acked, failed) = rt.commands();
+    let last = rt.shutdown();
+    println!("commands: applied {} failed {failed}", acked - failed);
+    print_stats(&last.worker);
+    if last.tx_full.iter().any(|&n| n > 0) || last.no_kernel_port > 0 {
+        println!(
+            "drop tx_full={} no_kernel_port={}",
+            last.tx_full.iter().sum::<u64>(),
+            last.no_kernel_port
+        );
     }
     Ok(())
 }
@@ -254,63 +212,15 @@ fn print_stats(s: &WorkerStats) {
     }
 }
 
-/// rx → pipeline → tx for every port, commands between bursts, SA ageing
-/// once a second.
-fn worker_loop(w: &mut Worker, ports: &mut Ports, stop: &AtomicBool) {
-    let mut rx = Burst::new();
-    let mut to_outside = Burst::new();
-    let mut to_inside = Burst::new();
-    let mut to_kernel = Burst::new();
-    let hz = dpdk::tsc_hz().max(1);
-    let mut next_tick = dpdk::rdtsc() + hz;
-    let mut secs = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        w.apply_commands();
-        let now = dpdk::rdtsc();
-        if now >= next_tick {
-            secs += 1;
-            next_tick = now + hz;
-            w.handle_timeout(secs);
-        }
-        for side in 0..3 {
-            let queue = match side {
-                0 => &mut ports.outside.0,
-                1 => &mut ports.inside.0,
-                _ => match &mut ports.kernel {
-                    Some(k) => &mut k.0,
-                    None => continue,
-                },
-            };
-            if queue.rx_burst_max(&mut rx, 32) == 0 {
-                continue;
-            }
-            for mut m in rx.drain() {
-                let action = match side {
-                    0 => w.handle_outside(&mut m),
-                    1 => w.handle_inside(&mut m),
-                    _ => w.handle_kernel(&mut m),
-                };
-                let out = match action {
-                    Action::ToOutside => &mut to_outside,
-                    Action::ToInside => &mut to_inside,
-                    Action::ToKernel if ports.kernel.is_some() => &mut to_kernel,
-                    Action::ToKernel | Action::Drop => continue,
-                };
-                // Bursts of 32 in, 64 slots out: a push cannot fail.
-                let _ = out.push(m);
-            }
-            if !to_outside.is_empty() {
-                let _ = ports.outside.1.tx_burst(&mut to_outside);
-            }
-            if !to_inside.is_empty() {
-                let _ = ports.inside.1.tx_burst(&mut to_inside);
-            }
-            if let Some(k) = &mut ports.kernel
-                && !to_kernel.is_empty()
-            {
-                let _ = k.1.tx_burst(&mut to_kernel);
-            }
-            to_kernel.clear();
-        }
+#[cfg(test)]
+mod tests {
+    use super::split_lcores;
+
+    #[test]
+    fn lcore_lists_and_ranges() {
+        assert_eq!(split_lcores("0,1", None).unwrap(), (0, 1));
+        assert_eq!(split_lcores("2-3", None).unwrap(), (2, 3));
+        assert_eq!(split_lcores("0-3", Some(2)).unwrap(), (2, 0));
+        assert!(split_lcores("1", None).is_err());
     }
 }

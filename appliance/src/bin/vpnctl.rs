@@ -492,10 +492,18 @@ fn exchange(socket: &PathBuf, request: Request) -> Result<(ReplyEnvelope, String
     let id = u64::from(std::process::id());
     let line = api::encode_request(&api::envelope(id, request))
         .map_err(|e| Fail::Usage(format!("cannot encode the request: {e}")))?;
-    stream.write_all(&line).map_err(unreachable)?;
+    // A daemon that refuses us answers and closes without reading: the
+    // write may fail, its reply is still worth reading.
+    let written = stream.write_all(&line);
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
-    match mgmt::read_bounded_line(&mut reader, MAX_REPLY_BYTES, &mut buf).map_err(unreachable)? {
+    let read = mgmt::read_bounded_line(&mut reader, MAX_REPLY_BYTES, &mut buf);
+    if let Err(e) = written
+        && !matches!(read, Ok(LineRead::Line))
+    {
+        return Err(unreachable(e));
+    }
+    match read.map_err(unreachable)? {
         LineRead::Line => {}
         LineRead::Eof => {
             return Err(Fail::Unreachable(
@@ -713,9 +721,48 @@ fn human(r: &Response) -> String {
                 })
                 .collect();
             let mut out = format!(
-                "rx packets {}  tx packets {}\n\n",
+                "rx packets {}  tx packets {}\n",
                 stats.rx_packets, stats.tx_packets
             );
+            if !stats.worker.is_empty() {
+                let line: Vec<String> = stats
+                    .worker
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                let _ = writeln!(out, "worker: {}", line.join("  "));
+            }
+            out.push('\n');
+            if !stats.ports.is_empty() {
+                let rows: Vec<Vec<String>> = stats
+                    .ports
+                    .iter()
+                    .map(|(name, p)| {
+                        vec![
+                            name.clone(),
+                            p.rx_packets.to_string(),
+                            p.tx_packets.to_string(),
+                            p.rx_bytes.to_string(),
+                            p.tx_bytes.to_string(),
+                            p.rx_dropped.to_string(),
+                            p.tx_errors.to_string(),
+                        ]
+                    })
+                    .collect();
+                out.push_str(&table(
+                    &[
+                        "PORT",
+                        "RX-PKTS",
+                        "TX-PKTS",
+                        "RX-BYTES",
+                        "TX-BYTES",
+                        "RX-DROPPED",
+                        "TX-ERRORS",
+                    ],
+                    &rows,
+                ));
+                out.push('\n');
+            }
             out.push_str(&table(
                 &[
                     "TUNNEL",
@@ -727,13 +774,18 @@ fn human(r: &Response) -> String {
                 ],
                 &rows,
             ));
-            if !stats.drops.is_empty() {
-                out.push('\n');
-                let rows: Vec<Vec<String>> = stats
-                    .drops
-                    .iter()
-                    .map(|(k, v)| vec![k.clone(), v.to_string()])
-                    .collect();
+            // Every reason is in the JSON; the table lists those that
+            // happened.
+            let rows: Vec<Vec<String>> = stats
+                .drops
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| vec![k.clone(), v.to_string()])
+                .collect();
+            out.push('\n');
+            if rows.is_empty() {
+                out.push_str("no drops\n");
+            } else {
                 out.push_str(&table(&["DROP-REASON", "PACKETS"], &rows));
             }
             out

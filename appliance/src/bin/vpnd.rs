@@ -1,27 +1,35 @@
-//! `vpnd`: the appliance daemon's management plane.
+//! `vpnd`: the appliance daemon.
 //!
 //! Reads the configuration (`--config`, default `/etc/vpn/vpnd.toml`),
-//! serves the management API (`control::api`, newline-delimited JSON) on the
-//! unix socket named by `management.socket_path`, and Prometheus metrics on
+//! starts the DPDK dataplane (`appliance::runtime`: EAL, the ports of
+//! `[dataplane]`, a worker lcore) unless `--no-dataplane`, serves the
+//! management API (`control::api`, newline-delimited JSON) on the unix
+//! socket named by `management.socket_path`, and Prometheus metrics on
 //! `metrics.listen` (HTTP `GET /metrics`) when `metrics.enabled`.
 //!
 //! ```text
+//!   main thread: EAL init, ports, worker lcore ──► Manager::start (apply config)
 //!   main thread: accept on the unix socket ──► one thread per client
 //!                                                  │ read line (≤ 1 MiB)
 //!                                                  │ lock Manager, handle, unlock
 //!                                                  ▼ write reply line
 //!   metrics thread: accept TCP ──► GET /metrics ──► lock Manager, render
+//!   tick thread: every 20 ms lock Manager ──► Dataplane::poll (acks, retired
+//!                SAs freed, counters)
 //!   signal thread: SIGTERM/SIGINT ──► lock Manager (waits for an in-flight
-//!                  save) ──► remove socket ──► exit 0
+//!                  save) ──► remove socket ──► stop worker, close ports,
+//!                  rte_eal_cleanup ──► exit 0
 //! ```
 //!
-//! The dataplane is the in-memory stand-in until the worker runtime lands.
-//! systemd: `Type=notify`; `READY=1` is sent once the socket and the metrics
-//! listener are up, `STOPPING=1` on SIGTERM.
+//! With `--no-dataplane` an in-memory stand-in takes the configuration
+//! (every tunnel DOWN, counters zero): for tests and for machines without
+//! the NICs. systemd: `Type=notify`; `READY=1` is sent once the dataplane,
+//! the socket and the metrics listener are up, `STOPPING=1` on SIGTERM.
 //!
 //! Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid
 //! configuration, 2 cannot set up the socket or the metrics listener,
-//! 70 no randomness available.
+//! 3 the dataplane cannot start (EAL, ports, lcores), 70 no randomness
+//! available.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -32,11 +40,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use appliance::eal_args::{self, Memory};
 use appliance::mgmt::{self, LineRead, PeerPolicy};
+use appliance::runtime::dataplane::DpdkDataplane;
+use appliance::runtime::{Runtime, RuntimeConfig};
 use clap::Parser;
 use control::api::{self, ApiError, ErrorCode, MAX_MESSAGE_BYTES};
-use control::config::ConfigStore;
-use control::dataplane::InMemoryDataplane;
+use control::config::{ConfigStore, DataplaneConfig, PortRole};
+use control::dataplane::{Dataplane, InMemoryDataplane};
 use control::manager::{Fill, Manager};
 use rustix::fs::Mode;
 
@@ -45,9 +56,10 @@ use rustix::fs::Mode;
 #[command(
     name = "vpnd",
     version,
-    about = "VPN concentrator daemon: management API and metrics",
+    about = "VPN concentrator daemon: DPDK dataplane, management API and metrics",
     after_help = "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid configuration, \
-                  2 cannot set up the socket or metrics listener, 70 no randomness."
+                  2 cannot set up the socket or metrics listener, 3 the dataplane cannot start, \
+                  70 no randomness."
 )]
 struct Args {
     /// The configuration file (TOML). Changes made through the API are
@@ -60,11 +72,18 @@ struct Args {
     /// editing a configuration on a machine without the NICs).
     #[arg(long)]
     no_dataplane: bool,
+    /// Give the EAL ordinary memory instead of hugepages (test mode).
+    #[arg(long)]
+    no_huge: bool,
+    /// Hugepage set-up to take the dataplane's memory from; without it (or
+    /// without free hugepages) vpnd falls back to `--no-huge`.
+    #[arg(long, default_value = "/etc/vpn/hugepages.conf")]
+    hugepages_conf: PathBuf,
 }
 
-type Shared = Arc<Mutex<Manager<InMemoryDataplane>>>;
+type Shared = Arc<Mutex<Manager<Box<dyn Dataplane>>>>;
 
-fn lock(m: &Shared) -> MutexGuard<'_, Manager<InMemoryDataplane>> {
+fn lock(m: &Shared) -> MutexGuard<'_, Manager<Box<dyn Dataplane>>> {
     // A panicking client thread must not take the management plane down;
     // the manager's state is only replaced after a complete commit.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -104,7 +123,39 @@ fn run(args: &Args) -> i32 {
     if let Err(e) = store.remove_stale_temp_files() {
         eprintln!("vpnd: warning: cannot remove stale temporary files: {e}");
     }
-    let (manager, from) = match Manager::start(store, InMemoryDataplane::new(), fill) {
+    let dataplane: Box<dyn Dataplane> = if args.no_dataplane {
+        eprintln!("vpnd: --no-dataplane: the in-memory stand-in takes the configuration");
+        Box::new(InMemoryDataplane::new())
+    } else {
+        let cfg = match store.load_or_prev() {
+            Ok((c, _)) => c,
+            Err(e) => {
+                eprintln!("vpnd: {}: {e}", args.config.display());
+                return 1;
+            }
+        };
+        let rc = match runtime_config(&cfg.dataplane, args) {
+            Ok(rc) => rc,
+            Err(e) => {
+                eprintln!("vpnd: {}: {e}", args.config.display());
+                return 1;
+            }
+        };
+        match Runtime::start(&rc) {
+            Ok(rt) => {
+                eprintln!(
+                    "vpnd: dataplane running: worker on lcore {}, file prefix {}",
+                    rc.worker_lcore, rc.file_prefix
+                );
+                Box::new(DpdkDataplane::new(rt))
+            }
+            Err(e) => {
+                eprintln!("vpnd: the dataplane cannot start: {e}");
+                return 3;
+            }
+        }
+    };
+    let (manager, from) = match Manager::start(store, dataplane, fill) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("vpnd: {}: {e}", args.config.display());
@@ -171,10 +222,12 @@ fn run(args: &Args) -> i32 {
                 if let Some(sig) = signals.forever().next() {
                     let _ = mgmt::sd_notify("STOPPING=1");
                     // Wait for a change in progress to finish (it holds
-                    // the lock through its save), then stop.
-                    let _guard = lock(&m);
+                    // the lock through its save), then stop; the lock is
+                    // kept so no request runs after this point.
+                    let mut guard = lock(&m);
                     let _ = std::fs::remove_file(&path);
                     eprintln!("vpnd: signal {sig}, stopping");
+                    guard.dataplane_mut().shutdown();
                     std::process::exit(0);
                 }
             });
@@ -183,6 +236,16 @@ fn run(args: &Args) -> i32 {
             eprintln!("vpnd: cannot install signal handlers: {e}");
             return 2;
         }
+    }
+
+    {
+        let m = shared.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                lock(&m).dataplane_mut().poll();
+            }
+        });
     }
 
     if let Err(e) = mgmt::sd_notify("READY=1") {
@@ -199,6 +262,44 @@ fn run(args: &Args) -> i32 {
         }
     }
     0
+}
+
+/// The runtime's settings from `[dataplane]` and the command line.
+fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, String> {
+    let port = |role: PortRole| {
+        d.ports
+            .iter()
+            .find(|p| p.role == role)
+            .map(|p| p.device.clone())
+    };
+    let (Some(outside), Some(inside)) = (port(PortRole::Outside), port(PortRole::Inside)) else {
+        return Err("dataplane.ports: an outside and an inside port are required".to_owned());
+    };
+    let Some(&worker) = d.worker_lcores.first() else {
+        return Err("dataplane.worker_lcores: at least one worker lcore is required".to_owned());
+    };
+    if d.worker_lcores.len() > 1 {
+        eprintln!(
+            "vpnd: warning: this build runs one worker (lcore {worker}); lcores {:?} stay idle",
+            &d.worker_lcores[1..]
+        );
+    }
+    let memory = if args.no_huge {
+        Memory::NoHuge {
+            reason: "--no-huge given".to_owned(),
+        }
+    } else {
+        let conf = appliance::hugepages::HugepageConfig::load(&args.hugepages_conf).ok();
+        eal_args::choose_memory(conf.as_ref(), 512)
+    };
+    if let Memory::NoHuge { reason } = &memory {
+        eprintln!("vpnd: dataplane without hugepages (--no-huge): {reason}");
+    }
+    let mut rc = RuntimeConfig::new(&d.file_prefix, &outside, &inside, memory);
+    rc.kernel = port(PortRole::Kernel);
+    rc.main_lcore = d.main_lcore;
+    rc.worker_lcore = worker;
+    Ok(rc)
 }
 
 /// Bind the socket with mode 0660 and the configured group.
@@ -255,6 +356,18 @@ fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
                     )),
                 );
                 let _ = writer.write_all(&reply);
+                // Let the client finish sending its request (bounded), so
+                // it reads the refusal instead of a broken pipe.
+                let _ = writer.shutdown(std::net::Shutdown::Write);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut sink = [0u8; 4096];
+                let mut left = MAX_MESSAGE_BYTES;
+                while let Ok(n @ 1..) = (&stream).read(&mut sink) {
+                    left = left.saturating_sub(n);
+                    if left == 0 {
+                        break;
+                    }
+                }
                 return;
             }
         }

@@ -97,8 +97,42 @@ pub struct DataplaneConfig {
     pub main_lcore: u32,
     /// Worker lcores, one pinned worker each.
     pub worker_lcores: Vec<u32>,
-    /// Ports: at least one outside and one inside.
+    /// Ports: at least one outside and one inside; at most one kernel
+    /// (exception path, a `net_tap` device).
     pub ports: Vec<PortConfig>,
+    /// MAC of the next hop on the outside port (the router toward the
+    /// customer gateways), `aa:bb:cc:dd:ee:ff`. Absent: broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside_next_hop_mac: Option<String>,
+    /// MAC of the next hop on the inside port (the VPC router). Absent:
+    /// broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inside_next_hop_mac: Option<String>,
+    /// The appliance's own IPv4 addresses on the inside port (answered in
+    /// ARP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inside_addresses: Vec<Ipv4Addr>,
+}
+
+/// Parse a MAC address written `aa:bb:cc:dd:ee:ff`.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for m in &mut mac {
+        let p = parts.next().unwrap_or("");
+        if p.len() != 2 {
+            return Err("six two-digit hex bytes separated by ':'".to_owned());
+        }
+        *m = u8::from_str_radix(p, 16)
+            .map_err(|_| "six two-digit hex bytes separated by ':'".to_owned())?;
+    }
+    if parts.next().is_some() {
+        return Err("six two-digit hex bytes separated by ':'".to_owned());
+    }
+    Ok(mac)
 }
 
 fn default_huge_dir() -> PathBuf {
@@ -336,8 +370,30 @@ impl ApplianceConfig {
         let workers = u16::try_from(d.worker_lcores.len())
             .unwrap_or(u16::MAX)
             .max(1);
-        for role in PortRole::ALL {
-            if !d.ports.iter().any(|p| p.role == *role) {
+        for (field, mac) in [
+            ("outside_next_hop_mac", &d.outside_next_hop_mac),
+            ("inside_next_hop_mac", &d.inside_next_hop_mac),
+        ] {
+            if let Some(m) = mac
+                && let Err(why) = parse_mac(m)
+            {
+                errs.invalid(field, format!("{m:?}"), why);
+            }
+        }
+        if d.ports
+            .iter()
+            .filter(|p| p.role == PortRole::Kernel)
+            .count()
+            > 1
+        {
+            errs.invalid(
+                "ports",
+                "more than one kernel port",
+                "at most one port with role kernel",
+            );
+        }
+        for role in [PortRole::Outside, PortRole::Inside] {
+            if !d.ports.iter().any(|p| p.role == role) {
                 errs.missing(
                     "ports",
                     format!("at least one port with role {role} is required"),

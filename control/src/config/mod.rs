@@ -94,7 +94,7 @@ mod tests;
 
 pub use appliance::{
     ApplianceConfig, DEFAULT_METRICS_LISTEN, DataplaneConfig, GatewayConfig, LoggingConfig,
-    MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig,
+    MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig, parse_mac,
 };
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};
 pub use error::ConfigError;

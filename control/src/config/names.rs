@@ -311,6 +311,9 @@ spelled_enum! {
         Outside => "outside",
         /// Faces the protected networks.
         Inside => "inside",
+        /// The exception path into the appliance's kernel (a `net_tap`
+        /// device): IKE, BGP and ICMP for our own addresses.
+        Kernel => "kernel",
     }
 }
 

@@ -1,0 +1,523 @@
+//! [`control::dataplane::Dataplane`] on the DPDK [`Runtime`]: what `vpnd`
+//! runs unless started with `--no-dataplane`.
+//!
+//! ```text
+//!   Manager::commit ──► apply(config) ──► tunnel ids (stable per connection/tunnel)
+//!                                    ├──► Command::SetAddresses  (only when they change)
+//!                                    └──► Command::SetFib        (local networks → inside,
+//!                                                                 static routes → ECMP over the
+//!                                                                 connection's two tunnels,
+//!                                                                 inside /30 (/126) → its tunnel,
+//!                                                                 our inside address → local)
+//!   IKE ──► install_child_sa ──► AddInbound(new) ─ack─► SetOutbound(new) ─ack─► RemoveInbound(old) ─ack
+//!   vpnd tick ──► poll() ──► acks, retired SAs freed, counters
+//! ```
+//!
+//! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
+//! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
+//! Per-tunnel byte counters stay zero until the worker exports per-SA
+//! counters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::config::{ApplianceConfig, PortRole, RoutingType, parse_mac};
+use control::dataplane::{
+    ChildSaPair, Dataplane, DataplaneError, DataplaneStats, PortCounters, RouteEntry, SaDirection,
+    SaInfo, TunnelCounters, TunnelKey, TunnelRuntimeState, sa_info,
+};
+use dataplane::esp::{InboundSa, OutboundSa};
+use fib::{FibBuilder, Target, TunnelId};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use worker::{Addresses, Command, Drop};
+
+use super::{Runtime, RuntimeError, v4_only, v6_only};
+
+/// How long a command may take to be acknowledged by the worker.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pair installed for one tunnel.
+#[derive(Debug)]
+struct Installed {
+    inbound: SaInfo,
+    outbound: SaInfo,
+    at: Instant,
+}
+
+/// The DPDK dataplane behind `vpnd`.
+#[derive(Debug)]
+pub struct DpdkDataplane {
+    rt: Option<Runtime>,
+    ids: BTreeMap<TunnelKey, TunnelId>,
+    next_id: u32,
+    installed: BTreeMap<TunnelKey, Installed>,
+    states: BTreeMap<TunnelKey, TunnelRuntimeState>,
+    addresses: Option<Addresses>,
+    port_names: BTreeMap<&'static str, String>,
+    apply_errors: u64,
+}
+
+impl DpdkDataplane {
+    /// Wrap a started runtime. Nothing is sent until [`Dataplane::apply`].
+    #[must_use]
+    pub fn new(rt: Runtime) -> Self {
+        Self {
+            rt: Some(rt),
+            ids: BTreeMap::new(),
+            next_id: 0,
+            installed: BTreeMap::new(),
+            states: BTreeMap::new(),
+            addresses: None,
+            port_names: BTreeMap::new(),
+            apply_errors: 0,
+        }
+    }
+
+    /// The runtime (for its counters), while running.
+    #[must_use]
+    pub fn runtime(&self) -> Option<&Runtime> {
+        self.rt.as_ref()
+    }
+
+    /// The FIB tunnel id of a configured tunnel.
+    #[must_use]
+    pub fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
+        self.ids.get(key).copied()
+    }
+
+    /// Send one command and wait for its acknowledgement.
+    fn run(&mut self, what: &str, command: Command) -> Result<(), DataplaneError> {
+        let Some(rt) = self.rt.as_mut() else {
+            return Err(DataplaneError::Refused {
+                what: what.to_owned(),
+                reason: "the dataplane is shut down".to_owned(),
+            });
+        };
+        let err = |e| match e {
+            RuntimeError::RingFull => DataplaneError::RingFull,
+            RuntimeError::Refused { reason, .. } => DataplaneError::Refused {
+                what: what.to_owned(),
+                reason: reason.to_owned(),
+            },
+            RuntimeError::Timeout { timeout, .. } => DataplaneError::Timeout {
+                what: what.to_owned(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+            other => DataplaneError::Refused {
+                what: what.to_owned(),
+                reason: other.to_string(),
+            },
+        };
+        let seq = rt.send(command).map_err(err)?;
+        rt.wait(seq, ACK_TIMEOUT).map_err(err)
+    }
+
+    /// Shut the runtime down (workers stopped, EAL cleaned up); returns
+    /// a one-line summary of the final counters.
+    pub fn shutdown_runtime(&mut self) -> Option<String> {
+        let rt = self.rt.take()?;
+        let (applied, failed) = rt.commands();
+        let s = rt.shutdown();
+        Some(format!(
+            "commands applied {applied} failed {failed}; encap {} decap {} punted {} dropped {}",
+            s.worker.encap_packets,
+            s.worker.decap_packets,
+            s.worker.punted,
+            s.worker.total_dropped()
+        ))
+    }
+
+    fn log_apply_error(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        self.apply_errors += 1;
+        eprintln!("vpnd: dataplane: {what}: {e}");
+    }
+}
+
+/// The appliance's own address in an inside CIDR: the first host (the
+/// customer gateway takes the second, as the downloaded configuration
+/// says).
+fn first_host_v4(n: Ipv4Net) -> Option<IpNet> {
+    let a = u32::from(n.network()).checked_add(1)?;
+    Ipv4Net::new(a.into(), 32).ok().map(IpNet::V4)
+}
+
+fn first_host_v6(n: Ipv6Net) -> Option<IpNet> {
+    let a = u128::from(n.network()).checked_add(1)?;
+    Ipv6Net::new(a.into(), 128).ok().map(IpNet::V6)
+}
+
+/// The forwarding table of `config`; problems (not expected for a
+/// validated configuration) are returned as messages.
+fn build_fib(
+    config: &ApplianceConfig,
+    ids: &BTreeMap<TunnelKey, TunnelId>,
+) -> (FibBuilder, Vec<String>) {
+    let mut b = FibBuilder::new();
+    let mut problems = Vec::new();
+    for n in &config.gateway.local_networks {
+        if let Err(e) = b.insert(*n, Target::Inside) {
+            problems.push(format!("local network {n}: {e}"));
+        }
+    }
+    for c in &config.connections {
+        let tid = |i| {
+            ids.get(&TunnelKey {
+                connection_id: c.id.clone(),
+                tunnel: i,
+            })
+            .copied()
+        };
+        let (Some(t0), Some(t1)) = (tid(0), tid(1)) else {
+            continue;
+        };
+        if c.routing == RoutingType::Static && !c.static_routes.is_empty() {
+            match b.add_group(&[t0, t1]) {
+                Ok(g) => {
+                    for p in &c.static_routes {
+                        if let Err(e) = b.insert(*p, Target::Ecmp(g)) {
+                            problems.push(format!("{}: static route {p}: {e}", c.id));
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("{}: ECMP group: {e}", c.id)),
+            }
+        }
+        for (t, tunnel) in [t0, t1].into_iter().zip(&c.tunnels) {
+            let mut routes = Vec::new();
+            if let Some(n) = tunnel.inside_ipv4_cidr {
+                routes.push((IpNet::V4(n), Target::Tunnel(t)));
+                routes.extend(first_host_v4(n).map(|h| (h, Target::Local)));
+            }
+            if let Some(n) = tunnel.inside_ipv6_cidr {
+                routes.push((IpNet::V6(n), Target::Tunnel(t)));
+                routes.extend(first_host_v6(n).map(|h| (h, Target::Local)));
+            }
+            for (p, target) in routes {
+                if let Err(e) = b.insert(p, target) {
+                    problems.push(format!("{}: inside route {p}: {e}", c.id));
+                }
+            }
+        }
+    }
+    (b, problems)
+}
+
+/// `UnknownSpi` → `unknown_spi`.
+fn snake(debug_name: &str) -> String {
+    let mut out = String::with_capacity(debug_name.len() + 4);
+    for (i, ch) in debug_name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+impl Dataplane for DpdkDataplane {
+    fn apply(&mut self, config: &ApplianceConfig) {
+        if self.rt.is_none() {
+            return;
+        }
+        // 1. Tunnel ids: stable while the tunnel exists; removed tunnels
+        //    lose their SAs first.
+        let keys: Vec<TunnelKey> = config
+            .connections
+            .iter()
+            .flat_map(|c| {
+                (0..2).map(|tunnel| TunnelKey {
+                    connection_id: c.id.clone(),
+                    tunnel,
+                })
+            })
+            .collect();
+        let gone: Vec<TunnelKey> = self
+            .ids
+            .keys()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Err(e) = self.remove_child_sa(&k) {
+                self.log_apply_error(&format!("removing the SAs of {k:?}"), &e);
+            }
+            self.ids.remove(&k);
+            self.states.remove(&k);
+        }
+        for k in keys {
+            if !self.ids.contains_key(&k) {
+                self.ids.insert(k, TunnelId(self.next_id));
+                self.next_id += 1;
+            }
+        }
+        self.port_names = config
+            .dataplane
+            .ports
+            .iter()
+            .map(|p| {
+                let role = match p.role {
+                    PortRole::Outside => "outside",
+                    PortRole::Inside => "inside",
+                    _ => "kernel",
+                };
+                (role, p.name.clone())
+            })
+            .collect();
+
+        // 2. Addresses.
+        let Some(macs) = self.rt.as_ref().map(Runtime::macs) else {
+            return;
+        };
+        let mac = |m: &Option<String>| {
+            m.as_deref()
+                .and_then(|m| parse_mac(m).ok())
+                .unwrap_or([0xff; 6])
+        };
+        let d = &config.dataplane;
+        let addresses = Addresses {
+            outside_mac: macs.outside,
+            outside_gateway_mac: mac(&d.outside_next_hop_mac),
+            inside_mac: macs.inside,
+            inside_gateway_mac: mac(&d.inside_next_hop_mac),
+            kernel_mac: macs.kernel.unwrap_or_default(),
+            outside_v4: v4_only(&config.gateway.outside_addresses),
+            outside_v6: v6_only(&config.gateway.outside_addresses),
+            inside_v4: d.inside_addresses.clone(),
+        };
+        if self.addresses.as_ref() != Some(&addresses) {
+            match self.run(
+                "SetAddresses",
+                Command::SetAddresses(Box::new(addresses.clone())),
+            ) {
+                Ok(()) => self.addresses = Some(addresses),
+                Err(e) => self.log_apply_error("addresses", &e),
+            }
+        }
+
+        // 3. Routes.
+        let (fib, problems) = build_fib(config, &self.ids);
+        for p in problems {
+            self.log_apply_error("route", &p);
+        }
+        if let Err(e) = self.run("SetFib", Command::SetFib(Arc::new(fib.build()))) {
+            self.log_apply_error("forwarding table", &e);
+        }
+    }
+
+    fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
+        self.states.get(key).cloned().unwrap_or_default()
+    }
+
+    fn sas(&self) -> Vec<SaInfo> {
+        let mut out = Vec::new();
+        for i in self.installed.values() {
+            let age = i.at.elapsed().as_secs();
+            for s in [&i.inbound, &i.outbound] {
+                let mut s = s.clone();
+                s.age_secs = age;
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    fn dynamic_routes(&self) -> Vec<RouteEntry> {
+        Vec::new()
+    }
+
+    fn stats(&self) -> DataplaneStats {
+        let mut st = DataplaneStats::default();
+        for k in self.ids.keys() {
+            st.tunnels.insert(
+                DataplaneStats::tunnel_key(&k.connection_id, k.tunnel),
+                TunnelCounters::default(),
+            );
+        }
+        let Some(rt) = &self.rt else {
+            return st;
+        };
+        let snap = rt.worker_stats();
+        let w = &snap.worker;
+        for reason in Drop::ALL {
+            if reason != Drop::Esp {
+                st.drops.insert(reason.name().to_owned(), w.dropped(reason));
+            }
+        }
+        for reason in dataplane::esp::DropReason::ALL {
+            st.drops.insert(
+                format!("esp_{}", snake(&format!("{reason:?}"))),
+                w.esp.get(reason),
+            );
+        }
+        for (i, role) in ["outside", "inside", "kernel"].into_iter().enumerate() {
+            st.drops.insert(format!("tx_full_{role}"), snap.tx_full[i]);
+        }
+        st.drops
+            .insert("no_kernel_port".to_owned(), snap.no_kernel_port);
+        let (applied, failed) = rt.commands();
+        for (name, v) in [
+            ("encap_packets", w.encap_packets),
+            ("decap_packets", w.decap_packets),
+            ("punted", w.punted),
+            ("arp_replies", w.arp_replies),
+            ("dropped", w.total_dropped()),
+            ("commands_applied", applied),
+            ("commands_failed", failed),
+            ("uptime_secs", snap.uptime_secs),
+            ("apply_errors", self.apply_errors),
+        ] {
+            st.worker.insert(name.to_owned(), v);
+        }
+        for (role, p) in rt.port_stats() {
+            let name = self
+                .port_names
+                .get(role)
+                .cloned()
+                .unwrap_or_else(|| role.to_owned());
+            st.rx_packets += p.rx_packets;
+            st.tx_packets += p.tx_packets;
+            st.ports.insert(
+                name,
+                PortCounters {
+                    rx_packets: p.rx_packets,
+                    tx_packets: p.tx_packets,
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                    rx_dropped: p.rx_missed + p.rx_no_mbuf + p.rx_errors,
+                    tx_errors: p.tx_errors,
+                },
+            );
+        }
+        st
+    }
+
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+        if self.ids.contains_key(&key) {
+            self.states.insert(key, state);
+        }
+    }
+
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError> {
+        let tunnel = *self
+            .ids
+            .get(key)
+            .ok_or_else(|| DataplaneError::UnknownTunnel(key.clone()))?;
+        let now = self.rt.as_ref().map_or(0, Runtime::now_secs);
+        let invalid = |direction, spi, e: &dyn std::fmt::Display| DataplaneError::InvalidSa {
+            tunnel: key.clone(),
+            direction,
+            spi,
+            reason: e.to_string(),
+        };
+        let inbound = InboundSa::new(&pair.inbound, now)
+            .map_err(|e| invalid(SaDirection::Inbound, pair.inbound.spi, &e))?;
+        let outbound = OutboundSa::new(&pair.outbound, now)
+            .map_err(|e| invalid(SaDirection::Outbound, pair.outbound.spi, &e))?;
+        let new_spi = pair.inbound.spi;
+        // (1) The new inbound SA: from now on both decrypt.
+        self.run(
+            &format!("AddInbound {new_spi:#x}"),
+            Command::AddInbound(Box::new(inbound)),
+        )?;
+        // (2) Switch the outbound SA; the old one comes back retired.
+        if let Err(e) = self.run(
+            &format!("SetOutbound {:#x}", pair.outbound.spi),
+            Command::SetOutbound {
+                tunnel,
+                sa: Box::new(outbound),
+            },
+        ) {
+            // Undo (1) unless it replaced the installed SA of the same SPI.
+            let same = self
+                .installed
+                .get(key)
+                .is_some_and(|i| i.inbound.spi == new_spi);
+            if !same {
+                let _ = self.run(
+                    "RemoveInbound (undo)",
+                    Command::RemoveInbound { spi: new_spi },
+                );
+            }
+            return Err(e);
+        }
+        let previous = self.installed.insert(
+            key.clone(),
+            Installed {
+                inbound: sa_info(key, SaDirection::Inbound, &pair.inbound),
+                outbound: sa_info(key, SaDirection::Outbound, &pair.outbound),
+                at: Instant::now(),
+            },
+        );
+        // (3) Break: the previous inbound SA goes.
+        if let Some(old) = previous
+            && old.inbound.spi != new_spi
+        {
+            self.run(
+                &format!("RemoveInbound {:#x}", old.inbound.spi),
+                Command::RemoveInbound {
+                    spi: old.inbound.spi,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+        let Some(old) = self.installed.remove(key) else {
+            return Ok(());
+        };
+        if let Some(&tunnel) = self.ids.get(key) {
+            self.run("RemoveOutbound", Command::RemoveOutbound { tunnel })?;
+        }
+        self.run(
+            &format!("RemoveInbound {:#x}", old.inbound.spi),
+            Command::RemoveInbound {
+                spi: old.inbound.spi,
+            },
+        )
+    }
+
+    fn poll(&mut self) {
+        if let Some(rt) = self.rt.as_mut() {
+            rt.poll();
+            for ev in rt.take_lifetime_events() {
+                // IKE will rekey on these; until then they are logged.
+                eprintln!("vpnd: dataplane: SA lifetime event: {ev:?}");
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(summary) = self.shutdown_runtime() {
+            eprintln!("vpnd: dataplane stopped: {summary}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_inside_hosts() {
+        assert_eq!(snake("UnknownSpi"), "unknown_spi");
+        assert_eq!(snake("Replay"), "replay");
+        assert_eq!(
+            first_host_v4("169.254.10.0/30".parse().unwrap()),
+            Some("169.254.10.1/32".parse().unwrap())
+        );
+        assert_eq!(
+            first_host_v6("fd00::4/126".parse().unwrap()),
+            Some("fd00::5/128".parse().unwrap())
+        );
+    }
+}
