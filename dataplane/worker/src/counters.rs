@@ -1,6 +1,6 @@
 //! Per-tunnel counters: written by one worker without locks, read and
 //! summed by the control core at any time (the basis of the spec's
-//! `TunnelDataIn` / `TunnelDataOut` metrics, § 24).
+//! `TunnelDataIn` / `TunnelDataOut` metrics, spec § 20.7).
 //!
 //! ```text
 //!   worker 0 ── Arc<TunnelCounterBlock> ──┐

@@ -418,3 +418,130 @@ fn bad_packets_are_counted_by_reason_and_never_panic() {
         assert!(drops > 7000, "garbage is mostly dropped: {drops}");
     }
 }
+
+/// Waits (bounded) for an event matching `want`, returning it; other
+/// events are collected into `seen`.
+fn wait_event(
+    control: &mut worker::ControlEnd,
+    seen: &mut Vec<Event>,
+    want: impl Fn(&Event) -> bool,
+) -> Event {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        while let Some(e) = control.poll_event() {
+            if want(&e) {
+                return e;
+            }
+            seen.push(e);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event from the worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn rekey_under_traffic_on_a_running_worker_thread() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    const N: u32 = 4000;
+    const BURST: u32 = 16;
+    let alg = EspAlgorithm::Aes256Gcm16;
+    let (conc, mut cgw) = pair(alg, false);
+    let Side {
+        worker: mut w,
+        control: mut ctl,
+    } = conc;
+    let (in_tx, in_rx) = mpsc::sync_channel::<Vec<TestBuffer>>(32);
+    let (out_tx, out_rx) = mpsc::channel::<u32>();
+    // The worker: commands between bursts, like the DPDK loop.
+    let runner = std::thread::spawn(move || {
+        loop {
+            w.apply_commands();
+            match in_rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(burst) => {
+                    w.begin_burst(burst.len());
+                    for mut b in burst {
+                        if w.handle_outside(&mut b) == Action::ToInside {
+                            out_tx.send(id_of(&b)).unwrap();
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        w.apply_commands();
+        w
+    });
+    let mut seen = Vec::new();
+    let mut old_sent = 0u64;
+    for start in (0..N).step_by(BURST as usize) {
+        if start == N / 2 {
+            // Make: the new inbound SA, acknowledged by the running worker
+            // while old-SA packets are still queued for it ...
+            ctl.send(Command::AddInbound(Box::new(
+                InboundSa::new(
+                    &sa_config(0x3003, alg, Direction::Inbound, CONC, CGW, false),
+                    0,
+                )
+                .unwrap(),
+            )))
+            .unwrap();
+            wait_event(&mut ctl, &mut seen, |e| matches!(e, Event::Done { .. }));
+            // ... then the peer switches its outbound SA atomically.
+            cgw.send(Command::SetOutbound {
+                tunnel: TunnelId(0),
+                sa: Box::new(
+                    OutboundSa::new(
+                        &sa_config(0x3003, alg, Direction::Outbound, CGW, CONC, false),
+                        0,
+                    )
+                    .unwrap(),
+                ),
+            });
+            old_sent = cgw
+                .events()
+                .iter()
+                .find_map(|e| match e {
+                    Event::RetiredOutbound(sa) => Some(sa.counters().packets),
+                    _ => None,
+                })
+                .unwrap();
+        }
+        let burst = (start..start + BURST)
+            .map(|i| {
+                let mut b = tagged(i, [203, 0, 113, 5], [198, 51, 100, 2]);
+                assert_eq!(cgw.worker.handle_inside(&mut b), Action::ToOutside);
+                b
+            })
+            .collect();
+        in_tx.send(burst).unwrap();
+    }
+    assert_eq!(old_sent, u64::from(N / 2));
+    // Everything arrives, once, in order.
+    let got: Vec<u32> = (0..N)
+        .map(|_| out_rx.recv_timeout(Duration::from_secs(20)).unwrap())
+        .collect();
+    assert_eq!(got, (0..N).collect::<Vec<_>>());
+    // Break: the old inbound SA leaves; its counters stopped at what was
+    // sent on it.
+    ctl.send(Command::RemoveInbound { spi: 0x2002 }).unwrap();
+    let Event::RetiredInbound(old) = wait_event(
+        &mut ctl,
+        &mut seen,
+        |e| matches!(e, Event::RetiredInbound(sa) if sa.spi() == 0x2002),
+    ) else {
+        unreachable!()
+    };
+    assert_eq!(old.counters().packets, old_sent);
+    drop(in_tx);
+    let w = runner.join().unwrap();
+    assert_eq!(w.stats().total_dropped(), 0, "{:?}", w.stats());
+    assert_eq!(w.stats().decap_packets, u64::from(N));
+    let new = w.tables().inbound().find(|sa| sa.spi() == 0x3003).unwrap();
+    assert_eq!(new.counters().packets, u64::from(N) - old_sent);
+    assert!(out_rx.try_recv().is_err(), "no duplicate");
+}
