@@ -80,6 +80,11 @@ impl DpdkDataplane {
         self.rt.as_ref()
     }
 
+    /// The runtime, mutably (to send commands of its own), while running.
+    pub fn runtime_mut(&mut self) -> Option<&mut Runtime> {
+        self.rt.as_mut()
+    }
+
     /// The FIB tunnel id of a configured tunnel.
     #[must_use]
     pub fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
