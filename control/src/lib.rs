@@ -7,6 +7,7 @@ pub mod bgp;
 pub mod config;
 pub mod dataplane;
 pub mod download;
+pub mod ike;
 pub mod logs;
 pub mod manager;
 pub mod metrics;

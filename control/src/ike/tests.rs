@@ -1,0 +1,1029 @@
+//! Unit tests: the deterministic two-peer harness and shared helpers.
+
+use super::Rng;
+
+/// A deterministic, seeded generator (xorshift64*). Test use only.
+#[derive(Debug, Clone)]
+pub(crate) struct TestRng(u64);
+
+impl TestRng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+}
+
+impl Rng for TestRng {
+    fn fill(&mut self, dst: &mut [u8]) {
+        for b in dst {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            *b = (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8;
+        }
+    }
+}
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hex_literal::hex;
+use proptest::prelude::*;
+
+use super::crypto::{Encr, Integ, Prf, SkKeys, psk_auth};
+use super::endpoint::Endpoint;
+use super::sa::{ChildSa, Datagram, DownReason, Event, IkeConfig, Transmit};
+use super::wire::{
+    Attribute, AuthMethod, Delete, ExchangeType, Header, IdType, Identification, Message, Notify,
+    NotifyType, Payload, PayloadType, Proposal, ProtocolId, TrafficSelector, Transform,
+    TransformType, flags, parse_chain,
+};
+use crate::config::{
+    DhGroup, DpdTimeoutAction, EncryptionAlgorithm, IntegrityAlgorithm, PreSharedKey, TunnelOptions,
+};
+use zeroize::Zeroizing;
+
+// ---------------------------------------------------------------- crypto
+
+/// prf+ (RFC 7296 § 2.13) against Python's `hmac` module (an independent
+/// implementation): key = 00..1f, seed = "IKEv2 prf+ test seed", 100 bytes.
+#[test]
+fn prf_plus_known_values() {
+    let key: Vec<u8> = (0u8..32).collect();
+    let seed = b"IKEv2 prf+ test seed";
+    let want: [(Prf, &str); 4] = [
+        (
+            Prf::HmacSha1,
+            "43584c1be65ad03f8049220aebaca5b9740ea97de63a7906f065cf17d56bd2a4f05c9d1842748c91255964d1ee9fa7b54db0997a85c8a7e23e92ae6388bc913661a0d517115fd743163c5176af984cc9edc412fe0895a8c9e4de0b61eef6274662e3aefc",
+        ),
+        (
+            Prf::HmacSha256,
+            "59e1e7fb5d67b2849d8ba06e3615cafdf318a857729681ad3b63c957201302b00f49671912437f29ccf49907df788b42694ff309f825732d459b2432ea3f664ef9b5981ed1ba639d0942c940a4a4f20fc83ee1adbc31bcf48b22c4feb4252428348a6b5c",
+        ),
+        (
+            Prf::HmacSha384,
+            "713e9846995d6dbdc16c6c9a65529bfaf469b9fc9b92deceaf0857e3d7839a1c5cff673fabf1f8371706057cb35e062e7e8e66bdc06f631e419e19ecb9b011765b83add496232f0b3e678f1c7db756b75ffd4f0009b55e6722e38471f32153c611ac7787",
+        ),
+        (
+            Prf::HmacSha512,
+            "187f484f55f93b9f4d2fc344a47e17238d804c4cf0f078c42b4d60cb20dd7cca5e9e04c86e7ae9cd935a6f2b8f17e891aab9227ca1de9237fe5fc4d67ffa3f23c29c63b5cf47fb1c72f06444bf6c8dcb7ac448e64e9fa7bda440608ca8d6666ebc9ee1d4",
+        ),
+    ];
+    for (prf, hexs) in want {
+        let got = prf.prf_plus(&key, &[&seed[..10], &seed[10..]], 100);
+        assert_eq!(to_hex(&got), hexs, "{prf:?}");
+    }
+}
+
+/// RFC 4231 test case 2 ("Jefe"): the PRF is plain HMAC.
+#[test]
+fn prf_rfc4231_case2() {
+    let out = Prf::HmacSha256.prf(b"Jefe", &[b"what do ya want ", b"for nothing?"]);
+    assert_eq!(
+        *out,
+        hex!("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+    );
+    let out = Prf::HmacSha512.prf(b"Jefe", &[b"what do ya want for nothing?"]);
+    assert_eq!(
+        *out,
+        hex!(
+            "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea2505549758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
+        )
+    );
+}
+
+/// PSK AUTH (RFC 7296 § 2.15) against Python's `hmac`.
+#[test]
+fn psk_auth_known_value() {
+    let a = psk_auth(
+        Prf::HmacSha256,
+        b"lab-test-psk-0123456789",
+        b"real message",
+        &[1; 32],
+        &[2; 32],
+        &[1, 0, 0, 0, 192, 0, 2, 1],
+    );
+    assert_eq!(
+        *a,
+        hex!("410382f7c68c6e01b6e923b910f7cef9bec0386a178ac43e981d8643071416c0")
+    );
+}
+
+fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sk_pair(encr: Encr, integ: Option<Integ>) -> SkKeys {
+    let e = Zeroizing::new(
+        (0..encr.keymat_len())
+            .map(|i| u8::try_from(i).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let a = Zeroizing::new(vec![7u8; integ.map_or(0, Integ::key_len)]);
+    SkKeys::new(encr, integ, e, a)
+}
+
+#[test]
+fn sk_seal_open_round_trip_and_tamper() {
+    let suites = [
+        (Encr::AesGcm16 { key_len: 16 }, None),
+        (Encr::AesGcm16 { key_len: 32 }, None),
+        (Encr::AesCbc { key_len: 16 }, Some(Integ::HmacSha1_96)),
+        (Encr::AesCbc { key_len: 32 }, Some(Integ::HmacSha256_128)),
+        (Encr::AesCbc { key_len: 16 }, Some(Integ::HmacSha384_192)),
+        (Encr::AesCbc { key_len: 32 }, Some(Integ::HmacSha512_256)),
+    ];
+    let header = Header {
+        spi_i: 1,
+        spi_r: 2,
+        exchange: ExchangeType::Informational,
+        flags: flags::INITIATOR,
+        message_id: 3,
+    };
+    for (encr, integ) in suites {
+        let k = sk_pair(encr, integ);
+        let inner = [Payload::Nonce(vec![9; 17]), Payload::Vendor(b"x".to_vec())];
+        let mut plain = Vec::new();
+        let first = super::wire::emit_chain(&inner, &mut plain);
+        let msg = k.seal(&header, first, &plain, &[0x55; 16]).unwrap();
+        let parsed = Message::parse(&msg).unwrap();
+        let Some(Payload::Sk { first, data }) = parsed.payloads.last() else {
+            panic!("no SK")
+        };
+        let out = k.open(&msg, msg.len() - data.len()).unwrap();
+        assert_eq!(parse_chain(*first, &out).unwrap(), inner);
+        for i in [0, 20, 30, msg.len() - 1] {
+            let mut bad = msg.clone();
+            bad[i] ^= 1;
+            assert!(
+                k.open(&bad, msg.len() - data.len()).is_err(),
+                "{encr:?} byte {i}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- wire
+
+/// A hand-built IKE_SA_INIT request, byte by byte (RFC 7296 § 3).
+#[test]
+fn sa_init_fixture() {
+    let bytes = hex!(
+        "0102030405060708 0000000000000000 21 20 22 08 00000000 00000058" // header, next SA
+        "22 00 0028"                       // SA, next KE, len 40
+        "00 00 0024 01 01 00 03"           // proposal 1, IKE, spi 0, 3 transforms; len 36
+        "03 00 000c 01 00 0014 800e 0080"  // ENCR AES-GCM-16, key 128
+        "03 00 0008 02 00 0005"            // PRF SHA2-256
+        "00 00 0008 04 00 0013"            // DH 19
+        "28 00 000c 0013 0000 aabbccdd"    // KE group 19 (short data for the fixture), next Nonce
+        "00 00 0008 11223344"              // Nonce, last
+    );
+    let m = Message::parse(&bytes).unwrap();
+    assert_eq!(m.header.spi_i, 0x0102_0304_0506_0708);
+    assert_eq!(m.header.exchange, ExchangeType::IkeSaInit);
+    assert!(m.header.is_initiator() && !m.header.is_response());
+    assert_eq!(
+        m.payloads,
+        vec![
+            Payload::Sa(vec![Proposal {
+                number: 1,
+                protocol: ProtocolId::Ike,
+                spi: vec![],
+                transforms: vec![
+                    Transform::with_key_len(TransformType::Encr, 20, 128),
+                    Transform::new(TransformType::Prf, 5),
+                    Transform::new(TransformType::Dh, 19),
+                ],
+            }]),
+            Payload::Ke {
+                group: 19,
+                data: hex!("aabbccdd").to_vec()
+            },
+            Payload::Nonce(hex!("11223344").to_vec()),
+        ]
+    );
+    assert_eq!(m.emit(), bytes);
+    // Every truncation fails cleanly.
+    for n in 0..bytes.len() {
+        assert!(Message::parse(&bytes[..n]).is_err());
+    }
+}
+
+#[test]
+fn notify_delete_ts_id_fixture() {
+    let payloads = vec![
+        Payload::Notify(Notify {
+            protocol: ProtocolId::Esp,
+            spi: hex!("c0ffee01").to_vec(),
+            kind: NotifyType::RekeySa,
+            data: vec![],
+        }),
+        Payload::Delete(Delete {
+            protocol: ProtocolId::Esp,
+            spi_size: 4,
+            spis: vec![hex!("01020304").to_vec(), hex!("05060708").to_vec()],
+        }),
+        Payload::TsI(vec![TrafficSelector::range(
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 255)),
+        )]),
+        Payload::IdI(Identification {
+            id_type: IdType::Ipv4Addr,
+            data: vec![192, 0, 2, 1],
+        }),
+    ];
+    let mut out = Vec::new();
+    let first = super::wire::emit_chain(&payloads, &mut out);
+    assert_eq!(first, PayloadType::Notify);
+    assert_eq!(
+        out,
+        hex!(
+            "2a 00 000c 03 04 4009 c0ffee01"                  // N(REKEY_SA), next D
+            "2c 00 0010 03 04 0002 01020304 05060708"         // D, next TSi
+            "23 00 0018 01 000000 07 00 0010 0000 ffff 0a000000 0a0000ff" // TSi, next IDi
+            "00 00 000c 01 000000 c0000201"                   // IDi
+        )
+    );
+    assert_eq!(parse_chain(first, &out).unwrap(), payloads);
+}
+
+#[test]
+fn unknown_critical_payload_is_rejected_noncritical_kept() {
+    let crit = hex!("00 80 0008 01020304");
+    assert!(parse_chain(PayloadType::Unknown(200), &crit).is_err());
+    let non = hex!("00 00 0008 01020304");
+    assert_eq!(
+        parse_chain(PayloadType::Unknown(200), &non).unwrap(),
+        vec![Payload::Other {
+            kind: PayloadType::Unknown(200),
+            critical: false,
+            data: vec![1, 2, 3, 4]
+        }]
+    );
+}
+
+fn arb_ip_pair() -> impl Strategy<Value = (IpAddr, IpAddr)> {
+    prop_oneof![
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(a, b)| (IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b)))),
+        (any::<u128>(), any::<u128>())
+            .prop_map(|(a, b)| (IpAddr::V6(a.into()), IpAddr::V6(b.into()))),
+    ]
+}
+
+fn arb_ts() -> impl Strategy<Value = TrafficSelector> {
+    (any::<u8>(), any::<u16>(), any::<u16>(), arb_ip_pair()).prop_map(|(p, s, e, (a, b))| {
+        TrafficSelector {
+            ip_protocol: p,
+            start_port: s,
+            end_port: e,
+            start: a,
+            end: b,
+        }
+    })
+}
+
+fn arb_transform() -> impl Strategy<Value = Transform> {
+    (
+        any::<u8>(),
+        any::<u16>(),
+        proptest::collection::vec(
+            prop_oneof![
+                (0u16..0x8000, any::<u16>()).prop_map(|(t, v)| Attribute::Tv(t, v)),
+                (0u16..0x8000, proptest::collection::vec(any::<u8>(), 0..8))
+                    .prop_map(|(t, v)| Attribute::Tlv(t, v)),
+            ],
+            0..3,
+        ),
+    )
+        .prop_map(|(k, id, attributes)| Transform {
+            kind: TransformType::from(k),
+            id,
+            attributes,
+        })
+}
+
+fn arb_payload() -> impl Strategy<Value = Payload> {
+    let bytes = || proptest::collection::vec(any::<u8>(), 0..40);
+    prop_oneof![
+        proptest::collection::vec(
+            (
+                any::<u8>(),
+                any::<u8>(),
+                proptest::collection::vec(any::<u8>(), 0..9),
+                proptest::collection::vec(arb_transform(), 0..5)
+            )
+                .prop_map(|(n, p, spi, transforms)| Proposal {
+                    number: n,
+                    protocol: ProtocolId::from(p),
+                    spi,
+                    transforms
+                }),
+            1..4
+        )
+        .prop_map(Payload::Sa),
+        (any::<u16>(), bytes()).prop_map(|(group, data)| Payload::Ke { group, data }),
+        (any::<u8>(), bytes()).prop_map(|(t, data)| Payload::IdI(Identification {
+            id_type: IdType::from(t),
+            data
+        })),
+        (any::<u8>(), bytes()).prop_map(|(t, data)| Payload::IdR(Identification {
+            id_type: IdType::from(t),
+            data
+        })),
+        (any::<u8>(), bytes()).prop_map(|(m, data)| Payload::Auth {
+            method: AuthMethod::from(m),
+            data
+        }),
+        bytes().prop_map(Payload::Nonce),
+        (
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..9),
+            any::<u16>(),
+            bytes()
+        )
+            .prop_map(|(p, spi, k, data)| Payload::Notify(Notify {
+                protocol: ProtocolId::from(p),
+                spi,
+                kind: NotifyType::from(k),
+                data
+            })),
+        (any::<u8>(), 0u8..9, 0u8..4).prop_map(|(p, size, n)| Payload::Delete(Delete {
+            protocol: ProtocolId::from(p),
+            spi_size: size,
+            spis: (0u8..n).map(|i| vec![i; usize::from(size)]).collect()
+        })),
+        bytes().prop_map(Payload::Vendor),
+        proptest::collection::vec(arb_ts(), 0..3).prop_map(Payload::TsI),
+        proptest::collection::vec(arb_ts(), 0..3).prop_map(Payload::TsR),
+        (
+            prop_oneof![Just(37u8), Just(38), Just(47), Just(48), Just(99)],
+            bytes()
+        )
+            .prop_map(|(k, data)| Payload::Other {
+                kind: PayloadType::from(k),
+                critical: false,
+                data
+            }),
+    ]
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u32>(),
+        proptest::collection::vec(arb_payload(), 0..6),
+        proptest::option::of((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40))),
+    )
+        .prop_map(|(spi_i, spi_r, ex, fl, id, mut payloads, sk)| {
+            if let Some((first, data)) = sk {
+                payloads.push(Payload::Sk {
+                    first: PayloadType::from(first),
+                    data,
+                });
+            }
+            Message {
+                header: Header {
+                    spi_i,
+                    spi_r,
+                    exchange: ExchangeType::from(ex),
+                    flags: fl,
+                    message_id: id,
+                },
+                payloads,
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn parse_emit_round_trip(m in arb_message()) {
+        // Delete with zero SPIs of non-zero size and the like are still
+        // representable; every generated value must round-trip.
+        let bytes = m.emit();
+        prop_assert_eq!(Message::parse(&bytes).unwrap(), m);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Message::parse(&b);
+        let _ = parse_chain(PayloadType::Sa, &b);
+        let _ = parse_chain(PayloadType::TsI, &b);
+        let _ = parse_chain(PayloadType::Delete, &b);
+    }
+
+    #[test]
+    fn mutated_messages_never_panic(m in arb_message(), pos in any::<usize>(), val in any::<u8>()) {
+        let mut b = m.emit();
+        if !b.is_empty() {
+            let i = pos % b.len();
+            b[i] = val;
+        }
+        let _ = Message::parse(&b);
+    }
+}
+
+// ---------------------------------------------------------------- harness
+
+const A: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const B: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+
+fn options(
+    enc: &[EncryptionAlgorithm],
+    integ: &[IntegrityAlgorithm],
+    dh: &[DhGroup],
+    psk: &str,
+) -> TunnelOptions {
+    TunnelOptions {
+        pre_shared_key: Some(PreSharedKey::new(psk).unwrap()),
+        phase1_encryption_algorithms: enc.to_vec(),
+        phase2_encryption_algorithms: enc.to_vec(),
+        phase1_integrity_algorithms: integ.to_vec(),
+        phase2_integrity_algorithms: integ.to_vec(),
+        phase1_dh_groups: dh.to_vec(),
+        phase2_dh_groups: dh.to_vec(),
+        ..TunnelOptions::default()
+    }
+}
+
+fn any_v4() -> Vec<ipnet::IpNet> {
+    vec!["0.0.0.0/0".parse().unwrap()]
+}
+
+fn cfg(o: &TunnelOptions, local: IpAddr, remote: IpAddr) -> IkeConfig {
+    IkeConfig::from_tunnel(o, local, remote, any_v4(), any_v4())
+}
+
+/// Decides whether the harness loses a datagram: (sent by A?, datagram).
+type DropFn = Box<dyn FnMut(bool, &Transmit) -> bool>;
+
+/// Two endpoints on a virtual wire with virtual time. `nat` rewrites the
+/// source port of A's packets (a NAT in front of A).
+struct Harness {
+    a: Endpoint,
+    b: Endpoint,
+    rng: TestRng,
+    now: Instant,
+    start: Instant,
+    nat: bool,
+    /// Drop predicate: (from A?, index of datagram) -> drop.
+    drop: DropFn,
+    a_events: Vec<Event>,
+    b_events: Vec<Event>,
+    sent: usize,
+}
+
+impl Harness {
+    fn new(ca: IkeConfig, cb: IkeConfig, threshold_b: usize) -> Self {
+        let mut rng = TestRng::new(42);
+        let mut a = Endpoint::new(&mut rng, 32);
+        let mut b = Endpoint::new(&mut rng, threshold_b);
+        a.add_tunnel(ca);
+        b.add_tunnel(cb);
+        let now = Instant::now();
+        Self {
+            a,
+            b,
+            rng,
+            now,
+            start: now,
+            nat: false,
+            drop: Box::new(|_, _| false),
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn nat_port(&self, p: u16) -> u16 {
+        if self.nat { p + 1000 } else { p }
+    }
+
+    /// Runs until quiet or `limit` of virtual time passed.
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                self.sent += 1;
+                if (self.drop)(true, &t) {
+                    continue;
+                }
+                let src = SocketAddr::new(t.local.ip(), self.nat_port(t.local.port()));
+                self.b.handle_datagram(
+                    self.now,
+                    &mut self.rng,
+                    Datagram {
+                        local: t.remote,
+                        remote: src,
+                        payload: &t.payload,
+                    },
+                );
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                self.sent += 1;
+                if (self.drop)(false, &t) {
+                    continue;
+                }
+                let dst = if self.nat {
+                    SocketAddr::new(t.remote.ip(), t.remote.port() - 1000)
+                } else {
+                    t.remote
+                };
+                self.a.handle_datagram(
+                    self.now,
+                    &mut self.rng,
+                    Datagram {
+                        local: dst,
+                        remote: t.local,
+                        payload: &t.payload,
+                    },
+                );
+            }
+            while let Some((_, e)) = self.a.poll_event() {
+                self.a_events.push(e);
+            }
+            while let Some((_, e)) = self.b.poll_event() {
+                self.b_events.push(e);
+            }
+            if moved {
+                continue;
+            }
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now, &mut self.rng);
+                    self.b.handle_timeout(self.now, &mut self.rng);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn children(ev: &[Event]) -> Vec<&ChildSa> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::ChildSaUp(c) => Some(&**c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn down(ev: &[Event]) -> Option<DownReason> {
+        ev.iter().find_map(|e| match e {
+            Event::IkeSaDown { reason } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    fn logs(ev: &[Event]) -> Vec<&str> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::Log(l) => Some(l.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn assert_pair(a: &ChildSa, b: &ChildSa) {
+    assert_eq!(a.outbound.spi, b.inbound.spi);
+    assert_eq!(a.inbound.spi, b.outbound.spi);
+    assert_eq!(*a.outbound.enc_key, *b.inbound.enc_key);
+    assert_eq!(*a.outbound.auth_key, *b.inbound.auth_key);
+    assert_eq!(*a.inbound.enc_key, *b.outbound.enc_key);
+    assert_ne!(*a.inbound.enc_key, *a.outbound.enc_key);
+    assert_eq!(a.suite, b.suite);
+}
+
+fn establish(o: &TunnelOptions) -> Harness {
+    let mut h = Harness::new(cfg(o, A, B), cfg(o, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    h
+}
+
+#[test]
+fn handshake_matrix() {
+    use DhGroup as G;
+    use EncryptionAlgorithm as E;
+    use IntegrityAlgorithm as I;
+    let cases: &[(E, I, G)] = &[
+        (E::Aes128Gcm16, I::Sha2_256, G::Modp2048),
+        (E::Aes256Gcm16, I::Sha2_384, G::Ecp256),
+        (E::Aes128, I::Sha1, G::Ecp384),
+        (E::Aes256, I::Sha2_512, G::Ecp521),
+        (E::Aes128, I::Sha2_256, G::Modp2048S256),
+        (E::Aes256, I::Sha2_384, G::Modp1024),
+    ];
+    for &(e, i, g) in cases {
+        let o = options(&[e], &[i], &[g], "abcdefgh12345678");
+        let h = establish(&o);
+        let ca = Harness::children(&h.a_events);
+        let cb = Harness::children(&h.b_events);
+        assert_eq!(
+            (ca.len(), cb.len()),
+            (1, 1),
+            "{e:?} {i:?} {g:?}: {:?}",
+            h.a_events
+        );
+        assert_pair(ca[0], cb[0]);
+        assert!(!ca[0].nat_t);
+        let sa = ca[0]
+            .sa_config(dataplane::esp::sa::Direction::Outbound, [0; 16])
+            .unwrap();
+        assert_eq!(sa.spi, ca[0].outbound.spi);
+        assert_eq!(sa.replay_window, 1024);
+        assert_eq!(
+            h.a.sas()[0].phase1_state(),
+            super::sa::PhaseState::Established
+        );
+        assert_eq!(
+            h.b.sas()[0].phase2_state(),
+            super::sa::PhaseState::Established
+        );
+    }
+}
+
+#[test]
+fn default_options_negotiate_in_four_messages() {
+    let o = options(
+        EncryptionAlgorithm::ALL,
+        IntegrityAlgorithm::ALL,
+        &[DhGroup::Ecp256, DhGroup::Modp2048],
+        "abcdefgh12345678",
+    );
+    let h = establish(&o);
+    assert_eq!(h.sent, 4);
+    // First configured value of each list wins: AES128 (CBC) + SHA1.
+    let c = Harness::children(&h.a_events)[0];
+    assert_eq!(c.suite.encr, Encr::AesCbc { key_len: 16 });
+    assert_eq!(c.suite.integ, Some(Integ::HmacSha1_96));
+}
+
+#[test]
+fn invalid_ke_payload_retry() {
+    let oa = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256, DhGroup::Modp2048],
+        "abcdefgh12345678",
+    );
+    let ob = TunnelOptions {
+        phase1_dh_groups: vec![DhGroup::Modp2048],
+        ..oa.clone()
+    };
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 1);
+    assert_eq!(h.sent, 6, "INVALID_KE round trip then the 4 messages");
+    assert!(
+        Harness::logs(&h.a_events)
+            .iter()
+            .any(|l| l.contains("INVALID_KE_PAYLOAD"))
+    );
+}
+
+#[test]
+fn cookie_under_load() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    // Threshold 0: every new IKE_SA_INIT must carry a cookie.
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 0);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(h.b.cookies_sent(), 1);
+    assert_eq!(Harness::children(&h.b_events).len(), 1);
+    assert_eq!(h.sent, 6);
+}
+
+#[test]
+fn psk_mismatch_fails_both_sides() {
+    let oa = options(
+        &[EncryptionAlgorithm::Aes256Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let ob = TunnelOptions {
+        pre_shared_key: Some(PreSharedKey::new("abcdefgh1234567X").unwrap()),
+        ..oa.clone()
+    };
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(
+        Harness::down(&h.a_events),
+        Some(DownReason::AuthenticationFailed)
+    );
+    assert_eq!(
+        Harness::down(&h.b_events),
+        Some(DownReason::AuthenticationFailed)
+    );
+    assert!(
+        Harness::logs(&h.b_events)
+            .contains(&"AWS tunnel is sending AUTHENTICATION_FAILED as response")
+    );
+    assert!(
+        Harness::logs(&h.b_events)
+            .iter()
+            .any(|l| l
+                .starts_with("AWS tunnel detected pre-shared key mismatch with cgw: 192.0.2.1"))
+    );
+    assert!(Harness::children(&h.a_events).is_empty());
+}
+
+#[test]
+fn no_common_proposal() {
+    let oa = options(
+        &[EncryptionAlgorithm::Aes128],
+        &[IntegrityAlgorithm::Sha1],
+        &[DhGroup::Modp2048],
+        "abcdefgh12345678",
+    );
+    let ob = options(
+        &[EncryptionAlgorithm::Aes256Gcm16],
+        &[IntegrityAlgorithm::Sha2_512],
+        &[DhGroup::Modp2048],
+        "abcdefgh12345678",
+    );
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(
+        Harness::down(&h.a_events),
+        Some(DownReason::NoProposalChosen)
+    );
+    assert!(
+        Harness::logs(&h.b_events)
+            .contains(&"No matching proposal found. Notifying with \"No proposal chosen\"")
+    );
+    assert!(h.b.sas().is_empty(), "responder keeps no state");
+}
+
+#[test]
+fn ts_unacceptable_keeps_ike_sa() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let ca = IkeConfig::from_tunnel(
+        &o,
+        A,
+        B,
+        vec!["10.1.0.0/16".parse().unwrap()],
+        vec!["10.2.0.0/16".parse().unwrap()],
+    );
+    let cb = IkeConfig::from_tunnel(
+        &o,
+        B,
+        A,
+        vec!["172.16.0.0/12".parse().unwrap()],
+        vec!["10.1.0.0/16".parse().unwrap()],
+    );
+    let mut h = Harness::new(ca, cb, 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert!(Harness::children(&h.a_events).is_empty());
+    assert!(
+        Harness::logs(&h.a_events)
+            .contains(&"AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder")
+    );
+    assert_eq!(
+        h.a.sas()[0].phase1_state(),
+        super::sa::PhaseState::Established
+    );
+}
+
+#[test]
+fn ts_narrowing_to_configured_cidrs() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    // Initiator proposes 0/0 both ways; the responder narrows to its CIDRs.
+    let ca = cfg(&o, A, B);
+    let cb = IkeConfig::from_tunnel(
+        &o,
+        B,
+        A,
+        vec!["10.2.0.0/16".parse().unwrap()],
+        vec!["10.1.0.0/16".parse().unwrap()],
+    );
+    let mut h = Harness::new(ca, cb, 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    let c = Harness::children(&h.a_events)[0];
+    assert_eq!(
+        c.local_ts,
+        vec![TrafficSelector::range(
+            "10.1.0.0".parse().unwrap(),
+            "10.1.255.255".parse().unwrap()
+        )]
+    );
+    assert_eq!(
+        c.remote_ts,
+        vec![TrafficSelector::range(
+            "10.2.0.0".parse().unwrap(),
+            "10.2.255.255".parse().unwrap()
+        )]
+    );
+}
+
+#[test]
+fn lost_messages_are_retransmitted() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 32);
+    // Drop the first IKE_SA_INIT response and the first IKE_AUTH request.
+    let mut n = 0;
+    h.drop = Box::new(move |from_a, _t| {
+        n += 1;
+        (n == 2 && !from_a) || (n == 4 && from_a)
+    });
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(10));
+    assert_eq!(Harness::children(&h.a_events).len(), 1);
+    assert_eq!(Harness::children(&h.b_events).len(), 1);
+    assert!(h.now - h.start >= Duration::from_secs(1));
+}
+
+#[test]
+fn nat_detected_floats_to_4500() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes256Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 32);
+    h.nat = true;
+    let mut ports = Vec::new();
+    let log = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let l2 = log.clone();
+    h.drop = Box::new(move |from_a, t| {
+        l2.borrow_mut().push((
+            from_a,
+            t.local.port(),
+            t.payload.get(..4).map(<[u8]>::to_vec),
+        ));
+        false
+    });
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    ports.extend(log.borrow().iter().map(|(a, p, _)| (*a, *p)));
+    assert_eq!(
+        ports,
+        vec![(true, 500), (false, 500), (true, 4500), (false, 4500)]
+    );
+    assert_eq!(log.borrow()[2].2, Some(vec![0, 0, 0, 0]), "non-ESP marker");
+    let ca = Harness::children(&h.a_events)[0];
+    let cb = Harness::children(&h.b_events)[0];
+    assert!(ca.nat_t && cb.nat_t);
+    assert_eq!(cb.remote.port(), 5500, "the peer's NAT-mapped port");
+    assert_pair(ca, cb);
+}
+
+#[test]
+fn dpd_declares_dead_peer_within_timeout() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.dpd_timeout_secs = 30;
+    o.dpd_timeout_action = DpdTimeoutAction::Clear;
+    let mut h = establish(&o);
+    let up = h.now;
+    // Keepalives are answered while the peer lives.
+    h.run(Duration::from_secs(60));
+    assert!(Harness::down(&h.a_events).is_none());
+    // The peer dies: drop everything B sends.
+    h.drop = Box::new(|from_a, _| !from_a);
+    let died = h.now;
+    h.run(Duration::from_secs(120));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DpdTimeout));
+    let took = h.now - died;
+    assert!(took <= Duration::from_secs(30 + 30 / 4 + 1), "{took:?}");
+    assert!(
+        Harness::logs(&h.a_events)
+            .iter()
+            .any(|l| l.starts_with("AWS tunnel DPD timed out after"))
+    );
+    assert!(
+        h.a_events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDown { .. }))
+    );
+    let _ = up;
+}
+
+#[test]
+fn delete_from_peer_closes_both() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = establish(&o);
+    h.a.close(h.now, &mut h.rng, B);
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::Closed));
+    assert_eq!(Harness::down(&h.b_events), Some(DownReason::DeletedByPeer));
+    assert!(Harness::logs(&h.b_events).contains(&"AWS tunnel received DELETE for IKE_SA from CGW"));
+    assert!(
+        h.b_events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDown { .. }))
+    );
+    assert!(h.a.sas().is_empty() && h.b.sas().is_empty());
+}
+
+#[test]
+fn child_rekey_make_before_break() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.phase2_lifetime_secs = 900;
+    o.rekey_margin_time_secs = 60;
+    o.rekey_fuzz_percent = 100;
+    o.dpd_timeout_secs = 4000;
+    let mut h = establish(&o);
+    h.run(Duration::from_secs(900 - 1));
+    let ca = Harness::children(&h.a_events);
+    let cb = Harness::children(&h.b_events);
+    assert_eq!(ca.len(), 2, "one rekey: {:?}", Harness::logs(&h.a_events));
+    assert_eq!(cb.len(), 2);
+    assert_pair(ca[1], cb[1]);
+    assert_ne!(ca[0].inbound.spi, ca[1].inbound.spi);
+    // The old SA went down after the new one came up, on both sides.
+    for ev in [&h.a_events, &h.b_events] {
+        let pos_up = ev
+            .iter()
+            .rposition(|e| matches!(e, Event::ChildSaUp(_)))
+            .unwrap();
+        let pos_down = ev
+            .iter()
+            .position(|e| matches!(e, Event::ChildSaDown { .. }))
+            .unwrap();
+        assert!(pos_up < pos_down);
+    }
+    assert!(h.b_events.iter().any(
+        |e| matches!(e, Event::ChildSaDown { inbound_spi, .. } if *inbound_spi == cb[0].inbound.spi)
+    ));
+    assert!(h.a_events.iter().any(
+        |e| matches!(e, Event::ChildSaDown { inbound_spi, .. } if *inbound_spi == ca[0].inbound.spi)
+    ));
+    // Whichever side's timer fired first initiated the rekey.
+    let (la, lb) = (Harness::logs(&h.a_events), Harness::logs(&h.b_events));
+    let (init, resp) = if la
+        .iter()
+        .any(|l| l.starts_with("AWS tunnel is sending request for CREATE_CHILD_SA"))
+    {
+        (la, lb)
+    } else {
+        (lb, la)
+    };
+    assert!(
+        init.iter()
+            .any(|l| l.starts_with("AWS tunnel is sending request for CREATE_CHILD_SA"))
+    );
+    assert!(
+        init.iter()
+            .any(|l| l.starts_with("AWS tunnel processing response for CREATE_CHILD_SA"))
+    );
+    assert!(
+        resp.iter()
+            .any(|l| l.starts_with("AWS tunnel processing request for CREATE_CHILD_SA"))
+    );
+    assert!(
+        resp.iter()
+            .any(|l| l.starts_with("AWS tunnel is sending response for CREATE_CHILD_SA"))
+    );
+}

@@ -1,0 +1,151 @@
+//! A tiny IKE peer for the strongSwan interop test: our sans-IO IKE
+//! engine (`control::ike`) over kernel UDP sockets on ports 500 and 4500.
+//!
+//! ```text
+//! ike_peer --local IP --remote IP --psk KEY --enc AES128-GCM-16 --integ SHA2-256 --dh 19
+//!          [--initiate] [--secs 20]
+//! ```
+//!
+//! Prints one line per event on stdout (`IKE_UP`, `CHILD_UP` with the
+//! ESP keys in hex, `CHILD_DOWN`, `IKE_DOWN`, `LOG`) and exits after
+//! `--secs` seconds. Test use only: it prints keys.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use control::config::{
+    DhGroup, EncryptionAlgorithm, IntegrityAlgorithm, PreSharedKey, TunnelOptions,
+};
+use control::ike::SystemRng;
+use control::ike::endpoint::Endpoint;
+use control::ike::sa::{Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn name<T: serde::de::DeserializeOwned>(s: &str) -> T {
+    serde_json::from_str(&format!("\"{s}\"")).unwrap_or_else(|e| panic!("bad value {s}: {e}"))
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut local, mut remote, mut psk) = (None, None, String::new());
+    let (mut enc, mut integ, mut dh) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut initiate, mut secs) = (false, 20u64);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--local" => local = Some(v().parse::<IpAddr>().expect("local")),
+            "--remote" => remote = Some(v().parse::<IpAddr>().expect("remote")),
+            "--psk" => psk = v(),
+            "--enc" => enc.push(name::<EncryptionAlgorithm>(&v())),
+            "--integ" => integ.push(name::<IntegrityAlgorithm>(&v())),
+            "--dh" => dh.push(DhGroup::from(v().parse::<u16>().expect("dh"))),
+            "--initiate" => initiate = true,
+            "--secs" => secs = v().parse().expect("secs"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let (local, remote) = (local.expect("--local"), remote.expect("--remote"));
+    let opts = TunnelOptions {
+        pre_shared_key: Some(PreSharedKey::new(psk).expect("psk")),
+        phase1_encryption_algorithms: enc.clone(),
+        phase2_encryption_algorithms: enc,
+        phase1_integrity_algorithms: integ.clone(),
+        phase2_integrity_algorithms: integ,
+        phase1_dh_groups: dh.clone(),
+        phase2_dh_groups: dh,
+        ..TunnelOptions::default()
+    };
+    let any = vec!["0.0.0.0/0".parse().expect("net")];
+    let cfg = IkeConfig::from_tunnel(&opts, local, remote, any.clone(), any);
+    let s500 = UdpSocket::bind((local, IKE_PORT)).expect("bind 500");
+    let s4500 = UdpSocket::bind((local, NAT_T_PORT)).expect("bind 4500");
+    s500.set_nonblocking(true).expect("nonblocking");
+    s4500.set_nonblocking(true).expect("nonblocking");
+    let mut rng = SystemRng;
+    let mut ep = Endpoint::new(&mut rng, 32);
+    ep.add_tunnel(cfg);
+    if initiate {
+        assert!(ep.initiate(Instant::now(), &mut rng, remote), "initiate");
+    }
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < end {
+        let mut busy = false;
+        while let Some(t) = ep.poll_transmit() {
+            busy = true;
+            let s = if t.local.port() == NAT_T_PORT {
+                &s4500
+            } else {
+                &s500
+            };
+            let _ = s.send_to(&t.payload, t.remote);
+        }
+        while let Some((_, e)) = ep.poll_event() {
+            let line = match e {
+                Event::IkeSaUp {
+                    spi_i,
+                    spi_r,
+                    suite,
+                    nat_detected,
+                } => {
+                    format!(
+                        "IKE_UP spi_i={spi_i:016x} spi_r={spi_r:016x} nat={nat_detected} suite={suite:?}"
+                    )
+                }
+                Event::ChildSaUp(c) => {
+                    let (i, r) = (c.initiator_keys(), c.responder_keys());
+                    format!(
+                        "CHILD_UP in={:08x} out={:08x} nat={} i_enc={} i_int={} r_enc={} r_int={} suite={:?}",
+                        c.inbound.spi,
+                        c.outbound.spi,
+                        c.nat_t,
+                        hex(&i.enc_key),
+                        hex(&i.auth_key),
+                        hex(&r.enc_key),
+                        hex(&r.auth_key),
+                        c.suite
+                    )
+                }
+                Event::ChildSaDown {
+                    inbound_spi,
+                    outbound_spi,
+                } => {
+                    format!("CHILD_DOWN in={inbound_spi:08x} out={outbound_spi:08x}")
+                }
+                Event::IkeSaDown { reason } => format!("IKE_DOWN {reason:?}"),
+                Event::Log(l) => format!("LOG {l}"),
+                other => format!("EVENT {other:?}"),
+            };
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+        for (s, port) in [(&s500, IKE_PORT), (&s4500, NAT_T_PORT)] {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                busy = true;
+                ep.handle_datagram(
+                    Instant::now(),
+                    &mut rng,
+                    Datagram {
+                        local: SocketAddr::new(local, port),
+                        remote: from,
+                        payload: &buf[..n],
+                    },
+                );
+            }
+        }
+        if ep.poll_timeout().is_some_and(|t| t <= Instant::now()) {
+            ep.handle_timeout(Instant::now(), &mut rng);
+            busy = true;
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let _ = writeln!(out, "DONE");
+}
