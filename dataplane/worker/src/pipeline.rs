@@ -94,6 +94,10 @@ pub struct MtuOptions {
     pub icmp_per_sec: u32,
     /// Burst allowance of the ICMP token bucket.
     pub icmp_burst: u32,
+    /// IP MTU of the inside port. Datagrams reassembled from a peer's
+    /// fragments can exceed it; they are fragmented again (or, with DF,
+    /// answered with an ICMP error) as any router would.
+    pub inside_mtu: u16,
 }
 
 impl Default for MtuOptions {
@@ -104,6 +108,7 @@ impl Default for MtuOptions {
             icmp_src_v6: None,
             icmp_per_sec: 1000,
             icmp_burst: 100,
+            inside_mtu: 1500,
         }
     }
 }
@@ -624,6 +629,9 @@ impl Worker {
         match target {
             Target::Tunnel(t) => self.encap(buf, t, from, io),
             Target::Inside if from == Side::Inside => self.drop(Drop::Hairpin),
+            Target::Inside if buf.as_ref().len() > usize::from(self.options.inside_mtu) => {
+                self.fragment_inside(buf, from, io)
+            }
             Target::Inside => {
                 let (dst, src) = (self.addrs.inside_gateway_mac, self.addrs.inside_mac);
                 self.push_eth(buf, dst, src, Action::ToInside)
@@ -673,20 +681,7 @@ impl Worker {
         if buf.as_ref().len() <= usize::from(mtu) {
             return self.encap_fitted(buf, tunnel, 0, &mut [], io);
         }
-        let cfg = FragConfig {
-            mtu,
-            ignore_df: FragConfig::ignore_df_for(df),
-            icmp_src_v4: self
-                .options
-                .icmp_src_v4
-                .or_else(|| self.addrs.inside_v4.first().copied())
-                .unwrap_or(Ipv4Addr::UNSPECIFIED),
-            icmp_src_v6: self
-                .options
-                .icmp_src_v6
-                .or_else(|| self.addrs.outside_v6.first().copied())
-                .unwrap_or(Ipv6Addr::UNSPECIFIED),
-        };
+        let cfg = self.frag_config(mtu, FragConfig::ignore_df_for(df));
         let mut frags: [Option<B>; MAX_FRAGMENTS] = std::array::from_fn(|_| None);
         let mut icmp = None;
         let fit = frag::fit_to_mtu(buf, &cfg, &mut || io.alloc(), &mut frags, &mut icmp);
@@ -759,6 +754,65 @@ impl Worker {
             }
         }
         self.push_eth(buf, dst, src, Action::ToOutside)
+    }
+
+    /// Toward the inside port, a packet above its MTU (a datagram
+    /// reassembled from a peer's fragments): fragmented to the MTU, the
+    /// extra fragments sent through `io`; with DF (or IPv6) dropped with
+    /// an ICMP error back toward the source.
+    fn fragment_inside<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        from: Side,
+        io: &mut I,
+    ) -> Action {
+        let cfg = self.frag_config(self.options.inside_mtu, false);
+        let mut frags: [Option<B>; MAX_FRAGMENTS] = std::array::from_fn(|_| None);
+        let mut icmp = None;
+        let fit = frag::fit_to_mtu(buf, &cfg, &mut || io.alloc(), &mut frags, &mut icmp);
+        let extra = match fit {
+            Ok(Fit::Fits) => 0,
+            Ok(Fit::Fragmented { extra }) => extra,
+            Err(r) => {
+                if let Some(icmp) = icmp {
+                    self.send_icmp(icmp, &cfg, from, io);
+                }
+                return self.esp_drop(r);
+            }
+        };
+        let (dst, src) = (self.addrs.inside_gateway_mac, self.addrs.inside_mac);
+        for f in frags.iter_mut().take(extra) {
+            let Some(mut f) = f.take() else { continue };
+            match push_eth_header(&mut f, dst, src) {
+                Ok(()) => {
+                    self.stats.inside_fragments_out += 1;
+                    io.send(Action::ToInside, f);
+                }
+                Err(r) => self.stats.esp_drop(r),
+            }
+        }
+        if extra > 0 {
+            self.stats.inside_fragmented += 1;
+        }
+        self.push_eth(buf, dst, src, Action::ToInside)
+    }
+
+    /// The fragmentation parameters for an MTU, with our ICMP sources.
+    fn frag_config(&self, mtu: u16, ignore_df: bool) -> FragConfig {
+        FragConfig {
+            mtu,
+            ignore_df,
+            icmp_src_v4: self
+                .options
+                .icmp_src_v4
+                .or_else(|| self.addrs.inside_v4.first().copied())
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            icmp_src_v6: self
+                .options
+                .icmp_src_v6
+                .or_else(|| self.addrs.outside_v6.first().copied())
+                .unwrap_or(Ipv6Addr::UNSPECIFIED),
+        }
     }
 
     /// Sends an ICMP error (an IP packet in `icmp`) back toward the source

@@ -94,6 +94,10 @@ pub struct WorkerStats {
     pub fragments_held: u64,
     /// Inner datagrams reassembled and forwarded.
     pub reassembled: u64,
+    /// Packets above the inside MTU fragmented toward the inside port.
+    pub inside_fragmented: u64,
+    /// Extra fragments sent on the inside port.
+    pub inside_fragments_out: u64,
     /// Drops by pipeline reason.
     pub drops: [u64; Drop::COUNT],
     /// Drops by ESP reason.

@@ -83,6 +83,16 @@ fn udp_sized(src: [u8; 4], dst: [u8; 4], total: usize, df: bool) -> Vec<u8> {
     p
 }
 
+/// The receiving side's inside network takes 9000-byte packets, so a
+/// reassembled datagram leaves whole (see
+/// `reassembled_datagrams_above_the_inside_mtu_are_fragmented_again`).
+fn jumbo_inside(side: &mut Side) {
+    side.send(Command::SetMtuOptions(Box::new(MtuOptions {
+        inside_mtu: 9000,
+        ..MtuOptions::default()
+    })));
+}
+
 #[test]
 fn syn_mss_is_clamped_in_both_directions_to_the_tunnel_mss() {
     // (algorithm, NAT-T, MSS from the spec's table § 14.3)
@@ -153,6 +163,7 @@ fn oversized_packet_is_fragmented_before_encryption_and_reassembled_by_the_peer(
         EspAlgorithm::Aes128Cbc(Integrity::HmacSha256_128),
     ] {
         let (mut conc, mut cgw) = pair(alg, true);
+        jumbo_inside(&mut cgw);
         let inner = udp_sized(VPC_HOST, REMOTE_HOST, 1900, false);
         let mut b = frame(INSIDE_MAC, VPC_ROUTER_MAC, 0x0800, &inner);
         let mut io = TestIo::with_pool(8);
@@ -300,6 +311,7 @@ fn icmp_errors_are_rate_limited_on_the_worker_clock() {
 fn clear_df_option_fragments_df_packets_and_clears_df() {
     let alg = EspAlgorithm::Aes256Gcm16;
     let (mut conc, mut cgw) = pair(alg, false);
+    jumbo_inside(&mut cgw);
     let mut cfg = sa_config(0x1001, alg, Direction::Outbound, CONC, CGW, false);
     cfg.df = DfPolicy::Clear;
     conc.send(Command::SetOutbound {
@@ -501,4 +513,50 @@ fn icmp_goes_back_to_the_kernel_or_through_the_source_tunnel() {
         1406,
         "the second tunnel's MTU"
     );
+}
+
+#[test]
+fn reassembled_datagrams_above_the_inside_mtu_are_fragmented_again() {
+    let (mut conc, mut cgw) = pair(EspAlgorithm::Aes128Gcm16, false);
+    // The remote site sends 1900 bytes; cgw fragments before encryption.
+    let inner = udp_sized(REMOTE_HOST, VPC_HOST, 1900, false);
+    let mut b = frame(INSIDE_MAC, VPC_ROUTER_MAC, 0x0800, &inner);
+    let mut io = TestIo::with_pool(4);
+    assert_eq!(
+        cgw.worker.handle_inside_io(&mut b, &mut io),
+        Action::ToOutside
+    );
+    let mut second = io.sent.pop().unwrap().1;
+    // conc reassembles, then fragments to the inside port's 1500.
+    let mut io = TestIo::with_pool(4);
+    assert_eq!(conc.worker.handle_outside_io(&mut b, &mut io), Action::Drop);
+    assert_eq!(
+        conc.worker.handle_outside_io(&mut second, &mut io),
+        Action::ToInside
+    );
+    assert_eq!(conc.worker.stats().reassembled, 1);
+    assert_eq!(conc.worker.stats().inside_fragmented, 1);
+    let (action, rest) = io.sent.pop().unwrap();
+    assert_eq!(action, Action::ToInside);
+    let (f1, f2) = (&second.as_ref()[14..], &rest.as_ref()[14..]);
+    assert_eq!(&second.as_ref()[0..6], &VPC_ROUTER_MAC);
+    assert_eq!(&rest.as_ref()[0..6], &VPC_ROUTER_MAC);
+    assert_eq!(f1.len(), 1500);
+    assert_eq!(u16::from_be_bytes([f1[6], f1[7]]), 0x2000, "MF, offset 0");
+    assert_eq!(inet_checksum(&f1[..20]), 0);
+    assert_eq!(&f1[20..], &inner[20..1500]);
+    assert_eq!(u16::from_be_bytes([f2[6], f2[7]]), 1480 / 8);
+    assert_eq!(inet_checksum(&f2[..20]), 0);
+    assert_eq!(&f2[20..], &inner[1500..]);
+    // Without a pool the datagram cannot be forwarded: dropped, counted.
+    let mut b = frame(INSIDE_MAC, VPC_ROUTER_MAC, 0x0800, &inner);
+    let mut io = TestIo::with_pool(4);
+    assert_eq!(
+        cgw.worker.handle_inside_io(&mut b, &mut io),
+        Action::ToOutside
+    );
+    let mut second = io.sent.pop().unwrap().1;
+    assert_eq!(conc.worker.handle_outside(&mut b), Action::Drop);
+    assert_eq!(conc.worker.handle_outside(&mut second), Action::Drop);
+    assert_eq!(conc.worker.stats().esp.get(DropReason::FragmentFailed), 1);
 }
