@@ -31,6 +31,8 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+/// The FIB's tunnel handle, which RIB routes point at.
+pub use fib::TunnelId;
 pub use log::{BgpLogEvent, RouteLog, RouteLogStatus};
 pub use rib::{Rib, RouteTarget, Selected, Source, Steering, connection_adverts};
 pub use session::{
