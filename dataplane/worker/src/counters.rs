@@ -33,7 +33,7 @@ use fib::TunnelId;
 /// One tunnel's counters on one worker.
 #[derive(Debug, Default)]
 #[repr(C, align(64))]
-pub struct TunnelCounters {
+pub(crate) struct TunnelCounters {
     /// Packets decapsulated from the tunnel.
     in_packets: AtomicU64,
     /// Inner bytes after decryption (`TunnelDataIn`).

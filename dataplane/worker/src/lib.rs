@@ -7,6 +7,7 @@
 //!        └──────── Event (acks, retired SAs) ◄─────┘
 //!
 //!   outside port ─► Worker::handle_outside ─► decap ─► reassemble ─► MSS clamp ─► FIB ─► inside port
+//!                                             │                (above the inside MTU: fragment again)
 //!                                             (IKE, NAT-T marker, ICMP to us) ─► kernel (tap)
 //!   inside port  ─► Worker::handle_inside  ─► FIB ─► MSS clamp ─► clear DF ─► fit to MTU ─► encap ─► outside port
 //!                                                                  └─ too big, DF ─► ICMP ─► inside port
@@ -63,6 +64,16 @@
 //! [`OutboundSa::with_shared_seq`]: dataplane::esp::OutboundSa::with_shared_seq
 //! [`InboundSa::with_shared_replay`]: dataplane::esp::InboundSa::with_shared_replay
 //!
+//! # Counters
+//!
+//! [`WorkerStats`] holds the worker's totals and drops by reason (read by
+//! the runtime that owns the worker). Per tunnel, packets and inner bytes
+//! each way (the spec's `TunnelDataIn` / `TunnelDataOut`) and drops by
+//! reason are kept in a block the worker writes without locks and the
+//! control core reads at any time through [`Worker::counters`] and sums
+//! with [`sum_tunnel`]; per-SA packets and bytes come back with retired
+//! SAs and on [`Command::SnapshotSas`].
+//!
 //! Tables are owned by the worker. The control core never touches them: it
 //! sends [`Command`]s; SAs and tables that leave the worker travel back as
 //! [`Event`]s so their memory is freed on the control core, and the ack
@@ -78,7 +89,7 @@ mod stats;
 mod tables;
 
 pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
-pub use counters::{CountersHandle, TunnelCounters, TunnelSnapshot, sum_tunnel};
+pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker,
 };
