@@ -4,7 +4,7 @@
 //! Layer: above [`crate::crypto`] (the transforms), generic over
 //! [`netbuf::PacketBuffer`] (DPDK mbuf or `TestBuffer`).
 //!
-//! Guarantees on the per-packet path ([`encap`], [`decap`], [`burst`]):
+//! Guarantees on the per-packet path ([`encap`](fn@encap), [`decap`](fn@decap), [`burst`]):
 //! no allocation, no syscall, no lock, no panic. Every failure is a
 //! [`DropReason`], counted by the caller in its per-worker
 //! [`DropCounters`]; the packet is then freed by the caller. Encap never

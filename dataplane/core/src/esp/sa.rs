@@ -12,7 +12,7 @@
 //! clock). Reaching a soft limit raises a flag that
 //! `poll_lifetime()` reports once (the control plane starts a rekey);
 //! reaching a hard limit makes every further packet a
-//! [`DropReason::LifetimeExpired`](super::DropReason::LifetimeExpired).
+//! [`DropReason::LifetimeExpired`].
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
