@@ -70,6 +70,25 @@ impl<B> PacketIo<B> for NoIo {
     fn send(&mut self, _action: Action, _buf: B) {}
 }
 
+/// A [`PacketIo`] from two closures: `alloc` hands out empty buffers,
+/// `send` takes the extra packets (e.g. pushes them onto the tx burst of
+/// the port the [`Action`] names).
+#[derive(Debug)]
+pub struct FnIo<A, S>(pub A, pub S);
+
+impl<B, A, S> PacketIo<B> for FnIo<A, S>
+where
+    A: FnMut() -> Option<B>,
+    S: FnMut(Action, B),
+{
+    fn alloc(&mut self) -> Option<B> {
+        (self.0)()
+    }
+    fn send(&mut self, action: Action, buf: B) {
+        (self.1)(action, buf);
+    }
+}
+
 /// Most events one command produces (see [`Worker::apply_commands`]).
 pub const EVENTS_PER_COMMAND: usize = 2;
 
