@@ -481,6 +481,21 @@ impl TxQueue {
         TxStats { sent, dropped }
     }
 
+    /// Sends what the driver takes now and keeps the rest in `burst`, in
+    /// order, for the caller to retry (a traffic source that must not
+    /// skip packets). Returns how many were sent.
+    #[inline]
+    pub fn tx_burst_retain(&mut self, burst: &mut Burst) -> usize {
+        let (pkts, len) = burst.live_raw();
+        let n16 = u16::try_from(len).unwrap_or(u16::MAX);
+        // SAFETY: as in `tx_burst`: `len` owned, valid mbufs; one lcore.
+        let sent = unsafe { dpdk_sys::rte_eth_tx_burst_w(self.port.id().0, self.queue, pkts, n16) };
+        let sent = usize::from(sent);
+        // SAFETY: the driver took ownership of exactly the first `sent`.
+        unsafe { burst.forget_front(sent) };
+        sent
+    }
+
     /// Packets freed so far because the tx ring was full.
     #[must_use]
     pub fn dropped_full(&self) -> u64 {
