@@ -400,6 +400,7 @@ fn create_show_modify_delete_through_the_cli() {
     assert_eq!(code(&out), 2, "{}", describe(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("error reply as JSON");
     assert_eq!(v["error"]["code"], "not_found");
+    assert!(v["id"].is_u64(), "the daemon's own reply line: {v}");
 
     // The state survives a clean restart.
     assert!(d.terminate().success(), "{}", d.log_text());
@@ -1050,4 +1051,42 @@ enabled = false
         !Path::new(&format!("/var/run/dpdk/{prefix}")).exists(),
         "EAL runtime directory left behind"
     );
+}
+
+/// `Type=notify`: vpnd tells the service manager READY=1 once it serves,
+/// and STOPPING=1 on SIGTERM (as systemd's `NOTIFY_SOCKET` protocol).
+#[test]
+fn readiness_and_stopping_are_notified_to_the_service_manager() {
+    require_root();
+    let s = Setup::new("notify", "vpnd", "");
+    let notify_path = s.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let child = Command::new(bin("vpnd"))
+        .arg("--config")
+        .arg(s.config())
+        .arg("--no-dataplane")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = Vpnd {
+        child: Some(child),
+        log: s.dir.join("none.log"),
+    };
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    // Ready means serving.
+    assert_eq!(code(&s.ctl(&["ping"])), 0);
+    let pid = d.pid();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let n = notify.recv(&mut buf).expect("STOPPING=1 within 30 s");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(d.terminate().success());
 }

@@ -101,6 +101,10 @@ enum Command {
         /// How many entries.
         #[arg(long, short = 'n', default_value_t = 100)]
         lines: usize,
+        /// Keep printing new entries as they come (every second) until
+        /// interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Customer device configuration.
     #[command(subcommand)]
@@ -291,7 +295,8 @@ enum ConfigCommand {
 /// A failure with its exit code.
 enum Fail {
     Usage(String),
-    Rejected(ApiError),
+    /// The error, and the daemon's reply line as received.
+    Rejected(ApiError, String),
     Unreachable(String),
 }
 
@@ -313,10 +318,9 @@ fn main() -> ExitCode {
             eprintln!("vpnctl: {m}");
             ExitCode::from(1)
         }
-        Err(Fail::Rejected(e)) => {
+        Err(Fail::Rejected(e, raw)) => {
             if cli.json {
-                let line = api::encode_reply(None, Err(e.clone()));
-                print!("{}", String::from_utf8_lossy(&line));
+                println!("{raw}");
             }
             eprintln!("vpnctl: rejected ({:?}): {}", e.code, e.message);
             for f in &e.errors {
@@ -464,7 +468,9 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
                 Request::ShowCustomerGateways { id: id.clone() }
             }
         },
-        Command::Logs { connection, lines } => Request::Logs {
+        Command::Logs {
+            connection, lines, ..
+        } => Request::Logs {
             connection_id: connection.clone(),
             lines: Some(*lines),
         },
@@ -524,14 +530,50 @@ fn exchange(socket: &PathBuf, request: Request) -> Result<(ReplyEnvelope, String
 
 fn run(cli: &Cli) -> Result<(), Fail> {
     let request = build_request(&cli.command)?;
+    if let Command::Logs { follow: true, .. } = cli.command {
+        return follow_logs(cli, &request);
+    }
     let (reply, raw) = exchange(&cli.socket, request)?;
-    let response = reply.into_result().map_err(Fail::Rejected)?;
+    let response = reply
+        .into_result()
+        .map_err(|e| Fail::Rejected(e, raw.clone()))?;
     if cli.json {
         println!("{raw}");
     } else {
         print!("{}", human(&response));
     }
     Ok(())
+}
+
+/// `logs --follow`: ask every second, print what was not printed yet (one
+/// JSON entry per line with `--json`).
+fn follow_logs(cli: &Cli, request: &Request) -> Result<(), Fail> {
+    let mut last: Option<control::logs::LogEntry> = None;
+    loop {
+        let (reply, raw) = exchange(&cli.socket, request.clone())?;
+        let response = reply.into_result().map_err(|e| Fail::Rejected(e, raw))?;
+        let Response::Logs { entries } = response else {
+            return Err(Fail::Unreachable("unexpected reply to logs".to_owned()));
+        };
+        // Entries are oldest first: print those after the last one seen
+        // (all of them if it scrolled out of the window).
+        let start = last
+            .as_ref()
+            .and_then(|l| entries.iter().rposition(|e| e == l))
+            .map_or(0, |i| i + 1);
+        for e in &entries[start..] {
+            if cli.json {
+                println!("{}", serde_json::to_string(e).unwrap_or_default());
+            } else {
+                println!("{}", e.render_text());
+            }
+        }
+        if let Some(e) = entries.last() {
+            last = Some(e.clone());
+        }
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Render rows as aligned columns.
