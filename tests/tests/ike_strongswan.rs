@@ -264,50 +264,48 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Checks one run: both sides up, SPIs and keys equal.
-fn check(lab: &Lab, peer: &Proc, c: &Case, log_mark: usize, who: &str) {
-    let what = format!("{who}, {} / {}", c.ike, c.esp);
+/// The `n`-th (from 1) `CHILD_UP` line of our side, waiting for it.
+fn child_line(lab: &Lab, peer: &Proc, n: usize, what: &str, mark: usize) -> String {
+    let ok = wait_until(Duration::from_secs(20), || {
+        peer.output()
+            .lines()
+            .filter(|l| l.starts_with("CHILD_UP"))
+            .count()
+            >= n
+    });
     assert!(
-        wait_until(Duration::from_secs(15), || peer
-            .output()
-            .contains("CHILD_UP")),
-        "{what}: our side has no Child SA:\n{}\n--- charon:\n{}",
+        ok,
+        "{what}: our side has no Child SA #{n}:\n{}\n--- charon:\n{}",
         peer.output(),
-        &lab.charon.output()[log_mark..]
+        &lab.charon.output()[mark..]
     );
+    peer.output()
+        .lines()
+        .filter(|l| l.starts_with("CHILD_UP"))
+        .nth(n - 1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Checks a Child SA of ours against strongSwan: installed there with
+/// the mirrored SPIs, and the keys charon logged after `mark` equal ours.
+fn check_child(lab: &Lab, line: &str, mark: usize, what: &str, aead: bool) {
     let mut sas = String::new();
+    let (ours_in, ours_out) = (field(line, "in"), field(line, "out"));
     assert!(
         wait_until(Duration::from_secs(10), || {
             sas = lab.swanctl("--list-sas").1;
-            sas.contains("ESTABLISHED") && sas.contains("INSTALLED")
+            sas.contains("ESTABLISHED")
+                && sas.contains("INSTALLED")
+                // strongSwan's inbound SPI is our outbound one and vice versa.
+                && sas.contains(&format!("in  {ours_out},"))
+                && sas.contains(&format!("out {ours_in},"))
         }),
-        "{what}: strongSwan not established:\n{sas}"
+        "{what}: strongSwan does not show the Child SA {ours_in}/{ours_out}:\n{sas}"
     );
     assert!(sas.contains("TUNNEL-in-UDP"), "{what}: no NAT-T: {sas}");
-    let ours = peer.output();
-    let line = ours
-        .lines()
-        .find(|l| l.starts_with("CHILD_UP"))
-        .expect("CHILD_UP");
-    // strongSwan's inbound SPI is our outbound one and vice versa.
-    let sw_in = sas
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("in  "))
-        .and_then(|l| l.split(',').next())
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    let sw_out = sas
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("out "))
-        .and_then(|l| l.split(',').next())
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    assert_eq!(sw_in, field(line, "out"), "{what}: SPIs\n{sas}\n{line}");
-    assert_eq!(sw_out, field(line, "in"), "{what}: SPIs\n{sas}\n{line}");
     let log = lab.charon.output();
-    let keys = charon_keys(&log[log_mark..]);
+    let keys = charon_keys(&log[mark..]);
     let get = |label: &str| {
         keys.iter()
             .rev()
@@ -315,12 +313,11 @@ fn check(lab: &Lab, peer: &Proc, c: &Case, log_mark: usize, who: &str) {
             .map(|(_, h)| h.clone())
             .unwrap_or_default()
     };
-    assert!(!keys.is_empty(), "{what}: charon logged no keys");
     assert!(
         get("encryption initiator key").len() >= 32,
         "{what}: {keys:?}"
     );
-    if !c.esp.contains("gcm") {
+    if !aead {
         assert!(
             get("integrity responder key").len() >= 40,
             "{what}: {keys:?}"
@@ -347,6 +344,13 @@ fn check(lab: &Lab, peer: &Proc, c: &Case, log_mark: usize, who: &str) {
         "{what}"
     );
     assert!(field(line, "nat") == "true", "{what}: NAT-T not used");
+}
+
+/// Checks one run: both sides up, SPIs and keys equal.
+fn check(lab: &Lab, peer: &Proc, c: &Case, log_mark: usize, who: &str) {
+    let what = format!("{who}, {} / {}", c.ike, c.esp);
+    let line = child_line(lab, peer, 1, &what, log_mark);
+    check_child(lab, &line, log_mark, &what, c.esp.contains("gcm"));
 }
 
 fn teardown(lab: &Lab, peer: &mut Proc) {
@@ -428,4 +432,167 @@ fn wrong_psk_is_refused_and_logged() {
     assert!(out.contains("LOG AWS tunnel is sending AUTHENTICATION_FAILED as response"));
     assert!(out.contains("LOG AWS tunnel detected pre-shared key mismatch with cgw: 192.0.2.1"));
     assert!(lab.charon.output().contains("AUTHENTICATION_FAILED"));
+}
+
+fn ike_spis(sas: &str) -> String {
+    // "s2s: #2, ESTABLISHED, IKEv2, 3c2d40eee3905205_i 1a2b…_r*"
+    sas.lines()
+        .find(|l| l.contains("ESTABLISHED"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.contains("_i") || w.contains("_r"))
+                .map(|w| w.trim_end_matches('*'))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// strongSwan rekeys the Child SA, then the IKE SA, then the Child SA
+/// again (over the new IKE SA): we answer each, and the keys still match.
+#[test]
+fn strongswan_rekeys_child_and_ike_sa() {
+    let lab = Lab::new("d");
+    // aes256gcm16-prfsha384-ecp521, with PFS (ecp521) on Child SA rekeys.
+    let mut c = matrix().swap_remove(6);
+    c.esp.push_str("-ecp521");
+    let c = &c;
+    lab.load(c);
+    let mut peer = lab.peer(c, false, 0);
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+    assert!(ok, "{out}\n{}", peer.output());
+    let aead = c.esp.contains("gcm");
+    let l1 = child_line(&lab, &peer, 1, "initial", mark);
+    check_child(&lab, &l1, mark, "initial", aead);
+
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--rekey --child net");
+    assert!(ok, "{out}");
+    let l2 = child_line(&lab, &peer, 2, "child rekey", mark);
+    check_child(&lab, &l2, mark, "child rekey", aead);
+    assert!(
+        wait_until(Duration::from_secs(10), || peer.output().contains(
+            &format!(
+                "CHILD_DOWN in={} out={}",
+                field(&l1, "in"),
+                field(&l1, "out")
+            )
+        )),
+        "old Child SA not deleted: {}",
+        peer.output()
+    );
+
+    let (ok, out) = lab.swanctl("--rekey --ike s2s");
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || peer
+            .output()
+            .contains("IKE_REKEYED")),
+        "{}",
+        peer.output()
+    );
+    let ours = peer.output();
+    let rk = ours
+        .lines()
+        .find(|l| l.starts_with("IKE_REKEYED"))
+        .unwrap_or_default();
+    let want = format!("{}_i {}_r", field(rk, "spi_i"), field(rk, "spi_r"));
+    let mut sas = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sas = lab.swanctl("--list-sas").1;
+            ike_spis(&sas) == want && sas.contains("INSTALLED")
+        }),
+        "strongSwan's IKE SA is not {want}:\n{sas}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || peer
+            .output()
+            .contains("IKE_DOWN Rekeyed")),
+        "the old IKE SA must be deleted: {}",
+        peer.output()
+    );
+    assert!(
+        !peer
+            .output()
+            .contains(&format!("CHILD_DOWN in={}", field(&l2, "in"))),
+        "the Child SA must survive the IKE SA rekey: {}",
+        peer.output()
+    );
+
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--rekey --child net");
+    assert!(ok, "{out}");
+    let l3 = child_line(&lab, &peer, 3, "child rekey after IKE rekey", mark);
+    check_child(&lab, &l3, mark, "child rekey after IKE rekey", aead);
+    teardown(&lab, &mut peer);
+}
+
+/// We rekey on our own timers (short lifetimes): the Child SA at
+/// `phase2 − margin`, the IKE SA at `phase1 − margin` (fuzz 0).
+#[test]
+fn we_rekey_child_and_ike_sa_on_our_timers() {
+    let lab = Lab::new("e");
+    // aes128-sha256-ecp521, with PFS (ecp521) on Child SA rekeys: the
+    // spec's phase 2 DH groups are always offered when we rekey.
+    let mut c = matrix().swap_remove(9);
+    c.esp.push_str("-ecp521");
+    let c = &c;
+    lab.load(c);
+    let mark = lab.charon.output().len();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.us.name()])
+        .arg(env!("CARGO_BIN_EXE_ike_peer"))
+        .args(["--local", US, "--remote", SW, "--psk", PSK])
+        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
+        .arg(c.dh.to_string())
+        .args(["--secs", "30", "--initiate"])
+        .args([
+            "--phase2-secs",
+            "6",
+            "--phase1-secs",
+            "10",
+            "--margin-secs",
+            "2",
+            "--fuzz",
+            "0",
+        ]);
+    let mut peer = Proc::spawn(cmd, &lab.dir.path().join("timers.log"));
+    let aead = c.esp.contains("gcm");
+    let l1 = child_line(&lab, &peer, 1, "initial", mark);
+    check_child(&lab, &l1, mark, "initial", aead);
+    let mark = lab.charon.output().len();
+    let l2 = child_line(&lab, &peer, 2, "our child rekey", mark);
+    check_child(&lab, &l2, mark, "our child rekey", aead);
+    assert!(
+        peer.output()
+            .contains("LOG AWS tunnel is sending request for CREATE_CHILD_SA")
+    );
+    assert!(
+        peer.output()
+            .contains("LOG AWS tunnel processing response for CREATE_CHILD_SA")
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || peer
+            .output()
+            .contains("IKE_DOWN Rekeyed")),
+        "our IKE SA rekey: {}",
+        peer.output()
+    );
+    let ours = peer.output();
+    let rk = ours
+        .lines()
+        .find(|l| l.starts_with("IKE_REKEYED"))
+        .unwrap_or_default();
+    let want = format!("{}_i {}_r", field(rk, "spi_i"), field(rk, "spi_r"));
+    let mut sas = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sas = lab.swanctl("--list-sas").1;
+            ike_spis(&sas) == want && sas.contains("INSTALLED")
+        }),
+        "strongSwan's IKE SA is not {want}:\n{sas}"
+    );
+    teardown(&lab, &mut peer);
 }

@@ -192,6 +192,11 @@ impl Endpoint {
     }
 
     fn drain(&mut self) {
+        let mut spawned = Vec::new();
+        for s in &mut self.sas {
+            spawned.extend(s.take_spawned());
+        }
+        self.sas.extend(spawned);
         for s in &mut self.sas {
             while let Some(t) = s.poll_transmit() {
                 self.transmits.push_back(t);

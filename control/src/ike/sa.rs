@@ -433,6 +433,15 @@ pub enum Event {
         /// Why.
         reason: DownReason,
     },
+    /// The IKE SA was rekeyed (RFC 7296 § 2.18): the Child SAs now
+    /// belong to the new one; the old one reports
+    /// [`DownReason::Rekeyed`] when deleted.
+    IkeSaRekeyed {
+        /// New initiator SPI.
+        spi_i: u64,
+        /// New responder SPI.
+        spi_r: u64,
+    },
     /// A tunnel activity log line (spec § 20.4 texts where one exists).
     Log(String),
 }
@@ -492,6 +501,15 @@ pub struct Established {
     last_heard: Instant,
     /// A CREATE_CHILD_SA we sent, awaiting its answer.
     rekeying: Option<ChildRekey>,
+    /// An IKE SA rekey we sent, awaiting its answer.
+    ike_rekey: Option<IkeRekey>,
+}
+
+#[derive(Debug)]
+struct IkeRekey {
+    new_spi: u64,
+    ni: Vec<u8>,
+    dh: DhPrivate,
 }
 
 #[derive(Debug)]
@@ -558,6 +576,7 @@ enum PendingKind {
     Auth,
     Dpd,
     CreateChild,
+    RekeyIke,
     Delete,
 }
 
@@ -592,6 +611,10 @@ pub struct IkeSa {
     /// Inbound SPI of a rekeyed Child SA whose DELETE waits for the
     /// request window.
     queued_delete: Option<u32>,
+    /// New IKE SAs made by rekeying this one, for the owner to adopt.
+    spawned: Vec<Self>,
+    /// This SA was rekeyed: its Child SAs moved to the new one.
+    rekeyed_away: bool,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -779,6 +802,8 @@ impl IkeSa {
             events: VecDeque::new(),
             created: now,
             queued_delete: None,
+            spawned: Vec::new(),
+            rekeyed_away: false,
         }
     }
 
@@ -1088,6 +1113,11 @@ impl IkeSa {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
+    /// IKE SAs created by rekeying this one: the owner must drive them
+    /// from now on.
+    pub fn take_spawned(&mut self) -> Vec<Self> {
+        std::mem::take(&mut self.spawned)
+    }
     /// Next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -1270,7 +1300,11 @@ impl IkeSa {
                         ));
                         self.go_down(DownReason::DpdTimeout);
                     }
-                    PendingKind::Delete => {}
+                    PendingKind::Delete => {
+                        if self.rekeyed_away {
+                            self.go_down(DownReason::Rekeyed);
+                        }
+                    }
                     _ => {
                         self.log(format!("giving up after {tries} retransmissions"));
                         self.go_down(DownReason::Timeout);
@@ -1316,8 +1350,11 @@ impl IkeSa {
                     .find(|c| now >= c.rekey_at)
                     .map(|c| c.inbound_spi);
                 let idle = now >= e.last_heard + self.dpd_idle();
+                let ike_due = now >= e.rekey_ike_at && !self.rekeyed_away;
                 if self.pending.is_none() {
-                    if let Some(spi) = child_due {
+                    if ike_due {
+                        self.rekey_ike(now, rng);
+                    } else if let Some(spi) = child_due {
                         self.rekey_child(now, rng, spi);
                     } else if idle {
                         // DPD (RFC 7296 § 2.4): an empty INFORMATIONAL.
@@ -1450,6 +1487,8 @@ impl IkeSa {
             Some(PendingKind::CreateChild) => {
                 self.on_create_child_response(now, rng, &msg, &payloads);
             }
+            Some(PendingKind::RekeyIke) => self.on_ike_rekey_response(now, rng, &msg, &payloads),
+            Some(PendingKind::Delete) if self.rekeyed_away => self.go_down(DownReason::Rekeyed),
             _ => {}
         }
     }
@@ -1664,6 +1703,7 @@ impl IkeSa {
             children: Vec::new(),
             last_heard: now,
             rekeying: None,
+            ike_rekey: None,
         };
         self.events.push_back(Event::IkeSaUp {
             spi_i: self.spi_i,
@@ -1830,6 +1870,7 @@ impl IkeSa {
             children: Vec::new(),
             last_heard: now,
             rekeying: None,
+            ike_rekey: None,
         };
         let child = self.negotiate_child(rng, &est, p, &st.ni, &st.nr, None, &verified);
         let child = match child {
@@ -1961,9 +2002,13 @@ impl IkeSa {
             }
         }
         if ike_deleted {
-            self.log("AWS tunnel received DELETE for IKE_SA from CGW");
             self.respond(rng, ExchangeType::Informational, id, &[]);
-            self.go_down(DownReason::DeletedByPeer);
+            if self.rekeyed_away {
+                self.go_down(DownReason::Rekeyed);
+            } else {
+                self.log("AWS tunnel received DELETE for IKE_SA from CGW");
+                self.go_down(DownReason::DeletedByPeer);
+            }
             return;
         }
         self.respond(rng, ExchangeType::Informational, id, &resp);
@@ -1978,9 +2023,7 @@ impl IkeSa {
         let is_ike_rekey =
             sa_of(p).is_some_and(|v| v.iter().any(|x| x.protocol == ProtocolId::Ike));
         let resp = if is_ike_rekey {
-            // IKE SA rekey by the peer is not implemented yet: refuse it
-            // so the peer retries later or reauthenticates (RFC 7296 § 2.8).
-            fail(NotifyType::NoAdditionalSas)
+            self.answer_ike_rekey(now, rng, p)
         } else {
             let Some(ni) = nonce_of(p).cloned() else {
                 self.respond(
@@ -2244,6 +2287,210 @@ impl IkeSa {
     }
 }
 
+impl IkeSa {
+    /// A new IKE SA from a rekey, inheriting the Child SAs.
+    #[allow(clippy::too_many_arguments, reason = "the new SA's parts")]
+    fn rekeyed(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        initiator: bool,
+        spi_i: u64,
+        spi_r: u64,
+        keys: SaKeys,
+        children: Vec<ChildState>,
+    ) -> Self {
+        let est = Established {
+            rekey_ike_at: now + self.cfg.rekey_after(self.cfg.phase1_lifetime, rng),
+            expire_ike_at: now + self.cfg.phase1_lifetime,
+            keys,
+            children,
+            last_heard: now,
+            rekeying: None,
+            ike_rekey: None,
+        };
+        let mut n = Self::blank(
+            self.cfg.clone(),
+            initiator,
+            now,
+            State::Established(Box::new(est)),
+        );
+        n.spi_i = spi_i;
+        n.spi_r = spi_r;
+        n.local = self.local;
+        n.remote = self.remote;
+        n.nat_detected = self.nat_detected;
+        n.log(format!(
+            "IKE_SA rekeyed: {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
+            self.spi_i, self.spi_r
+        ));
+        n.events.push_back(Event::IkeSaRekeyed { spi_i, spi_r });
+        self.rekeyed_away = true;
+        n
+    }
+
+    /// Starts an IKE SA rekey (RFC 7296 § 1.3.2) with the current group.
+    fn rekey_ike(&mut self, now: Instant, rng: &mut dyn Rng) {
+        let State::Established(e) = &mut self.state else {
+            return;
+        };
+        // One attempt per lifetime; expiry deletes the SA if it fails.
+        e.rekey_ike_at = e.expire_ike_at;
+        let Ok(dh) = DhPrivate::generate(e.keys.suite.dh, rng) else {
+            return;
+        };
+        let new_spi = random_u64(rng);
+        let ni = random_bytes(rng, NONCE_LEN);
+        let mut props = self.cfg.phase1.ike_proposals(dh.group());
+        for p in &mut props {
+            p.spi = new_spi.to_be_bytes().to_vec();
+        }
+        let payloads = vec![
+            Payload::Sa(props),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke {
+                group: dh.group(),
+                data: dh.public().to_vec(),
+            },
+        ];
+        e.ike_rekey = Some(IkeRekey { new_spi, ni, dh });
+        let id = self.next_request;
+        self.log(format!(
+            "AWS tunnel is sending request for CREATE_CHILD_SA (id={id})"
+        ));
+        self.request(
+            now,
+            rng,
+            ExchangeType::CreateChildSa,
+            &payloads,
+            PendingKind::RekeyIke,
+        );
+    }
+
+    fn on_ike_rekey_response(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        msg: &Message,
+        p: &[Payload],
+    ) {
+        let id = msg.header.message_id;
+        self.log(format!(
+            "AWS tunnel processing response for CREATE_CHILD_SA (id={id})"
+        ));
+        let State::Established(e) = &mut self.state else {
+            return;
+        };
+        let Some(rk) = e.ike_rekey.take() else {
+            return;
+        };
+        let derived = (|| {
+            if let Some(n) = first_error_notify(p) {
+                return Err(n.kind);
+            }
+            let props = sa_of(p).ok_or(NotifyType::NoProposalChosen)?;
+            let [prop] = props.as_slice() else {
+                return Err(NotifyType::NoProposalChosen);
+            };
+            let suite = accept_ike_response(&self.cfg.phase1, prop)
+                .filter(|s| s.dh == rk.dh.group())
+                .ok_or(NotifyType::NoProposalChosen)?;
+            let peer_spi = <[u8; 8]>::try_from(&prop.spi[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| NotifyType::InvalidSyntax)?;
+            let nr = nonce_of(p).ok_or(NotifyType::InvalidSyntax)?;
+            let (g, ke) = ke_of(p).ok_or(NotifyType::InvalidSyntax)?;
+            if g != rk.dh.group() {
+                return Err(NotifyType::InvalidKePayload);
+            }
+            let g_ir = rk.dh.agree(ke).map_err(|_| NotifyType::InvalidSyntax)?;
+            let seed = skeyseed_rekey(e.keys.suite.prf, &e.keys.sk_d, &g_ir, &rk.ni, nr);
+            let k = derive_ike_keys(&suite, &seed, &rk.ni, nr, rk.new_spi, peer_spi);
+            Ok((peer_spi, SaKeys::new(suite, k, true)))
+        })();
+        match derived {
+            Ok((peer_spi, keys)) => {
+                let children = std::mem::take(&mut e.children);
+                let n = self.rekeyed(now, rng, true, rk.new_spi, peer_spi, keys, children);
+                self.spawned.push(n);
+                // Delete the old IKE SA (RFC 7296 § 2.18).
+                self.request(
+                    now,
+                    rng,
+                    ExchangeType::Informational,
+                    &[Payload::Delete(Delete {
+                        protocol: ProtocolId::Ike,
+                        spi_size: 0,
+                        spis: Vec::new(),
+                    })],
+                    PendingKind::Delete,
+                );
+            }
+            Err(k) => self.log(format!("IKE_SA rekey failed: peer sent {k:?}")),
+        }
+    }
+
+    /// Responder side of an IKE SA rekey; returns the response payloads.
+    fn answer_ike_rekey(&mut self, now: Instant, rng: &mut dyn Rng, p: &[Payload]) -> Vec<Payload> {
+        let fail = |kind: NotifyType, data: Vec<u8>| vec![Payload::Notify(Notify::new(kind, data))];
+        let (Some(props), Some(ni), Some((g, ke))) = (sa_of(p), nonce_of(p), ke_of(p)) else {
+            return fail(NotifyType::InvalidSyntax, Vec::new());
+        };
+        let Some((number, suite)) = select_ike(&self.cfg.phase1, props, g) else {
+            self.log("No matching proposal found. Notifying with \"No proposal chosen\"");
+            return fail(NotifyType::NoProposalChosen, Vec::new());
+        };
+        if suite.dh != g {
+            return fail(
+                NotifyType::InvalidKePayload,
+                suite.dh.to_be_bytes().to_vec(),
+            );
+        }
+        let peer_spi = props
+            .iter()
+            .find(|x| x.number == number)
+            .and_then(|x| <[u8; 8]>::try_from(&x.spi[..]).ok())
+            .map(u64::from_be_bytes);
+        let Some(peer_spi) = peer_spi else {
+            return fail(NotifyType::InvalidSyntax, Vec::new());
+        };
+        let Some((dh, g_ir)) = DhPrivate::generate(g, rng).ok().and_then(|d| {
+            let s = d.agree(ke).ok()?;
+            Some((d, s))
+        }) else {
+            return fail(NotifyType::InvalidSyntax, Vec::new());
+        };
+        let nr = random_bytes(rng, NONCE_LEN);
+        let our_spi = random_u64(rng);
+        let State::Established(e) = &mut self.state else {
+            return fail(NotifyType::TemporaryFailure, Vec::new());
+        };
+        let seed = skeyseed_rekey(e.keys.suite.prf, &e.keys.sk_d, &g_ir, ni, &nr);
+        let k = derive_ike_keys(&suite, &seed, ni, &nr, peer_spi, our_spi);
+        let children = std::mem::take(&mut e.children);
+        let mut prop = ike_response(number, &suite);
+        prop.spi = our_spi.to_be_bytes().to_vec();
+        let n = self.rekeyed(
+            now,
+            rng,
+            false,
+            peer_spi,
+            our_spi,
+            SaKeys::new(suite, k, false),
+            children,
+        );
+        self.spawned.push(n);
+        vec![
+            Payload::Sa(vec![prop]),
+            Payload::Nonce(nr),
+            Payload::Ke {
+                group: dh.group(),
+                data: dh.public().to_vec(),
+            },
+        ]
+    }
+}
+
 fn check_ts_response(
     cfg: &IkeConfig,
     tsi: &[TrafficSelector],
@@ -2307,10 +2554,4 @@ fn add_marker(local: SocketAddr, bytes: Vec<u8>) -> Vec<u8> {
     } else {
         bytes
     }
-}
-
-// Rekey helper for IKE SA rekeys (not yet driven by the state machine).
-#[allow(dead_code, reason = "IKE SA rekey lands next")]
-fn rekey_seed(keys: &SaKeys, g_ir: &[u8], ni: &[u8], nr: &[u8]) -> Zeroizing<Vec<u8>> {
-    skeyseed_rekey(keys.suite.prf, &keys.sk_d, g_ir, ni, nr)
 }

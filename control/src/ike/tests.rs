@@ -1027,3 +1027,39 @@ fn child_rekey_make_before_break() {
             .any(|l| l.starts_with("AWS tunnel is sending response for CREATE_CHILD_SA"))
     );
 }
+
+#[test]
+fn ike_sa_rekey_moves_children_and_keeps_working() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes256],
+        &[IntegrityAlgorithm::Sha2_384],
+        &[DhGroup::Ecp384],
+        "abcdefgh12345678",
+    );
+    o.phase1_lifetime_secs = 1200;
+    o.phase2_lifetime_secs = 3600;
+    o.rekey_margin_time_secs = 120;
+    o.dpd_timeout_secs = 4000;
+    let mut h = establish(&o);
+    let (old_i, old_r) = (h.a.sas()[0].spi_i(), h.a.sas()[0].spi_r());
+    h.run(Duration::from_secs(1190));
+    for (ep, ev) in [(&h.a, &h.a_events), (&h.b, &h.b_events)] {
+        assert_eq!(ep.sas().len(), 1, "old IKE SA deleted after the rekey");
+        let sa = &ep.sas()[0];
+        assert_ne!((sa.spi_i(), sa.spi_r()), (old_i, old_r));
+        assert!(ev.iter().any(|e| matches!(e, Event::IkeSaRekeyed { .. })));
+        assert_eq!(Harness::down(ev), Some(DownReason::Rekeyed));
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::ChildSaDown { .. })),
+            "the Child SA survives an IKE SA rekey"
+        );
+        assert_eq!(sa.phase2_state(), super::sa::PhaseState::Established);
+    }
+    // A Child SA rekey over the new IKE SA: both sides derive the same
+    // keys from the new SK_d.
+    h.run(Duration::from_secs(3600 - 1190 - 1));
+    let ca = Harness::children(&h.a_events);
+    let cb = Harness::children(&h.b_events);
+    assert_eq!((ca.len(), cb.len()), (2, 2));
+    assert_pair(ca[1], cb[1]);
+}

@@ -35,6 +35,7 @@ fn main() {
     let (mut local, mut remote, mut psk) = (None, None, String::new());
     let (mut enc, mut integ, mut dh) = (Vec::new(), Vec::new(), Vec::new());
     let (mut initiate, mut secs) = (false, 20u64);
+    let mut timers: Vec<(String, u64)> = Vec::new();
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -46,6 +47,9 @@ fn main() {
             "--dh" => dh.push(DhGroup::from(v().parse::<u16>().expect("dh"))),
             "--initiate" => initiate = true,
             "--secs" => secs = v().parse().expect("secs"),
+            "--phase1-secs" | "--phase2-secs" | "--margin-secs" | "--fuzz" | "--dpd-secs" => {
+                timers.push((a.clone(), v().parse().expect("number")));
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -61,7 +65,19 @@ fn main() {
         ..TunnelOptions::default()
     };
     let any = vec!["0.0.0.0/0".parse().expect("net")];
-    let cfg = IkeConfig::from_tunnel(&opts, local, remote, any.clone(), any);
+    let mut cfg = IkeConfig::from_tunnel(&opts, local, remote, any.clone(), any);
+    // Short timers for tests, below what the configuration validation
+    // allows for real tunnels.
+    for (k, n) in timers {
+        let d = Duration::from_secs(n);
+        match k.as_str() {
+            "--phase1-secs" => cfg.phase1_lifetime = d,
+            "--phase2-secs" => cfg.phase2_lifetime = d,
+            "--margin-secs" => cfg.rekey_margin = d,
+            "--fuzz" => cfg.rekey_fuzz_percent = u32::try_from(n).expect("fuzz"),
+            _ => cfg.dpd_timeout = d,
+        }
+    }
     let s500 = UdpSocket::bind((local, IKE_PORT)).expect("bind 500");
     let s4500 = UdpSocket::bind((local, NAT_T_PORT)).expect("bind 4500");
     s500.set_nonblocking(true).expect("nonblocking");
@@ -120,6 +136,9 @@ fn main() {
                 }
                 Event::IkeSaDown { reason } => format!("IKE_DOWN {reason:?}"),
                 Event::Log(l) => format!("LOG {l}"),
+                Event::IkeSaRekeyed { spi_i, spi_r } => {
+                    format!("IKE_REKEYED spi_i={spi_i:016x} spi_r={spi_r:016x}")
+                }
                 other => format!("EVENT {other:?}"),
             };
             let _ = writeln!(out, "{line}");
