@@ -180,6 +180,60 @@ pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
         "Packets sent on all ports.",
     );
     let _ = writeln!(out, "vpn_port_tx_packets_total {}", stats.tx_packets);
+    type PortField = fn(&crate::dataplane::PortCounters) -> u64;
+    let per_port: [(&str, &str, PortField); 6] = [
+        (
+            "vpn_port_packets_received_total",
+            "Packets received, per port.",
+            |p| p.rx_packets,
+        ),
+        (
+            "vpn_port_packets_sent_total",
+            "Packets sent, per port.",
+            |p| p.tx_packets,
+        ),
+        (
+            "vpn_port_bytes_received_total",
+            "Bytes received, per port.",
+            |p| p.rx_bytes,
+        ),
+        ("vpn_port_bytes_sent_total", "Bytes sent, per port.", |p| {
+            p.tx_bytes
+        }),
+        (
+            "vpn_port_rx_dropped_total",
+            "Packets the NIC dropped on receive (no descriptor, no mbuf, error), per port.",
+            |p| p.rx_dropped,
+        ),
+        (
+            "vpn_port_tx_errors_total",
+            "Transmit errors, per port.",
+            |p| p.tx_errors,
+        ),
+    ];
+    if !stats.ports.is_empty() {
+        for (name, help, get) in per_port {
+            header(&mut out, name, "counter", help);
+            for (port, c) in &stats.ports {
+                let _ = writeln!(out, "{name}{{port=\"{}\"}} {}", esc(port), get(c));
+            }
+        }
+    }
+    if !stats.worker.is_empty() {
+        header(
+            &mut out,
+            "vpn_worker_counter",
+            "gauge",
+            "Worker pipeline counters by name (encap_packets, decap_packets, punted, commands_applied, ...), summed over workers.",
+        );
+        for (counter, n) in &stats.worker {
+            let _ = writeln!(
+                out,
+                "vpn_worker_counter{{counter=\"{}\"}} {n}",
+                esc(counter)
+            );
+        }
+    }
     out
 }
 
@@ -243,8 +297,18 @@ mod tests {
             },
         );
         stats.drops.insert("replay".into(), 7);
+        stats.ports.insert(
+            "wan".into(),
+            crate::dataplane::PortCounters {
+                rx_packets: 11,
+                ..Default::default()
+            },
+        );
+        stats.worker.insert("encap_packets".into(), 2);
         dp.set_stats(stats);
         let text = render(&cfg, &dp);
+        assert!(text.contains("vpn_port_packets_received_total{port=\"wan\"} 11"));
+        assert!(text.contains("vpn_worker_counter{counter=\"encap_packets\"} 2"));
         assert!(text.contains("# TYPE vpn_tunnel_data_in_bytes_total counter"));
         assert!(text.contains(
             "vpn_tunnel_data_in_bytes_total{vpn_id=\"vpn-branch1\",tunnel_ip_address=\"198.51.100.11\"} 1500"

@@ -1569,3 +1569,57 @@ proptest! {
         prop_assert_eq!(got == new, step == SaveStep::Renamed);
     }
 }
+
+#[test]
+fn next_hop_macs_and_the_kernel_port_are_checked() {
+    assert_eq!(parse_mac("02:00:00:00:00:0a"), Ok([2, 0, 0, 0, 0, 10]));
+    for bad in [
+        "02:00:00:00:00",
+        "02:00:00:00:00:0a:0b",
+        "2:0:0:0:0:a",
+        "zz:00:00:00:00:00",
+        "",
+    ] {
+        assert!(parse_mac(bad).is_err(), "{bad:?}");
+    }
+    let mut c = example();
+    c.dataplane.outside_next_hop_mac = Some("02:00:00:00:00:01".into());
+    c.dataplane.inside_next_hop_mac = Some("not-a-mac".into());
+    c.dataplane.inside_addresses = vec!["10.2.0.1".parse().unwrap()];
+    let errs = c.validate().unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field(), "dataplane.inside_next_hop_mac");
+    assert!(errs[0].value().contains("not-a-mac"));
+
+    // One kernel port is optional; two are refused; outside and inside
+    // stay mandatory.
+    let mut c = example();
+    let kernel = PortConfig {
+        name: "kernel".into(),
+        device: "net_tap0,iface=vpnd0".into(),
+        role: PortRole::Kernel,
+        rx_queues: 1,
+        tx_queues: None,
+    };
+    c.dataplane.ports.push(kernel.clone());
+    c.validate().unwrap();
+    let text = c.to_toml_string().unwrap();
+    assert!(text.contains("role = \"kernel\""), "{text}");
+    assert_eq!(ApplianceConfig::from_toml_str(&text).unwrap(), c);
+    let mut two = c.clone();
+    two.dataplane.ports.push(PortConfig {
+        name: "kernel2".into(),
+        ..kernel
+    });
+    let errs = two.validate().unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.field() == "dataplane.ports"),
+        "{errs:?}"
+    );
+    c.dataplane.ports.retain(|p| p.role != PortRole::Inside);
+    let errs = c.validate().unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.field() == "dataplane.ports"),
+        "{errs:?}"
+    );
+}
