@@ -596,3 +596,45 @@ fn we_rekey_child_and_ike_sa_on_our_timers() {
     );
     teardown(&lab, &mut peer);
 }
+
+/// DPD (spec § 3.1): strongSwan is frozen (SIGSTOP); we declare it dead
+/// within the DPD timeout and, with action restart, bring the tunnel back
+/// by ourselves once it runs again (SIGCONT).
+#[test]
+fn dpd_timeout_with_restart_against_a_frozen_strongswan() {
+    let lab = Lab::new("f");
+    let c = &matrix()[1]; // aes128gcm16-prfsha256-ecp256
+    lab.load(c);
+    let mark = lab.charon.output().len();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.us.name()])
+        .arg(env!("CARGO_BIN_EXE_ike_peer"))
+        .args(["--local", US, "--remote", SW, "--psk", PSK])
+        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
+        .arg(c.dh.to_string())
+        .args(["--secs", "60", "--start"])
+        .args(["--dpd-secs", "8", "--dpd-action", "restart"]);
+    let mut peer = Proc::spawn(cmd, &lab.dir.path().join("dpd.log"));
+    let l1 = child_line(&lab, &peer, 1, "initial", mark);
+    check_child(&lab, &l1, mark, "initial", true);
+    let pid = lab.charon.child.id();
+    assert!(sh_ok(&format!("kill -STOP {pid}")));
+    let t0 = std::time::Instant::now();
+    let dead = wait_until(Duration::from_secs(30), || {
+        peer.output().contains("IKE_DOWN DpdTimeout")
+    });
+    let took = t0.elapsed();
+    let _ = sh_ok(&format!("kill -CONT {pid}"));
+    assert!(dead, "no DPD timeout: {}", peer.output());
+    // 8 s of DPD timeout after the first probe, which follows 2 s of silence.
+    assert!(took <= Duration::from_secs(12), "DPD took {took:?}");
+    assert!(took >= Duration::from_secs(8), "DPD too early: {took:?}");
+    let out = peer.output();
+    assert!(out.contains("LOG AWS tunnel DPD timed out after"), "{out}");
+    assert!(out.contains(&format!("CHILD_DOWN in={}", field(&l1, "in"))));
+    let mark = lab.charon.output().len();
+    let l2 = child_line(&lab, &peer, 2, "after restart", mark);
+    assert!(peer.output().contains("LOG re-initiating IKE_SA"));
+    check_child(&lab, &l2, 0, "after restart", true);
+    peer.stop();
+}

@@ -11,9 +11,12 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use std::time::Duration;
+
 use super::Rng;
-use super::sa::{Datagram, Event, IkeConfig, IkeSa, PhaseState, Transmit};
+use super::sa::{Datagram, DownReason, Event, IkeConfig, IkeSa, PhaseState, Transmit};
 use super::wire::{ExchangeType, Header, Reader};
+use crate::config::{DpdTimeoutAction, StartupAction};
 
 /// Default number of half-open SAs above which cookies are required.
 pub const DEFAULT_HALF_OPEN_THRESHOLD: usize = 32;
@@ -28,7 +31,16 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<(IpAddr, Event)>,
     cookies_sent: u64,
+    /// Scheduled (re-)initiations: when, peer, consecutive failures.
+    restarts: Vec<(Instant, IpAddr)>,
+    failures: Vec<(IpAddr, u32)>,
+    now: Option<Instant>,
 }
+
+/// Delay before re-initiating after a DPD restart or a peer's DELETE.
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// Longest delay between retries of a `start` tunnel that keeps failing.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 impl Endpoint {
     /// An endpoint with a fresh cookie secret.
@@ -44,6 +56,9 @@ impl Endpoint {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             cookies_sent: 0,
+            restarts: Vec::new(),
+            failures: Vec::new(),
+            now: None,
         }
     }
 
@@ -51,6 +66,19 @@ impl Endpoint {
     pub fn add_tunnel(&mut self, cfg: IkeConfig) {
         self.tunnels.retain(|t| t.remote != cfg.remote);
         self.tunnels.push(cfg);
+    }
+
+    /// Initiates every tunnel whose startup action is `start` (spec § 6).
+    pub fn start(&mut self, now: Instant, rng: &mut dyn Rng) {
+        let peers: Vec<IpAddr> = self
+            .tunnels
+            .iter()
+            .filter(|t| t.startup_action == StartupAction::Start)
+            .map(|t| t.remote)
+            .collect();
+        for p in peers {
+            self.initiate(now, rng, p);
+        }
     }
 
     /// Starts an IKE SA to a configured peer.
@@ -117,6 +145,7 @@ impl Endpoint {
 
     /// Processes a datagram from any IKE socket.
     pub fn handle_datagram(&mut self, now: Instant, rng: &mut dyn Rng, d: Datagram<'_>) {
+        self.now = Some(now);
         let body = if d.local.port() == super::sa::NAT_T_PORT {
             match d.payload {
                 [0, 0, 0, 0, rest @ ..] => rest,
@@ -165,8 +194,28 @@ impl Endpoint {
         self.drain();
     }
 
-    /// Runs every SA's timers.
+    /// Runs every SA's timers and the scheduled re-initiations.
     pub fn handle_timeout(&mut self, now: Instant, rng: &mut dyn Rng) {
+        self.now = Some(now);
+        let due: Vec<IpAddr> = self
+            .restarts
+            .iter()
+            .filter(|(t, _)| *t <= now)
+            .map(|(_, p)| *p)
+            .collect();
+        self.restarts.retain(|(t, _)| *t > now);
+        for p in due {
+            // The peer may have re-initiated meanwhile.
+            let busy = self
+                .sas
+                .iter()
+                .any(|s| s.config().remote == p && !s.is_closed());
+            if !busy {
+                self.events
+                    .push_back((p, Event::Log("re-initiating IKE_SA".to_owned())));
+                self.initiate(now, rng, p);
+            }
+        }
         for s in &mut self.sas {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now, rng);
@@ -178,7 +227,11 @@ impl Endpoint {
     /// Earliest timer.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.sas.iter().filter_map(IkeSa::poll_timeout).min()
+        self.sas
+            .iter()
+            .filter_map(IkeSa::poll_timeout)
+            .chain(self.restarts.iter().map(|(t, _)| *t))
+            .min()
     }
 
     /// Next datagram to send.
@@ -192,6 +245,7 @@ impl Endpoint {
     }
 
     fn drain(&mut self) {
+        let seen = self.events.len();
         let mut spawned = Vec::new();
         for s in &mut self.sas {
             spawned.extend(s.take_spawned());
@@ -207,5 +261,57 @@ impl Endpoint {
             }
         }
         self.sas.retain(|s| !s.is_closed());
+        self.schedule_restarts(seen);
+    }
+
+    /// Tunnel behaviour from the options (spec § 3.1, § 6): DPD action
+    /// restart re-initiates (until the tunnel is up again); a `start` tunnel re-initiates whenever its
+    /// IKE SA goes away (peer DELETE, failure), retrying forever with a
+    /// backoff up to [`MAX_RETRY_DELAY`].
+    fn schedule_restarts(&mut self, seen: usize) {
+        let Some(now) = self.now else { return };
+        let mut add = Vec::new();
+        for (peer, e) in self.events.iter().skip(seen) {
+            match e {
+                Event::IkeSaUp { .. } => self.failures.retain(|(p, _)| p != peer),
+                Event::IkeSaDown { reason } => {
+                    let Some(cfg) = self.tunnels.iter().find(|t| t.remote == *peer) else {
+                        continue;
+                    };
+                    // A restart in progress (not yet up again) keeps
+                    // retrying like a `start` tunnel.
+                    let start = cfg.startup_action == StartupAction::Start
+                        || self.failures.iter().any(|(p, _)| p == peer);
+                    let again = match reason {
+                        DownReason::Rekeyed | DownReason::Closed => false,
+                        DownReason::DpdTimeout => {
+                            cfg.dpd_action == DpdTimeoutAction::Restart || start
+                        }
+                        _ => start,
+                    };
+                    if again {
+                        add.push(*peer);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for peer in add {
+            if self.restarts.iter().any(|(_, p)| *p == peer) {
+                continue;
+            }
+            let n = match self.failures.iter_mut().find(|(p, _)| *p == peer) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    self.failures.push((peer, 0));
+                    0
+                }
+            };
+            let delay = (RESTART_DELAY * 2u32.saturating_pow(n.min(6))).min(MAX_RETRY_DELAY);
+            self.restarts.push((now + delay, peer));
+        }
     }
 }

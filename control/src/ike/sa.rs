@@ -44,7 +44,7 @@ use super::wire::{
     AuthMethod, Delete, ExchangeType, Header, Identification, Message, Notify, NotifyType, Payload,
     ProtocolId, TrafficSelector, emit_chain, find_notify, first_error_notify, flags, parse_chain,
 };
-use crate::config::{DpdTimeoutAction, TunnelOptions};
+use crate::config::{DpdTimeoutAction, StartupAction, TunnelOptions};
 
 /// IKE port.
 pub const IKE_PORT: u16 = 500;
@@ -106,6 +106,8 @@ pub struct IkeConfig {
     pub dpd_timeout: Duration,
     /// DPD timeout action.
     pub dpd_action: DpdTimeoutAction,
+    /// Startup action: `start` initiates and keeps retrying (spec § 6).
+    pub startup_action: StartupAction,
     /// Retransmission policy.
     pub retransmit: Retransmit,
     /// Half-open IKE SA timeout (responder waiting for IKE_AUTH).
@@ -147,6 +149,7 @@ impl IkeConfig {
             replay_window: o.replay_window_packets,
             dpd_timeout: Duration::from_secs(u64::from(o.dpd_timeout_secs)),
             dpd_action: o.dpd_timeout_action,
+            startup_action: o.startup_action,
             retransmit: Retransmit::default(),
             half_open_timeout: Duration::from_secs(30),
         }
@@ -1298,7 +1301,14 @@ impl IkeSa {
                         self.log(format!(
                             "AWS tunnel DPD timed out after {tries} retransmissions"
                         ));
-                        self.go_down(DownReason::DpdTimeout);
+                        if self.cfg.dpd_action == DpdTimeoutAction::None {
+                            // Action none: keep the SAs; probe again later.
+                            if let State::Established(e) = &mut self.state {
+                                e.last_heard = now;
+                            }
+                        } else {
+                            self.go_down(DownReason::DpdTimeout);
+                        }
                     }
                     PendingKind::Delete => {
                         if self.rekeyed_away {

@@ -1063,3 +1063,84 @@ fn ike_sa_rekey_moves_children_and_keeps_working() {
     assert_eq!((ca.len(), cb.len()), (2, 2));
     assert_pair(ca[1], cb[1]);
 }
+
+fn dpd_options(action: DpdTimeoutAction) -> TunnelOptions {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.dpd_timeout_secs = 30;
+    o.dpd_timeout_action = action;
+    o
+}
+
+#[test]
+fn dpd_action_restart_reinitiates_until_the_peer_returns() {
+    // Only our side restarts (the peer's action is clear).
+    let (oa, ob) = (
+        dpd_options(DpdTimeoutAction::Restart),
+        dpd_options(DpdTimeoutAction::Clear),
+    );
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    // The peer dies for two minutes.
+    h.drop = Box::new(|from_a, _| !from_a);
+    h.run(Duration::from_secs(120));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DpdTimeout));
+    assert!(Harness::logs(&h.a_events).contains(&"re-initiating IKE_SA"));
+    // It comes back: the tunnel returns by itself.
+    h.drop = Box::new(|_, _| false);
+    let before = Harness::children(&h.a_events).len();
+    h.run(Duration::from_secs(120));
+    assert_eq!(
+        Harness::children(&h.a_events).len(),
+        before + 1,
+        "{:?}",
+        Harness::logs(&h.a_events)
+    );
+    assert!(
+        h.a.sas()
+            .iter()
+            .any(|s| s.phase2_state() == super::sa::PhaseState::Established)
+    );
+}
+
+#[test]
+fn dpd_action_clear_stays_down_and_none_keeps_the_sa() {
+    let mut h = establish(&dpd_options(DpdTimeoutAction::Clear));
+    h.drop = Box::new(|from_a, _| !from_a);
+    h.run(Duration::from_secs(300));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DpdTimeout));
+    assert!(h.a.sas().is_empty(), "clear: no re-initiation");
+
+    let mut h = establish(&dpd_options(DpdTimeoutAction::None));
+    h.drop = Box::new(|from_a, _| !from_a);
+    h.run(Duration::from_secs(300));
+    assert!(
+        Harness::logs(&h.a_events)
+            .iter()
+            .any(|l| l.starts_with("AWS tunnel DPD timed out after"))
+    );
+    assert_eq!(Harness::down(&h.a_events), None, "none: no action");
+    assert_eq!(h.a.sas().len(), 1);
+}
+
+#[test]
+fn startup_start_reinitiates_after_peer_delete() {
+    let mut oa = dpd_options(DpdTimeoutAction::Clear);
+    oa.startup_action = crate::config::StartupAction::Start;
+    let ob = dpd_options(DpdTimeoutAction::Clear);
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    h.a.start(h.now, &mut h.rng);
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 1);
+    // The customer gateway deletes the IKE SA: we come back.
+    h.b.close(h.now, &mut h.rng, A);
+    h.run(Duration::from_secs(10));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DeletedByPeer));
+    assert_eq!(Harness::children(&h.a_events).len(), 2);
+    assert!(Harness::logs(&h.a_events).contains(&"re-initiating IKE_SA"));
+}

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ike_peer --local IP --remote IP --psk KEY --enc AES128-GCM-16 --integ SHA2-256 --dh 19
-//!          [--initiate] [--secs 20]
+//!          [--initiate | --start] [--secs 20] [--dpd-secs N --dpd-action clear|none|restart]
+//!          [--phase1-secs N --phase2-secs N --margin-secs N --fuzz PERCENT]
 //! ```
 //!
 //! Prints one line per event on stdout (`IKE_UP`, `CHILD_UP` with the
@@ -16,7 +17,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use control::config::{
-    DhGroup, EncryptionAlgorithm, IntegrityAlgorithm, PreSharedKey, TunnelOptions,
+    DhGroup, DpdTimeoutAction, EncryptionAlgorithm, IntegrityAlgorithm, PreSharedKey,
+    StartupAction, TunnelOptions,
 };
 use control::ike::SystemRng;
 use control::ike::endpoint::Endpoint;
@@ -36,6 +38,7 @@ fn main() {
     let (mut enc, mut integ, mut dh) = (Vec::new(), Vec::new(), Vec::new());
     let (mut initiate, mut secs) = (false, 20u64);
     let mut timers: Vec<(String, u64)> = Vec::new();
+    let (mut dpd_action, mut start) = (DpdTimeoutAction::Clear, false);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -46,6 +49,8 @@ fn main() {
             "--integ" => integ.push(name::<IntegrityAlgorithm>(&v())),
             "--dh" => dh.push(DhGroup::from(v().parse::<u16>().expect("dh"))),
             "--initiate" => initiate = true,
+            "--start" => start = true,
+            "--dpd-action" => dpd_action = name::<DpdTimeoutAction>(&v()),
             "--secs" => secs = v().parse().expect("secs"),
             "--phase1-secs" | "--phase2-secs" | "--margin-secs" | "--fuzz" | "--dpd-secs" => {
                 timers.push((a.clone(), v().parse().expect("number")));
@@ -62,6 +67,12 @@ fn main() {
         phase2_integrity_algorithms: integ,
         phase1_dh_groups: dh.clone(),
         phase2_dh_groups: dh,
+        dpd_timeout_action: dpd_action,
+        startup_action: if start {
+            StartupAction::Start
+        } else {
+            StartupAction::Add
+        },
         ..TunnelOptions::default()
     };
     let any = vec!["0.0.0.0/0".parse().expect("net")];
@@ -88,6 +99,7 @@ fn main() {
     if initiate {
         assert!(ep.initiate(Instant::now(), &mut rng, remote), "initiate");
     }
+    ep.start(Instant::now(), &mut rng);
     let end = Instant::now() + Duration::from_secs(secs);
     let mut out = std::io::stdout();
     let mut buf = vec![0u8; 65536];
