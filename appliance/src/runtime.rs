@@ -128,6 +128,19 @@ fn ethdev_name(device: &str) -> &str {
     device.split(',').next().unwrap_or(device)
 }
 
+/// The MAC of the kernel's side of a `net_tap…,iface=NAME` device: frames
+/// the worker punts must carry it, or the kernel discards them as meant
+/// for another host. (The PMD's own MAC is a different one.)
+fn kernel_iface_mac(device: &str) -> Option<[u8; 6]> {
+    let iface = device.split(',').find_map(|kv| kv.strip_prefix("iface="))?;
+    // The name must be a plain interface name, not a path.
+    if iface.is_empty() || iface.contains('/') || iface.starts_with('.') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address")).ok()?;
+    control::config::parse_mac(text.trim()).ok()
+}
+
 /// Why the runtime could not start or take a command.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -318,7 +331,13 @@ impl Runtime {
         let macs = PortMacs {
             outside: o_mac,
             inside: i_mac,
-            kernel: kernel.as_ref().map(|k| k.3),
+            kernel: kernel.as_ref().map(|k| {
+                config
+                    .kernel
+                    .as_deref()
+                    .and_then(kernel_iface_mac)
+                    .unwrap_or(k.3)
+            }),
         };
         let mut ports = vec![("outside", outside), ("inside", inside)];
         let queues = Queues {

@@ -922,6 +922,11 @@ name = "lan"
 device = "net_af_packet1,iface=di{t}"
 role = "inside"
 
+[[dataplane.ports]]
+name = "kernel"
+device = "net_tap0,iface=dk{t}"
+role = "kernel"
+
 [management]
 socket_path = "{socket}"
 
@@ -944,6 +949,14 @@ enabled = false
         "EAL runtime directory"
     );
 
+    // The exception path: the kernel behind the tap owns the outside
+    // address (as it will for IKE); the worker punts to it and sends what
+    // it answers back out. The kernel cannot ARP through the worker, so
+    // its neighbour is static (the worker rewrites the MACs anyway).
+    dp.sh(&format!(
+        "ip addr add 192.0.2.1/24 dev dk{t} && ip link set dk{t} up && ip neigh replace 192.0.2.2 lladdr 02:00:00:00:00:02 dev dk{t} nud permanent"
+    ));
+
     // The worker has its addresses: it answers ARP on both sides.
     for (ns, dev, addr) in [
         (&peer, format!("dp{t}"), "192.0.2.1"),
@@ -959,6 +972,13 @@ enabled = false
             d.log_text()
         );
     }
+    // ICMP to our outside address goes to the kernel and its reply back
+    // to the peer.
+    assert!(
+        peer.sh_ok("ping -c 3 -i 0.2 -W 2 192.0.2.1"),
+        "no echo reply through the kernel port: {}",
+        s.json(&["show", "stats"])
+    );
     let ping = || {
         // No reply is expected: the dataplane drops these, counting why.
         let _ = vpc.sh_ok("ping -c 3 -i 0.2 -W 1 10.1.0.5");
@@ -1023,6 +1043,11 @@ enabled = false
         "{st}"
     );
     assert!(st["rx_packets"].as_u64().unwrap() >= 7, "{st}");
+    assert!(st["worker"]["punted"].as_u64().unwrap() >= 3, "{st}");
+    assert!(
+        st["ports"]["kernel"]["rx_packets"].as_u64().unwrap() >= 3,
+        "{st}"
+    );
     let table = s.ctl(&["show", "stats"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
