@@ -1115,3 +1115,57 @@ fn readiness_and_stopping_are_notified_to_the_service_manager() {
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(d.terminate().success());
 }
+
+/// Prometheus text on `metrics.listen`: tunnel state per tunnel and per
+/// connection, data counters, drops.
+#[test]
+fn metrics_are_served_in_prometheus_text_format() {
+    require_root();
+    // A free loopback port (the tiny race with other processes is
+    // acceptable for a test on loopback).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Setup::new("metrics", "vpnd", "");
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    std::fs::write(
+        s.config(),
+        text.replace(
+            "enabled = false",
+            &format!("enabled = true\nlisten = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .unwrap();
+    let _d = s.start();
+    create_gateway_and_connection(&s);
+    let get = |path: &str| {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        body
+    };
+    let body = get("/metrics");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(
+        body.contains("Content-Type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    assert!(
+        body.contains("vpn_tunnel_state{vpn_id=\"vpn-e2e\",tunnel_ip_address=\"198.51.100.10\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("vpn_connection_tunnel_state{vpn_id=\"vpn-e2e\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE vpn_tunnel_data_in_bytes_total counter"),
+        "{body}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
