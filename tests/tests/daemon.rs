@@ -1169,3 +1169,71 @@ fn metrics_are_served_in_prometheus_text_format() {
     );
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// Idle clients cannot exhaust the daemon: past 64 connections a new one
+/// gets an error reply, and once they go the daemon serves again.
+#[test]
+fn too_many_idle_clients_are_refused_and_the_daemon_recovers() {
+    require_root();
+    let s = Setup::new("clients", "vpnd", "");
+    let _d = s.start();
+    let idle: Vec<BufReader<UnixStream>> = (0..64).map(|_| connect(&s)).collect();
+    // Each idle connection has been accepted once it answers.
+    let mut idle = idle;
+    for c in &mut idle {
+        assert_pong(&exchange(c, PING));
+    }
+    let mut extra = connect(&s);
+    let v = read_reply(&mut extra);
+    assert_eq!(v["error"]["code"], "internal", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("64"),
+        "{v}"
+    );
+    drop(idle);
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .ctl(&["ping"])
+            .status
+            .success()),
+        "the daemon did not recover after the idle clients left"
+    );
+}
+
+/// A dataplane that cannot start (a port whose interface does not exist)
+/// is exit code 3, with the reason, and leaves no socket behind.
+#[test]
+fn a_dataplane_that_cannot_start_is_exit_code_3() {
+    require_root();
+    let s = Setup::new("nodp", "vpnd", "");
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    let prefix = format!("vt-d-nodp-{}", tag());
+    std::fs::write(
+        s.config(),
+        text.replace(
+            "device = \"net_null0\"",
+            "device = \"net_af_packet0,iface=vt-d-nonexist\"",
+        )
+        .replace(
+            "worker_lcores = [1]",
+            &format!("worker_lcores = [1]\nfile_prefix = \"{prefix}\""),
+        ),
+    )
+    .unwrap();
+    let out = run_bounded(
+        {
+            let mut c = Command::new(bin("vpnd"));
+            c.arg("--config").arg(s.config()).arg("--no-huge");
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert_eq!(code(&out), 3, "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("dataplane cannot start"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!s.socket().exists());
+    assert!(!Path::new(&format!("/var/run/dpdk/{prefix}")).exists());
+}

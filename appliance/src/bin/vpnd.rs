@@ -37,6 +37,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -252,17 +253,38 @@ fn run(args: &Args) -> i32 {
         eprintln!("vpnd: warning: sd_notify: {e}");
     }
     eprintln!("vpnd: serving on {}", mgmt_cfg.socket_path.display());
+    let clients = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         match stream {
-            Ok(s) => {
-                let m = shared.clone();
-                std::thread::spawn(move || serve_client(s, &m, policy));
+            Ok(mut s) => {
+                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                    let reply = api::encode_reply(
+                        None,
+                        Err(ApiError::new(
+                            ErrorCode::Internal,
+                            format!("{MAX_CLIENTS} clients are connected; try again later"),
+                        )),
+                    );
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                    let _ = s.write_all(&reply);
+                    continue;
+                }
+                let (m, clients) = (shared.clone(), clients.clone());
+                std::thread::spawn(move || {
+                    serve_client(s, &m, policy);
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                });
             }
             Err(e) => eprintln!("vpnd: accept: {e}"),
         }
     }
     0
 }
+
+/// Connections served at once; more are answered `internal` and closed, so
+/// idle clients cannot exhaust threads.
+const MAX_CLIENTS: usize = 64;
 
 /// The runtime's settings from `[dataplane]` and the command line.
 fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, String> {
@@ -377,6 +399,8 @@ fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
         }
     }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    // A client that does not read its replies cannot hold a thread forever.
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
