@@ -529,6 +529,9 @@ struct ChildRekey {
     new_spi: u32,
     ni: Vec<u8>,
     dh: Option<DhPrivate>,
+    /// The peer rekeyed the same Child SA at the same time (RFC 7296
+    /// § 2.8.1): the lowest nonce of its exchange.
+    collision: Option<Vec<u8>>,
 }
 
 struct SaKeys {
@@ -613,7 +616,7 @@ pub struct IkeSa {
     created: Instant,
     /// Inbound SPI of a rekeyed Child SA whose DELETE waits for the
     /// request window.
-    queued_delete: Option<u32>,
+    queued_delete: VecDeque<u32>,
     /// New IKE SAs made by rekeying this one, for the owner to adopt.
     spawned: Vec<Self>,
     /// This SA was rekeyed: its Child SAs moved to the new one.
@@ -804,7 +807,7 @@ impl IkeSa {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             created: now,
-            queued_delete: None,
+            queued_delete: VecDeque::new(),
             spawned: Vec::new(),
             rekeyed_away: false,
         }
@@ -1445,7 +1448,7 @@ impl IkeSa {
     fn flush_queued(&mut self, now: Instant, rng: &mut dyn Rng) {
         if self.pending.is_none()
             && matches!(self.state, State::Established(_))
-            && let Some(spi) = self.queued_delete.take()
+            && let Some(spi) = self.queued_delete.pop_front()
         {
             self.request(
                 now,
@@ -1989,6 +1992,16 @@ impl IkeSa {
                         self.log(format!(
                             "AWS tunnel received DELETE for phase 2 SA with SPI: {spi:08x}"
                         ));
+                        if let State::Established(e) = &self.state
+                            && let Some(rk) = &e.rekeying
+                            && e.children
+                                .iter()
+                                .any(|c| c.outbound_spi == spi && c.inbound_spi == rk.old_inbound)
+                        {
+                            self.log(
+                                "AWS tunnel detected a (CHILD_REKEY) collision as CHILD_DELETE",
+                            );
+                        }
                         if let State::Established(e) = &mut self.state
                             && let Some(i) = e.children.iter().position(|c| c.outbound_spi == spi)
                         {
@@ -2035,6 +2048,25 @@ impl IkeSa {
         let resp = if is_ike_rekey {
             self.answer_ike_rekey(now, rng, p)
         } else {
+            let known = |old: u32| match &self.state {
+                State::Established(e) => e.children.iter().any(|c| c.outbound_spi == old),
+                _ => false,
+            };
+            if let Some(old) = rekey
+                && !known(old)
+            {
+                // RFC 7296 § 2.25: rekeying an SA we no longer have.
+                self.log(format!(
+                    "CHILD_SA with SPI {old:08x} not found for rekeying"
+                ));
+                self.respond(
+                    rng,
+                    ExchangeType::CreateChildSa,
+                    id,
+                    &fail(NotifyType::ChildSaNotFound),
+                );
+                return;
+            }
             let Some(ni) = nonce_of(p).cloned() else {
                 self.respond(
                     rng,
@@ -2097,6 +2129,7 @@ impl IkeSa {
                 &verified,
             );
             self.state = State::Established(est);
+            let nr_copy = nr.clone();
             match r {
                 Ok((c, props)) => {
                     let mut resp = props;
@@ -2120,6 +2153,20 @@ impl IkeSa {
                     }
                     if let Some(old) = rekey {
                         self.log(format!("rekeying CHILD_SA with SPI {old:08x}"));
+                        // Simultaneous rekey of the same Child SA?
+                        let their_min = if ni < nr_copy {
+                            ni.clone()
+                        } else {
+                            nr_copy.clone()
+                        };
+                        if let State::Established(e) = &mut self.state
+                            && let Some(rk) = &mut e.rekeying
+                            && e.children
+                                .iter()
+                                .any(|c| c.outbound_spi == old && c.inbound_spi == rk.old_inbound)
+                        {
+                            rk.collision = Some(their_min);
+                        }
                     }
                     self.events.push_back(Event::ChildSaUp(Box::new(c)));
                     resp
@@ -2174,6 +2221,7 @@ impl IkeSa {
                 new_spi,
                 ni,
                 dh,
+                collision: None,
             });
             // Do not try again before this attempt ends.
             if let Some(c) = e.children.iter_mut().find(|c| c.inbound_spi == spi) {
@@ -2259,10 +2307,18 @@ impl IkeSa {
                 narrowed,
             ))
         })();
+        let our_min = nonce_of(p).map(|nr| {
+            if rk.ni < *nr {
+                rk.ni.clone()
+            } else {
+                nr.clone()
+            }
+        });
         match result {
             Ok(c) => {
+                let new_in = c.inbound.spi;
                 est.children.push(ChildState {
-                    inbound_spi: c.inbound.spi,
+                    inbound_spi: new_in,
                     outbound_spi: c.outbound.spi,
                     rekey_at: now + rekey_in,
                     expire_at: now + self.cfg.phase2_lifetime,
@@ -2270,7 +2326,19 @@ impl IkeSa {
                 // Make-before-break: the new SA is reported up before the
                 // old one is deleted.
                 self.events.push_back(Event::ChildSaUp(Box::new(c)));
-                self.delete_child_after_rekey(rk.old_inbound);
+                // RFC 7296 § 2.8.1: after a simultaneous rekey, the SA
+                // created with the lowest of the four nonces is redundant
+                // and its initiator deletes it; the other side deletes
+                // the old SA.
+                let lost = matches!((&rk.collision, &our_min), (Some(theirs), Some(ours)) if ours < theirs);
+                if lost {
+                    self.log(
+                        "AWS tunnel (CHILD_SA) redundant SA is being deleted due to detected collision",
+                    );
+                    self.delete_child_after_rekey(new_in);
+                } else {
+                    self.delete_child_after_rekey(rk.old_inbound);
+                }
             }
             Err(k) => {
                 self.log(format!(
@@ -2292,7 +2360,7 @@ impl IkeSa {
             });
             // The DELETE goes out once the pending slot is free (window
             // size 1): queue it as the next request.
-            self.queued_delete = Some(c.inbound_spi);
+            self.queued_delete.push_back(c.inbound_spi);
         }
     }
 }

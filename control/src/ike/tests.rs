@@ -1144,3 +1144,60 @@ fn startup_start_reinitiates_after_peer_delete() {
     assert_eq!(Harness::children(&h.a_events).len(), 2);
     assert!(Harness::logs(&h.a_events).contains(&"re-initiating IKE_SA"));
 }
+
+/// Both sides rekey the same Child SA at the same instant (fuzz 0):
+/// RFC 7296 § 2.8.1 leaves exactly one new SA on each side, paired.
+#[test]
+fn simultaneous_child_rekey_collision_nonce_rule() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.phase2_lifetime_secs = 900;
+    o.rekey_margin_time_secs = 60;
+    o.rekey_fuzz_percent = 0;
+    o.dpd_timeout_secs = 4000;
+    let mut h = establish(&o);
+    h.run(Duration::from_secs(900 - 1));
+    let live = |ev: &[Event]| {
+        let mut up: Vec<u32> = Vec::new();
+        for e in ev {
+            match e {
+                Event::ChildSaUp(c) => up.push(c.inbound.spi),
+                Event::ChildSaDown { inbound_spi, .. } => up.retain(|s| s != inbound_spi),
+                _ => {}
+            }
+        }
+        up
+    };
+    let (la, lb) = (live(&h.a_events), live(&h.b_events));
+    assert_eq!(
+        (la.len(), lb.len()),
+        (1, 1),
+        "{:?}\n{:?}",
+        Harness::logs(&h.a_events),
+        Harness::logs(&h.b_events)
+    );
+    let ca = Harness::children(&h.a_events)
+        .into_iter()
+        .find(|c| c.inbound.spi == la[0])
+        .unwrap();
+    let cb = Harness::children(&h.b_events)
+        .into_iter()
+        .find(|c| c.inbound.spi == lb[0])
+        .unwrap();
+    assert_pair(ca, cb);
+    assert_eq!(
+        Harness::children(&h.a_events).len(),
+        3,
+        "initial + two colliding rekeys"
+    );
+    let redundant = "AWS tunnel (CHILD_SA) redundant SA is being deleted due to detected collision";
+    let n = [&h.a_events, &h.b_events]
+        .iter()
+        .filter(|ev| Harness::logs(ev).contains(&redundant))
+        .count();
+    assert_eq!(n, 1, "exactly one side deletes its redundant SA");
+}
