@@ -272,6 +272,8 @@ impl Worker {
     /// datagrams whose reassembly timed out (counted as
     /// [`DropReason::ReassemblyTimeout`] in [`WorkerStats::esp`], once per
     /// datagram) and refills the ICMP token bucket.
+    /// [`Worker::handle_timeout`] calls it with `now_secs × 1000`, so both
+    /// must count from the same origin.
     pub fn handle_time_ms(&mut self, now_ms: u64) {
         if now_ms < self.now_ms {
             return;

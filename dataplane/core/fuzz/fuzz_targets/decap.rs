@@ -33,10 +33,22 @@ fn config(alg: EspAlgorithm, dir: Direction, nat_t: bool, esn: bool, v6: bool) -
     );
     // The inbound SA's "local" is the outbound SA's "remote".
     let tunnel = match (v6, dir) {
-        (false, Direction::Outbound) => TunnelEndpoints::V4 { local: a, remote: b },
-        (false, Direction::Inbound) => TunnelEndpoints::V4 { local: b, remote: a },
-        (true, Direction::Outbound) => TunnelEndpoints::V6 { local: a6, remote: b6 },
-        (true, Direction::Inbound) => TunnelEndpoints::V6 { local: b6, remote: a6 },
+        (false, Direction::Outbound) => TunnelEndpoints::V4 {
+            local: a,
+            remote: b,
+        },
+        (false, Direction::Inbound) => TunnelEndpoints::V4 {
+            local: b,
+            remote: a,
+        },
+        (true, Direction::Outbound) => TunnelEndpoints::V6 {
+            local: a6,
+            remote: b6,
+        },
+        (true, Direction::Inbound) => TunnelEndpoints::V6 {
+            local: b6,
+            remote: a6,
+        },
     };
     SaConfig {
         spi: 0x1234,
@@ -77,7 +89,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let alg = EspAlgorithm::ALL[usize::from(sel & 0x0f) % EspAlgorithm::ALL.len()];
-    let (nat_t, esn, v6, sealed) = (sel & 0x10 != 0, sel & 0x20 != 0, sel & 0x40 != 0, sel & 0x80 != 0);
+    let (nat_t, esn, v6, sealed) = (
+        sel & 0x10 != 0,
+        sel & 0x20 != 0,
+        sel & 0x40 != 0,
+        sel & 0x80 != 0,
+    );
     let Ok(mut inb) = InboundSa::new(&config(alg, Direction::Inbound, nat_t, esn, v6), 0) else {
         return;
     };
@@ -116,7 +133,8 @@ fuzz_target!(|data: &[u8]| {
     // the packet lost bytes: it must be rejected. Changes confined to the
     // outer headers may be tolerated (IPv6 hop limit) or not (IPv4
     // checksum): no claim either way.
-    let changed = pkt.len() != sealed_bytes.len() || pkt[esp_offset..] != sealed_bytes[esp_offset..];
+    let changed =
+        pkt.len() != sealed_bytes.len() || pkt[esp_offset..] != sealed_bytes[esp_offset..];
     let outer_edit = !changed && pkt[..esp_offset] != sealed_bytes[..esp_offset];
     let mut b = TestBuffer::from_slice(&pkt);
     let r = decap(&mut inb, &mut b, esp_offset);
