@@ -251,13 +251,29 @@ impl Endpoint {
             spawned.extend(s.take_spawned());
         }
         self.sas.extend(spawned);
+        let mut fresh = Vec::new();
         for s in &mut self.sas {
             while let Some(t) = s.poll_transmit() {
                 self.transmits.push_back(t);
             }
             let peer = s.config().remote;
             while let Some(e) = s.poll_event() {
+                if matches!(e, Event::IkeSaUp { .. }) && s.initial_contact() {
+                    fresh.push((peer, s.spi_i(), s.spi_r()));
+                }
                 self.events.push_back((peer, e));
+            }
+        }
+        // INITIAL_CONTACT (RFC 7296 § 2.4): the peer lost every other IKE
+        // SA it had with us; one IKE SA per tunnel (spec § 19).
+        for (peer, i, r) in fresh {
+            for s in &mut self.sas {
+                if s.config().remote == peer && (s.spi_i(), s.spi_r()) != (i, r) && !s.is_closed() {
+                    s.discard(DownReason::Replaced);
+                    while let Some(e) = s.poll_event() {
+                        self.events.push_back((peer, e));
+                    }
+                }
             }
         }
         self.sas.retain(|s| !s.is_closed());

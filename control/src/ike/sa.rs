@@ -217,6 +217,9 @@ pub enum DownReason {
     HalfOpenTimeout,
     /// The IKE SA was replaced by a rekeyed one.
     Rekeyed,
+    /// The peer set up a new IKE SA with INITIAL_CONTACT: it lost this
+    /// one (RFC 7296 § 2.4).
+    Replaced,
     /// The peer broke the protocol.
     Protocol,
 }
@@ -621,6 +624,8 @@ pub struct IkeSa {
     spawned: Vec<Self>,
     /// This SA was rekeyed: its Child SAs moved to the new one.
     rekeyed_away: bool,
+    /// The peer's IKE_AUTH carried INITIAL_CONTACT.
+    initial_contact: bool,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -810,6 +815,7 @@ impl IkeSa {
             queued_delete: VecDeque::new(),
             spawned: Vec::new(),
             rekeyed_away: false,
+            initial_contact: false,
         }
     }
 
@@ -1109,6 +1115,20 @@ impl IkeSa {
             _ => PhaseState::Negotiating,
         }
     }
+    /// Whether the peer's IKE_AUTH carried INITIAL_CONTACT: other IKE SAs
+    /// with this peer are stale.
+    #[must_use]
+    pub fn initial_contact(&self) -> bool {
+        self.initial_contact
+    }
+
+    /// Drops the SA without telling the peer (it lost its state), reporting
+    /// its Child SAs and itself down.
+    pub fn discard(&mut self, reason: DownReason) {
+        self.pending = None;
+        self.go_down(reason);
+    }
+
     /// Whether the SA is gone (drop it after draining events).
     #[must_use]
     pub fn is_closed(&self) -> bool {
@@ -1860,6 +1880,7 @@ impl IkeSa {
             self.go_down(DownReason::AuthenticationFailed);
             return;
         };
+        self.initial_contact = find_notify(p, NotifyType::InitialContact).is_some();
         let our_id = self.cfg.local_id.clone();
         let auth = psk_auth(
             st.keys.suite.prf,

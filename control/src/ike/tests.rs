@@ -1201,3 +1201,135 @@ fn simultaneous_child_rekey_collision_nonce_rule() {
         .count();
     assert_eq!(n, 1, "exactly one side deletes its redundant SA");
 }
+
+/// SKEYSEED, SK_* (RFC 7296 § 2.14), Child SA KEYMAT with and without
+/// PFS (§ 2.17) and the rekey SKEYSEED (§ 2.18), against Python's `hmac`
+/// (an independent implementation of the same formulas). Inputs: Ni =
+/// 00..1f, Nr = 64..83, g^ir = ab×32, SPIi = 0102…08, SPIr = 1112…18;
+/// AES-CBC-128, HMAC-SHA2-256-128, PRF-HMAC-SHA2-256. The strongSwan e2e
+/// test checks the same chain against charon's logged ESP keys.
+#[test]
+fn ike_key_derivation_known_values() {
+    use super::crypto::{IkeSuite, child_keymat, derive_ike_keys, skeyseed, skeyseed_rekey};
+    let ni: Vec<u8> = (0u8..32).collect();
+    let nr: Vec<u8> = (100u8..132).collect();
+    let gir = [0xab; 32];
+    let suite = IkeSuite {
+        encr: Encr::AesCbc { key_len: 16 },
+        prf: Prf::HmacSha256,
+        integ: Some(Integ::HmacSha256_128),
+        dh: 19,
+    };
+    let seed = skeyseed(suite.prf, &ni, &nr, &gir);
+    assert_eq!(
+        *seed,
+        hex!("da04171ec8c3328d793d31143b5acdde9e4e99673daa836cf5413fb2fb5f8631")
+    );
+    let k = derive_ike_keys(
+        &suite,
+        &seed,
+        &ni,
+        &nr,
+        0x0102_0304_0506_0708,
+        0x1112_1314_1516_1718,
+    );
+    assert_eq!(
+        *k.sk_d,
+        hex!("08043321a0aa909bfaa115624f7ab93d15478100277ebaa8b340bee82b6538ec")
+    );
+    assert_eq!(
+        *k.sk_ai,
+        hex!("ff4ec39c04ae5ce520fc6f9b96bcc068c899b3770a0e8b8628cadcacab803f67")
+    );
+    assert_eq!(
+        *k.sk_ar,
+        hex!("5cf6d6fa01ab9624c58c170d99ad3fa2d010b2012694b9c1c4f6f1e7fa73f254")
+    );
+    assert_eq!(*k.sk_ei, hex!("612a347e1b32fa01c7c75739a9bd8eb9"));
+    assert_eq!(*k.sk_er, hex!("875fb66efa0655914e559454466389f3"));
+    assert_eq!(
+        *k.sk_pi,
+        hex!("4860e942e47cd7b6eee21a10012df855afb032e714375baf295a2ee8564f0b6e")
+    );
+    assert_eq!(
+        *k.sk_pr,
+        hex!("de0ce7298e3f8f331a489df1e294c83e6410bbf466c3ea4fb86b28eb8ec1b831")
+    );
+    assert_eq!(
+        *child_keymat(suite.prf, &k.sk_d, None, &ni, &nr, 40),
+        hex!("d9287607eab1f153e5523fcc9b84c044356ed2b47ff37325fc4aeca837d987966ed920b359fffa09")
+    );
+    assert_eq!(
+        *child_keymat(suite.prf, &k.sk_d, Some(&gir), &ni, &nr, 40),
+        hex!("175ca699585ff54487af73243f614a68e24de031c151500257b83f4adc6403758ac662cb2dcaa09f")
+    );
+    assert_eq!(
+        *skeyseed_rekey(suite.prf, &k.sk_d, &gir, &ni, &nr),
+        hex!("ab5d1ddfe6803f84502f0b975afa398ecc38c87e4ab63cba39689f6fa343d1f0")
+    );
+}
+
+/// Selection follows our configured order, not the peer's (spec § 3.6).
+#[test]
+fn proposal_selection_prefers_our_order() {
+    use super::proposal::{AlgorithmSet, select_esp, select_ike};
+    let ours = AlgorithmSet {
+        encr: vec![Encr::AesGcm16 { key_len: 32 }, Encr::AesCbc { key_len: 16 }],
+        integ: vec![Integ::HmacSha512_256, Integ::HmacSha1_96],
+        dh: vec![20, 14],
+    };
+    // The peer prefers CBC/SHA1/MODP-2048, and also offers ours.
+    let peer = AlgorithmSet {
+        encr: vec![Encr::AesCbc { key_len: 16 }, Encr::AesGcm16 { key_len: 32 }],
+        integ: vec![Integ::HmacSha1_96, Integ::HmacSha512_256],
+        dh: vec![14, 20],
+    };
+    let props = peer.ike_proposals(14);
+    let (_, s) = select_ike(&ours, &props, 0).unwrap();
+    assert_eq!(s.encr, Encr::AesGcm16 { key_len: 32 });
+    assert_eq!(s.prf, Prf::HmacSha512);
+    assert_eq!(s.integ, None);
+    assert_eq!(s.dh, 20);
+    // … except the DH group of a KE payload we accept anyway.
+    let (_, s) = select_ike(&ours, &props, 14).unwrap();
+    assert_eq!(s.dh, 14);
+    let esp = peer.esp_proposals(0x1234, None);
+    let (p, s) = select_esp(&ours, &esp, None).unwrap();
+    assert_eq!(s.encr, Encr::AesGcm16 { key_len: 32 });
+    assert_eq!(p.spi, 0x1234u32.to_be_bytes());
+    // Nothing in common.
+    let other = AlgorithmSet {
+        encr: vec![Encr::AesCbc { key_len: 32 }],
+        integ: vec![Integ::HmacSha256_128],
+        dh: vec![2],
+    };
+    assert!(select_ike(&ours, &other.ike_proposals(2), 2).is_none());
+    assert!(select_esp(&ours, &other.esp_proposals(1, None), None).is_none());
+}
+
+/// A customer gateway that restarts and connects again with
+/// INITIAL_CONTACT replaces its old IKE SA: one IKE SA per tunnel.
+#[test]
+fn initial_contact_replaces_the_stale_ike_sa() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = establish(&o);
+    let first = Harness::children(&h.b_events)[0].inbound.spi;
+    // A "reboots": a fresh endpoint with no state initiates again.
+    h.a = Endpoint::new(&mut h.rng, 32);
+    h.a.add_tunnel(cfg(&o, A, B));
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(h.b.sas().len(), 1, "the stale IKE SA is gone");
+    assert_eq!(Harness::down(&h.b_events), Some(DownReason::Replaced));
+    assert!(
+        h.b_events
+            .iter()
+            .any(|e| matches!(e, Event::ChildSaDown { inbound_spi, .. } if *inbound_spi == first))
+    );
+    assert_eq!(Harness::children(&h.b_events).len(), 2);
+}
