@@ -265,6 +265,14 @@ pub mod msg {
         format!("AWS-side peer received attribute update from neighbor {ip} - AS path: {p}")
     }
 
+    /// Session down, peer restarting: routes kept stale (RFC 4724).
+    #[must_use]
+    pub fn gr_retained(count: usize, ip: IpAddr) -> String {
+        format!(
+            "AWS-side peer retained {count} routes from neighbor {ip} as stale while it restarts (graceful restart)"
+        )
+    }
+
     /// Collision detected (the NOTIFICATION 6/7 line follows).
     #[must_use]
     pub fn collision(ip: IpAddr) -> String {

@@ -40,7 +40,7 @@
 //!
 //! [RFC 4271 § 6.8]: https://www.rfc-editor.org/rfc/rfc4271#section-6.8
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -406,6 +406,15 @@ pub struct Session {
     /// While the IdleHoldTimer runs after an ordinary error, the peer may
     /// reconnect first (accepted); after a Cease 6/1 we sent, it may not.
     refuse_in_idle: bool,
+    /// Set just before an Established connection's TCP failure takes the
+    /// session down, when the peer announced graceful restart: (restart
+    /// time, families).
+    gr_pending_down: Option<(Duration, Vec<Afi>)>,
+    /// Routes kept as stale while the peer restarts (RFC 4724 § 4.2).
+    stale: BTreeSet<IpNet>,
+    /// When the stale routes go: the peer's restart time before the
+    /// session is back, then [`STALE_ROUTES_SECS`] for its End-of-RIB.
+    stale_deadline: Option<Instant>,
     reported: State,
     adj_in: BTreeMap<IpNet, PeerRoute>,
     adj_out_wanted: BTreeMap<IpNet, Advert>,
@@ -416,6 +425,11 @@ pub struct Session {
     logs: VecDeque<BgpLogEvent>,
     stats: SessionStats,
 }
+
+/// How long routes stay stale after the restarted peer is back, waiting for
+/// its End-of-RIB (the "stale routes kept for 300 s" of the spec's Juniper
+/// sample, §16.4).
+pub const STALE_ROUTES_SECS: u64 = 300;
 
 /// Announcements sharing these (IPv6?, MED, prepend, communities) go in
 /// one UPDATE.
@@ -442,6 +456,9 @@ impl Session {
             connect_retry: None,
             idle_hold: None,
             refuse_in_idle: false,
+            gr_pending_down: None,
+            stale: BTreeSet::new(),
+            stale_deadline: None,
             reported: State::Idle,
             adj_in: BTreeMap::new(),
             adj_out_wanted: BTreeMap::new(),
@@ -598,6 +615,13 @@ impl Session {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stale_deadline.is_some_and(|t| t <= now) {
+            self.stale_deadline = None;
+            let all: Vec<IpNet> = self.stale.iter().copied().collect();
+            for p in all {
+                self.drop_stale(p);
+            }
+        }
         if self.idle_hold.is_some_and(|t| t <= now) {
             self.idle_hold = None;
             self.fsm(now, Event::IdleHoldTimerExpires);
@@ -632,7 +656,7 @@ impl Session {
         self.conns
             .iter()
             .flat_map(|c| [c.hold_deadline, c.keepalive_deadline])
-            .chain([self.connect_retry, self.idle_hold])
+            .chain([self.connect_retry, self.idle_hold, self.stale_deadline])
             .flatten()
             .min()
     }
@@ -712,10 +736,31 @@ impl Session {
             );
             if old == State::Established {
                 self.stats.established_at = None;
-                if !self.adj_in.is_empty() {
+                if let Some((_, families)) = self.gr_pending_down.take() {
+                    // RFC 4724 § 4.2: keep the families the peer preserves,
+                    // marked stale; withdraw the others.
+                    let mut gone = Vec::new();
+                    for p in self.adj_in.keys() {
+                        if families.contains(&Afi::from(*p)) {
+                            self.stale.insert(*p);
+                        } else {
+                            gone.push(*p);
+                        }
+                    }
+                    for p in gone {
+                        self.adj_in.remove(&p);
+                        self.actions.push_back(Action::Withdraw { prefix: p });
+                    }
+                    self.log_status(
+                        false,
+                        msg::gr_retained(self.stale.len(), self.cfg.peer_addr),
+                    );
+                } else {
                     self.adj_in.clear();
+                    self.stale.clear();
+                    self.stale_deadline = None;
+                    self.actions.push_back(Action::WithdrawAll);
                 }
-                self.actions.push_back(Action::WithdrawAll);
                 self.adj_out_sent.clear();
                 self.stats.eor_received.clear();
                 self.stats.eor_sent.clear();
@@ -891,6 +936,25 @@ impl Session {
                 }
                 self.stats.established_at = Some(now);
                 self.stats.established_transitions += 1;
+                if !self.stale.is_empty() {
+                    // RFC 4724 § 4.2: families the restarted peer no longer
+                    // preserves (F bit clear) lose their stale routes now.
+                    let keep: Vec<Afi> = self.conns[idx]
+                        .peer_open
+                        .as_ref()
+                        .and_then(gr_capability_forwarding)
+                        .unwrap_or_default();
+                    let drop: Vec<IpNet> = self
+                        .stale
+                        .iter()
+                        .filter(|p| !keep.contains(&Afi::from(**p)))
+                        .copied()
+                        .collect();
+                    for p in drop {
+                        self.drop_stale(p);
+                    }
+                    self.stale_deadline = Some(now + Duration::from_secs(STALE_ROUTES_SECS));
+                }
                 self.update_reported();
                 self.sync_adj_out(id);
             }
@@ -972,7 +1036,20 @@ impl Session {
                         self.update_reported();
                     }
                     // OpenConfirm / Established + event 18: → Idle.
-                    _ => self.go_idle(now, idle_hold),
+                    // A peer that announced graceful restart keeps its
+                    // routes (stale) for its restart time.
+                    _ => {
+                        if c.state == State::Established
+                            && let Some((secs, families)) =
+                                c.peer_open.as_ref().and_then(gr_capability)
+                            && secs > 0
+                        {
+                            let t = Duration::from_secs(u64::from(secs));
+                            self.gr_pending_down = Some((t, families));
+                            self.stale_deadline = Some(now + t);
+                        }
+                        self.go_idle(now, idle_hold);
+                    }
                 }
             }
             (s, ev) => {
@@ -980,6 +1057,19 @@ impl Session {
                 let _ = ev;
                 self.session_error(now, id, Some(fsm_err(s)), idle_hold);
             }
+        }
+    }
+
+    fn drop_stale(&mut self, p: IpNet) {
+        self.stale.remove(&p);
+        if let Some(old) = self.adj_in.remove(&p) {
+            self.logs.push_back(BgpLogEvent::route(
+                RouteLogStatus::Withdrawn,
+                p,
+                &old,
+                Some("stale after graceful restart".to_owned()),
+            ));
+            self.actions.push_back(Action::Withdraw { prefix: p });
         }
     }
 
@@ -1105,6 +1195,19 @@ impl Session {
             if !self.stats.eor_received.contains(&afi) {
                 self.stats.eor_received.push(afi);
             }
+            // RFC 4724 § 4.2: stale routes not refreshed before End-of-RIB go.
+            let drop: Vec<IpNet> = self
+                .stale
+                .iter()
+                .filter(|p| Afi::from(**p) == afi)
+                .copied()
+                .collect();
+            for p in drop {
+                self.drop_stale(p);
+            }
+            if self.stale.is_empty() {
+                self.stale_deadline = None;
+            }
             self.actions.push_back(Action::EndOfRib(afi));
             return;
         }
@@ -1115,6 +1218,7 @@ impl Session {
             withdrawn.extend(mp.withdrawn.iter().copied());
         }
         for p in withdrawn {
+            self.stale.remove(&p);
             if let Some(old) = self.adj_in.remove(&p) {
                 self.logs
                     .push_back(BgpLogEvent::route(RouteLogStatus::Withdrawn, p, &old, None));
@@ -1172,12 +1276,16 @@ impl Session {
                 continue;
             }
             let status = match self.adj_in.get(&prefix) {
-                Some(old) if *old == route => continue,
+                Some(old) if *old == route => {
+                    self.stale.remove(&prefix);
+                    continue;
+                }
                 Some(_) => RouteLogStatus::Updated,
                 None => RouteLogStatus::Advertised,
             };
             self.logs
                 .push_back(BgpLogEvent::route(status, prefix, &route, None));
+            self.stale.remove(&prefix);
             self.adj_in.insert(prefix, route.clone());
             self.actions.push_back(Action::Announce { prefix, route });
         }
@@ -1344,6 +1452,41 @@ impl Session {
             }
         }
     }
+}
+
+/// The peer's graceful restart capability: restart time and the unicast
+/// families it covers.
+fn gr_capability(open: &Open) -> Option<(u16, Vec<Afi>)> {
+    open.capabilities.iter().find_map(|c| match c {
+        Capability::GracefulRestart {
+            time_secs,
+            families,
+            ..
+        } => Some((
+            *time_secs,
+            families
+                .iter()
+                .filter(|(_, safi, _)| *safi == Safi::Unicast)
+                .map(|(afi, _, _)| *afi)
+                .collect(),
+        )),
+        _ => None,
+    })
+}
+
+/// Families whose forwarding state the (restarted) peer preserved: the F
+/// bit (0x80) of its graceful restart capability.
+fn gr_capability_forwarding(open: &Open) -> Option<Vec<Afi>> {
+    open.capabilities.iter().find_map(|c| match c {
+        Capability::GracefulRestart { families, .. } => Some(
+            families
+                .iter()
+                .filter(|(_, safi, f)| *safi == Safi::Unicast && f & 0x80 != 0)
+                .map(|(afi, _, _)| *afi)
+                .collect(),
+        ),
+        _ => None,
+    })
 }
 
 impl From<IpNet> for Afi {

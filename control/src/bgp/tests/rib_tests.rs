@@ -242,3 +242,83 @@ fn two_tunnels_steering_and_failover_end_to_end() {
         let _ = Action::WithdrawAll;
     }
 }
+
+/// The seeds' Azure-style active-active plan (interop §2.3): four tunnels,
+/// inside /30s 169.254.21.0, 169.254.22.0, 169.254.21.4, 169.254.22.4, our
+/// side .1/.5 with ASN 64512, the peer ASN 65000 on .2/.6. Four sessions
+/// come up, the peer's VNet prefix is ECMP over all four; killing
+/// instance 0 (its two tunnels) leaves ECMP over the other two.
+#[test]
+fn azure_active_active_four_tunnels_ecmp() {
+    let plan = [
+        ("169.254.21.1", "169.254.21.2"),
+        ("169.254.22.1", "169.254.22.2"),
+        ("169.254.21.5", "169.254.21.6"),
+        ("169.254.22.5", "169.254.22.6"),
+    ];
+    let vnet = net("10.1.0.0/16");
+    let vpc = net("10.2.0.0/16");
+    let mut rib = Rib::new(true);
+    rib.set_local_networks([vpc]);
+    let mut pairs: Vec<Pair> = plan
+        .iter()
+        .map(|(ours, theirs)| {
+            let ours: IpAddr = ours.parse().unwrap();
+            let theirs: IpAddr = theirs.parse().unwrap();
+            let a = crate::bgp::session::PeerConfig::new(64512, 65000, ours, theirs);
+            let b = crate::bgp::session::PeerConfig::new(65000, 64512, theirs, ours);
+            let mut p = Pair::new(a, b);
+            p.a.set_advertised(p.now, connection_adverts(&[vpc], 100, Steering::Equal, 0));
+            p.b.set_advertised(p.now, connection_adverts(&[vnet], 100, Steering::Equal, 0));
+            p.a.handle_start(p.now);
+            p.b.handle_start(p.now);
+            p.establish(Duration::from_secs(10));
+            p
+        })
+        .collect();
+    let tunnels: Vec<TunnelId> = (1..=4).map(TunnelId).collect();
+    for (i, p) in pairs.iter_mut().enumerate() {
+        rib.set_tunnel_up(tunnels[i], true);
+        for a in p.a_routes.drain(..) {
+            rib.apply(tunnels[i], &a);
+        }
+        assert_eq!(
+            p.b.received().keys().copied().collect::<Vec<_>>(),
+            vec![vpc]
+        );
+    }
+    assert_eq!(
+        rib.best(vnet).unwrap().target,
+        RouteTarget::Ecmp(tunnels.clone())
+    );
+    let fib = rib.fib_builder().unwrap().build();
+    let Some(Target::Ecmp(g)) = fib.lookup("10.1.2.3".parse().unwrap()) else {
+        panic!("ECMP expected");
+    };
+    let used: std::collections::HashSet<Target> = (0..256u32)
+        .map(|h| fib.resolve(Target::Ecmp(g), h.wrapping_mul(0x9e37_79b9)))
+        .collect();
+    assert_eq!(used.len(), 4);
+    // Instance 0 dies: DPD clears tunnels 1 and 2.
+    rib.set_tunnel_up(tunnels[0], false);
+    rib.set_tunnel_up(tunnels[1], false);
+    assert_eq!(
+        rib.best(vnet).unwrap().target,
+        RouteTarget::Ecmp(vec![tunnels[2], tunnels[3]])
+    );
+    // Its sessions then time out; their WithdrawAll changes nothing more.
+    for p in &mut pairs[..2] {
+        p.blackhole = true;
+        p.run_for(Duration::from_secs(31));
+        assert_ne!(p.a.state(), State::Established);
+    }
+    for (i, p) in pairs.iter_mut().enumerate() {
+        for a in p.a_routes.drain(..) {
+            rib.apply(tunnels[i], &a);
+        }
+    }
+    assert_eq!(
+        rib.best(vnet).unwrap().target,
+        RouteTarget::Ecmp(vec![tunnels[2], tunnels[3]])
+    );
+}

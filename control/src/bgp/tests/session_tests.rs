@@ -495,3 +495,123 @@ fn garbage_never_panics() {
         .unwrap();
     let _ = A_ADDR;
 }
+
+fn gr_open(asn: u32, forwarding: bool) -> Message {
+    let mut o = Scripted::peer_open(asn, 30);
+    o.capabilities
+        .push(crate::bgp::wire::Capability::GracefulRestart {
+            restarting: false,
+            time_secs: 120,
+            families: vec![(Afi::Ipv4, Safi::Unicast, if forwarding { 0x80 } else { 0 })],
+        });
+    Message::Open(o)
+}
+
+/// Reconnects a scripted session that lost its connection.
+fn reconnect(s: &mut Scripted, open: &Message) {
+    s.actions.clear();
+    s.advance(secs(10));
+    assert!(s.actions.contains(&Action::Connect), "{:?}", s.actions);
+    s.conn = crate::bgp::session::ConnId(8);
+    let now = s.now;
+    s.s.handle_connected(now, s.conn, crate::bgp::session::Direction::Outgoing);
+    s.drain();
+    s.recv(open);
+    s.recv(&Message::Keepalive);
+    assert_eq!(s.s.state(), State::Established);
+}
+
+/// RFC 4724 helper: the peer's TCP connection dies (it restarts); its
+/// routes stay (stale) instead of being withdrawn; after it is back, routes
+/// it re-announces stay and the others go at its End-of-RIB.
+#[test]
+fn graceful_restart_keeps_routes_until_end_of_rib() {
+    let (a, _) = configs();
+    let mut s = Scripted::new(a);
+    s.recv(&gr_open(B_ASN, true));
+    s.recv(&Message::Keepalive);
+    s.recv(&update_from(
+        &[B_ASN],
+        B_ADDR,
+        &["10.7.0.0/16", "10.8.0.0/16"],
+    ));
+    s.actions.clear();
+    let now = s.now;
+    s.s.handle_closed(now, s.conn);
+    s.drain();
+    assert_eq!(s.s.state(), State::Idle);
+    assert!(!s.actions.contains(&Action::WithdrawAll), "{:?}", s.actions);
+    assert!(
+        !s.actions
+            .iter()
+            .any(|a| matches!(a, Action::Withdraw { .. }))
+    );
+    assert_eq!(s.s.received().len(), 2);
+    assert!(
+        texts(&s.logs)
+            .iter()
+            .any(|t| t.contains("retained 2 routes from neighbor 169.254.21.2 as stale"))
+    );
+    reconnect(&mut s, &gr_open(B_ASN, true));
+    s.actions.clear();
+    s.recv(&update_from(&[B_ASN], B_ADDR, &["10.7.0.0/16"]));
+    s.recv(&Message::Update(Update::end_of_rib(
+        Afi::Ipv4,
+        Safi::Unicast,
+    )));
+    assert_eq!(
+        s.actions,
+        vec![
+            Action::Withdraw {
+                prefix: net("10.8.0.0/16")
+            },
+            Action::EndOfRib(Afi::Ipv4)
+        ]
+    );
+    let got: Vec<IpNet> = s.s.received().keys().copied().collect();
+    assert_eq!(got, vec![net("10.7.0.0/16")]);
+}
+
+/// The peer does not come back within its restart time: stale routes go.
+/// And a peer without the capability loses its routes at once.
+#[test]
+fn graceful_restart_timer_and_no_capability() {
+    let (a, _) = configs();
+    let mut s = Scripted::new(a.clone());
+    s.recv(&gr_open(B_ASN, true));
+    s.recv(&Message::Keepalive);
+    s.recv(&update_from(&[B_ASN], B_ADDR, &["10.7.0.0/16"]));
+    let now = s.now;
+    s.s.handle_closed(now, s.conn);
+    s.drain();
+    s.actions.clear();
+    s.advance(secs(119));
+    assert!(
+        !s.actions
+            .iter()
+            .any(|a| matches!(a, Action::Withdraw { .. }))
+    );
+    s.advance(secs(2));
+    assert!(s.actions.contains(&Action::Withdraw {
+        prefix: net("10.7.0.0/16")
+    }));
+    assert!(s.s.received().is_empty());
+    // Back without the F bit: stale routes go when it is Established.
+    let mut s = Scripted::new(a.clone());
+    s.recv(&gr_open(B_ASN, true));
+    s.recv(&Message::Keepalive);
+    s.recv(&update_from(&[B_ASN], B_ADDR, &["10.7.0.0/16"]));
+    let now = s.now;
+    s.s.handle_closed(now, s.conn);
+    reconnect(&mut s, &gr_open(B_ASN, false));
+    assert!(s.actions.contains(&Action::Withdraw {
+        prefix: net("10.7.0.0/16")
+    }));
+    // No capability: WithdrawAll at once.
+    let mut s = Scripted::establish(a);
+    s.recv(&update_from(&[B_ASN], B_ADDR, &["10.7.0.0/16"]));
+    let now = s.now;
+    s.s.handle_closed(now, s.conn);
+    s.drain();
+    assert!(s.actions.contains(&Action::WithdrawAll));
+}
