@@ -180,11 +180,15 @@ impl Lab {
     }
 
     fn load(&self, c: &Case) {
+        self.load_ts(c, "0.0.0.0/0", "0.0.0.0/0");
+    }
+
+    fn load_ts(&self, c: &Case, local_ts: &str, remote_ts: &str) {
         let conf = self.dir.path().join("swanctl.conf");
         std::fs::write(
             &conf,
             format!(
-                "connections {{\n s2s {{\n  version = 2\n  local_addrs = {SW}\n  remote_addrs = {US}\n  proposals = {}\n  local {{ auth = psk }}\n  remote {{ auth = psk }}\n  children {{ net {{\n   local_ts = 0.0.0.0/0\n   remote_ts = 0.0.0.0/0\n   esp_proposals = {}\n   mode = tunnel\n  }} }}\n }}\n}}\nsecrets {{ ike-1 {{ secret = \"{PSK}\" }} }}\n",
+                "connections {{\n s2s {{\n  version = 2\n  local_addrs = {SW}\n  remote_addrs = {US}\n  proposals = {}\n  local {{ auth = psk }}\n  remote {{ auth = psk }}\n  children {{ net {{\n   local_ts = {local_ts}\n   remote_ts = {remote_ts}\n   esp_proposals = {}\n   mode = tunnel\n  }} }}\n }}\n}}\nsecrets {{ ike-1 {{ secret = \"{PSK}\" }} }}\n",
                 c.ike, c.esp
             ),
         )
@@ -636,5 +640,107 @@ fn dpd_timeout_with_restart_against_a_frozen_strongswan() {
     let l2 = child_line(&lab, &peer, 2, "after restart", mark);
     assert!(peer.output().contains("LOG re-initiating IKE_SA"));
     check_child(&lab, &l2, 0, "after restart", true);
+    peer.stop();
+}
+
+fn peer_with(lab: &Lab, c: &Case, extra: &[&str], log: &str) -> Proc {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", lab.us.name()])
+        .arg(env!("CARGO_BIN_EXE_ike_peer"))
+        .args(["--local", US, "--remote", SW, "--psk", PSK])
+        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
+        .arg(c.dh.to_string())
+        .args(["--secs", "30"])
+        .args(extra);
+    let p = Proc::spawn(cmd, &lab.dir.path().join(log));
+    let ns = lab.us.name().to_owned();
+    assert!(wait_until(Duration::from_secs(5), || sh_ok(&format!(
+        "ip netns exec {ns} ss -uln | grep -q ':4500'"
+    ))));
+    p
+}
+
+/// No common proposal, both directions: nothing comes up, and both the
+/// log and strongSwan say why.
+#[test]
+fn no_common_proposal_is_refused_and_logged() {
+    let lab = Lab::new("g");
+    // strongSwan: AES-128-CBC/SHA-256/MODP-3072; we: AES-256-GCM/SHA-512/ECP-256.
+    let theirs = Case {
+        ike: "aes128-sha256-modp3072".to_owned(),
+        esp: "aes128-sha256".to_owned(),
+        enc: "AES128",
+        integ: "SHA2-256",
+        dh: 15,
+    };
+    let ours = Case {
+        ike: String::new(),
+        esp: String::new(),
+        enc: "AES256-GCM-16",
+        integ: "SHA2-512",
+        dh: 19,
+    };
+    lab.load(&theirs);
+    let mut peer = peer_with(&lab, &ours, &[], "np-resp.log");
+    let (ok, _) = lab.swanctl("--initiate --child net --timeout 10");
+    assert!(!ok, "no common proposal must not come up");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer.output().contains(
+            "LOG No matching proposal found. Notifying with \"No proposal chosen\""
+        )),
+        "{}",
+        peer.output()
+    );
+    assert!(lab.charon.output().contains("NO_PROPOSAL_CHOSEN"));
+    assert!(!peer.output().contains("IKE_UP"));
+    peer.stop();
+
+    let mut peer = peer_with(&lab, &ours, &["--initiate"], "np-init.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || peer
+            .output()
+            .contains("IKE_DOWN NoProposalChosen")),
+        "{}",
+        peer.output()
+    );
+    assert!(peer.output().contains("LOG No matching proposal found"));
+    peer.stop();
+}
+
+/// Traffic selectors that do not overlap the configured CIDRs: the IKE
+/// SA comes up, the Child SA does not, and the log says TS_UNACCEPTABLE.
+#[test]
+fn bad_traffic_selectors_are_refused_and_logged() {
+    let lab = Lab::new("h");
+    let c = &matrix()[1];
+    lab.load_ts(c, "192.168.0.0/16", "172.16.0.0/12");
+    let ts = ["--local-ts", "10.2.0.0/16", "--remote-ts", "10.1.0.0/16"];
+    let mut peer = peer_with(&lab, c, &ts, "ts-resp.log");
+    let (ok, out) = lab.swanctl("--initiate --child net --timeout 10");
+    assert!(!ok, "the Child SA must not come up: {out}");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer.output().contains(
+            "LOG AWS: Traffic Selector: TS_UNACCEPTABLE: sent to initiator"
+        )),
+        "{}",
+        peer.output()
+    );
+    assert!(peer.output().contains("IKE_UP"));
+    assert!(!peer.output().contains("CHILD_UP"));
+    assert!(lab.charon.output().contains("TS_UNACCEPTABLE"));
+    let _ = lab.swanctl("--terminate --ike s2s --timeout 5");
+    peer.stop();
+
+    let mut args = ts.to_vec();
+    args.push("--initiate");
+    let mut peer = peer_with(&lab, c, &args, "ts-init.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || peer.output().contains(
+            "LOG AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder"
+        )),
+        "{}",
+        peer.output()
+    );
+    assert!(!peer.output().contains("CHILD_UP"));
     peer.stop();
 }

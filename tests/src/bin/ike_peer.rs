@@ -4,6 +4,7 @@
 //! ```text
 //! ike_peer --local IP --remote IP --psk KEY --enc AES128-GCM-16 --integ SHA2-256 --dh 19
 //!          [--initiate | --start] [--secs 20] [--dpd-secs N --dpd-action clear|none|restart]
+//!          [--local-ts CIDR]… [--remote-ts CIDR]… (default 0.0.0.0/0)
 //!          [--phase1-secs N --phase2-secs N --margin-secs N --fuzz PERCENT]
 //! ```
 //!
@@ -39,6 +40,7 @@ fn main() {
     let (mut initiate, mut secs) = (false, 20u64);
     let mut timers: Vec<(String, u64)> = Vec::new();
     let (mut dpd_action, mut start) = (DpdTimeoutAction::Clear, false);
+    let (mut local_ts, mut remote_ts): (Vec<ipnet::IpNet>, Vec<ipnet::IpNet>) = (vec![], vec![]);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -50,6 +52,8 @@ fn main() {
             "--dh" => dh.push(DhGroup::from(v().parse::<u16>().expect("dh"))),
             "--initiate" => initiate = true,
             "--start" => start = true,
+            "--local-ts" => local_ts.push(v().parse().expect("local ts")),
+            "--remote-ts" => remote_ts.push(v().parse().expect("remote ts")),
             "--dpd-action" => dpd_action = name::<DpdTimeoutAction>(&v()),
             "--secs" => secs = v().parse().expect("secs"),
             "--phase1-secs" | "--phase2-secs" | "--margin-secs" | "--fuzz" | "--dpd-secs" => {
@@ -75,8 +79,14 @@ fn main() {
         },
         ..TunnelOptions::default()
     };
-    let any = vec!["0.0.0.0/0".parse().expect("net")];
-    let mut cfg = IkeConfig::from_tunnel(&opts, local, remote, any.clone(), any);
+    let any: Vec<ipnet::IpNet> = vec!["0.0.0.0/0".parse().expect("net")];
+    if local_ts.is_empty() {
+        local_ts.clone_from(&any);
+    }
+    if remote_ts.is_empty() {
+        remote_ts = any;
+    }
+    let mut cfg = IkeConfig::from_tunnel(&opts, local, remote, local_ts, remote_ts);
     // Short timers for tests, below what the configuration validation
     // allows for real tunnels.
     for (k, n) in timers {
