@@ -903,6 +903,20 @@ fn nat_detected_floats_to_4500() {
     assert!(ca.nat_t && cb.nat_t);
     assert_eq!(cb.remote.port(), 5500, "the peer's NAT-mapped port");
     assert_pair(ca, cb);
+    // The dataplane SA: ESP in UDP towards the NAT mapping, GCM key + salt.
+    let sa = cb
+        .sa_config(dataplane::esp::sa::Direction::Outbound, [1; 16])
+        .unwrap();
+    assert_eq!(
+        sa.nat_t,
+        Some(dataplane::esp::sa::NatT {
+            local_port: 4500,
+            remote_port: 5500
+        })
+    );
+    assert_eq!(sa.enc_key.len(), 36);
+    assert_eq!(sa.algorithm, dataplane::crypto::EspAlgorithm::Aes256Gcm16);
+    assert!(sa.auth_key.is_empty());
 }
 
 #[test]
@@ -1332,4 +1346,36 @@ fn initial_contact_replaces_the_stale_ike_sa() {
             .any(|e| matches!(e, Event::ChildSaDown { inbound_spi, .. } if *inbound_spi == first))
     );
     assert_eq!(Harness::children(&h.b_events).len(), 2);
+}
+
+/// The responder drops a half-open IKE SA whose IKE_AUTH never comes.
+#[test]
+fn half_open_ike_sa_times_out() {
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 32);
+    // Everything after A's IKE_SA_INIT is lost on the way to B.
+    let mut n = 0;
+    h.drop = Box::new(move |from_a, _| {
+        if from_a {
+            n += 1;
+        }
+        from_a && n > 1
+    });
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(1));
+    assert_eq!(h.b.half_open(), 1);
+    h.run(Duration::from_secs(60));
+    assert_eq!(h.b.half_open(), 0);
+    assert_eq!(
+        Harness::down(&h.b_events),
+        Some(DownReason::HalfOpenTimeout)
+    );
+    assert!(Harness::logs(&h.b_events).contains(
+        &"AWS tunnel timeout: deleting unestablished phase 1 IKE_SA with cgw: 192.0.2.1"
+    ));
 }
