@@ -20,9 +20,11 @@
 //! * [`rib`]: the spec's route priority, best path, ECMP, tunnel failover,
 //!   MED / AS_PATH-prepend steering of what we advertise.
 //! * [`log`]: the spec's BGP log entries and texts.
+//! * [`peer`]: a session's settings from the configuration model.
 //! * [`snapshot`]: what `vpnctl show bgp` prints.
 
 pub mod log;
+pub mod peer;
 pub mod rib;
 pub mod session;
 pub mod snapshot;

@@ -3,6 +3,7 @@
 //! and RIB selection.
 
 mod harness;
+mod peer_tests;
 mod rib_tests;
 mod session_tests;
 mod wire_tests;
