@@ -516,6 +516,10 @@ struct IkeRekey {
     new_spi: u64,
     ni: Vec<u8>,
     dh: DhPrivate,
+    /// The peer rekeyed this IKE SA at the same time (RFC 7296 § 2.8.2):
+    /// the lowest nonce of its exchange and the SA it made, held back
+    /// until ours completes and the nonces decide which one survives.
+    collision: Option<(Vec<u8>, Box<IkeSa>)>,
 }
 
 #[derive(Debug)]
@@ -626,6 +630,8 @@ pub struct IkeSa {
     rekeyed_away: bool,
     /// The peer's IKE_AUTH carried INITIAL_CONTACT.
     initial_contact: bool,
+    /// Created by rekeying another IKE SA.
+    from_rekey: bool,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -816,6 +822,7 @@ impl IkeSa {
             spawned: Vec::new(),
             rekeyed_away: false,
             initial_contact: false,
+            from_rekey: false,
         }
     }
 
@@ -2047,7 +2054,12 @@ impl IkeSa {
         }
         if ike_deleted {
             self.respond(rng, ExchangeType::Informational, id, &[]);
-            if self.rekeyed_away {
+            let childless = match &self.state {
+                State::Established(e) => e.children.is_empty(),
+                _ => true,
+            };
+            // A replaced IKE SA, or the redundant one of a rekey collision.
+            if self.rekeyed_away || (self.from_rekey && childless) {
                 self.go_down(DownReason::Rekeyed);
             } else {
                 self.log("AWS tunnel received DELETE for IKE_SA from CGW");
@@ -2416,6 +2428,7 @@ impl IkeSa {
         );
         n.spi_i = spi_i;
         n.spi_r = spi_r;
+        n.from_rekey = true;
         n.local = self.local;
         n.remote = self.remote;
         n.nat_detected = self.nat_detected;
@@ -2452,7 +2465,12 @@ impl IkeSa {
                 data: dh.public().to_vec(),
             },
         ];
-        e.ike_rekey = Some(IkeRekey { new_spi, ni, dh });
+        e.ike_rekey = Some(IkeRekey {
+            new_spi,
+            ni,
+            dh,
+            collision: None,
+        });
         let id = self.next_request;
         self.log(format!(
             "AWS tunnel is sending request for CREATE_CHILD_SA (id={id})"
@@ -2510,8 +2528,32 @@ impl IkeSa {
         match derived {
             Ok((peer_spi, keys)) => {
                 let children = std::mem::take(&mut e.children);
-                let n = self.rekeyed(now, rng, true, rk.new_spi, peer_spi, keys, children);
-                self.spawned.push(n);
+                let our_min = nonce_of(p).map(|nr| rk.ni.clone().min(nr.clone()));
+                if let Some((their_min, mut theirs)) = rk.collision {
+                    // RFC 7296 § 2.8.2: the new IKE SA created with the
+                    // lowest of the four nonces is redundant; its
+                    // initiator deletes it. The survivor takes the Child
+                    // SAs; whoever initiated it deletes the old IKE SA.
+                    let ours_lost = our_min.is_some_and(|m| m < their_min);
+                    self.log("IKE_SA rekey collision detected");
+                    if ours_lost {
+                        theirs.adopt_children(children);
+                        let mut mine =
+                            self.rekeyed(now, rng, true, rk.new_spi, peer_spi, keys, Vec::new());
+                        mine.log("AWS tunnel (IKE_SA) redundant SA is being deleted due to detected collision");
+                        mine.close_quietly(now, rng);
+                        self.spawned.push(*theirs);
+                        self.spawned.push(mine);
+                        // The peer deletes the old IKE SA.
+                        return;
+                    }
+                    let n = self.rekeyed(now, rng, true, rk.new_spi, peer_spi, keys, children);
+                    self.spawned.push(n);
+                    self.spawned.push(*theirs);
+                } else {
+                    let n = self.rekeyed(now, rng, true, rk.new_spi, peer_spi, keys, children);
+                    self.spawned.push(n);
+                }
                 // Delete the old IKE SA (RFC 7296 § 2.18).
                 self.request(
                     now,
@@ -2529,9 +2571,35 @@ impl IkeSa {
         }
     }
 
+    fn adopt_children(&mut self, children: Vec<ChildState>) {
+        if let State::Established(e) = &mut self.state {
+            e.children.extend(children);
+        }
+    }
+
+    /// Deletes a redundant IKE SA that owns no Child SA.
+    fn close_quietly(&mut self, now: Instant, rng: &mut dyn Rng) {
+        self.request(
+            now,
+            rng,
+            ExchangeType::Informational,
+            &[Payload::Delete(Delete {
+                protocol: ProtocolId::Ike,
+                spi_size: 0,
+                spis: Vec::new(),
+            })],
+            PendingKind::Delete,
+        );
+        self.rekeyed_away = true;
+    }
+
     /// Responder side of an IKE SA rekey; returns the response payloads.
     fn answer_ike_rekey(&mut self, now: Instant, rng: &mut dyn Rng, p: &[Payload]) -> Vec<Payload> {
         let fail = |kind: NotifyType, data: Vec<u8>| vec![Payload::Notify(Notify::new(kind, data))];
+        if self.rekeyed_away {
+            // Already replaced by our own rekey (RFC 7296 § 2.8.2).
+            return fail(NotifyType::TemporaryFailure, Vec::new());
+        }
         let (Some(props), Some(ni), Some((g, ke))) = (sa_of(p), nonce_of(p), ke_of(p)) else {
             return fail(NotifyType::InvalidSyntax, Vec::new());
         };
@@ -2566,7 +2634,14 @@ impl IkeSa {
         };
         let seed = skeyseed_rekey(e.keys.suite.prf, &e.keys.sk_d, &g_ir, ni, &nr);
         let k = derive_ike_keys(&suite, &seed, ni, &nr, peer_spi, our_spi);
-        let children = std::mem::take(&mut e.children);
+        // Our own rekey of this IKE SA is under way: a collision.
+        let colliding = e.ike_rekey.is_some();
+        let their_min = ni.clone().min(nr.clone());
+        let children = if colliding {
+            Vec::new()
+        } else {
+            std::mem::take(&mut e.children)
+        };
         let mut prop = ike_response(number, &suite);
         prop.spi = our_spi.to_be_bytes().to_vec();
         let n = self.rekeyed(
@@ -2578,7 +2653,15 @@ impl IkeSa {
             SaKeys::new(suite, k, false),
             children,
         );
-        self.spawned.push(n);
+        if colliding {
+            if let State::Established(e) = &mut self.state
+                && let Some(rk) = &mut e.ike_rekey
+            {
+                rk.collision = Some((their_min, Box::new(n)));
+            }
+        } else {
+            self.spawned.push(n);
+        }
         vec![
             Payload::Sa(vec![prop]),
             Payload::Nonce(nr),

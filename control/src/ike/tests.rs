@@ -1379,3 +1379,62 @@ fn half_open_ike_sa_times_out() {
         &"AWS tunnel timeout: deleting unestablished phase 1 IKE_SA with cgw: 192.0.2.1"
     ));
 }
+
+/// Both sides rekey the IKE SA at the same instant (fuzz 0): one new IKE
+/// SA survives on each side, the same one, holding the Child SA, and a
+/// later Child SA rekey over it works.
+#[test]
+fn simultaneous_ike_rekey_collision() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.phase1_lifetime_secs = 1200;
+    o.phase2_lifetime_secs = 3600;
+    o.rekey_margin_time_secs = 120;
+    o.rekey_fuzz_percent = 0;
+    o.dpd_timeout_secs = 4000;
+    let mut h = establish(&o);
+    h.run(Duration::from_secs(1190));
+    assert_eq!(h.a.sas().len(), 1, "{:?}", Harness::logs(&h.a_events));
+    assert_eq!(h.b.sas().len(), 1, "{:?}", Harness::logs(&h.b_events));
+    let (sa, sb) = (&h.a.sas()[0], &h.b.sas()[0]);
+    assert_eq!((sa.spi_i(), sa.spi_r()), (sb.spi_i(), sb.spi_r()));
+    assert_eq!(sa.phase2_state(), super::sa::PhaseState::Established);
+    assert_eq!(sb.phase2_state(), super::sa::PhaseState::Established);
+    for ev in [&h.a_events, &h.b_events] {
+        assert!(Harness::logs(ev).contains(&"IKE_SA rekey collision detected"));
+        assert!(!ev.iter().any(|e| matches!(e, Event::ChildSaDown { .. })));
+        assert!(
+            !ev.iter().any(
+                |e| matches!(e, Event::IkeSaDown { reason } if *reason != DownReason::Rekeyed)
+            )
+        );
+    }
+    h.run(Duration::from_secs(3600 - 1190 - 1));
+    let (la, lb) = (live_children(&h.a_events), live_children(&h.b_events));
+    assert_eq!((la.len(), lb.len()), (1, 1));
+    let ca = Harness::children(&h.a_events);
+    let cb = Harness::children(&h.b_events);
+    assert!(
+        ca.len() >= 2 && cb.len() >= 2,
+        "a Child SA rekey over the surviving IKE SA"
+    );
+    let a = ca.iter().find(|c| c.inbound.spi == la[0]).unwrap();
+    let b = cb.iter().find(|c| c.inbound.spi == lb[0]).unwrap();
+    assert_pair(a, b);
+}
+
+fn live_children(ev: &[Event]) -> Vec<u32> {
+    let mut up: Vec<u32> = Vec::new();
+    for e in ev {
+        match e {
+            Event::ChildSaUp(c) => up.push(c.inbound.spi),
+            Event::ChildSaDown { inbound_spi, .. } => up.retain(|s| s != inbound_spi),
+            _ => {}
+        }
+    }
+    up
+}
