@@ -700,6 +700,30 @@ impl Session {
         }
     }
 
+    /// Asks the peer to re-send its routes for `afi` (RFC 2918), e.g. after
+    /// a policy change. Returns false (nothing sent) unless Established and
+    /// the peer announced the route refresh capability.
+    pub fn request_refresh(&mut self, afi: Afi) -> bool {
+        let Some(c) = self.conns.iter().find(|c| c.state == State::Established) else {
+            return false;
+        };
+        let supported = c
+            .peer_open
+            .as_ref()
+            .is_some_and(|o| o.has(|c| matches!(c, Capability::RouteRefresh)));
+        if !supported {
+            return false;
+        }
+        let (id, codec) = (c.id, c.codec);
+        let rr = RouteRefresh {
+            afi,
+            subtype: 0,
+            safi: Safi::Unicast,
+        };
+        self.queue_message(id, &Message::RouteRefresh(rr), codec);
+        true
+    }
+
     fn established_conn(&self) -> Option<ConnId> {
         self.conns
             .iter()

@@ -615,3 +615,46 @@ fn graceful_restart_timer_and_no_capability() {
     s.drain();
     assert!(s.actions.contains(&Action::WithdrawAll));
 }
+
+/// ROUTE-REFRESH both ways (RFC 2918): asking sends the message when the
+/// peer supports it; receiving one re-sends our routes.
+#[test]
+fn route_refresh() {
+    let (a, b) = configs();
+    let mut p = Pair::new(a, b);
+    p.a.set_advertised(p.now, [advert("10.2.0.0/16")]);
+    p.a.handle_start(p.now);
+    p.b.handle_start(p.now);
+    p.establish(secs(10));
+    p.b_routes.clear();
+    assert!(p.b.request_refresh(Afi::Ipv4));
+    p.run_for(Duration::from_millis(50));
+    // A re-sent its route: B sees an identical path (no new action, no
+    // error) and stays up.
+    assert_eq!(p.b.state(), State::Established);
+    assert!(p.b.received().contains_key(&net("10.2.0.0/16")));
+    let (a, _) = configs();
+    let mut s = Scripted::establish(a);
+    let now = s.now;
+    s.s.set_advertised(now, [advert("10.2.0.0/16")]);
+    s.drain();
+    assert!(
+        !s.s.request_refresh(Afi::Ipv4),
+        "peer_open has no route refresh capability"
+    );
+    s.sent.clear();
+    s.recv(&Message::RouteRefresh(crate::bgp::wire::RouteRefresh {
+        afi: Afi::Ipv4,
+        subtype: 0,
+        safi: Safi::Unicast,
+    }));
+    let want: Vec<ipnet::Ipv4Net> = vec!["10.2.0.0/16".parse().unwrap()];
+    assert!(
+        s.sent
+            .iter()
+            .any(|m| matches!(m, Message::Update(u) if u.nlri == want)),
+        "{:?}",
+        s.sent
+    );
+    assert_eq!(s.s.state(), State::Established);
+}
