@@ -12,7 +12,7 @@
 //! for the prime-order-subgroup groups 22–24 (RFC 6989 § 2.2); ECP points
 //! are validated by aws-lc (on the curve, not infinity).
 //!
-//! Private values come from the injected [`Rng`](super::Rng), so tests are
+//! Private values come from the injected [`Rng`], so tests are
 //! deterministic.
 //!
 //! [RFC 2409 § 6.2]: https://www.rfc-editor.org/rfc/rfc2409#section-6.2

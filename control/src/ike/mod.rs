@@ -12,6 +12,43 @@
 //! Time, randomness and sockets are the caller's: see [`sa::IkeSa`] for
 //! the call order.
 //!
+//! # What it does
+//!
+//! * IKE_SA_INIT / IKE_AUTH with PSK (RFC 7296 § 1.2, § 2.15), both
+//!   roles; proposal selection from the tunnel's lists (spec § 3.6, rule
+//!   in [`proposal`]); INVALID_KE_PAYLOAD retry (§ 1.3); COOKIE when the
+//!   half-open count reaches the endpoint's threshold (§ 2.6); half-open
+//!   timeout.
+//! * NAT detection and the float to UDP 4500 with the non-ESP marker
+//!   (§ 2.23, RFC 3948); the Child SA records the peer's mapped port.
+//! * Route-based traffic selectors from the configured CIDRs, narrowed as
+//!   responder and checked as initiator (§ 2.9), TS_UNACCEPTABLE.
+//! * Retransmission with exponential backoff, one request in flight
+//!   (window 1), cached responses for retransmitted requests (§ 2.1–2.3).
+//! * CREATE_CHILD_SA: Child SA rekey with PFS and IKE SA rekey, both
+//!   roles, on `lifetime − margin − fuzz` timers; simultaneous-rekey
+//!   collisions by the nonce rule (§ 2.8.1, § 2.8.2); make-before-break
+//!   (the new Child SA is reported up before the old one goes down).
+//! * INFORMATIONAL: DELETE (IKE and ESP), DPD with the tunnel's timeout
+//!   and action (clear / none / restart), INITIAL_CONTACT (§ 2.4).
+//! * [`endpoint::Endpoint`]: startup action `start` (initiate, retry
+//!   forever with backoff, re-initiate after a peer DELETE).
+//! * Events carry the Child SA's keys, SPIs, selectors and NAT-T ports;
+//!   [`sa::ChildSa::sa_config`] builds the dataplane's `SaConfig`.
+//!
+//! # Not yet
+//!
+//! * Certificate authentication (RSA/ECDSA, chain validation).
+//! * IKE fragmentation: SKF payloads parse ([`wire`]) but are neither
+//!   reassembled nor sent, and IKEV2_FRAGMENTATION_SUPPORTED is not
+//!   announced (PSK messages stay far below any MTU).
+//! * NAT-T keepalives (only needed when we are the side behind a NAT).
+//! * IKE_SA_INIT from unconfigured addresses gets no answer at all, so a
+//!   flood from many addresses never reaches the cookie threshold; cookies
+//!   protect against floods that use the configured peers' addresses.
+//! * Rekeying an IKE SA while a Child SA rekey is in flight on it is
+//!   deferred to the next timer rather than queued.
+//!
 //! [RFC 7296]: https://www.rfc-editor.org/rfc/rfc7296
 
 pub mod crypto;

@@ -1164,13 +1164,20 @@ impl IkeSa {
         match &self.state {
             State::AwaitAuth(_) => min(self.created + self.cfg.half_open_timeout),
             State::Established(e) => {
-                min(e.rekey_ike_at);
                 min(e.expire_ike_at);
+                // Rekeys and DPD wait for the request slot (window 1): a
+                // due timer that cannot act now is not reported, or the
+                // caller would spin on it.
                 if self.pending.is_none() {
+                    if !self.rekeyed_away {
+                        min(e.rekey_ike_at);
+                    }
                     min(e.last_heard + self.dpd_idle());
+                    for c in &e.children {
+                        min(c.rekey_at);
+                    }
                 }
                 for c in &e.children {
-                    min(c.rekey_at);
                     min(c.expire_at);
                 }
             }

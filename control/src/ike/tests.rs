@@ -504,7 +504,14 @@ impl Harness {
     /// Runs until quiet or `limit` of virtual time passed.
     fn run(&mut self, limit: Duration) {
         let end = self.now + limit;
+        let mut steps = 0u32;
         loop {
+            steps += 1;
+            assert!(
+                steps < 200_000,
+                "harness spinning at {:?}",
+                self.now - self.start
+            );
             let mut moved = false;
             while let Some(t) = self.a.poll_transmit() {
                 moved = true;
@@ -1437,4 +1444,21 @@ fn live_children(ev: &[Event]) -> Vec<u32> {
         }
     }
     up
+}
+
+/// The peer dies just before a Child SA rekey is due: the rekey waits for
+/// the DPD exchange in flight, and DPD declares the peer dead (no spin on
+/// the due rekey timer).
+#[test]
+fn rekey_due_while_dpd_in_flight() {
+    let mut o = dpd_options(DpdTimeoutAction::Clear);
+    o.phase2_lifetime_secs = 900;
+    o.rekey_margin_time_secs = 60;
+    o.rekey_fuzz_percent = 0;
+    let mut h = establish(&o);
+    h.run(Duration::from_secs(830));
+    assert!(Harness::down(&h.a_events).is_none());
+    h.drop = Box::new(|from_a, _| !from_a);
+    h.run(Duration::from_secs(120));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DpdTimeout));
 }
