@@ -31,7 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
-use worker::{Action, Command, ControlEnd, Event, Worker, WorkerStats};
+use fib::TunnelId;
+use worker::{
+    Action, Command, ControlEnd, CountersHandle, Event, SaSnapshot, TunnelSnapshot, Worker,
+    WorkerStats,
+};
 
 use crate::eal_args::{self, Memory};
 
@@ -41,6 +45,8 @@ const STATS_PERIOD_MS: u64 = 100;
 const COMMAND_RING: usize = 4096;
 /// Failures remembered for [`Runtime::wait`].
 const FAILURES_KEPT: usize = 64;
+/// How often [`Runtime::poll`] asks the worker for its per-SA counters.
+const SA_SNAPSHOT_PERIOD: Duration = Duration::from_secs(1);
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -243,6 +249,11 @@ pub struct Runtime {
     failures: std::collections::VecDeque<(u64, &'static str)>,
     failed_total: u64,
     lifetime_events: Vec<Event>,
+    counters: CountersHandle,
+    sa_capacity: usize,
+    sa_snapshot: Vec<SaSnapshot>,
+    sa_snapshot_pending: bool,
+    sa_snapshot_at: Instant,
     started: Instant,
     prefix: String,
     eal: Option<Eal>,
@@ -351,6 +362,7 @@ impl Runtime {
 
         let (control, end) = worker::channel(COMMAND_RING);
         let w = Worker::new(end, config.sa_capacity);
+        let counters = w.counters();
         let (mut stats_tx, stats_rx) = rtrb::RingBuffer::new(4);
         let stop = Arc::new(AtomicBool::new(false));
         let lcore = dpdk::LcoreId(config.worker_lcore);
@@ -381,6 +393,11 @@ impl Runtime {
             failures: std::collections::VecDeque::new(),
             failed_total: 0,
             lifetime_events: Vec::new(),
+            counters,
+            sa_capacity: config.sa_capacity,
+            sa_snapshot: Vec::new(),
+            sa_snapshot_pending: false,
+            sa_snapshot_at: Instant::now(),
             started: Instant::now(),
             prefix: config.file_prefix.clone(),
             eal: None,
@@ -432,6 +449,10 @@ impl Runtime {
                 ev @ Event::Lifetime { .. } if self.lifetime_events.len() < 4096 => {
                     self.lifetime_events.push(ev);
                 }
+                Event::SaSnapshot { sas, .. } => {
+                    self.sa_snapshot = *sas;
+                    self.sa_snapshot_pending = false;
+                }
                 // Retired SAs and tables: dropping them here frees them.
                 _ => {}
             }
@@ -439,6 +460,43 @@ impl Runtime {
         while let Ok(s) = self.stats_rx.pop() {
             self.last = s;
         }
+        // Per-SA counters: one request in flight at a time; the buffer is
+        // allocated here, the worker only fills it.
+        if !self.sa_snapshot_pending
+            && self.job.is_some()
+            && self.sa_snapshot_at.elapsed() >= SA_SNAPSHOT_PERIOD
+        {
+            // Room for twice the SAs seen last time (at least 64), never
+            // more than both tables can hold.
+            let room = (self.sa_snapshot.len() * 2)
+                .max(64)
+                .min(self.sa_capacity.saturating_mul(2).max(64));
+            let buf = Box::new(Vec::with_capacity(room));
+            if self.control.send(Command::SnapshotSas(buf)).is_ok() {
+                self.sa_snapshot_pending = true;
+                self.sa_snapshot_at = Instant::now();
+            }
+        }
+    }
+
+    /// One tunnel's counters (`TunnelDataIn`/`TunnelDataOut`, packets,
+    /// drops), read lock-free from the worker's counter block.
+    #[must_use]
+    pub fn tunnel_counters(&self, tunnel: TunnelId) -> Option<TunnelSnapshot> {
+        self.counters.tunnel(tunnel)
+    }
+
+    /// Tunnel ids the worker counts (`0..capacity`).
+    #[must_use]
+    pub fn tunnel_capacity(&self) -> usize {
+        self.counters.capacity()
+    }
+
+    /// The newest per-SA counters (refreshed about once a second by
+    /// [`poll`](Self::poll)).
+    #[must_use]
+    pub fn sa_counters(&self) -> &[SaSnapshot] {
+        &self.sa_snapshot
     }
 
     /// Wait (polling) until command `seq` is applied.

@@ -137,6 +137,22 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
         Err(RuntimeError::Refused { reason, .. }) => assert!(reason.contains("no such")),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    // The worker's per-SA counters come back by snapshot, with the tunnel
+    // each inbound SA is counted under.
+    std::thread::sleep(Duration::from_millis(1200));
+    dp.poll();
+    std::thread::sleep(Duration::from_millis(100));
+    dp.poll();
+    let tid = dp.tunnel_id(&key(0)).unwrap();
+    let snap = dp.runtime().unwrap().sa_counters();
+    for (spi, inbound) in [(0x1002, true), (0x2002, false)] {
+        let s = snap
+            .iter()
+            .find(|s| s.spi == spi && s.inbound == inbound)
+            .unwrap_or_else(|| panic!("SA {spi:#x} not in the snapshot {snap:?}"));
+        assert_eq!(s.tunnel, Some(tid), "{s:?}");
+    }
+    assert!(!snap.iter().any(|s| s.spi == 0x1001), "{snap:?}");
     // The other tunnel has its own pair.
     dp.install_child_sa(&key(1), &pair(0x3001, 0x4001)).unwrap();
     assert_eq!(dp.sas().len(), 4);

@@ -1025,9 +1025,14 @@ enabled = false
         drops(&s, "no_outbound_sa")
     );
 
-    // Worker and port counters.
+    // Worker, tunnel and port counters.
     let v = s.json(&["show", "stats"]);
     let st = &v["response"]["stats"];
+    let tunnel_drops: u64 = ["vpn-dp/0", "vpn-dp/1"]
+        .iter()
+        .map(|k| st["tunnels"][k]["drops"].as_u64().unwrap())
+        .sum();
+    assert!(tunnel_drops >= 3, "per-tunnel no-SA drops: {st}");
     assert!(st["worker"]["arp_replies"].as_u64().unwrap() >= 2, "{st}");
     assert!(
         st["worker"]["commands_applied"].as_u64().unwrap() >= 3,

@@ -138,8 +138,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     // Everything reaches the worker as commands, exactly as IKE will later.
     let mut commands = vec![Command::SetAddresses(Box::new(addresses))];
+    let tunnels: Vec<TunnelId> = sas.iter().map(|(t, _, _)| *t).collect();
     for (tunnel, out, inb) in sas {
-        commands.push(Command::AddInbound(Box::new(inb)));
+        commands.push(Command::AddInboundForTunnel {
+            tunnel,
+            sa: Box::new(inb),
+        });
         commands.push(Command::SetOutbound {
             tunnel,
             sa: Box::new(out),
@@ -176,9 +180,24 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let (acked, failed) = rt.commands();
+    let per_tunnel: Vec<(TunnelId, worker::TunnelSnapshot)> = tunnels
+        .iter()
+        .filter_map(|t| rt.tunnel_counters(*t).map(|c| (*t, c)))
+        .collect();
     let last = rt.shutdown();
     println!("commands: applied {} failed {failed}", acked - failed);
     print_stats(&last.worker);
+    for (t, c) in per_tunnel {
+        println!(
+            "tunnel {}: in_packets={} in_bytes={} out_packets={} out_bytes={} dropped={}",
+            t.0,
+            c.in_packets,
+            c.in_bytes,
+            c.out_packets,
+            c.out_bytes,
+            c.total_dropped()
+        );
+    }
     if last.tx_full.iter().any(|&n| n > 0) || last.no_kernel_port > 0 {
         println!(
             "drop tx_full={} no_kernel_port={}",

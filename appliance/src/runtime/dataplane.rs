@@ -15,8 +15,10 @@
 //!
 //! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
 //! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
-//! Per-tunnel byte counters stay zero until the worker exports per-SA
-//! counters.
+//! Per-tunnel counters (`TunnelDataIn`/`TunnelDataOut`, packets, drops)
+//! are read lock-free from the worker's counter block by tunnel id; per-SA
+//! counters (`show sas`) come from a snapshot the runtime asks the worker
+//! for about once a second.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,7 +52,6 @@ struct Installed {
 pub struct DpdkDataplane {
     rt: Option<Runtime>,
     ids: BTreeMap<TunnelKey, TunnelId>,
-    next_id: u32,
     installed: BTreeMap<TunnelKey, Installed>,
     states: BTreeMap<TunnelKey, TunnelRuntimeState>,
     addresses: Option<Addresses>,
@@ -65,7 +66,6 @@ impl DpdkDataplane {
         Self {
             rt: Some(rt),
             ids: BTreeMap::new(),
-            next_id: 0,
             installed: BTreeMap::new(),
             states: BTreeMap::new(),
             addresses: None,
@@ -256,8 +256,12 @@ impl Dataplane for DpdkDataplane {
         }
         for k in keys {
             if !self.ids.contains_key(&k) {
-                self.ids.insert(k, TunnelId(self.next_id));
-                self.next_id += 1;
+                // The lowest free id: ids index the worker's counter block
+                // and the FIB's tunnel table, both bounded.
+                let used: std::collections::BTreeSet<u32> =
+                    self.ids.values().map(|t| t.0).collect();
+                let id = (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+                self.ids.insert(k, TunnelId(id));
             }
         }
         self.port_names = config
@@ -319,12 +323,21 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn sas(&self) -> Vec<SaInfo> {
+        let counters = self.rt.as_ref().map_or(&[][..], Runtime::sa_counters);
         let mut out = Vec::new();
         for i in self.installed.values() {
             let age = i.at.elapsed().as_secs();
             for s in [&i.inbound, &i.outbound] {
                 let mut s = s.clone();
                 s.age_secs = age;
+                let inbound = s.direction == SaDirection::Inbound;
+                if let Some(c) = counters
+                    .iter()
+                    .find(|c| c.spi == s.spi && c.inbound == inbound)
+                {
+                    s.packets = c.counters.packets;
+                    s.bytes = c.counters.bytes;
+                }
                 out.push(s);
             }
         }
@@ -337,10 +350,21 @@ impl Dataplane for DpdkDataplane {
 
     fn stats(&self) -> DataplaneStats {
         let mut st = DataplaneStats::default();
-        for k in self.ids.keys() {
+        for (k, t) in &self.ids {
+            let c = self
+                .rt
+                .as_ref()
+                .and_then(|rt| rt.tunnel_counters(*t))
+                .unwrap_or_default();
             st.tunnels.insert(
                 DataplaneStats::tunnel_key(&k.connection_id, k.tunnel),
-                TunnelCounters::default(),
+                TunnelCounters {
+                    data_in_bytes: c.in_bytes,
+                    data_out_bytes: c.out_bytes,
+                    packets_in: c.in_packets,
+                    packets_out: c.out_packets,
+                    drops: c.total_dropped(),
+                },
             );
         }
         let Some(rt) = &self.rt else {
@@ -431,7 +455,10 @@ impl Dataplane for DpdkDataplane {
         // (1) The new inbound SA: from now on both decrypt.
         self.run(
             &format!("AddInbound {new_spi:#x}"),
-            Command::AddInbound(Box::new(inbound)),
+            Command::AddInboundForTunnel {
+                tunnel,
+                sa: Box::new(inbound),
+            },
         )?;
         // (2) Switch the outbound SA; the old one comes back retired.
         if let Err(e) = self.run(
