@@ -7,6 +7,7 @@ use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{Fib, TunnelId};
 
 use crate::pipeline::{Addresses, MtuOptions};
+use crate::policy::RatePolicy;
 
 /// A change the control core asks one worker to make. Applied between
 /// bursts, in order, each acknowledged with [`Event::Done`].
@@ -50,6 +51,28 @@ pub enum Command {
     /// up to its capacity, and send it back as [`Event::SaSnapshot`]. The
     /// control core allocates; the worker only pushes within capacity.
     SnapshotSas(Box<Vec<SaSnapshot>>),
+    /// Police `tunnel` (both directions, separate buckets) with this
+    /// worker's share of its caps (see [`crate::policy`]: for a tunnel
+    /// carried by `n` workers, [`RatePolicy::share`]`(caps, n, i)` for the
+    /// `i`-th). Replaces a policy already set, with full buckets. Fails
+    /// for a tunnel id beyond the worker's capacity.
+    SetTunnelPolicy {
+        /// The tunnel.
+        tunnel: TunnelId,
+        /// This worker's share.
+        policy: RatePolicy,
+    },
+    /// Stop policing `tunnel`. Fails when it had no policy.
+    ClearTunnelPolicy {
+        /// The tunnel.
+        tunnel: TunnelId,
+    },
+    /// Turn policing on or off for the whole worker (on by default; the
+    /// policies set stay installed while it is off).
+    SetPolicing {
+        /// On or off.
+        enabled: bool,
+    },
 }
 
 /// One SA's counters as seen by one worker.

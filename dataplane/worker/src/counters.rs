@@ -44,6 +44,10 @@ pub(crate) struct TunnelCounters {
     out_bytes: AtomicU64,
     /// Packets routed to the tunnel while it had no outbound SA.
     no_sa: AtomicU64,
+    /// Packets from the peer dropped by the tunnel's rate policy.
+    policed_in: AtomicU64,
+    /// Packets to the peer dropped by the tunnel's rate policy.
+    policed_out: AtomicU64,
     /// Drops by ESP reason, both directions.
     drops: [AtomicU64; DropReason::COUNT],
 }
@@ -77,6 +81,18 @@ impl TunnelCounters {
         bump(&self.no_sa, 1);
     }
 
+    #[inline]
+    pub(crate) fn count_policed(&self, inbound: bool) {
+        bump(
+            if inbound {
+                &self.policed_in
+            } else {
+                &self.policed_out
+            },
+            1,
+        );
+    }
+
     fn snapshot(&self) -> TunnelSnapshot {
         let mut drops = DropCounters::default();
         for (d, c) in drops.0.iter_mut().zip(&self.drops) {
@@ -88,6 +104,8 @@ impl TunnelCounters {
             out_packets: self.out_packets.load(Ordering::Relaxed),
             out_bytes: self.out_bytes.load(Ordering::Relaxed),
             no_sa: self.no_sa.load(Ordering::Relaxed),
+            policed_in: self.policed_in.load(Ordering::Relaxed),
+            policed_out: self.policed_out.load(Ordering::Relaxed),
             drops,
         }
     }
@@ -133,15 +151,23 @@ pub struct TunnelSnapshot {
     pub out_bytes: u64,
     /// Packets routed to the tunnel while it had no outbound SA.
     pub no_sa: u64,
+    /// Packets from the peer dropped by the tunnel's rate policy.
+    pub policed_in: u64,
+    /// Packets to the peer dropped by the tunnel's rate policy.
+    pub policed_out: u64,
     /// Drops by ESP reason.
     pub drops: DropCounters,
 }
 
 impl TunnelSnapshot {
-    /// All drops, including `no_sa`.
+    /// All drops, including `no_sa` and the policed ones.
     #[must_use]
     pub fn total_dropped(&self) -> u64 {
-        self.drops.total().wrapping_add(self.no_sa)
+        self.drops
+            .total()
+            .wrapping_add(self.no_sa)
+            .wrapping_add(self.policed_in)
+            .wrapping_add(self.policed_out)
     }
 }
 
@@ -152,6 +178,8 @@ impl AddAssign<&Self> for TunnelSnapshot {
         self.out_packets = self.out_packets.wrapping_add(o.out_packets);
         self.out_bytes = self.out_bytes.wrapping_add(o.out_bytes);
         self.no_sa = self.no_sa.wrapping_add(o.no_sa);
+        self.policed_in = self.policed_in.wrapping_add(o.policed_in);
+        self.policed_out = self.policed_out.wrapping_add(o.policed_out);
         for (a, b) in self.drops.0.iter_mut().zip(o.drops.0) {
             *a = a.wrapping_add(b);
         }

@@ -64,6 +64,15 @@
 //! [`OutboundSa::with_shared_seq`]: dataplane::esp::OutboundSa::with_shared_seq
 //! [`InboundSa::with_shared_replay`]: dataplane::esp::InboundSa::with_shared_replay
 //!
+//! # Per-tunnel rate policy
+//!
+//! A policer per tunnel and direction caps inner bytes and packets at the
+//! spec's figures for the tunnel's bandwidth class
+//! ([`policy::caps_for`]); the control core installs a worker's share with
+//! [`Command::SetTunnelPolicy`] and switches policing for the whole worker
+//! with [`Command::SetPolicing`]. Its drops are [`Drop::Policed`] per
+//! worker and `policed_in` / `policed_out` per tunnel. See [`policy`].
+//!
 //! # Counters
 //!
 //! [`WorkerStats`] holds the worker's totals and drops by reason (read by
@@ -85,6 +94,7 @@
 mod command;
 mod counters;
 mod pipeline;
+pub mod policy;
 mod stats;
 mod tables;
 

@@ -22,6 +22,7 @@ use netbuf::PacketBuffer;
 
 use crate::command::{Command, Event, SaSnapshot, WorkerEnd};
 use crate::counters::{CountersHandle, TunnelCounterBlock};
+use crate::policy::{Dir, Policers};
 use crate::stats::{Drop, WorkerStats};
 use crate::tables::SaTables;
 
@@ -180,6 +181,8 @@ pub struct Worker {
     icmp_refilled_ms: u64,
     /// Per-tunnel counters, read by the control core.
     counters: Arc<TunnelCounterBlock>,
+    /// Per-tunnel rate policers (see [`crate::policy`]).
+    policers: Policers,
     /// The current burst (see [`Worker::begin_burst`]) and how many of its
     /// packets are still to come.
     burst_epoch: u64,
@@ -226,6 +229,7 @@ impl Worker {
             burst_epoch: 0,
             burst_left: 0,
             counters: TunnelCounterBlock::new(capacity),
+            policers: Policers::new(capacity),
         }
     }
 
@@ -290,6 +294,18 @@ impl Worker {
                 u32::try_from(t.min(u64::from(self.options.icmp_burst))).unwrap_or(u32::MAX);
             self.icmp_refilled_ms = now_ms;
         }
+    }
+
+    /// Whether policing is on for this worker ([`Command::SetPolicing`]).
+    #[must_use]
+    pub fn policing(&self) -> bool {
+        self.policers.enabled()
+    }
+
+    /// Whether `tunnel` has a rate policy on this worker.
+    #[must_use]
+    pub fn has_tunnel_policy(&self, tunnel: TunnelId) -> bool {
+        self.policers.has(tunnel.0 as usize)
     }
 
     /// The counters.
@@ -402,6 +418,17 @@ impl Worker {
                 let old = std::mem::replace(&mut self.fib, fib);
                 self.emit(Event::RetiredFib(old));
             }
+            Command::SetTunnelPolicy { tunnel, policy } => {
+                if !self.policers.set(tunnel.0 as usize, &policy, self.now_ms) {
+                    return Err("tunnel id beyond the worker's capacity");
+                }
+            }
+            Command::ClearTunnelPolicy { tunnel } => {
+                if !self.policers.clear(tunnel.0 as usize) {
+                    return Err("no policy for the tunnel");
+                }
+            }
+            Command::SetPolicing { enabled } => self.policers.set_enabled(enabled),
             Command::SetAddresses(addrs) => self.addrs = *addrs,
             Command::SetMtuOptions(options) => {
                 self.options = *options;
@@ -454,6 +481,16 @@ impl Worker {
                     tc.count_drop(r);
                     self.stats.esp_drop(r);
                     return Action::Drop;
+                }
+                // Policed after the ICV and replay checks, on inner bytes
+                // (see `crate::policy`).
+                if let Some(t) = tunnel
+                    && !self
+                        .policers
+                        .admit(t.0 as usize, Dir::In, buf.as_ref().len(), self.now_ms)
+                {
+                    tc.count_policed(true);
+                    return self.drop(Drop::Policed);
                 }
                 tc.count_in(buf.as_ref().len());
                 self.stats.decap_packets += 1;
@@ -686,6 +723,15 @@ impl Worker {
             self.stats.drop(Drop::NoOutboundSa);
             return Action::Drop;
         };
+        // Policed before fragmentation and encryption, on inner bytes.
+        if !self
+            .policers
+            .admit(tunnel.0 as usize, Dir::Out, buf.as_ref().len(), self.now_ms)
+        {
+            tc.count_policed(false);
+            self.stats.drop(Drop::Policed);
+            return Action::Drop;
+        }
         let mtu = mtu::sa_tunnel_mtu(sa);
         let df = sa.df_policy();
         // 1. MSS clamping of transit SYNs (spec § 14.3).

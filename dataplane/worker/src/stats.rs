@@ -28,11 +28,14 @@ pub enum Drop {
     KernelUnroutable,
     /// An ESP drop (see [`WorkerStats::esp`]).
     Esp,
+    /// Over the tunnel's rate policy (either direction; per tunnel the
+    /// direction is counted, see [`crate::TunnelSnapshot`]).
+    Policed,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Self::Esp as usize + 1;
+    pub const COUNT: usize = Self::Policed as usize + 1;
     /// All reasons in order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Malformed,
@@ -46,6 +49,7 @@ impl Drop {
         Self::ArpIgnored,
         Self::KernelUnroutable,
         Self::Esp,
+        Self::Policed,
     ];
 
     /// A stable name for logs and metrics.
@@ -63,6 +67,7 @@ impl Drop {
             Self::ArpIgnored => "arp_ignored",
             Self::KernelUnroutable => "kernel_unroutable",
             Self::Esp => "esp",
+            Self::Policed => "policed",
         }
     }
 }

@@ -118,6 +118,7 @@ fn tunnel_counters_count_inner_bytes_both_ways_and_drops_by_reason() {
         out_bytes: 1300,
         no_sa: 0,
         drops: Default::default(),
+        ..TunnelSnapshot::default()
     };
     want.drops.count(DropReason::ReplayDuplicate);
     want.drops.count(DropReason::IcvFail);
