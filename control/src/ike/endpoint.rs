@@ -116,6 +116,27 @@ impl Endpoint {
             .count()
     }
 
+    /// `ike_phase1_state` / `ike_phase2_state` of a tunnel (spec § 20.3),
+    /// from its most advanced IKE SA; `Down` when it has none.
+    #[must_use]
+    pub fn tunnel_state(&self, remote: IpAddr) -> (PhaseState, PhaseState) {
+        let rank = |p: PhaseState| match p {
+            PhaseState::Down => 0,
+            PhaseState::Negotiating => 1,
+            PhaseState::Rekeying => 2,
+            PhaseState::Established => 3,
+        };
+        let best = |f: fn(&IkeSa) -> PhaseState| {
+            self.sas
+                .iter()
+                .filter(|s| s.config().remote == remote)
+                .map(f)
+                .max_by_key(|p| rank(*p))
+                .unwrap_or(PhaseState::Down)
+        };
+        (best(IkeSa::phase1_state), best(IkeSa::phase2_state))
+    }
+
     /// COOKIE notifications sent so far.
     #[must_use]
     pub fn cookies_sent(&self) -> u64 {

@@ -970,6 +970,8 @@ fn delete_from_peer_closes_both() {
         "abcdefgh12345678",
     );
     let mut h = establish(&o);
+    use super::sa::PhaseState as P;
+    assert_eq!(h.a.tunnel_state(B), (P::Established, P::Established));
     h.a.close(h.now, &mut h.rng, B);
     h.run(Duration::from_secs(5));
     assert_eq!(Harness::down(&h.a_events), Some(DownReason::Closed));
@@ -981,6 +983,7 @@ fn delete_from_peer_closes_both() {
             .any(|e| matches!(e, Event::ChildSaDown { .. }))
     );
     assert!(h.a.sas().is_empty() && h.b.sas().is_empty());
+    assert_eq!(h.b.tunnel_state(A), (P::Down, P::Down));
 }
 
 #[test]
