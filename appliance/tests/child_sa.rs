@@ -17,7 +17,9 @@ use control::config::ApplianceConfig;
 use control::dataplane::{ChildSaPair, Dataplane, DataplaneError, SaDirection, TunnelKey};
 use dataplane::crypto::EspAlgorithm;
 use dataplane::esp::SaConfig;
-use dataplane::esp::sa::{DfPolicy, Direction, Lifetimes, TunnelEndpoints};
+use dataplane::esp::sa::{
+    DfPolicy, Direction, LifetimeEvent, LifetimeLimits, Lifetimes, TunnelEndpoints,
+};
 use worker::Command;
 use zeroize::Zeroizing;
 
@@ -153,9 +155,33 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
         assert_eq!(s.tunnel, Some(tid), "{s:?}");
     }
     assert!(!snap.iter().any(|s| s.spi == 0x1001), "{snap:?}");
-    // The other tunnel has its own pair.
-    dp.install_child_sa(&key(1), &pair(0x3001, 0x4001)).unwrap();
+    // The other tunnel has its own pair, whose inbound SA soft-expires
+    // after 1 s: the event reaches the control side naming the tunnel.
+    let mut short = pair(0x3001, 0x4001);
+    short.inbound.lifetimes = Lifetimes {
+        soft: LifetimeLimits {
+            secs: Some(1),
+            ..LifetimeLimits::default()
+        },
+        hard: LifetimeLimits {
+            secs: Some(3600),
+            ..LifetimeLimits::default()
+        },
+    };
+    dp.install_child_sa(&key(1), &short).unwrap();
     assert_eq!(dp.sas().len(), 4);
+    let mut events = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while events.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        dp.poll();
+        events = dp.poll_sa_events();
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].spi, 0x3001);
+    assert_eq!(events[0].direction, SaDirection::Inbound);
+    assert_eq!(events[0].tunnel, Some(key(1)));
+    assert_eq!(events[0].event, LifetimeEvent::SoftExpired);
 
     // Bad input never half-installs.
     let err = dp.install_child_sa(&key(0), &pair(7, 0x2003)).unwrap_err();

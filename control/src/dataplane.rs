@@ -208,6 +208,21 @@ pub struct ChildSaPair {
     pub outbound: SaConfig,
 }
 
+/// An SA reached a lifetime limit in the dataplane (IKE rekeys on
+/// `SoftExpired` and deletes on `HardExpired`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaLifetimeEvent {
+    /// The tunnel the SA belongs to, if it is one installed through
+    /// [`Dataplane::install_child_sa`].
+    pub tunnel: Option<TunnelKey>,
+    /// The SA's SPI.
+    pub spi: u32,
+    /// Its direction.
+    pub direction: SaDirection,
+    /// Soft or hard.
+    pub event: dataplane::esp::sa::LifetimeEvent,
+}
+
 /// Why the dataplane could not install or remove SAs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -297,6 +312,11 @@ pub trait Dataplane: Send {
     /// Collect what the runtime reports back (acknowledgements, retired
     /// SAs and tables, counters). Never blocks.
     fn poll(&mut self) {}
+    /// SA lifetime events collected by [`poll`](Self::poll) since the last
+    /// call, oldest first.
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        Vec::new()
+    }
     /// Stop moving packets and release the runtime's resources (workers,
     /// ports, EAL). Afterwards `apply` and SA changes do nothing and the
     /// queries report an idle dataplane.
@@ -334,6 +354,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     }
     fn poll(&mut self) {
         (**self).poll();
+    }
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        (**self).poll_sa_events()
     }
     fn shutdown(&mut self) {
         (**self).shutdown();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use control::config::{ApplianceConfig, PortRole, RoutingType, parse_mac};
 use control::dataplane::{
     ChildSaPair, Dataplane, DataplaneError, DataplaneStats, PortCounters, RouteEntry, SaDirection,
-    SaInfo, TunnelCounters, TunnelKey, TunnelRuntimeState, sa_info,
+    SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey, TunnelRuntimeState, TunnelUpDown, sa_info,
 };
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{FibBuilder, Target, TunnelId};
@@ -57,7 +57,14 @@ pub struct DpdkDataplane {
     addresses: Option<Addresses>,
     port_names: BTreeMap<&'static str, String>,
     apply_errors: u64,
+    sa_events: Vec<SaLifetimeEvent>,
+    /// The configuration last applied (the FIB is rebuilt from it when a
+    /// tunnel goes UP or DOWN).
+    config: Option<ApplianceConfig>,
 }
+
+/// SA lifetime events kept for IKE before the oldest are dropped.
+const SA_EVENTS_KEPT: usize = 4096;
 
 impl DpdkDataplane {
     /// Wrap a started runtime. Nothing is sent until [`Dataplane::apply`].
@@ -71,6 +78,8 @@ impl DpdkDataplane {
             addresses: None,
             port_names: BTreeMap::new(),
             apply_errors: 0,
+            sa_events: Vec::new(),
+            config: None,
         }
     }
 
@@ -153,10 +162,14 @@ fn first_host_v6(n: Ipv6Net) -> Option<IpNet> {
 }
 
 /// The forwarding table of `config`; problems (not expected for a
-/// validated configuration) are returned as messages.
+/// validated configuration) are returned as messages. A static
+/// connection's routes go to ECMP over its UP tunnels (by `states`); while
+/// neither is UP, over both (dropped there as `no_outbound_sa`, counted
+/// per tunnel).
 fn build_fib(
     config: &ApplianceConfig,
     ids: &BTreeMap<TunnelKey, TunnelId>,
+    states: &BTreeMap<TunnelKey, TunnelRuntimeState>,
 ) -> (FibBuilder, Vec<String>) {
     let mut b = FibBuilder::new();
     let mut problems = Vec::new();
@@ -177,7 +190,22 @@ fn build_fib(
             continue;
         };
         if c.routing == RoutingType::Static && !c.static_routes.is_empty() {
-            match b.add_group(&[t0, t1]) {
+            let up: Vec<TunnelId> = [t0, t1]
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    let k = TunnelKey {
+                        connection_id: c.id.clone(),
+                        tunnel: *i,
+                    };
+                    states
+                        .get(&k)
+                        .is_some_and(|s| s.up_down(c.routing) == TunnelUpDown::Up)
+                })
+                .map(|(_, t)| t)
+                .collect();
+            let members = if up.is_empty() { vec![t0, t1] } else { up };
+            match b.add_group(&members) {
                 Ok(g) => {
                     for p in &c.static_routes {
                         if let Err(e) = b.insert(*p, Target::Ecmp(g)) {
@@ -309,7 +337,8 @@ impl Dataplane for DpdkDataplane {
         }
 
         // 3. Routes.
-        let (fib, problems) = build_fib(config, &self.ids);
+        self.config = Some(config.clone());
+        let (fib, problems) = build_fib(config, &self.ids, &self.states);
         for p in problems {
             self.log_apply_error("route", &p);
         }
@@ -426,8 +455,29 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
-        if self.ids.contains_key(&key) {
-            self.states.insert(key, state);
+        if !self.ids.contains_key(&key) {
+            return;
+        }
+        let routing = self
+            .config
+            .as_ref()
+            .and_then(|c| c.connections.iter().find(|c| c.id == key.connection_id))
+            .map_or(RoutingType::Static, |c| c.routing);
+        let was = self
+            .states
+            .get(&key)
+            .map_or(TunnelUpDown::Down, |s| s.up_down(routing));
+        let up_changed = was != state.up_down(routing);
+        self.states.insert(key, state);
+        // Routes follow the UP tunnels.
+        if up_changed && let Some(config) = self.config.clone() {
+            let (fib, problems) = build_fib(&config, &self.ids, &self.states);
+            for p in problems {
+                self.log_apply_error("route", &p);
+            }
+            if let Err(e) = self.run("SetFib", Command::SetFib(Arc::new(fib.build()))) {
+                self.log_apply_error("forwarding table", &e);
+            }
         }
     }
 
@@ -522,10 +572,45 @@ impl Dataplane for DpdkDataplane {
         if let Some(rt) = self.rt.as_mut() {
             rt.poll();
             for ev in rt.take_lifetime_events() {
-                // IKE will rekey on these; until then they are logged.
-                eprintln!("vpnd: dataplane: SA lifetime event: {ev:?}");
+                let worker::Event::Lifetime {
+                    spi,
+                    inbound,
+                    event,
+                } = ev
+                else {
+                    continue;
+                };
+                let direction = if inbound {
+                    SaDirection::Inbound
+                } else {
+                    SaDirection::Outbound
+                };
+                let tunnel = self
+                    .installed
+                    .iter()
+                    .find(|(_, i)| {
+                        let s = if inbound { &i.inbound } else { &i.outbound };
+                        s.spi == spi
+                    })
+                    .map(|(k, _)| k.clone());
+                eprintln!(
+                    "vpnd: dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}"
+                );
+                if self.sa_events.len() == SA_EVENTS_KEPT {
+                    self.sa_events.remove(0);
+                }
+                self.sa_events.push(SaLifetimeEvent {
+                    tunnel,
+                    spi,
+                    direction,
+                    event,
+                });
             }
         }
+    }
+
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        std::mem::take(&mut self.sa_events)
     }
 
     fn shutdown(&mut self) {
