@@ -143,3 +143,374 @@ fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
         ],
     });
 }
+
+// ---------------------------------------------------------------------------
+// Every ESP algorithm, bad packets and the kernel port: one `vpn-dp` with a
+// tunnel per algorithm against `esp/cgw_multi.py` (scapy) as the customer
+// gateway; namespaces `vt-p-*`.
+// ---------------------------------------------------------------------------
+
+/// Every algorithm of the spec (§ 3.4: AES-128/256-GCM-16, AES-128/256-CBC
+/// with HMAC-SHA1-96, SHA2-256-128, SHA2-384-192, SHA2-512-256).
+const ALGORITHMS: [&str; 10] = [
+    "aes128gcm16",
+    "aes256gcm16",
+    "aes128cbc-sha1",
+    "aes128cbc-sha256",
+    "aes128cbc-sha384",
+    "aes128cbc-sha512",
+    "aes256cbc-sha1",
+    "aes256cbc-sha256",
+    "aes256cbc-sha384",
+    "aes256cbc-sha512",
+];
+
+/// Key material for `alg` (encryption key incl. the GCM salt, integrity
+/// key or ""), distinct per tunnel and direction.
+fn keys_for(alg: &str, seed: u8) -> (String, String) {
+    let hex = |n: usize, s: u8| -> String {
+        (0..n)
+            .map(|i| format!("{:02x}", (i as u8).wrapping_mul(7).wrapping_add(s)))
+            .collect()
+    };
+    let enc = match alg {
+        "aes128gcm16" => 20,
+        "aes256gcm16" => 36,
+        a if a.starts_with("aes128cbc") => 16,
+        _ => 32,
+    };
+    let auth = match alg.split_once('-').map(|(_, i)| i) {
+        Some("sha1") => 20,
+        Some("sha256") => 32,
+        Some("sha384") => 48,
+        Some("sha512") => 64,
+        _ => 0,
+    };
+    (hex(enc, seed), hex(auth, seed.wrapping_add(101)))
+}
+
+/// Namespaces peer ⇄ dp ⇄ vpc, addresses, and `vpn-dp` running with
+/// `extra` appended to the config (after one tunnel per algorithm in
+/// `algs`, tunnel `i` for site 10.(i+1).0.0/24, NAT-T on odd tunnels).
+struct Lab {
+    t: String,
+    peer: Netns,
+    dp: Netns,
+    vpc: Netns,
+    daemon: Daemon,
+    dir: PathBuf,
+    tunnels: Vec<serde_json::Value>,
+}
+
+impl Lab {
+    fn start(algs: &[&str], ports_extra: &str, routes_extra: &str) -> Self {
+        require_root();
+        let t = tag();
+        let (peer, dp, vpc) = (
+            Netns::new(&format!("vt-p-o{t}")),
+            Netns::new(&format!("vt-p-d{t}")),
+            Netns::new(&format!("vt-p-v{t}")),
+        );
+        veth(&peer, &format!("po{t}"), &dp, &format!("pd{t}"));
+        veth(&vpc, &format!("pv{t}"), &dp, &format!("pi{t}"));
+        peer.sh(&format!("ip addr add 192.0.2.2/24 dev po{t}"));
+        vpc.sh(&format!("ip addr add 198.51.100.2/24 dev pv{t}"));
+        vpc.sh("ip route add 10.0.0.0/8 via 198.51.100.1");
+        let mut config = format!(
+            r#"
+[ports]
+outside = "net_af_packet0,iface=pd{t}"
+inside = "net_af_packet1,iface=pi{t}"
+{ports_extra}
+
+[addresses]
+outside = ["192.0.2.1"]
+inside = ["198.51.100.1"]
+outside_gateway_mac = "{peer_mac}"
+inside_gateway_mac = "{vpc_mac}"
+
+[[routes]]
+prefix = "198.51.100.0/24"
+target = "inside"
+{routes_extra}
+"#,
+            peer_mac = mac_of(&peer, &format!("po{t}")),
+            vpc_mac = mac_of(&vpc, &format!("pv{t}")),
+        );
+        let mut tunnels = Vec::new();
+        for (i, alg) in algs.iter().enumerate() {
+            let n = u8::try_from(i).unwrap();
+            let (ok, oa) = keys_for(alg, n.wrapping_mul(2));
+            let (ik, ia) = keys_for(alg, n.wrapping_mul(2).wrapping_add(1));
+            let nat_t = i % 2 == 1;
+            let auth = |k: &str| {
+                if k.is_empty() {
+                    String::new()
+                } else {
+                    format!(r#", auth_key = "{k}""#)
+                }
+            };
+            config.push_str(&format!(
+                r#"
+[[tunnels]]
+id = {i}
+algorithm = "{alg}"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+nat_t = {nat_t}
+outbound = {{ spi = {ospi}, key = "{ok}"{oa_} }}
+inbound = {{ spi = {ispi}, key = "{ik}"{ia_} }}
+
+[[routes]]
+prefix = "10.{site}.0.0/24"
+target = "tunnel:{i}"
+"#,
+                ospi = 0x1000 + i,
+                ispi = 0x2000 + i,
+                oa_ = auth(&oa),
+                ia_ = auth(&ia),
+                site = i + 1,
+            ));
+            // The peer's view: its outbound SA is our inbound one.
+            tunnels.push(serde_json::json!({
+                "alg": alg, "natt": nat_t,
+                "out_spi": 0x2000 + i, "out_key": ik, "out_auth": ia,
+                "in_spi": 0x1000 + i, "in_key": ok, "in_auth": oa,
+                "site": format!("10.{}.0.5", i + 1),
+            }));
+        }
+        let dir = std::env::temp_dir().join(format!("vt-p-static-{t}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("static.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = dp.command(&bin("vpn-dp"));
+        cmd.arg("--config").arg(&path);
+        cmd.args(["--no-huge", "--file-prefix", &format!("vt-p-d{t}")]);
+        let daemon = Daemon::spawn(cmd, "vpn-dp");
+        let lab = Self {
+            t,
+            peer,
+            dp,
+            vpc,
+            daemon,
+            dir,
+            tunnels,
+        };
+        let t = &lab.t;
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                lab.peer.sh_ok(&format!(
+                    "ip neigh flush dev po{t}; ping -c 1 -W 1 192.0.2.1 >/dev/null 2>&1; ip neigh show 192.0.2.1 | grep -q lladdr"
+                ))
+            }),
+            "vpn-dp never answered ARP on the outside"
+        );
+        lab
+    }
+
+    /// Runs `esp/cgw_multi.py` in the peer namespace (bounded by
+    /// `timeout`); its JSON result.
+    fn cgw(&self, count: u32, bad: bool) -> serde_json::Value {
+        let t = &self.t;
+        let spec = serde_json::json!({
+            "iface": format!("po{t}"), "local": "192.0.2.2", "remote": "192.0.2.1",
+            "remote_mac": mac_of(&self.dp, &format!("pd{t}")),
+            "vpc_ns": self.vpc.name(), "vpc_addr": "198.51.100.2",
+            "count": count, "bad": bad, "tunnels": self.tunnels,
+        });
+        let path = self.dir.join("cgw.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("esp/cgw_multi.py");
+        let out = self.peer.sh(&format!(
+            "timeout 600 python3 {} {}",
+            script.display(),
+            path.display()
+        ));
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.lines().last().unwrap_or("")).unwrap_or_else(|e| {
+            panic!(
+                "cgw_multi.py: {e}: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Stops `vpn-dp`; its printed counters.
+    fn stop(self) -> String {
+        let out = self.daemon.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+}
+
+/// The value of `key=N` on the line starting with `prefix` in vpn-dp's
+/// counters (0 when absent: only non-zero reasons are printed).
+fn counter(stats: &str, prefix: &str, key: &str) -> u64 {
+    stats
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn assert_flows(result: &serde_json::Value, count: u64, stats: &str) {
+    let tunnels = result["tunnels"].as_array().expect("tunnels");
+    for (i, t) in tunnels.iter().enumerate() {
+        for flow in ["icmp_out", "udp_out", "icmp_in", "udp_in"] {
+            assert_eq!(
+                t[flow].as_u64(),
+                Some(count),
+                "tunnel {i} ({} nat_t={}) {flow}: {result}\n{stats}",
+                t["alg"],
+                t["natt"]
+            );
+        }
+    }
+    assert_eq!(result["undecryptable"], 0, "{result}\n{stats}");
+}
+
+/// UDP and ICMP both ways (started by the customer site and by the VPC)
+/// through a tunnel per ESP algorithm, raw ESP and NAT-T alternating.
+#[test]
+fn every_esp_algorithm_udp_and_icmp_both_ways() {
+    let lab = Lab::start(&ALGORITHMS, "", "");
+    let result = lab.cgw(3, false);
+    let stats = lab.stop();
+    assert_flows(&result, 3, &stats);
+    // Each tunnel: 3 echo requests + 3 UDP + 3 echo replies + 3 UDP
+    // echoes in, the same out; nothing dropped.
+    for i in 0..ALGORITHMS.len() {
+        let line = format!("tunnel {i}:");
+        assert_eq!(counter(&stats, &line, "in_packets"), 12, "{stats}");
+        assert_eq!(counter(&stats, &line, "out_packets"), 12, "{stats}");
+        assert_eq!(counter(&stats, &line, "dropped"), 0, "{stats}");
+    }
+    assert_eq!(counter(&stats, "stats:", "decap"), 120, "{stats}");
+    assert_eq!(counter(&stats, "stats:", "encap"), 120, "{stats}");
+}
+
+/// Replayed, tampered, truncated and unknown-SPI ESP from the peer, and
+/// garbage to the outside port: each dropped and counted by its reason,
+/// and traffic flows afterwards.
+#[test]
+fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
+    let lab = Lab::start(&ALGORITHMS[..2], "", "");
+    let result = lab.cgw(3, true);
+    let stats = lab.stop();
+    assert_flows(&result, 3, &stats);
+    assert_eq!(result["bad_good"], true, "{result}\n{stats}");
+    assert_eq!(result["after_bad"], 3, "{result}\n{stats}");
+    assert_eq!(counter(&stats, "esp_drop", "ReplayDuplicate"), 3, "{stats}");
+    assert_eq!(counter(&stats, "esp_drop", "IcvFail"), 3, "{stats}");
+    assert_eq!(counter(&stats, "esp_drop", "Truncated"), 3, "{stats}");
+    // 3 unknown SPIs as raw ESP, 3 garbage datagrams to UDP 4500.
+    assert_eq!(counter(&stats, "drop", "unknown_spi"), 6, "{stats}");
+    assert!(counter(&stats, "drop", "malformed") >= 3, "{stats}");
+    // The ESP drops are the tunnel's.
+    assert_eq!(counter(&stats, "tunnel 0:", "dropped"), 9, "{stats}");
+}
+
+/// The optional kernel (tap) port: UDP to port 500 of the outside address
+/// reaches a socket of the kernel behind the tap, and a ping to the
+/// tunnel's inside address (169.254.10.1) sent through the tunnel is
+/// answered by that kernel and comes back through the tunnel.
+#[test]
+fn kernel_port_gets_ike_and_answers_pings_through_the_tunnel() {
+    let t = tag();
+    let lab = Lab::start(
+        &ALGORITHMS[..1],
+        &format!(r#"kernel = "net_tap0,iface=pk{t}""#),
+        r#"
+[[routes]]
+prefix = "169.254.10.0/30"
+target = "tunnel:0"
+
+[[routes]]
+prefix = "169.254.10.1/32"
+target = "local"
+"#,
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .dp
+            .sh_ok(&format!("ip link show pk{t}"))),
+        "no tap interface pk{t}"
+    );
+    // The kernel owns the outside and the inside tunnel addresses; it
+    // cannot ARP through the worker, so its neighbours are static (the
+    // worker rewrites the MACs anyway).
+    lab.dp.sh(&format!(
+        "ip addr add 192.0.2.1/24 dev pk{t} && ip addr add 169.254.10.1/30 dev pk{t} && ip link set pk{t} up \
+         && ip neigh replace 192.0.2.2 lladdr 02:00:00:00:00:02 dev pk{t} nud permanent \
+         && ip neigh replace 169.254.10.2 lladdr 02:00:00:00:00:02 dev pk{t} nud permanent"
+    ));
+    // A socket on UDP 500 in the kernel behind the tap.
+    let listener = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.dp.name(),
+            "timeout",
+            "15",
+            "python3",
+            "-c",
+        ])
+        .arg(
+            "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             s.bind((\"192.0.2.1\", 500))\nprint(s.recvfrom(2000)[0].decode(), flush=True)",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("listener");
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        lab.peer.sh(
+            "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\\\"ike-probe\\\", (\\\"192.0.2.1\\\", 500))\"",
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = listener.wait_with_output().expect("listener output");
+    let got = String::from_utf8_lossy(&got.stdout).to_string();
+
+    // ICMP to the tunnel's inside address, through the tunnel.
+    let tun = &lab.tunnels[0];
+    let s = |k: &str| tun[k].as_str().unwrap().to_owned();
+    let dash = |k: &str| {
+        if s(k).is_empty() {
+            "-".to_owned()
+        } else {
+            s(k)
+        }
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("esp/peer.py");
+    let out = lab.peer.sh(&format!(
+        "timeout 180 python3 {} po{t} {} 0 192.0.2.2 192.0.2.1 {} {} {} {} {} {} 169.254.10.2 169.254.10.1 5",
+        script.display(),
+        s("alg"),
+        tun["out_spi"],
+        s("out_key"),
+        dash("out_auth"),
+        tun["in_spi"],
+        s("in_key"),
+        dash("in_auth"),
+    ));
+    let ping = String::from_utf8_lossy(&out.stdout).to_string();
+    let stats = lab.stop();
+    assert_eq!(
+        got.trim(),
+        "ike-probe",
+        "UDP 500 never reached the kernel\n{stats}"
+    );
+    assert!(
+        ping.contains(r#""sent": 5, "replies": 5, "bad": 0"#),
+        "peer: {ping}\n{stats}"
+    );
+    assert!(counter(&stats, "stats:", "punted") >= 8, "{stats}");
+    assert_eq!(counter(&stats, "tunnel 0:", "in_packets"), 5, "{stats}");
+    assert_eq!(counter(&stats, "tunnel 0:", "out_packets"), 5, "{stats}");
+}
