@@ -5,6 +5,7 @@
 
 pub mod eal_args;
 pub mod hugepages;
+pub mod ike_service;
 pub mod mgmt;
 pub mod runtime;
 pub mod static_mode;

@@ -16,6 +16,8 @@
 //!   metrics thread: accept TCP ──► GET /metrics ──► lock Manager, render
 //!   tick thread: every 20 ms lock Manager ──► Dataplane::poll (acks, retired
 //!                SAs freed, counters)
+//!   ike thread: appliance::ike_service::run (IKE over UDP 500/4500 on the
+//!               outside addresses; Child SAs ──► lock Manager ──► install)
 //!   signal thread: SIGTERM/SIGINT ──► lock Manager (waits for an in-flight
 //!                  save) ──► remove socket ──► stop worker, close ports,
 //!                  rte_eal_cleanup ──► exit 0
@@ -247,6 +249,18 @@ fn run(args: &Args) -> i32 {
                 lock(&m).dataplane_mut().poll();
             }
         });
+    }
+
+    // IKE on the real dataplane only: the stand-in moves no packets.
+    if !args.no_dataplane {
+        let m = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ike".to_owned())
+            .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m))));
+        if let Err(e) = spawned {
+            eprintln!("vpnd: cannot start the IKE thread: {e}");
+            return 2;
+        }
     }
 
     if let Err(e) = mgmt::sd_notify("READY=1") {
