@@ -68,8 +68,11 @@ pub trait TunnelSink {
     ///
     /// # Errors
     /// The dataplane's.
-    fn install_child_sa(&mut self, key: &TunnelKey, pair: &ChildSaPair)
-    -> Result<(), DataplaneError>;
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError>;
     /// Remove a tunnel's Child SA pair.
     ///
     /// # Errors
@@ -298,12 +301,8 @@ impl Runner {
     }
 
     fn log(&self, sink: &mut dyn TunnelSink, details: String) {
-        let entry = TunnelActivityLog::new(
-            self.spec.resource_id(),
-            epoch_ms(),
-            self.context(),
-            details,
-        );
+        let entry =
+            TunnelActivityLog::new(self.spec.resource_id(), epoch_ms(), self.context(), details);
         let entry = LogEntry::Activity(entry);
         eprintln!("vpnd: ike: {}", entry.render_text());
         sink.record_log(entry);
@@ -468,7 +467,8 @@ impl TunnelSet {
         for k in stale {
             if let Some(mut r) = self.runners.remove(&k) {
                 r.close(now, &mut self.rng, sink);
-                self.transmits.extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+                self.transmits
+                    .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
                 eprintln!("vpnd: ike: {}/{} stopped", k.connection_id, k.tunnel);
             }
         }

@@ -423,13 +423,19 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
     assert_eq!(t0["nat_t_detected"], true, "{t0}");
     assert_eq!(lab.tunnel(1)["status"], "DOWN");
     let sas = lab.json(&["show", "sas", CONN]);
-    let sas = sas["response"]["sas"].as_array().cloned().unwrap_or_default();
+    let sas = sas["response"]["sas"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(sas.len(), 2, "one inbound and one outbound SA: {sas:?}");
     // strongSwan's inbound SPI is our outbound one.
     let (_, list) = lab.swanctl("--list-sas");
     for s in &sas {
         let spi = format!("{:08x}", s["spi"].as_u64().unwrap_or(0));
-        assert!(list.contains(&spi), "SPI {spi} not in strongSwan's SAs:\n{list}");
+        assert!(
+            list.contains(&spi),
+            "SPI {spi} not in strongSwan's SAs:\n{list}"
+        );
     }
     lab.traffic("strongSwan initiated");
     let logs = lab.ctl_ok(&["logs", "--connection", CONN]);
