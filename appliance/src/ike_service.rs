@@ -104,7 +104,7 @@ impl<D: Dataplane> TunnelSink for Manager<D> {
         self.dataplane_mut().set_tunnel_state(key, state);
     }
     fn record_log(&mut self, entry: LogEntry) {
-        Manager::record_log(self, entry);
+        Self::record_log(self, entry);
     }
 }
 
@@ -354,17 +354,17 @@ impl Runner {
                         ),
                     }
                 }
-                Event::ChildSaDown { inbound_spi, .. } => {
-                    // A rekeyed SA goes down after its successor was
-                    // installed (which already replaced it): only the
-                    // installed pair is removed.
-                    if self.installed.is_some_and(|(i, _)| i == inbound_spi) {
-                        if let Err(e) = sink.remove_child_sa(&key) {
-                            self.log(sink, format!("removing CHILD_SA {inbound_spi:08x}: {e}"));
-                        }
-                        self.installed = None;
-                        self.log(sink, format!("CHILD_SA {inbound_spi:08x} removed"));
+                // A rekeyed SA goes down after its successor was installed
+                // (which already replaced it): only the installed pair is
+                // removed.
+                Event::ChildSaDown { inbound_spi, .. }
+                    if self.installed.is_some_and(|(i, _)| i == inbound_spi) =>
+                {
+                    if let Err(e) = sink.remove_child_sa(&key) {
+                        self.log(sink, format!("removing CHILD_SA {inbound_spi:08x}: {e}"));
                     }
+                    self.installed = None;
+                    self.log(sink, format!("CHILD_SA {inbound_spi:08x} removed"));
                 }
                 Event::IkeSaDown { reason } => {
                     self.log(sink, format!("IKE_SA down: {reason:?}"));
@@ -802,7 +802,7 @@ pub trait ManagerAccess {
 
 impl<D: Dataplane> ManagerAccess for Manager<D> {
     fn config(&self) -> &ApplianceConfig {
-        Manager::config(self)
+        Self::config(self)
     }
     fn sink(&mut self) -> &mut dyn TunnelSink {
         self
