@@ -808,3 +808,150 @@ impl<D: Dataplane> ManagerAccess for Manager<D> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::config::{PreSharedKey, StartupAction};
+
+    /// Records what IKE asks of the dataplane.
+    #[derive(Default)]
+    struct Sink {
+        installed: BTreeMap<TunnelKey, (u32, u32)>,
+        states: BTreeMap<TunnelKey, TunnelRuntimeState>,
+        logs: Vec<String>,
+    }
+
+    impl TunnelSink for Sink {
+        fn install_child_sa(
+            &mut self,
+            key: &TunnelKey,
+            pair: &ChildSaPair,
+        ) -> Result<(), DataplaneError> {
+            self.installed
+                .insert(key.clone(), (pair.inbound.spi, pair.outbound.spi));
+            Ok(())
+        }
+        fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+            self.installed.remove(key);
+            Ok(())
+        }
+        fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
+            self.states.get(key).cloned().unwrap_or_default()
+        }
+        fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+            self.states.insert(key, state);
+        }
+        fn record_log(&mut self, entry: LogEntry) {
+            self.logs.push(entry.render_text());
+        }
+    }
+
+    fn spec(local: &str, remote: &str, start: bool) -> TunnelSpec {
+        let any: IpNet = "0.0.0.0/0".parse().unwrap();
+        TunnelSpec {
+            key: TunnelKey {
+                connection_id: "vpn-t".to_owned(),
+                tunnel: 0,
+            },
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            routing: RoutingType::Static,
+            local_ts: vec![any],
+            remote_ts: vec![any],
+            options: TunnelOptions {
+                pre_shared_key: Some(PreSharedKey::new("vtx.unit_0123456789".to_owned()).unwrap()),
+                startup_action: if start {
+                    StartupAction::Start
+                } else {
+                    StartupAction::Add
+                },
+                ..TunnelOptions::default()
+            },
+        }
+    }
+
+    /// Moves every datagram of `from` to `to`, as the network would.
+    fn deliver(now: Instant, from: &mut TunnelSet, to: &mut TunnelSet) {
+        while let Some(t) = from.poll_transmit() {
+            to.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    payload: &t.payload,
+                },
+            );
+        }
+    }
+
+    /// Two appliances, one `start`, one `add`: both install the pair
+    /// (mirrored SPIs) and report the tunnel UP; closing it (a changed
+    /// configuration) removes the pair on both sides.
+    #[test]
+    fn a_start_tunnel_and_an_add_tunnel_come_up_and_install_mirrored_sas() {
+        let (mut a, mut b) = (TunnelSet::new(), TunnelSet::new());
+        let (mut sa, mut sb) = (Sink::default(), Sink::default());
+        let mut now = Instant::now();
+        a.reconcile(
+            now,
+            vec![spec("192.0.2.1", "192.0.2.2", true)],
+            vec![],
+            &mut sa,
+        );
+        b.reconcile(
+            now,
+            vec![spec("192.0.2.2", "192.0.2.1", false)],
+            vec![],
+            &mut sb,
+        );
+        for _ in 0..500 {
+            now += Duration::from_millis(10);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            for (set, sink) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+                if set.collect_events() {
+                    set.apply(sink);
+                }
+            }
+            if sa.installed.len() == 1 && sb.installed.len() == 1 {
+                break;
+            }
+        }
+        let key = spec("192.0.2.1", "192.0.2.2", true).key;
+        let (ai, ao) = sa.installed[&key];
+        let (bi, bo) = sb.installed[&key];
+        assert_eq!((ai, ao), (bo, bi), "mirrored SPIs");
+        for s in [&sa, &sb] {
+            assert_eq!(
+                s.states[&key].up_down(RoutingType::Static),
+                TunnelUpDown::Up,
+                "{:?}",
+                s.logs
+            );
+        }
+        assert!(
+            sa.logs
+                .iter()
+                .any(|l| l.contains("tunnel status changed to UP"))
+        );
+
+        // The tunnel is removed from A's configuration: DELETE, pair gone.
+        a.reconcile(now, vec![], vec![], &mut sa);
+        assert!(sa.installed.is_empty());
+        assert_eq!(
+            sa.states[&key].up_down(RoutingType::Static),
+            TunnelUpDown::Down
+        );
+        deliver(now, &mut a, &mut b);
+        assert!(b.collect_events());
+        b.apply(&mut sb);
+        assert!(sb.installed.is_empty(), "{:?}", sb.logs);
+        assert_eq!(
+            sb.states[&key].up_down(RoutingType::Static),
+            TunnelUpDown::Down
+        );
+    }
+}
