@@ -169,7 +169,7 @@ def run(spec):
             send(encrypt(t, pkt), iface=iface)
             time.sleep(0.02)
         wait(lambda: len(t["icmp_out"]) >= count and len(t["udp_out"]) >= count)
-        ping = vpc(spec, "ping -c %d -i 0.2 -w 25 %s | grep -o '[0-9]* received'" % (count, site))
+        ping = vpc(spec, "ping -c %d -i 0.2 -W 20 %s | grep -o '[0-9]* received'" % (count, site))
         udp_in = vpc(spec, "python3 -c '%s' %s %d" % (UDP_CLIENT.replace("'", "'\\''"), site, count))
         result["tunnels"].append({
             "alg": t["spec"]["alg"], "natt": t["spec"]["natt"],
