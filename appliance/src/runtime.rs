@@ -30,10 +30,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dpdk::{Burst, Eal, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
+use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
 use fib::TunnelId;
 use worker::{
-    Action, Command, ControlEnd, CountersHandle, Event, SaSnapshot, TunnelSnapshot, Worker,
+    Action, Command, ControlEnd, CountersHandle, Event, FnIo, SaSnapshot, TunnelSnapshot, Worker,
     WorkerStats,
 };
 
@@ -278,6 +278,50 @@ struct Queues {
     kernel: Option<(RxQueue, TxQueue)>,
 }
 
+/// The worker's tx side: one burst per port and what could not be sent.
+struct TxSide {
+    to: [Burst; 3],
+    tx_full: [u64; 3],
+    no_kernel_port: u64,
+}
+
+impl TxSide {
+    /// Queues `m` toward the port `action` names; a full burst is sent
+    /// first (fragments can make one rx burst several tx bursts long).
+    fn emit(&mut self, q: &mut Queues, action: Action, m: Mbuf) {
+        let (i, txq) = match action {
+            Action::ToOutside => (0, &mut q.outside.1),
+            Action::ToInside => (1, &mut q.inside.1),
+            Action::ToKernel => match &mut q.kernel {
+                Some(k) => (2, &mut k.1),
+                None => {
+                    self.no_kernel_port += 1;
+                    return;
+                }
+            },
+            Action::Drop => return,
+        };
+        if let Err(m) = self.to[i].push(m) {
+            self.tx_full[i] += txq.tx_burst(&mut self.to[i]).dropped as u64;
+            let _ = self.to[i].push(m);
+        }
+    }
+
+    /// Sends every non-empty burst.
+    fn flush(&mut self, q: &mut Queues) {
+        let mut send = |i: usize, txq: &mut TxQueue| {
+            if !self.to[i].is_empty() {
+                self.tx_full[i] += txq.tx_burst(&mut self.to[i]).dropped as u64;
+            }
+        };
+        send(0, &mut q.outside.1);
+        send(1, &mut q.inside.1);
+        if let Some(k) = &mut q.kernel {
+            send(2, &mut k.1);
+        }
+    }
+}
+
 impl Runtime {
     /// Initialise the EAL, start the ports and launch the worker.
     ///
@@ -359,6 +403,9 @@ impl Runtime {
                 (rx, tx)
             }),
         };
+        // Where the pipeline's extra packets (fragments, ICMP errors) come
+        // from.
+        let worker_pool = pool.clone();
 
         let (control, end) = worker::channel(COMMAND_RING);
         let w = Worker::new(end, config.sa_capacity);
@@ -370,7 +417,7 @@ impl Runtime {
             let stop = stop.clone();
             eal.launch(lcore, move || {
                 let (mut w, mut queues) = (w, queues);
-                let snapshot = worker_loop(&mut w, &mut queues, &stop, &mut stats_tx);
+                let snapshot = worker_loop(&mut w, &mut queues, &worker_pool, &stop, &mut stats_tx);
                 // The final counters; the control core is waiting for them.
                 let _ = stats_tx.push(snapshot);
                 0
@@ -426,6 +473,33 @@ impl Runtime {
         self.control
             .send(command)
             .map_err(|_| RuntimeError::RingFull)
+    }
+
+    /// Queue a command, waiting (polling events, 1 ms at a time) while
+    /// the ring is full, up to `patience`: for bulk loads such as the
+    /// start-up of a large static configuration.
+    ///
+    /// # Errors
+    /// [`RuntimeError::RingFull`] when the ring stayed full for
+    /// `patience` (the worker is not draining it).
+    pub fn send_waiting(
+        &mut self,
+        command: Command,
+        patience: Duration,
+    ) -> Result<u64, RuntimeError> {
+        let deadline = Instant::now() + patience;
+        let mut command = command;
+        loop {
+            match self.control.send(command) {
+                Ok(seq) => return Ok(seq),
+                Err(back) if Instant::now() < deadline => {
+                    command = back;
+                    self.poll();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return Err(RuntimeError::RingFull),
+            }
+        }
     }
 
     /// Collect events: acknowledgements, failures, retired objects (freed
@@ -588,29 +662,34 @@ fn remove_runtime_dir(prefix: &str) {
 fn worker_loop(
     w: &mut Worker,
     q: &mut Queues,
+    pool: &Mempool,
     stop: &AtomicBool,
     stats_tx: &mut rtrb::Producer<WorkerSnapshot>,
 ) -> WorkerSnapshot {
     let mut rx = Burst::new();
-    let mut to_outside = Burst::new();
-    let mut to_inside = Burst::new();
-    let mut to_kernel = Burst::new();
+    let mut out = TxSide {
+        to: [Burst::new(), Burst::new(), Burst::new()],
+        tx_full: [0; 3],
+        no_kernel_port: 0,
+    };
     let hz = dpdk::tsc_hz().max(1);
     let stats_period = (hz / 1000).max(1) * STATS_PERIOD_MS;
-    let mut next_tick = dpdk::rdtsc() + hz;
-    let mut next_stats = dpdk::rdtsc() + stats_period;
+    let start = dpdk::rdtsc();
+    let mut next_tick = start + hz;
+    let mut next_stats = start + stats_period;
     let mut secs = 0u64;
-    let mut tx_full = [0u64; 3];
-    let mut no_kernel_port = 0u64;
-    let snapshot = |w: &Worker, tx_full: [u64; 3], no_kernel_port, secs| WorkerSnapshot {
+    let snapshot = |w: &Worker, out: &TxSide, secs| WorkerSnapshot {
         worker: w.stats().clone(),
-        tx_full,
-        no_kernel_port,
+        tx_full: out.tx_full,
+        no_kernel_port: out.no_kernel_port,
         uptime_secs: secs,
     };
     while !stop.load(Ordering::Relaxed) {
         w.apply_commands();
         let now = dpdk::rdtsc();
+        // The millisecond clock drives reassembly timeouts and the
+        // policers; the second clock SA lifetimes.
+        w.handle_time_ms((now - start) / (hz / 1000).max(1));
         if now >= next_tick {
             secs += 1;
             next_tick = now + hz;
@@ -620,7 +699,7 @@ fn worker_loop(
             next_stats = now + stats_period;
             // One slot stays free for the final counters.
             if stats_tx.slots() > 1 {
-                let _ = stats_tx.push(snapshot(w, tx_full, no_kernel_port, secs));
+                let _ = stats_tx.push(snapshot(w, &out, secs));
             }
         }
         for side in 0..3 {
@@ -632,43 +711,26 @@ fn worker_loop(
                     None => continue,
                 },
             };
-            if queue.rx_burst_max(&mut rx, 32) == 0 {
+            let n = queue.rx_burst_max(&mut rx, 32);
+            if n == 0 {
                 continue;
             }
+            w.begin_burst(n);
             for mut m in rx.drain() {
-                let action = match side {
-                    0 => w.handle_outside(&mut m),
-                    1 => w.handle_inside(&mut m),
-                    _ => w.handle_kernel(&mut m),
-                };
-                let out = match action {
-                    Action::ToOutside => &mut to_outside,
-                    Action::ToInside => &mut to_inside,
-                    Action::ToKernel if q.kernel.is_some() => &mut to_kernel,
-                    Action::ToKernel => {
-                        no_kernel_port += 1;
-                        continue;
+                let action = {
+                    let mut io = FnIo(|| pool.alloc(), |a, extra| out.emit(q, a, extra));
+                    match side {
+                        0 => w.handle_outside_io(&mut m, &mut io),
+                        1 => w.handle_inside_io(&mut m, &mut io),
+                        _ => w.handle_kernel_io(&mut m, &mut io),
                     }
-                    Action::Drop => continue,
                 };
-                // Bursts of 32 in, 64 slots out: a push cannot fail.
-                let _ = out.push(m);
+                out.emit(q, action, m);
             }
-            if !to_outside.is_empty() {
-                tx_full[0] += q.outside.1.tx_burst(&mut to_outside).dropped as u64;
-            }
-            if !to_inside.is_empty() {
-                tx_full[1] += q.inside.1.tx_burst(&mut to_inside).dropped as u64;
-            }
-            if !to_kernel.is_empty() {
-                if let Some(k) = &mut q.kernel {
-                    tx_full[2] += k.1.tx_burst(&mut to_kernel).dropped as u64;
-                }
-                to_kernel.clear();
-            }
+            out.flush(q);
         }
     }
-    snapshot(w, tx_full, no_kernel_port, secs)
+    snapshot(w, &out, secs)
 }
 
 /// Our IPv4 addresses among `addrs`.

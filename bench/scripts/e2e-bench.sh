@@ -53,7 +53,7 @@ run() { # tunnels mode size rate-mpps
     kill -0 $lg 2>/dev/null || break
     sleep 0.1
   done
-  kill "$DP_PID"; wait "$DP_PID" 2>/dev/null || true; DP_PID=
+  kill "$DP_PID" 2>/dev/null || true; wait "$DP_PID" 2>/dev/null || true; DP_PID=
   wait $lg || true
   if [ -z "$line" ]; then
     echo "loadgen failed:" >&2; cat "$D/lg.err" "$D/dp.err" >&2; return 1

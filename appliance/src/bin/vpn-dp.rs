@@ -150,8 +150,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         });
     }
     commands.push(Command::SetFib(Arc::new(fib.build())));
+    // A large file (thousands of tunnels) is more than the ring holds at
+    // once: wait for the worker to drain it.
     for c in commands {
-        rt.send(c).context("at start-up")?;
+        rt.send_waiting(c, Duration::from_secs(10))
+            .context("at start-up")?;
     }
 
     let stop = Arc::new(AtomicBool::new(false));
