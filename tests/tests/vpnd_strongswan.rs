@@ -337,17 +337,33 @@ enabled = false
 
     /// Pings both ways through the tunnel; the tunnel's counters grow.
     fn traffic(&self, what: &str) {
-        let before = self.counters();
+        // The VPC host resolves vpnd's inside address first (the worker
+        // answers ARP), so the pings below do not wait on ARP retries.
+        let dev = self.vpc.name().replace("vt-x-v-", "xv");
         assert!(
-            self.vpc
-                .sh_ok(&format!("ping -c 3 -i 0.2 -W 2 {CGW_LAN} >/dev/null")),
+            wait_until(Duration::from_secs(20), || {
+                self.vpc.sh_ok(&format!(
+                "ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1; ip neigh show 198.51.100.1 dev {dev} | grep -q lladdr"
+            ))
+            }),
+            "{what}: the VPC host cannot resolve 198.51.100.1\n{}",
+            self.diagnostics()
+        );
+        let before = self.counters();
+        // On a loaded 2-core machine the busy-polling worker can be
+        // descheduled for seconds: a ping run that gets no reply is
+        // retried, within a bound.
+        assert!(
+            wait_until(Duration::from_secs(30), || self
+                .vpc
+                .sh_ok(&format!("ping -c 3 -i 0.2 -W 5 {CGW_LAN} >/dev/null"))),
             "{what}: VPC host -> {CGW_LAN} through the tunnel failed\n{}",
             self.diagnostics()
         );
         assert!(
-            self.cgw.sh_ok(&format!(
-                "ping -c 3 -i 0.2 -W 2 -I {CGW_LAN} {VPC} >/dev/null"
-            )),
+            wait_until(Duration::from_secs(30), || self.cgw.sh_ok(&format!(
+                "ping -c 3 -i 0.2 -W 5 -I {CGW_LAN} {VPC} >/dev/null"
+            ))),
             "{what}: {CGW_LAN} -> VPC host through the tunnel failed\n{}",
             self.diagnostics()
         );
