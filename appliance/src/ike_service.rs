@@ -43,7 +43,9 @@ use control::dataplane::{
     ChildSaPair, Dataplane, DataplaneError, TunnelKey, TunnelRuntimeState, TunnelUpDown,
 };
 use control::ike::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
-use control::ike::sa::{Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, Transmit};
+use control::ike::sa::{
+    ChildSa, Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, Transmit,
+};
 use control::ike::{Rng, SystemRng};
 use control::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use control::manager::Manager;
@@ -58,6 +60,9 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 const MAX_DATAGRAM: usize = 65_535;
 /// Receiver threads wake this often to notice they must stop.
 const RECV_TIMEOUT: Duration = Duration::from_millis(500);
+/// A Child SA the dataplane could not install is tried again after this
+/// long.
+const INSTALL_RETRY: Duration = Duration::from_secs(1);
 /// A failed bind is retried after this long.
 const BIND_RETRY: Duration = Duration::from_secs(5);
 
@@ -252,6 +257,9 @@ struct Runner {
     nat_t: bool,
     /// Events taken from the endpoint, not yet applied.
     pending: Vec<Event>,
+    /// A Child SA the dataplane refused (e.g. a stalled worker did not
+    /// acknowledge in time), tried again at the instant given.
+    retry: Option<(Instant, Box<ChildSa>)>,
     /// What was last recorded.
     reported: Option<(IkePhaseState, IkePhaseState, bool)>,
 }
@@ -267,6 +275,7 @@ impl Runner {
             installed: None,
             nat_t: false,
             pending: Vec::new(),
+            retry: None,
             reported: None,
         }
     }
@@ -308,9 +317,27 @@ impl Runner {
         sink.record_log(entry);
     }
 
+    fn retry_due(&self, now: Instant) -> bool {
+        self.retry.as_ref().is_some_and(|(at, _)| *at <= now)
+    }
+
     fn apply(&mut self, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
         let key = self.spec.key.clone();
+        if self.retry_due(Instant::now())
+            && let Some((_, c)) = self.retry.take()
+        {
+            self.pending.insert(0, Event::ChildSaUp(c));
+        }
         for e in std::mem::take(&mut self.pending) {
+            // A Child SA that goes away is not retried.
+            if let Event::ChildSaDown { inbound_spi, .. } = &e
+                && self
+                    .retry
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.inbound.spi == *inbound_spi)
+            {
+                self.retry = None;
+            }
             match e {
                 Event::IkeSaUp { nat_detected, .. } => {
                     self.nat_t = nat_detected;
@@ -345,13 +372,18 @@ impl Runner {
                                 ),
                             );
                         }
-                        Err(e) => self.log(
-                            sink,
-                            format!(
-                                "CHILD_SA {:08x}/{:08x} cannot be installed: {e}",
-                                c.inbound.spi, c.outbound.spi
-                            ),
-                        ),
+                        Err(e) => {
+                            self.log(
+                                sink,
+                                format!(
+                                    "CHILD_SA {:08x}/{:08x} cannot be installed (retrying in {} s): {e}",
+                                    c.inbound.spi,
+                                    c.outbound.spi,
+                                    INSTALL_RETRY.as_secs()
+                                ),
+                            );
+                            self.retry = Some((Instant::now() + INSTALL_RETRY, c));
+                        }
                     }
                 }
                 // A rekeyed SA goes down after its successor was installed
@@ -544,7 +576,7 @@ impl TunnelSet {
             while let Some((_, e)) = r.endpoint.poll_event() {
                 r.pending.push(e);
             }
-            any |= !r.pending.is_empty();
+            any |= !r.pending.is_empty() || r.retry_due(Instant::now());
         }
         any
     }
@@ -552,7 +584,7 @@ impl TunnelSet {
     /// Apply the collected events: SAs into the dataplane, state, logs.
     pub fn apply(&mut self, sink: &mut dyn TunnelSink) {
         for r in self.runners.values_mut() {
-            if !r.pending.is_empty() {
+            if !r.pending.is_empty() || r.retry_due(Instant::now()) {
                 r.apply(&mut self.rng, sink);
             }
         }
