@@ -170,7 +170,10 @@ const ALGORITHMS: [&str; 10] = [
 fn keys_for(alg: &str, seed: u8) -> (String, String) {
     let hex = |n: usize, s: u8| -> String {
         (0..n)
-            .map(|i| format!("{:02x}", (i as u8).wrapping_mul(7).wrapping_add(s)))
+            .map(|i| {
+                let b = u8::try_from(i % 256).unwrap_or(0);
+                format!("{:02x}", b.wrapping_mul(7).wrapping_add(s))
+            })
             .collect()
     };
     let enc = match alg {
