@@ -12,7 +12,7 @@ PACKAGES=(
   iproute2 ethtool tcpdump iputils-ping procps python3 python3-pip python3-venv
   # real peers for the interop tests: strongSwan with userspace ESP (kernel-libipsec), BIRD 2
   strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins
-  libstrongswan-standard-plugins libstrongswan-extra-plugins bird2
+  libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki bird2
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
