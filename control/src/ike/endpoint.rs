@@ -3,9 +3,21 @@
 //!
 //! An [`Endpoint`] owns the IKE SAs of every configured tunnel. A new
 //! IKE_SA_INIT request from a configured peer creates a responder
-//! [`IkeSa`]; while more than `half_open_threshold` responder SAs are
-//! half-open, new requests must echo a COOKIE first (stateless: nothing
-//! is kept for a request without a valid cookie).
+//! [`IkeSa`]; while `half_open_threshold` or more responder SAs are
+//! half-open — or while the caller says the whole appliance is under load
+//! ([`Endpoint::set_cookies_required`]: the daemon runs one endpoint per
+//! tunnel and counts half-open SAs across all of them) — new requests
+//! must echo a COOKIE first (stateless: nothing is kept and no DH is
+//! computed for a request without a valid cookie).
+//!
+//! IKE_SA_INIT from an address that is no configured peer is never
+//! answered (counted in [`Counters::init_unknown_peer`]): a site-to-site
+//! concentrator knows every customer gateway's address, so such a request
+//! cannot lead to an SA, and any answer (even a COOKIE) would only tell a
+//! scanner that an IKE responder listens here and make us a reflector for
+//! spoofed sources. The flood cookies defend against is the one that
+//! spoofs configured peers' addresses: each such request would otherwise
+//! cost a DH computation and a half-open SA.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +30,27 @@ use super::sa::{Datagram, DownReason, Event, IkeConfig, IkeSa, PhaseState, Trans
 use super::wire::{ExchangeType, Header, Reader};
 use crate::config::{DpdTimeoutAction, StartupAction};
 
-/// Default number of half-open SAs above which cookies are required.
+/// Default number of half-open SAs from which cookies are required.
 pub const DEFAULT_HALF_OPEN_THRESHOLD: usize = 32;
+
+/// What the endpoint did with IKE_SA_INIT requests it did not take (for
+/// the daemon's counters and metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// COOKIE notifications sent (RFC 7296 § 2.6): a request without a
+    /// valid cookie while cookies were required.
+    pub cookies_sent: u64,
+    /// Requests that carried a valid cookie and were taken while cookies
+    /// were required.
+    pub cookies_accepted: u64,
+    /// IKE_SA_INIT requests from addresses that are no configured peer,
+    /// dropped unanswered.
+    pub init_unknown_peer: u64,
+    /// IKE_SA_INIT requests refused with an error notify (no proposal,
+    /// INVALID_KE_PAYLOAD, syntax) or dropped as malformed.
+    pub init_refused: u64,
+}
 
 /// The IKE endpoint of the appliance (see the module docs).
 #[derive(Debug)]
@@ -30,7 +61,8 @@ pub struct Endpoint {
     half_open_threshold: usize,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(IpAddr, Event)>,
-    cookies_sent: u64,
+    cookies_required: bool,
+    counters: Counters,
     /// Scheduled (re-)initiations: when, peer, consecutive failures.
     restarts: Vec<(Instant, IpAddr)>,
     failures: Vec<(IpAddr, u32)>,
@@ -55,7 +87,8 @@ impl Endpoint {
             half_open_threshold,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            cookies_sent: 0,
+            cookies_required: false,
+            counters: Counters::default(),
             restarts: Vec::new(),
             failures: Vec::new(),
             now: None,
@@ -140,7 +173,26 @@ impl Endpoint {
     /// COOKIE notifications sent so far.
     #[must_use]
     pub fn cookies_sent(&self) -> u64 {
-        self.cookies_sent
+        self.counters.cookies_sent
+    }
+
+    /// What happened to IKE_SA_INIT requests that created no SA.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Require cookies from every new IKE_SA_INIT regardless of this
+    /// endpoint's own half-open count (the caller's load signal, e.g. the
+    /// half-open SAs of all its endpoints together).
+    pub fn set_cookies_required(&mut self, on: bool) {
+        self.cookies_required = on;
+    }
+
+    /// Whether a new IKE_SA_INIT must carry a cookie now.
+    #[must_use]
+    pub fn cookies_required(&self) -> bool {
+        self.cookies_required || self.half_open() >= self.half_open_threshold
     }
 
     /// The IKE SAs.
@@ -192,21 +244,29 @@ impl Endpoint {
                 .find(|t| t.remote == d.remote.ip())
                 .cloned()
             else {
+                self.counters.init_unknown_peer += 1;
                 return;
             };
-            let busy = self.half_open() >= self.half_open_threshold;
+            let busy = self.cookies_required();
             let cookie_fn = |ni: &[u8], ip: SocketAddr, spi: u64| self.cookie(ni, ip, spi);
             let r = IkeSa::accept(cfg, now, rng, d, if busy { Some(&cookie_fn) } else { None });
             match r {
-                Ok(sa) => self.sas.push(sa),
+                Ok(sa) => {
+                    if busy {
+                        self.counters.cookies_accepted += 1;
+                    }
+                    self.sas.push(sa);
+                }
                 Err(refused) => {
                     for l in refused.logs {
                         self.events.push_back((d.remote.ip(), Event::Log(l)));
                     }
+                    if refused.cookie {
+                        self.counters.cookies_sent += 1;
+                    } else {
+                        self.counters.init_refused += 1;
+                    }
                     if let Some(t) = refused.transmit {
-                        if busy {
-                            self.cookies_sent += 1;
-                        }
                         self.transmits.push_back(t);
                     }
                 }

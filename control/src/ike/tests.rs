@@ -700,6 +700,71 @@ fn invalid_ke_payload_retry() {
     );
 }
 
+/// Under load the responder answers both our first IKE_SA_INIT (group 2)
+/// and its retransmission with INVALID_KE_PAYLOAD(14); the second copy
+/// arrives after we switched to group 14. It must be ignored, not taken
+/// as a loop ("no proposal").
+#[test]
+fn duplicate_invalid_ke_for_the_current_group_is_ignored() {
+    let oa = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Modp1024, DhGroup::Modp2048],
+        "abcdefgh12345678",
+    );
+    let ob = TunnelOptions {
+        phase1_dh_groups: vec![DhGroup::Modp2048],
+        ..oa.clone()
+    };
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    // Step by hand: A's group-2 request reaches B twice (a retransmission),
+    // B answers INVALID_KE(14) to each.
+    let first = h.a.poll_transmit().unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        h.b.handle_datagram(
+            h.now,
+            &mut h.rng,
+            Datagram {
+                local: first.remote,
+                remote: first.local,
+                payload: &first.payload,
+            },
+        );
+        answers.push(h.b.poll_transmit().unwrap());
+    }
+    let ke = |t: &Transmit| {
+        Message::parse(&t.payload)
+            .unwrap()
+            .notify(NotifyType::InvalidKePayload)
+            .map(|n| n.data.clone())
+    };
+    assert_eq!(ke(&answers[0]), Some(vec![0, 14]));
+    assert_eq!(ke(&answers[1]), Some(vec![0, 14]));
+    for t in &answers {
+        h.a.handle_datagram(
+            h.now,
+            &mut h.rng,
+            Datagram {
+                local: t.remote,
+                remote: t.local,
+                payload: &t.payload,
+            },
+        );
+    }
+    // Then the normal exchange with group 14.
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::down(&h.a_events), None, "{:?}", h.a_events);
+    assert_eq!(Harness::children(&h.a_events).len(), 1, "{:?}", h.a_events);
+    assert_eq!(Harness::children(&h.b_events).len(), 1);
+    assert!(
+        Harness::logs(&h.a_events)
+            .iter()
+            .any(|l| l.contains("ignoring INVALID_KE_PAYLOAD for DH group 14"))
+    );
+}
+
 #[test]
 fn cookie_under_load() {
     let o = options(
@@ -715,6 +780,72 @@ fn cookie_under_load() {
     assert_eq!(h.b.cookies_sent(), 1);
     assert_eq!(Harness::children(&h.b_events).len(), 1);
     assert_eq!(h.sent, 6);
+}
+
+/// A flood of IKE_SA_INIT spoofing the configured peer's address (random
+/// SPIs) fills the half-open budget; from then on every new request gets a
+/// stateless COOKIE, requests from unconfigured addresses get nothing, and
+/// the real peer still comes up by echoing its cookie.
+#[test]
+fn cookie_flood_from_spoofed_and_unknown_sources() {
+    const C: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 4);
+    // The attacker's requests: well-formed, each with its own SPI.
+    let mut x = Endpoint::new(&mut h.rng, 32);
+    x.add_tunnel(cfg(&o, A, B));
+    for _ in 0..10 {
+        assert!(x.initiate(h.now, &mut h.rng, B));
+    }
+    let flood: Vec<Transmit> = std::iter::from_fn(|| x.poll_transmit()).collect();
+    assert_eq!(flood.len(), 10);
+    for (i, t) in flood.iter().enumerate() {
+        for src in [A, C] {
+            h.b.handle_datagram(
+                h.now,
+                &mut h.rng,
+                Datagram {
+                    local: t.remote,
+                    remote: SocketAddr::new(src, 1000 + u16::try_from(i).unwrap()),
+                    payload: &t.payload,
+                },
+            );
+        }
+    }
+    assert_eq!(h.b.half_open(), 4);
+    assert!(h.b.cookies_required());
+    let answers: Vec<Transmit> = std::iter::from_fn(|| h.b.poll_transmit()).collect();
+    assert!(answers.iter().all(|t| t.remote.ip() == A), "nothing to C");
+    let cookies = answers
+        .iter()
+        .filter(|t| {
+            Message::parse(&t.payload)
+                .unwrap()
+                .notify(NotifyType::Cookie)
+                .is_some()
+        })
+        .count();
+    assert_eq!((answers.len(), cookies), (10, 6));
+    let c = h.b.counters();
+    assert_eq!((c.cookies_sent, c.init_unknown_peer), (6, 10));
+
+    // The real peer: COOKIE, retry with it, up.
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 1, "{:?}", h.a_events);
+    let c = h.b.counters();
+    assert_eq!((c.cookies_sent, c.cookies_accepted), (7, 1));
+
+    // The caller's load signal alone also requires cookies.
+    let mut e = Endpoint::new(&mut h.rng, 32);
+    assert!(!e.cookies_required());
+    e.set_cookies_required(true);
+    assert!(e.cookies_required());
 }
 
 #[test]
