@@ -35,7 +35,8 @@
 use core::net::Ipv6Addr;
 
 use super::{
-    Error, Header, IpProtocol, Result, checksum, need, read_u16, read_u32, write_u16, write_u32,
+    Error, Header, IpPair, IpProtocol, Result, checksum, need, read_u16, read_u32, write_u16,
+    write_u32,
 };
 
 /// Byte ranges of the header, common to both versions.
@@ -262,6 +263,19 @@ macro_rules! icmp_packet_common {
                     .get_mut(HEADER_LEN..)
                     .unwrap_or(&mut [])
             }
+
+            /// Writes everything a `Repr` emits but the checksum (which
+            /// covers different bytes per version): Type, Code, the second
+            /// word and the data, of which what fits the buffer (the caller
+            /// sized it with `buffer_len`; a mismatch never panics).
+            fn emit_fields(&mut self, msg_type: $message, code: u8, rest: u32, data: &[u8]) {
+                self.set_msg_type(msg_type);
+                self.set_msg_code(code);
+                self.set_rest_of_header(rest);
+                for (d, s) in self.data_mut().iter_mut().zip(data) {
+                    *d = *s;
+                }
+            }
         }
 
         impl<T: AsRef<[u8]>> AsRef<[u8]> for $packet<T> {
@@ -328,12 +342,7 @@ impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     }
 
     fn sum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Option<u16> {
-        let data = self.buffer.as_ref();
-        let len = u32::try_from(data.len()).ok()?;
-        Some(checksum::combine(&[
-            checksum::pseudo_header_v6(src, dst, IpProtocol::Icmpv6, len),
-            checksum::data(data),
-        ]))
+        IpPair::V6 { src, dst }.upper_layer_sum(IpProtocol::Icmpv6, self.buffer.as_ref())
     }
 
     /// True if the checksum over the pseudo-header and the whole message is
@@ -360,12 +369,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Icmpv6Packet<T> {
     }
 }
 
-/// Copies `data` into the message's data area (the caller sized the buffer
-/// with `buffer_len`; a mismatch copies what fits and never panics).
-fn copy_data(dst: &mut [u8], data: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(data) {
-        *d = *s;
-    }
+/// The second word of an echo request or reply: Identifier, then
+/// Sequence Number (the same layout in both versions).
+fn echo_word(ident: u16, seq_no: u16) -> u32 {
+    (u32::from(ident) << 16) | u32::from(seq_no)
+}
+
+/// The leading `max` bytes of an invoking packet an error quotes (all of
+/// it if shorter).
+fn quote(invoking: &[u8], max: usize) -> &[u8] {
+    invoking.get(..max).unwrap_or(invoking)
 }
 
 /// An ICMPv4 message the dataplane handles, borrowing its data.
@@ -435,7 +448,7 @@ impl<'a> Icmpv4Repr<'a> {
     pub fn frag_needed(next_hop_mtu: u16, invoking: &'a [u8]) -> Self {
         Self::FragNeeded {
             next_hop_mtu,
-            data: invoking.get(..ICMPV4_MAX_QUOTE).unwrap_or(invoking),
+            data: quote(invoking, ICMPV4_MAX_QUOTE),
         }
     }
 
@@ -503,16 +516,12 @@ impl<'a> Icmpv4Repr<'a> {
     /// which must be exactly [`buffer_len`](Self::buffer_len) bytes.
     pub fn emit<T: AsRef<[u8]> + AsMut<[u8]>>(&self, packet: &mut Icmpv4Packet<T>) {
         let (msg_type, code, rest) = match *self {
-            Self::EchoRequest { ident, seq_no, .. } => (
-                Icmpv4Message::EchoRequest,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
-            Self::EchoReply { ident, seq_no, .. } => (
-                Icmpv4Message::EchoReply,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
+            Self::EchoRequest { ident, seq_no, .. } => {
+                (Icmpv4Message::EchoRequest, 0, echo_word(ident, seq_no))
+            }
+            Self::EchoReply { ident, seq_no, .. } => {
+                (Icmpv4Message::EchoReply, 0, echo_word(ident, seq_no))
+            }
             Self::FragNeeded { next_hop_mtu, .. } => (
                 Icmpv4Message::DstUnreachable,
                 CODE_FRAG_NEEDED,
@@ -527,10 +536,7 @@ impl<'a> Icmpv4Repr<'a> {
                 ..
             } => (msg_type, code, rest_of_header),
         };
-        packet.set_msg_type(msg_type);
-        packet.set_msg_code(code);
-        packet.set_rest_of_header(rest);
-        copy_data(packet.data_mut(), self.data());
+        packet.emit_fields(msg_type, code, rest, self.data());
         packet.fill_checksum();
     }
 }
@@ -600,7 +606,7 @@ impl<'a> Icmpv6Repr<'a> {
     pub fn packet_too_big(mtu: u32, invoking: &'a [u8]) -> Self {
         Self::PacketTooBig {
             mtu,
-            data: invoking.get(..ICMPV6_MAX_QUOTE).unwrap_or(invoking),
+            data: quote(invoking, ICMPV6_MAX_QUOTE),
         }
     }
 
@@ -678,16 +684,12 @@ impl<'a> Icmpv6Repr<'a> {
         dst: Ipv6Addr,
     ) {
         let (msg_type, code, rest) = match *self {
-            Self::EchoRequest { ident, seq_no, .. } => (
-                Icmpv6Message::EchoRequest,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
-            Self::EchoReply { ident, seq_no, .. } => (
-                Icmpv6Message::EchoReply,
-                0,
-                (u32::from(ident) << 16) | u32::from(seq_no),
-            ),
+            Self::EchoRequest { ident, seq_no, .. } => {
+                (Icmpv6Message::EchoRequest, 0, echo_word(ident, seq_no))
+            }
+            Self::EchoReply { ident, seq_no, .. } => {
+                (Icmpv6Message::EchoReply, 0, echo_word(ident, seq_no))
+            }
             Self::PacketTooBig { mtu, .. } => (Icmpv6Message::PacketTooBig, 0, mtu),
             Self::DstUnreachable { code, .. } => (Icmpv6Message::DstUnreachable, code, 0),
             Self::TimeExceeded { code, .. } => (Icmpv6Message::TimeExceeded, code, 0),
@@ -698,10 +700,7 @@ impl<'a> Icmpv6Repr<'a> {
                 ..
             } => (msg_type, code, rest_of_header),
         };
-        packet.set_msg_type(msg_type);
-        packet.set_msg_code(code);
-        packet.set_rest_of_header(rest);
-        copy_data(packet.data_mut(), self.data());
+        packet.emit_fields(msg_type, code, rest, self.data());
         packet.fill_checksum(src, dst);
     }
 }

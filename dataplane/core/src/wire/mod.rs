@@ -421,6 +421,21 @@ impl IpPair {
         }
     }
 
+    /// The one's-complement sum of the pseudo-header and `segment`, the
+    /// whole upper-layer message as covered by a UDP, TCP or ICMPv6
+    /// checksum (checksum field included as it stands). The field verifies
+    /// when this is `0xffff`; filled, it holds the complement of this sum
+    /// taken with the field zero. `None` for a segment longer than the
+    /// pseudo-header's 32-bit length can say.
+    #[must_use]
+    pub fn upper_layer_sum(&self, protocol: IpProtocol, segment: &[u8]) -> Option<u16> {
+        let len = u32::try_from(segment.len()).ok()?;
+        Some(checksum::combine(&[
+            self.pseudo_header_sum(protocol, len),
+            checksum::data(segment),
+        ]))
+    }
+
     /// True for an IPv4 pair.
     #[must_use]
     pub const fn is_v4(&self) -> bool {

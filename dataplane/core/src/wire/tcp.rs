@@ -396,14 +396,7 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     /// True if the checksum is correct over the whole buffer (which must be
     /// exactly the segment) for the addresses in `ips`.
     pub fn verify_checksum(&self, ips: &IpPair) -> bool {
-        let data = self.buffer.as_ref();
-        let Ok(len) = u32::try_from(data.len()) else {
-            return false;
-        };
-        checksum::combine(&[
-            ips.pseudo_header_sum(IpProtocol::Tcp, len),
-            checksum::data(data),
-        ]) == 0xffff
+        ips.upper_layer_sum(IpProtocol::Tcp, self.buffer.as_ref()) == Some(0xffff)
     }
 }
 
@@ -477,13 +470,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     /// be exactly the segment) for the addresses in `ips`.
     pub fn fill_checksum(&mut self, ips: &IpPair) {
         self.set_checksum(0);
-        let data = self.buffer.as_ref();
-        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let sum = !checksum::combine(&[
-            ips.pseudo_header_sum(IpProtocol::Tcp, len),
-            checksum::data(data),
-        ]);
-        self.set_checksum(sum);
+        if let Some(sum) = ips.upper_layer_sum(IpProtocol::Tcp, self.buffer.as_ref()) {
+            self.set_checksum(!sum);
+        }
     }
 
     /// The option bytes, mutably (empty if Data Offset no longer fits).

@@ -21,9 +21,7 @@
 //! [RFC 768]: https://www.rfc-editor.org/rfc/rfc768
 //! [RFC 8200 § 8.1]: https://www.rfc-editor.org/rfc/rfc8200#section-8.1
 
-use super::{
-    Error, Header, IpPair, IpProtocol, Result, checksum, len_u16, need, read_u16, write_u16,
-};
+use super::{Error, Header, IpPair, IpProtocol, Result, len_u16, need, read_u16, write_u16};
 
 /// Byte ranges of the header.
 mod field {
@@ -121,16 +119,14 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         if stored == 0 {
             return ips.is_v4();
         }
-        let udp_len = self.len();
-        self.buffer
-            .as_ref()
-            .get(..usize::from(udp_len))
-            .is_some_and(|datagram| {
-                checksum::combine(&[
-                    ips.pseudo_header_sum(IpProtocol::Udp, u32::from(udp_len)),
-                    checksum::data(datagram),
-                ]) == 0xffff
-            })
+        self.datagram_sum(ips) == Some(0xffff)
+    }
+
+    /// The checksum sum over the pseudo-header and Length bytes (`None` if
+    /// Length no longer fits the buffer).
+    fn datagram_sum(&self, ips: &IpPair) -> Option<u16> {
+        let datagram = self.buffer.as_ref().get(..usize::from(self.len()))?;
+        ips.upper_layer_sum(IpProtocol::Udp, datagram)
     }
 }
 
@@ -176,15 +172,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
     /// [RFC 768]: https://www.rfc-editor.org/rfc/rfc768
     pub fn fill_checksum(&mut self, ips: &IpPair) {
         self.set_checksum(0);
-        let udp_len = self.len();
-        let Some(datagram) = self.buffer.as_ref().get(..usize::from(udp_len)) else {
+        let Some(sum) = self.datagram_sum(ips) else {
             return;
         };
-        let sum = !checksum::combine(&[
-            ips.pseudo_header_sum(IpProtocol::Udp, u32::from(udp_len)),
-            checksum::data(datagram),
-        ]);
-        self.set_checksum(if sum == 0 { 0xffff } else { sum });
+        let computed = !sum;
+        self.set_checksum(if computed == 0 { 0xffff } else { computed });
     }
 
     /// The payload, mutably (empty if Length no longer fits the buffer).
