@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bgp_service;
 pub mod eal_args;
 pub mod hugepages;
 pub mod ike_service;

@@ -194,6 +194,62 @@ pub struct RouteEntry {
     pub source: String,
     /// Installed in the FIB (its tunnel is UP).
     pub active: bool,
+    /// BGP routes spread over several tunnels: every member as
+    /// `<connection-id>/<index>` (the first is `connection_id`/`tunnel`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecmp: Vec<String>,
+    /// BGP: the chosen path's AS_PATH, space separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_path: Option<String>,
+    /// BGP: the chosen path's MULTI_EXIT_DISC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub med: Option<u32>,
+    /// BGP: the chosen path's next hop (the peer's inside address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<IpAddr>,
+}
+
+/// A route BGP selected, as the dataplane installs it: the prefix to one
+/// tunnel, or spread over several (ECMP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicRoute {
+    /// Destination prefix.
+    pub prefix: IpNet,
+    /// The tunnels carrying it, preferred first; more than one is an ECMP
+    /// group. Never empty.
+    pub tunnels: Vec<TunnelKey>,
+    /// The chosen path's AS_PATH, space separated.
+    pub as_path: String,
+    /// The chosen path's MULTI_EXIT_DISC.
+    pub med: Option<u32>,
+    /// The chosen path's next hop.
+    pub next_hop: IpAddr,
+}
+
+impl DynamicRoute {
+    /// The route as `show routes` lists it; `active` when the FIB holds it.
+    #[must_use]
+    pub fn entry(&self, active: bool) -> RouteEntry {
+        let first = self.tunnels.first();
+        RouteEntry {
+            prefix: self.prefix,
+            connection_id: first.map(|k| k.connection_id.clone()).unwrap_or_default(),
+            tunnel: first.map(|k| k.tunnel),
+            source: "bgp".to_owned(),
+            active,
+            ecmp: if self.tunnels.len() > 1 {
+                self.tunnels
+                    .iter()
+                    .map(|k| DataplaneStats::tunnel_key(&k.connection_id, k.tunnel))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            as_path: Some(self.as_path.clone()),
+            med: self.med,
+            next_hop: Some(self.next_hop),
+        }
+    }
 }
 
 /// A negotiated Child SA: the two directions of one tunnel's ESP.
@@ -285,6 +341,11 @@ pub trait Dataplane: Send {
     /// Routes learnt dynamically (BGP); static routes come from the
     /// configuration.
     fn dynamic_routes(&self) -> Vec<RouteEntry>;
+    /// Replace the routes BGP selected (the whole set). The FIB carries
+    /// each through those of its tunnels that are UP; routes of the
+    /// configuration (local networks, static routes, inside CIDRs) win over
+    /// a BGP route for the same prefix.
+    fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>);
     /// Counters summed over workers.
     fn stats(&self) -> DataplaneStats;
     /// Record the state IKE/BGP report for one tunnel.
@@ -335,6 +396,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     }
     fn dynamic_routes(&self) -> Vec<RouteEntry> {
         (**self).dynamic_routes()
+    }
+    fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
+        (**self).set_dynamic_routes(routes);
     }
     fn stats(&self) -> DataplaneStats {
         (**self).stats()
@@ -400,6 +464,7 @@ pub struct InMemoryDataplane {
     stats: DataplaneStats,
     sas: Vec<SaInfo>,
     applies: u64,
+    dynamic: Vec<DynamicRoute>,
 }
 
 impl InMemoryDataplane {
@@ -457,7 +522,25 @@ impl Dataplane for InMemoryDataplane {
     }
 
     fn dynamic_routes(&self) -> Vec<RouteEntry> {
-        Vec::new()
+        let routing = |k: &TunnelKey| {
+            self.applied
+                .as_ref()
+                .and_then(|c| c.connections.iter().find(|c| c.id == k.connection_id))
+                .map_or(RoutingType::Static, |c| c.routing)
+        };
+        self.dynamic
+            .iter()
+            .map(|r| {
+                let up = r.tunnels.iter().any(|k| {
+                    self.tunnel_state(k).up_down(routing(k)) == TunnelUpDown::Up
+                });
+                r.entry(up)
+            })
+            .collect()
+    }
+
+    fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
+        self.dynamic = routes;
     }
 
     fn stats(&self) -> DataplaneStats {

@@ -24,8 +24,8 @@
 use std::fmt;
 
 use crate::api::{
-    ApiError, ConnectionView, CustomerGatewayPatch, DEFAULT_LOG_LINES, ErrorCode, Request,
-    Response, TunnelStatus,
+    ApiError, BgpNeighbor, ConnectionView, CustomerGatewayPatch, DEFAULT_LOG_LINES, ErrorCode,
+    Request, Response, TunnelStatus,
 };
 use crate::config::{
     ApplianceConfig, ConfigError, ConfigStore, LoadedFrom, StoreError, TunnelInsideIpVersion,
@@ -69,6 +69,7 @@ pub struct Manager<D: Dataplane> {
     dataplane: D,
     logs: LogRing,
     fill: Fill,
+    bgp_neighbors: Vec<BgpNeighbor>,
 }
 
 impl<D: Dataplane + fmt::Debug> fmt::Debug for Manager<D> {
@@ -120,6 +121,7 @@ impl<D: Dataplane> Manager<D> {
             dataplane,
             logs: LogRing::default(),
             fill,
+            bgp_neighbors: Vec::new(),
         }
     }
 
@@ -143,6 +145,12 @@ impl<D: Dataplane> Manager<D> {
     /// Record a tunnel log entry in the ring `logs` reads.
     pub fn record_log(&mut self, entry: LogEntry) {
         self.logs.push(entry);
+    }
+
+    /// Record the BGP neighbours' state (the daemon's BGP thread publishes
+    /// it; `show_bgp` reads it).
+    pub fn set_bgp_neighbors(&mut self, neighbors: Vec<BgpNeighbor>) {
+        self.bgp_neighbors = neighbors;
     }
 
     /// The Prometheus text for the current configuration and counters.
@@ -402,6 +410,18 @@ impl<D: Dataplane> Manager<D> {
                     routes: self.routes(connection_id.as_deref()),
                 })
             }
+            Request::ShowBgp { connection_id } => {
+                if let Some(i) = &connection_id {
+                    self.require_connection(i)?;
+                }
+                let neighbors = self
+                    .bgp_neighbors
+                    .iter()
+                    .filter(|n| connection_id.as_ref().is_none_or(|i| *i == n.connection_id))
+                    .cloned()
+                    .collect();
+                Ok(Response::Bgp { neighbors })
+            }
             Request::ShowStats {} => Ok(Response::Stats {
                 stats: self.dataplane.stats(),
             }),
@@ -510,6 +530,10 @@ impl<D: Dataplane> Manager<D> {
                     tunnel: None,
                     source: "static".to_owned(),
                     active: any_up,
+                    ecmp: Vec::new(),
+                    as_path: None,
+                    med: None,
+                    next_hop: None,
                 });
             }
         }

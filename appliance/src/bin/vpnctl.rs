@@ -252,8 +252,14 @@ enum ShowCommand {
         /// Only this connection.
         connection: Option<String>,
     },
-    /// Routes (static and BGP).
+    /// Routes (static and BGP): for BGP routes the chosen path (AS path,
+    /// MED, next hop) and the ECMP members.
     Routes {
+        /// Only this connection.
+        connection: Option<String>,
+    },
+    /// BGP neighbours: state, uptime, prefixes received and advertised.
+    Bgp {
         /// Only this connection.
         connection: Option<String>,
     },
@@ -462,6 +468,9 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
             ShowCommand::Routes { connection } => Request::ShowRoutes {
                 connection_id: connection.clone(),
             },
+            ShowCommand::Bgp { connection } => Request::ShowBgp {
+                connection_id: connection.clone(),
+            },
             ShowCommand::Stats => Request::ShowStats {},
             ShowCommand::Connections { id } => Request::ShowConnections { id: id.clone() },
             ShowCommand::CustomerGateways { id } => {
@@ -598,6 +607,19 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         line(&mut out, &mut r.iter().map(String::as_str));
     }
     out
+}
+
+/// `1d02h03m`, `02:03:04` or `-` for zero (as routers print uptimes).
+fn uptime(secs: u64) -> String {
+    if secs == 0 {
+        return "-".to_owned();
+    }
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h:02}h{m:02}m")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -739,11 +761,69 @@ fn human(r: &Response) -> String {
                         opt(r.tunnel),
                         r.source.clone(),
                         if r.active { "yes" } else { "no" }.to_owned(),
+                        opt(r.next_hop),
+                        r.as_path
+                            .as_ref()
+                            .map_or_else(|| "-".to_owned(), |p| format!("[{p}]")),
+                        opt(r.med),
+                        if r.ecmp.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            r.ecmp.join(",")
+                        },
                     ]
                 })
                 .collect();
             table(
-                &["PREFIX", "CONNECTION", "TUNNEL", "SOURCE", "ACTIVE"],
+                &[
+                    "PREFIX",
+                    "CONNECTION",
+                    "TUNNEL",
+                    "SOURCE",
+                    "ACTIVE",
+                    "NEXT-HOP",
+                    "AS-PATH",
+                    "MED",
+                    "ECMP",
+                ],
+                &rows,
+            )
+        }
+        Response::Bgp { neighbors } => {
+            let rows: Vec<Vec<String>> = neighbors
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.connection_id.clone(),
+                        n.tunnel.to_string(),
+                        n.local_address.to_string(),
+                        n.neighbor.to_string(),
+                        n.peer_asn.to_string(),
+                        n.state.clone(),
+                        uptime(n.uptime_secs),
+                        n.prefixes_received.to_string(),
+                        n.prefixes_advertised.to_string(),
+                        n.denied.to_string(),
+                        opt(n.last_sent_notification.clone()),
+                        opt(n.last_received_notification.clone()),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "CONNECTION",
+                    "TUNNEL",
+                    "LOCAL",
+                    "NEIGHBOR",
+                    "AS",
+                    "STATE",
+                    "UP",
+                    "PFX-RCVD",
+                    "PFX-SENT",
+                    "DENIED",
+                    "LAST-SENT",
+                    "LAST-RCVD",
+                ],
                 &rows,
             )
         }

@@ -18,6 +18,10 @@
 //!                SAs freed, counters)
 //!   ike thread: appliance::ike_service::run (IKE over UDP 500/4500 on the
 //!               outside addresses; Child SAs ──► lock Manager ──► install)
+//!   bgp thread: appliance::bgp_service::run (a BGP session per dynamic-routing
+//!               tunnel over kernel TCP between the inside addresses, while
+//!               IKE has the tunnel up; selected routes ──► lock Manager ──►
+//!               FIB; state and logs)
 //!   signal thread: SIGTERM/SIGINT ──► lock Manager (waits for an in-flight
 //!                  save) ──► remove socket ──► stop worker, close ports,
 //!                  rte_eal_cleanup ──► exit 0
@@ -251,7 +255,7 @@ fn run(args: &Args) -> i32 {
         });
     }
 
-    // IKE on the real dataplane only: the stand-in moves no packets.
+    // IKE and BGP on the real dataplane only: the stand-in moves no packets.
     if !args.no_dataplane {
         let m = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -259,6 +263,14 @@ fn run(args: &Args) -> i32 {
             .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m))));
         if let Err(e) = spawned {
             eprintln!("vpnd: cannot start the IKE thread: {e}");
+            return 2;
+        }
+        let m = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bgp".to_owned())
+            .spawn(move || appliance::bgp_service::run(|f| f(&mut *lock(&m))));
+        if let Err(e) = spawned {
+            eprintln!("vpnd: cannot start the BGP thread: {e}");
             return 2;
         }
     }

@@ -9,12 +9,17 @@
 //!                                                                 connection's two tunnels,
 //!                                                                 inside /30 (/126) → its tunnel,
 //!                                                                 our inside address → local)
+//!   BGP ──► set_dynamic_routes ──► Command::SetFib    (the selected BGP routes through
+//!                                                      their UP tunnels, under the above)
 //!   IKE ──► install_child_sa ──► AddInbound(new) ─ack─► SetOutbound(new) ─ack─► RemoveInbound(old) ─ack
 //!   vpnd tick ──► poll() ──► acks, retired SAs freed, counters
 //! ```
 //!
 //! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
 //! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
+//! A tunnel going DOWN takes its BGP routes out of the FIB in the same
+//! call (the BGP thread's withdrawal follows), so traffic moves to the
+//! other ECMP members at once.
 //! Per-tunnel counters (`TunnelDataIn`/`TunnelDataOut`, packets, drops)
 //! are read lock-free from the worker's counter block by tunnel id; per-SA
 //! counters (`show sas`) come from a snapshot the runtime asks the worker
@@ -26,8 +31,9 @@ use std::time::{Duration, Instant};
 
 use control::config::{ApplianceConfig, PortRole, RoutingType, parse_mac};
 use control::dataplane::{
-    ChildSaPair, Dataplane, DataplaneError, DataplaneStats, PortCounters, RouteEntry, SaDirection,
-    SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey, TunnelRuntimeState, TunnelUpDown, sa_info,
+    ChildSaPair, Dataplane, DataplaneError, DataplaneStats, DynamicRoute, PortCounters, RouteEntry,
+    SaDirection, SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey, TunnelRuntimeState,
+    TunnelUpDown, sa_info,
 };
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{FibBuilder, Target, TunnelId};
@@ -61,6 +67,8 @@ pub struct DpdkDataplane {
     /// The configuration last applied (the FIB is rebuilt from it when a
     /// tunnel goes UP or DOWN).
     config: Option<ApplianceConfig>,
+    /// The routes BGP selected.
+    dynamic: Vec<DynamicRoute>,
 }
 
 /// SA lifetime events kept for IKE before the oldest are dropped.
@@ -80,6 +88,7 @@ impl DpdkDataplane {
             apply_errors: 0,
             sa_events: Vec::new(),
             config: None,
+            dynamic: Vec::new(),
         }
     }
 
@@ -146,6 +155,35 @@ impl DpdkDataplane {
         self.apply_errors += 1;
         eprintln!("vpnd: dataplane: {what}: {e}");
     }
+
+    /// Whether `key` is UP by its connection's routing rule.
+    fn is_up(&self, key: &TunnelKey) -> bool {
+        let routing = self
+            .config
+            .as_ref()
+            .and_then(|c| c.connections.iter().find(|c| c.id == key.connection_id))
+            .map_or(RoutingType::Static, |c| c.routing);
+        self.states
+            .get(key)
+            .is_some_and(|s| s.up_down(routing) == TunnelUpDown::Up)
+    }
+
+    /// Rebuild the FIB from the applied configuration, the tunnel states
+    /// and the BGP routes, and hand it to the worker.
+    fn install_fib(&mut self) {
+        let Some(config) = self.config.as_ref() else {
+            return;
+        };
+        let up: Vec<TunnelKey> = self.ids.keys().filter(|k| self.is_up(k)).cloned().collect();
+        let (fib, problems) = build_fib(config, &self.ids, &self.states, &self.dynamic, &up);
+        let fib = Arc::new(fib.build());
+        for p in problems {
+            self.log_apply_error("route", &p);
+        }
+        if let Err(e) = self.run("SetFib", Command::SetFib(fib)) {
+            self.log_apply_error("forwarding table", &e);
+        }
+    }
 }
 
 /// The appliance's own address in an inside CIDR: the first host (the
@@ -165,14 +203,41 @@ fn first_host_v6(n: Ipv6Net) -> Option<IpNet> {
 /// validated configuration) are returned as messages. A static
 /// connection's routes go to ECMP over its UP tunnels (by `states`); while
 /// neither is UP, over both (dropped there as `no_outbound_sa`, counted
-/// per tunnel).
+/// per tunnel). BGP routes (`dynamic`) go over those of their tunnels that
+/// are in `up` (none: the route is left out); they are inserted first, so
+/// a configured route for the same prefix replaces them.
 fn build_fib(
     config: &ApplianceConfig,
     ids: &BTreeMap<TunnelKey, TunnelId>,
     states: &BTreeMap<TunnelKey, TunnelRuntimeState>,
+    dynamic: &[DynamicRoute],
+    up: &[TunnelKey],
 ) -> (FibBuilder, Vec<String>) {
     let mut b = FibBuilder::new();
     let mut problems = Vec::new();
+    let mut groups: BTreeMap<Vec<TunnelId>, fib::GroupId> = BTreeMap::new();
+    for r in dynamic {
+        let members: Vec<TunnelId> = r
+            .tunnels
+            .iter()
+            .filter(|k| up.contains(k))
+            .filter_map(|k| ids.get(k).copied())
+            .collect();
+        let target = match members.as_slice() {
+            [] => continue,
+            [t] => Ok(Target::Tunnel(*t)),
+            _ => match groups.get(&members) {
+                Some(g) => Ok(Target::Ecmp(*g)),
+                None => b.add_group(&members).map(|g| {
+                    groups.insert(members.clone(), g);
+                    Target::Ecmp(g)
+                }),
+            },
+        };
+        if let Err(e) = target.and_then(|t| b.insert(r.prefix, t)) {
+            problems.push(format!("BGP route {}: {e}", r.prefix));
+        }
+    }
     for n in &config.gateway.local_networks {
         if let Err(e) = b.insert(*n, Target::Inside) {
             problems.push(format!("local network {n}: {e}"));
@@ -336,15 +401,10 @@ impl Dataplane for DpdkDataplane {
             }
         }
 
-        // 3. Routes.
+        // 3. Routes (BGP routes of removed tunnels stay out: they have
+        //    no id).
         self.config = Some(config.clone());
-        let (fib, problems) = build_fib(config, &self.ids, &self.states);
-        for p in problems {
-            self.log_apply_error("route", &p);
-        }
-        if let Err(e) = self.run("SetFib", Command::SetFib(Arc::new(fib.build()))) {
-            self.log_apply_error("forwarding table", &e);
-        }
+        self.install_fib();
     }
 
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
@@ -374,7 +434,18 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn dynamic_routes(&self) -> Vec<RouteEntry> {
-        Vec::new()
+        self.dynamic
+            .iter()
+            .map(|r| r.entry(r.tunnels.iter().any(|k| self.is_up(k))))
+            .collect()
+    }
+
+    fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
+        if routes == self.dynamic {
+            return;
+        }
+        self.dynamic = routes;
+        self.install_fib();
     }
 
     fn stats(&self) -> DataplaneStats {
@@ -470,14 +541,8 @@ impl Dataplane for DpdkDataplane {
         let up_changed = was != state.up_down(routing);
         self.states.insert(key, state);
         // Routes follow the UP tunnels.
-        if up_changed && let Some(config) = self.config.clone() {
-            let (fib, problems) = build_fib(&config, &self.ids, &self.states);
-            for p in problems {
-                self.log_apply_error("route", &p);
-            }
-            if let Err(e) = self.run("SetFib", Command::SetFib(Arc::new(fib.build()))) {
-                self.log_apply_error("forwarding table", &e);
-            }
+        if up_changed {
+            self.install_fib();
         }
     }
 

@@ -54,7 +54,8 @@
 //! | `add_static_route` / `delete_static_route` | `connection_id`, `prefix` | `connection` |
 //! | `show_tunnels` | `connection_id`? | `tunnels` |
 //! | `show_sas` | `connection_id`? | `sas` |
-//! | `show_routes` | `connection_id`? | `routes` |
+//! | `show_routes` | `connection_id`? | `routes` (BGP routes with their chosen path and `ecmp` members) |
+//! | `show_bgp` | `connection_id`? | `bgp` (`neighbors`: state, uptime, prefixes received/advertised) |
 //! | `show_stats` | — | `stats` |
 //! | `logs` | `connection_id`?, `lines`? (default 100) | `logs` |
 //! | `config_download` | `connection_id`, `device` (`strongswan` or `generic`) | `config_text` |
@@ -273,6 +274,12 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection_id: Option<String>,
     },
+    /// BGP neighbours: one per tunnel of a dynamic-routing connection.
+    ShowBgp {
+        /// Only this connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection_id: Option<String>,
+    },
     /// Counters.
     ShowStats {},
     /// Recent tunnel log entries.
@@ -342,6 +349,45 @@ pub struct TunnelStatus {
     /// Last UP/DOWN change, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status_change_ms: Option<u64>,
+}
+
+/// One BGP neighbour, as `show_bgp` reports it (published by the daemon's
+/// BGP thread).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpNeighbor {
+    /// Connection id.
+    pub connection_id: String,
+    /// Tunnel index.
+    pub tunnel: usize,
+    /// Our inside address (the session's local end).
+    pub local_address: IpAddr,
+    /// The neighbour's inside address.
+    pub neighbor: IpAddr,
+    /// Our AS.
+    pub local_asn: u32,
+    /// The neighbour's AS.
+    pub peer_asn: u32,
+    /// FSM state (RFC 4271 name).
+    pub state: String,
+    /// Seconds in Established (0 otherwise).
+    pub uptime_secs: u64,
+    /// Times the session became Established.
+    pub established_transitions: u32,
+    /// Negotiated hold time, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time_secs: Option<u64>,
+    /// Prefixes accepted from the neighbour.
+    pub prefixes_received: usize,
+    /// Prefixes advertised to it.
+    pub prefixes_advertised: usize,
+    /// Routes denied by policy (own AS, next hop not connected).
+    pub denied: u64,
+    /// Last NOTIFICATION sent (`6/1 (Cease/…)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent_notification: Option<String>,
+    /// Last NOTIFICATION received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_received_notification: Option<String>,
 }
 
 /// A customer gateway or connection as shown (keys redacted).
@@ -421,6 +467,11 @@ pub enum Response {
     Routes {
         /// The routes.
         routes: Vec<RouteEntry>,
+    },
+    /// BGP neighbours.
+    Bgp {
+        /// One per tunnel of a dynamic-routing connection.
+        neighbors: Vec<BgpNeighbor>,
     },
     /// Counters.
     Stats {

@@ -475,14 +475,73 @@ impl SkKeys {
         inner: &[u8],
         iv: &[u8],
     ) -> Result<Vec<u8>, SkError> {
+        self.seal_as(header, PayloadType::Sk, first, &[], inner, iv)
+    }
+
+    /// Builds one SKF fragment message ([RFC 7383 § 2.5]): like
+    /// [`seal`](Self::seal) with the Fragment Number and Total Fragments
+    /// fields after the generic header, both covered by the ICV. `first`
+    /// is the first inner payload's type in fragment 1 and `None` in the
+    /// others.
+    ///
+    /// [RFC 7383 § 2.5]: https://www.rfc-editor.org/rfc/rfc7383#section-2.5
+    ///
+    /// # Errors
+    /// [`SkError::Key`] if the cipher refuses the key.
+    pub fn seal_fragment(
+        &self,
+        header: &Header,
+        first: PayloadType,
+        number: u16,
+        total: u16,
+        inner: &[u8],
+        iv: &[u8],
+    ) -> Result<Vec<u8>, SkError> {
+        let mut nt = [0u8; 4];
+        nt[..2].copy_from_slice(&number.to_be_bytes());
+        nt[2..].copy_from_slice(&total.to_be_bytes());
+        self.seal_as(header, PayloadType::Skf, first, &nt, inner, iv)
+    }
+
+    /// Bytes a message grows by when `plain` inner bytes are protected
+    /// in an SK payload (header not included): generic header, IV,
+    /// padding and pad length, ICV.
+    #[must_use]
+    pub fn overhead(&self, plain: usize) -> usize {
+        GENERIC_LEN + self.iv_len() + self.padded_len(plain) - plain + self.icv_len()
+    }
+
+    /// Largest inner length whose SKF payload (with its 4 extra bytes)
+    /// fits `room` bytes after the IKE header; 0 if nothing fits.
+    #[must_use]
+    pub fn max_fragment_plain(&self, room: usize) -> usize {
+        let fixed = GENERIC_LEN + 4 + self.iv_len() + self.icv_len();
+        let Some(avail) = room.checked_sub(fixed) else {
+            return 0;
+        };
+        match self.encr {
+            Encr::AesCbc { .. } => (avail / BLOCK * BLOCK).saturating_sub(1),
+            Encr::AesGcm16 { .. } => avail.saturating_sub(1),
+        }
+    }
+
+    fn seal_as(
+        &self,
+        header: &Header,
+        kind: PayloadType,
+        first: PayloadType,
+        extra: &[u8],
+        inner: &[u8],
+        iv: &[u8],
+    ) -> Result<Vec<u8>, SkError> {
         let iv_len = self.iv_len();
         let icv_len = self.icv_len();
         let padded = self.padded_len(inner.len());
-        let sk_len = GENERIC_LEN + iv_len + padded + icv_len;
+        let sk_len = GENERIC_LEN + extra.len() + iv_len + padded + icv_len;
         let total = HEADER_LEN + sk_len;
         let mut out = Vec::with_capacity(total);
         header.emit(
-            PayloadType::Sk,
+            kind,
             u32::try_from(total).map_err(|_| SkError::Length)?,
             &mut out,
         );
@@ -493,6 +552,7 @@ impl SkKeys {
                 .map_err(|_| SkError::Length)?
                 .to_be_bytes(),
         );
+        out.extend_from_slice(extra);
         let aad_end = out.len();
         let iv = iv.get(..iv_len).ok_or(SkError::Length)?;
         out.extend_from_slice(iv);

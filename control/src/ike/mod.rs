@@ -51,10 +51,12 @@
 //!
 //! [RFC 7296]: https://www.rfc-editor.org/rfc/rfc7296
 
+pub mod cert;
 pub mod crypto;
 pub mod dh;
 mod dh_params;
 pub mod endpoint;
+pub mod frag;
 pub mod proposal;
 pub mod sa;
 pub mod wire;

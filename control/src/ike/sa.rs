@@ -46,6 +46,9 @@ use super::wire::{
 };
 use crate::config::{DpdTimeoutAction, StartupAction, TunnelOptions};
 
+#[path = "sa_auth.rs"]
+mod auth;
+
 /// IKE port.
 pub const IKE_PORT: u16 = 500;
 /// NAT-T port (RFC 3948).
@@ -112,6 +115,11 @@ pub struct IkeConfig {
     pub retransmit: Retransmit,
     /// Half-open IKE SA timeout (responder waiting for IKE_AUTH).
     pub half_open_timeout: Duration,
+    /// Certificate authentication (None: PSK). Shared: the key objects
+    /// are not cloned per IKE SA.
+    pub cert: Option<std::sync::Arc<super::cert::CertAuth>>,
+    /// IKE fragmentation (RFC 7383).
+    pub fragmentation: super::frag::FragmentConfig,
 }
 
 impl IkeConfig {
@@ -152,6 +160,8 @@ impl IkeConfig {
             startup_action: o.startup_action,
             retransmit: Retransmit::default(),
             half_open_timeout: Duration::from_secs(30),
+            cert: None,
+            fragmentation: super::frag::FragmentConfig::default(),
         }
     }
 
@@ -632,6 +642,14 @@ pub struct IkeSa {
     initial_contact: bool,
     /// Created by rekeying another IKE SA.
     from_rekey: bool,
+    /// Both sides announced IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383).
+    peer_frag: bool,
+    /// The peer announced SIGNATURE_HASH_ALGORITHMS with SHA2-256 (RFC 7427).
+    peer_rfc7427: bool,
+    /// SKF fragments being collected.
+    reassembly: super::frag::Reassembly,
+    /// A message just reassembled, for `decrypt`.
+    reassembled: Option<Vec<Payload>>,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -825,6 +843,10 @@ impl IkeSa {
             rekeyed_away: false,
             initial_contact: false,
             from_rekey: false,
+            peer_frag: false,
+            peer_rfc7427: false,
+            reassembly: super::frag::Reassembly::default(),
+            reassembled: None,
         }
     }
 
@@ -878,6 +900,7 @@ impl IkeSa {
             NotifyType::NatDetectionDestinationIp,
             nat_hash(self.spi_i, 0, self.remote),
         )));
+        payloads.extend(auth::sa_init_request_extras(&self.cfg));
         let msg = Message {
             header: Header {
                 spi_i: self.spi_i,
@@ -1042,6 +1065,7 @@ impl IkeSa {
             NotifyType::NatDetectionDestinationIp,
             nat_hash(h.spi_i, spi_r, dgram.remote),
         )));
+        payloads.extend(auth::sa_init_response_extras(&cfg, &msg.payloads));
         let resp = Message {
             header: Header {
                 spi_i: h.spi_i,
@@ -1071,6 +1095,8 @@ impl IkeSa {
         sa.remote = dgram.remote;
         sa.nat_detected = nat;
         sa.expected_request = 1;
+        sa.peer_frag = auth::peer_fragmentation(&sa.cfg, &msg.payloads);
+        sa.peer_rfc7427 = super::cert::peer_accepts_rfc7427(&msg.payloads);
         for l in logs {
             sa.log(l);
         }
@@ -1207,12 +1233,8 @@ impl IkeSa {
     }
 
     fn send_request_bytes(&mut self, now: Instant, id: u32, bytes: Vec<u8>, kind: PendingKind) {
-        let payload = add_marker(self.local, bytes.clone());
-        self.transmits.push_back(Transmit {
-            local: self.local,
-            remote: self.remote,
-            payload,
-        });
+        self.transmits
+            .extend(auth::datagrams(self.local, self.remote, &bytes));
         self.pending = Some(Pending {
             id,
             bytes,
@@ -1224,11 +1246,8 @@ impl IkeSa {
     }
 
     fn send_response_bytes(&mut self, id: u32, bytes: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            local: self.local,
-            remote: self.remote,
-            payload: add_marker(self.local, bytes.clone()),
-        });
+        self.transmits
+            .extend(auth::datagrams(self.local, self.remote, &bytes));
         self.last_response = Some((id, bytes));
     }
 
@@ -1263,6 +1282,17 @@ impl IkeSa {
         };
         let mut inner = Vec::new();
         let first = emit_chain(payloads, &mut inner);
+        if let Some(max) = self.fragment_limit()
+            && super::wire::HEADER_LEN + inner.len() + keys.out.overhead(inner.len()) > max
+        {
+            // RFC 7383 § 2.5: the fragments, back to back; they are sent
+            // (and retransmitted) as separate datagrams.
+            let frags = super::frag::fragment(&keys.out, &header, first, &inner, max, &mut || {
+                random_bytes(rng, 16)
+            })
+            .ok()?;
+            return Some(frags.concat());
+        }
         let iv = random_bytes(rng, 16);
         keys.out.seal(&header, first, &inner, &iv).ok()
     }
@@ -1379,12 +1409,8 @@ impl IkeSa {
                     }
                 }
                 p.next = now + wait;
-                let payload = add_marker(self.local, p.bytes.clone());
-                self.transmits.push_back(Transmit {
-                    local: self.local,
-                    remote: self.remote,
-                    payload,
-                });
+                self.transmits
+                    .extend(auth::datagrams(self.local, self.remote, &p.bytes));
             }
         }
         match &self.state {
@@ -1461,6 +1487,9 @@ impl IkeSa {
         if h.is_initiator() == self.initiator {
             return;
         }
+        if !self.reassemble(now, raw, &msg) {
+            return;
+        }
         if h.is_response() {
             let Some(p) = &self.pending else { return };
             if p.id != h.message_id {
@@ -1473,12 +1502,8 @@ impl IkeSa {
                 && h.message_id.wrapping_add(1) == self.expected_request
             {
                 // A retransmitted request: resend the cached response.
-                let payload = add_marker(self.local, bytes.clone());
-                self.transmits.push_back(Transmit {
-                    local: self.local,
-                    remote: self.remote,
-                    payload,
-                });
+                self.transmits
+                    .extend(auth::datagrams(self.local, self.remote, bytes));
                 return;
             }
             if h.message_id != self.expected_request {
@@ -1508,7 +1533,11 @@ impl IkeSa {
         }
     }
 
-    fn decrypt(&self, raw: &[u8], msg: &Message) -> Option<Vec<Payload>> {
+    fn decrypt(&mut self, raw: &[u8], msg: &Message) -> Option<Vec<Payload>> {
+        if let Some(Payload::Skf { .. }) = msg.payloads.last() {
+            // Opened fragment by fragment in `reassemble`.
+            return self.reassembled.take();
+        }
         let keys = self.keys()?;
         match msg.payloads.last()? {
             Payload::Sk { first, data } => {
@@ -1641,6 +1670,8 @@ impl IkeSa {
         };
         let h = msg.header;
         self.spi_r = h.spi_r;
+        self.peer_frag = auth::peer_fragmentation(&self.cfg, &msg.payloads);
+        self.peer_rfc7427 = super::cert::peer_accepts_rfc7427(&msg.payloads);
         let src_ok = msg
             .notify(NotifyType::NatDetectionSourceIp)
             .is_none_or(|n| n.data == nat_hash(h.spi_i, h.spi_r, dgram.remote));
@@ -1676,23 +1707,23 @@ impl IkeSa {
         let State::AuthSent(st) = &self.state else {
             return;
         };
-        let id = &self.cfg.local_id;
-        let auth = psk_auth(
-            st.keys.suite.prf,
-            &self.cfg.psk,
-            &st.msg1,
-            &st.nr,
-            &st.keys.sk_pi,
-            &id.body(),
-        );
-        let mut payloads = vec![Payload::IdI(id.clone())];
+        let ours = match self.our_auth(&st.keys, &st.msg1, &st.nr, true) {
+            Ok(o) => o,
+            Err(why) => {
+                self.log(why);
+                self.fail(DownReason::AuthenticationFailed);
+                return;
+            }
+        };
+        let mut payloads = vec![Payload::IdI(ours.id)];
+        payloads.extend(ours.certs);
+        if let Some(c) = &self.cfg.cert {
+            payloads.push(c.trust.certreq_payload());
+        }
         if let Some(r) = &self.cfg.remote_id {
             payloads.push(Payload::IdR(r.clone()));
         }
-        payloads.push(Payload::Auth {
-            method: AuthMethod::SharedKeyMic,
-            data: auth.to_vec(),
-        });
+        payloads.push(ours.auth);
         payloads.push(Payload::Notify(Notify::new(
             NotifyType::InitialContact,
             Vec::new(),
@@ -1737,10 +1768,17 @@ impl IkeSa {
         if let Some(n) = find_notify(payloads, NotifyType::AuthenticationFailed) {
             let _ = n;
             self.state = State::AuthSent(st);
-            self.log(format!(
-                "AWS tunnel detected pre-shared key mismatch with cgw: {}",
-                self.remote.ip()
-            ));
+            if self.cfg.cert.is_some() {
+                self.log(format!(
+                    "AWS tunnel certificate authentication refused by cgw: {} (AUTHENTICATION_FAILED)",
+                    self.remote.ip()
+                ));
+            } else {
+                self.log(format!(
+                    "AWS tunnel detected pre-shared key mismatch with cgw: {}",
+                    self.remote.ip()
+                ));
+            }
             self.fail(DownReason::AuthenticationFailed);
             return;
         }
@@ -1749,21 +1787,26 @@ impl IkeSa {
             Payload::IdR(id) => Some(id),
             _ => None,
         });
-        let (Some(idr), Some(auth)) = (idr, auth_of(payloads)) else {
+        let Some(idr) = idr else {
             self.state = State::AuthSent(st);
             self.fail(DownReason::Protocol);
             return;
         };
-        let Some(verified) = verify_psk(&st.keys, &self.cfg, &st.msg2, &st.ni, false, idr, auth)
-        else {
-            self.state = State::AuthSent(st);
-            self.log(format!(
-                "AWS tunnel detected pre-shared key mismatch with cgw: {}",
-                self.remote.ip()
-            ));
-            self.fail(DownReason::AuthenticationFailed);
-            return;
-        };
+        let verified =
+            match self.verify_peer_auth(now, &st.keys, &st.msg2, &st.ni, false, idr, payloads) {
+                Ok(v) => v,
+                Err(auth::AuthFailure::Missing) => {
+                    self.state = State::AuthSent(st);
+                    self.fail(DownReason::Protocol);
+                    return;
+                }
+                Err(auth::AuthFailure::Failed(why)) => {
+                    self.state = State::AuthSent(st);
+                    self.log(why);
+                    self.fail(DownReason::AuthenticationFailed);
+                    return;
+                }
+            };
         let mut est = Established {
             rekey_ike_at: now + self.cfg.rekey_after(self.cfg.phase1_lifetime, rng),
             expire_ike_at: now + self.cfg.phase1_lifetime,
@@ -1890,18 +1933,26 @@ impl IkeSa {
             Payload::IdI(id) => Some(id),
             _ => None,
         });
-        let verified = match (idi, auth_of(p)) {
-            (Some(idi), Some(auth)) => {
-                verify_psk(&st.keys, &self.cfg, &st.msg1, &st.nr, true, idi, auth)
+        let verified = match idi {
+            Some(idi) => self.verify_peer_auth(now, &st.keys, &st.msg1, &st.nr, true, idi, p),
+            None => Err(auth::AuthFailure::Missing),
+        };
+        let verified = match verified {
+            Ok(v) => Some(v),
+            Err(auth::AuthFailure::Missing) => {
+                self.log(format!(
+                    "AWS tunnel detected pre-shared key mismatch with cgw: {}",
+                    self.remote.ip()
+                ));
+                None
             }
-            _ => None,
+            Err(auth::AuthFailure::Failed(why)) => {
+                self.log(why);
+                None
+            }
         };
         let Some(verified) = verified else {
             self.state = State::AwaitAuth(st);
-            self.log(format!(
-                "AWS tunnel detected pre-shared key mismatch with cgw: {}",
-                self.remote.ip()
-            ));
             self.log("AWS tunnel is sending AUTHENTICATION_FAILED as response");
             self.respond(
                 rng,
@@ -1916,22 +1967,27 @@ impl IkeSa {
             return;
         };
         self.initial_contact = find_notify(p, NotifyType::InitialContact).is_some();
-        let our_id = self.cfg.local_id.clone();
-        let auth = psk_auth(
-            st.keys.suite.prf,
-            &self.cfg.psk,
-            &st.msg2,
-            &st.ni,
-            &st.keys.sk_pr,
-            &our_id.body(),
-        );
-        let mut resp = vec![
-            Payload::IdR(our_id),
-            Payload::Auth {
-                method: AuthMethod::SharedKeyMic,
-                data: auth.to_vec(),
-            },
-        ];
+        let ours = match self.our_auth(&st.keys, &st.msg2, &st.ni, false) {
+            Ok(o) => o,
+            Err(why) => {
+                self.log(why);
+                self.state = State::AwaitAuth(st);
+                self.respond(
+                    rng,
+                    ExchangeType::IkeAuth,
+                    id,
+                    &[Payload::Notify(Notify::new(
+                        NotifyType::AuthenticationFailed,
+                        Vec::new(),
+                    ))],
+                );
+                self.go_down(DownReason::AuthenticationFailed);
+                return;
+            }
+        };
+        let mut resp = vec![Payload::IdR(ours.id)];
+        resp.extend(ours.certs);
+        resp.push(ours.auth);
         let mut est = Established {
             rekey_ike_at: now + self.cfg.rekey_after(self.cfg.phase1_lifetime, rng),
             expire_ike_at: now + self.cfg.phase1_lifetime,

@@ -350,6 +350,12 @@ enum_with_unknown! {
         SharedKeyMic = 2,
         /// DSS Digital Signature.
         DssSig = 3,
+        /// ECDSA with SHA-256 on the P-256 curve (RFC 4754).
+        EcdsaSha256P256 = 9,
+        /// ECDSA with SHA-384 on the P-384 curve (RFC 4754).
+        EcdsaSha384P384 = 10,
+        /// ECDSA with SHA-512 on the P-521 curve (RFC 4754).
+        EcdsaSha512P521 = 11,
         /// Digital Signature (RFC 7427).
         DigitalSignature = 14,
     }
