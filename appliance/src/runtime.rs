@@ -1,37 +1,78 @@
-//! The dataplane runtime: the EAL, the ports, one worker lcore running
-//! [`worker::Worker`], and the control core's end of its rings. Shared by
-//! `vpn-dp` (static SAs from a file) and `vpnd` (configuration from the
-//! management API, SAs from IKE).
+//! The dataplane runtime: the EAL, the ports, one worker lcore per queue
+//! running [`worker::Worker`], and the control core's end of their rings.
+//! Shared by `vpn-dp` (static SAs from a file) and `vpnd` (configuration
+//! from the management API, SAs from IKE).
 //!
 //! ```text
-//!   control core (vpnd / vpn-dp thread)                worker lcore (pinned by the EAL)
-//!   Runtime::send(Command) ──► [SPSC command ring] ──►  Worker::apply_commands between bursts
-//!   Runtime::poll()        ◄── [SPSC event ring]  ◄──   Done/Failed acks, retired SAs/FIBs, lifetimes
-//!   Runtime::stats()       ◄── [SPSC stats ring]  ◄──   a WorkerStats copy every 100 ms (and at exit)
-//!   Port::stats() (rte_eth_stats_get, control side)     rx burst outside/inside/kernel
-//!                                                        → Worker::handle_* → tx burst
+//!   control core (vpnd / vpn-dp thread)                  worker i (lcore pinned by the EAL), i in 0..N
+//!   Runtime::send(Command) ─► one SPSC command ring ─►    Worker::apply_commands between bursts
+//!                             per worker (a Ticket
+//!                             holds each ring's seq)
+//!   Runtime::poll()        ◄─ SPSC event ring     ◄─      Done/Failed acks, retired SAs/FIBs, lifetimes
+//!   Runtime::stats()       ◄─ SPSC stats ring     ◄─      a WorkerStats copy every 100 ms (and at exit)
+//!   Port::stats() (rte_eth_stats_get, control side)       rx burst on queue i of outside/inside/kernel
+//!                                                          → Worker::handle_* → tx burst on queue i
 //! ```
+//!
+//! # Several workers
+//!
+//! Every port gets one rx and one tx queue per worker; worker `i` polls
+//! queue `i` of each port and sends on queue `i`, so no queue is shared.
+//! How packets are spread over the rx queues is the port's business:
+//!
+//! * a NIC with RSS hashes what [`PortConfig`] asks for where the driver
+//!   offers it: addresses and TCP/UDP ports everywhere (the inner 5-tuple
+//!   on the inside port; outer addresses, and the NAT-T ports, on the
+//!   outside), plus the ESP SPI on the outside port ([`dpdk::RSS_ESP`]);
+//! * `net_af_packet` has no RSS offload: with `qpairs=N` (added to the
+//!   device arguments here when missing) the kernel's `PACKET_FANOUT_HASH`
+//!   spreads by its flow hash, which covers addresses and ports and, for
+//!   ESP, the SPI (the kernel's flow dissector reads the SPI where the
+//!   ports would be);
+//! * `net_tap` (the kernel port) gets N queues of a multi-queue tun
+//!   device; the kernel picks the queue of what it sends by its flow hash;
+//! * `net_memif` and `net_ring` have no hash: the peer decides the queue.
+//!
+//! Because RSS cannot be relied on to bring every packet of an SA to one
+//! queue (see the worker crate's "One tunnel on several workers"), every
+//! tunnel is carried by every worker: [`Runtime::add_inbound`] and
+//! [`Runtime::set_outbound`] build one copy of the SA per worker from the
+//! same `SaConfig`, the copies sharing one sequence counter (outbound)
+//! and one anti-replay window (inbound) when there are several workers.
+//! So the two tunnels of a connection are never confined to one worker:
+//! each is served by all of them, and a stalled worker takes a share of
+//! every tunnel's flows, not a whole tunnel. Per-tunnel policers are
+//! split into per-worker shares ([`Runtime::set_tunnel_caps`]). Commands
+//! without per-worker state (FIB, addresses, removals) are replicated by
+//! [`Runtime::send`]; a [`Ticket`] completes when every worker has
+//! acknowledged. Volume (byte/packet) SA lifetimes are counted per copy;
+//! the spec's lifetimes are in seconds, which every copy reaches together
+//! (lifetime events are reported once per SA).
 //!
 //! What it guarantees: the worker loop never allocates, locks or makes a
 //! syscall per packet (the stats copy is a fixed-size value pushed into a
 //! preallocated ring, dropped when the control core is behind); every
 //! packet freed without being sent is counted (pipeline drop reasons in
 //! [`WorkerStats`], a full tx ring in [`WorkerSnapshot::tx_full`]).
-//! [`Runtime::shutdown`] stops the worker, waits for it, releases ports
+//! [`Runtime::shutdown`] stops the workers, waits for them, releases ports
 //! and mempool, runs `rte_eal_cleanup` and removes the EAL's runtime
 //! directory. What it never does: decide SAs or routes (that is the
-//! caller's), or share a table with the worker (everything goes through
+//! caller's), or share a table with a worker (everything goes through
 //! commands).
 
 pub mod dataplane;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ::dataplane::esp::sa::LifetimeEvent;
+use ::dataplane::esp::{InboundSa, OutboundSa, SaConfig, SharedReplayWindow, shared_seq};
 use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
 use fib::TunnelId;
+use worker::policy::{Caps, RatePolicy};
 use worker::{
     Action, Command, ControlEnd, CountersHandle, Event, FnIo, SaSnapshot, TunnelSnapshot, Worker,
     WorkerStats,
@@ -45,7 +86,9 @@ const STATS_PERIOD_MS: u64 = 100;
 const COMMAND_RING: usize = 4096;
 /// Failures remembered for [`Runtime::wait`].
 const FAILURES_KEPT: usize = 64;
-/// How often [`Runtime::poll`] asks the worker for its per-SA counters.
+/// Lifetime events remembered to report each SA's once.
+const LIFETIME_SEEN_KEPT: usize = 4096;
+/// How often [`Runtime::poll`] asks the workers for their per-SA counters.
 const SA_SNAPSHOT_PERIOD: Duration = Duration::from_secs(1);
 
 /// What to start.
@@ -55,9 +98,13 @@ pub struct RuntimeConfig {
     pub file_prefix: String,
     /// The main lcore (control core).
     pub main_lcore: u32,
-    /// The worker lcore. (One worker for now; the configuration may name
-    /// more, the others stay idle.)
-    pub worker_lcore: u32,
+    /// The worker lcores: worker `i` runs on `worker_lcores[i]` and
+    /// polls queue `i` of every port.
+    pub worker_lcores: Vec<u32>,
+    /// An EAL `--lcores` map used instead of `-l main,workers…`, e.g.
+    /// `0@0,1@1,2@1` to run two workers on one cpu in a functional test
+    /// on a small machine. It must define the main and worker lcores.
+    pub lcore_map: Option<String>,
     /// Hugepages or not.
     pub memory: Memory,
     /// The outside port's device: a virtual device (`net_af_packet0,iface=x`)
@@ -80,7 +127,8 @@ impl RuntimeConfig {
         Self {
             file_prefix: file_prefix.to_owned(),
             main_lcore: 0,
-            worker_lcore: 1,
+            worker_lcores: vec![1],
+            lcore_map: None,
             memory,
             outside: outside.to_owned(),
             inside: inside.to_owned(),
@@ -90,8 +138,15 @@ impl RuntimeConfig {
         }
     }
 
-    /// The EAL arguments: virtual devices with `--vdev`, PCI devices with
-    /// `-a` (and then without `--no-pci`).
+    /// Workers to run (at least one).
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.worker_lcores.len().max(1)
+    }
+
+    /// The EAL arguments: virtual devices with `--vdev` (an
+    /// `net_af_packet` without `qpairs=` gets one queue pair per worker),
+    /// PCI devices with `-a` (and then without `--no-pci`).
     #[must_use]
     pub fn eal_args(&self) -> Vec<String> {
         let devices: Vec<&String> = [&self.outside, &self.inside]
@@ -101,16 +156,26 @@ impl RuntimeConfig {
         let vdevs: Vec<String> = devices
             .iter()
             .filter(|d| !is_pci(d))
-            .map(|d| (*d).clone())
+            .map(|d| with_queue_pairs(d, self.workers()))
             .collect();
-        let lcores = format!("{},{}", self.main_lcore, self.worker_lcore);
+        let lcores: Vec<String> = std::iter::once(self.main_lcore)
+            .chain(self.worker_lcores.iter().copied())
+            .map(|l| l.to_string())
+            .collect();
         let mut args = eal_args::build(
             &self.file_prefix,
-            &lcores,
+            &lcores.join(","),
             Some(self.main_lcore),
             &self.memory,
             &vdevs,
         );
+        if let Some(map) = &self.lcore_map
+            && let Some(i) = args.iter().position(|a| a == "-l")
+            && i + 1 < args.len()
+        {
+            args[i] = "--lcores".to_owned();
+            args[i + 1].clone_from(map);
+        }
         let pci: Vec<&&String> = devices.iter().filter(|d| is_pci(d)).collect();
         if !pci.is_empty() {
             args.retain(|a| a != "--no-pci");
@@ -120,6 +185,19 @@ impl RuntimeConfig {
             }
         }
         args
+    }
+}
+
+/// `net_af_packet` creates its queue pairs at probe time (`qpairs=`,
+/// default 1): give it one per worker unless the device names a number.
+fn with_queue_pairs(device: &str, workers: usize) -> String {
+    let af_packet = ["net_af_packet", "eth_af_packet"]
+        .iter()
+        .any(|p| device.starts_with(p));
+    if af_packet && workers > 1 && !device.split(',').any(|kv| kv.starts_with("qpairs=")) {
+        format!("{device},qpairs={workers}")
+    } else {
+        device.to_owned()
     }
 }
 
@@ -171,6 +249,21 @@ pub enum RuntimeError {
         /// DPDK's error.
         source: dpdk::Error,
     },
+    /// A port has fewer queues than there are workers.
+    #[error(
+        "{role} port {device:?} offers {offered} rx/tx queue pair(s) but {workers} workers need one each \
+         (net_af_packet: qpairs={workers})"
+    )]
+    Queues {
+        /// outside / inside / kernel.
+        role: &'static str,
+        /// Its device.
+        device: String,
+        /// Queue pairs the driver offers.
+        offered: u16,
+        /// Workers configured.
+        workers: usize,
+    },
     /// The mbuf pool could not be created.
     #[error("mbuf pool of {count} mbufs: {source}")]
     Mempool {
@@ -179,7 +272,7 @@ pub enum RuntimeError {
         /// DPDK's error.
         source: dpdk::Error,
     },
-    /// The worker lcore could not be launched.
+    /// A worker lcore could not be launched.
     #[error("launching the worker on lcore {lcore}: {source}")]
     Launch {
         /// The lcore.
@@ -187,28 +280,70 @@ pub enum RuntimeError {
         /// DPDK's error.
         source: dpdk::Error,
     },
-    /// The command ring is full.
-    #[error("the worker's command ring is full")]
+    /// A worker's command ring is full (or, from
+    /// [`Runtime::send_to`], there is no such worker).
+    #[error("a worker's command ring is full")]
     RingFull,
-    /// The worker refused a command.
-    #[error("the worker refused command {seq}: {reason}")]
+    /// A command that carries per-worker state (an SA, a policer share, a
+    /// snapshot buffer) cannot be copied to several workers.
+    #[error(
+        "{what} holds per-worker state and {workers} workers run: use Runtime::{instead} instead"
+    )]
+    NotReplicable {
+        /// The command.
+        what: &'static str,
+        /// Workers running.
+        workers: usize,
+        /// The method that builds one per worker.
+        instead: &'static str,
+    },
+    /// An SA could not be built from its configuration.
+    #[error("SA {spi:#x}: {reason}")]
+    Sa {
+        /// Its SPI.
+        spi: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A worker refused a command.
+    #[error("worker {worker} refused command {seq}: {reason}")]
     Refused {
-        /// Its sequence number.
+        /// The worker.
+        worker: usize,
+        /// Its sequence number on that worker's ring.
         seq: u64,
         /// The worker's reason.
         reason: &'static str,
     },
-    /// The worker did not acknowledge in time.
-    #[error("the worker did not acknowledge command {seq} within {timeout:?}")]
+    /// A worker did not acknowledge in time.
+    #[error("worker {worker} did not acknowledge command {seq} within {timeout:?}")]
     Timeout {
-        /// Its sequence number.
+        /// The worker.
+        worker: usize,
+        /// Its sequence number on that worker's ring.
         seq: u64,
         /// How long we waited.
         timeout: Duration,
     },
 }
 
-/// What the worker publishes: its counters plus what the loop around it
+/// One command as sent to every worker: its sequence number on each
+/// worker's ring (index = worker). [`Runtime::wait`] completes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Ticket {
+    seqs: Vec<u64>,
+}
+
+impl Ticket {
+    /// The command's sequence number on worker `worker`'s ring.
+    #[must_use]
+    pub fn seq(&self, worker: usize) -> Option<u64> {
+        self.seqs.get(worker).copied()
+    }
+}
+
+/// What a worker publishes: its counters plus what the loop around it
 /// counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkerSnapshot {
@@ -222,6 +357,17 @@ pub struct WorkerSnapshot {
     pub uptime_secs: u64,
 }
 
+impl std::ops::AddAssign<&Self> for WorkerSnapshot {
+    fn add_assign(&mut self, o: &Self) {
+        self.worker += &o.worker;
+        for (a, b) in self.tx_full.iter_mut().zip(o.tx_full) {
+            *a = a.wrapping_add(b);
+        }
+        self.no_kernel_port = self.no_kernel_port.wrapping_add(o.no_kernel_port);
+        self.uptime_secs = self.uptime_secs.max(o.uptime_secs);
+    }
+}
+
 /// The ports' MAC addresses, read after start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PortMacs {
@@ -233,26 +379,67 @@ pub struct PortMacs {
     pub kernel: Option<[u8; 6]>,
 }
 
-/// Waits for the worker lcore's job.
+/// How a port spreads packets over the workers' queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortQueues {
+    /// outside / inside / kernel.
+    pub role: &'static str,
+    /// Its device.
+    pub device: String,
+    /// Rx/tx queue pairs (one per worker).
+    pub queues: u16,
+    /// The RSS hash functions enabled (`rss_hf`); 0 with one queue or
+    /// when the driver spreads by its own means (af_packet fanout, tap).
+    pub rss_hf: u64,
+}
+
+impl std::fmt::Display for PortQueues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} port {}: {} queue(s)",
+            self.role, self.device, self.queues
+        )?;
+        match (self.queues, self.rss_hf) {
+            (1, _) => Ok(()),
+            (_, 0) => write!(f, ", spread by the driver (no RSS offload)"),
+            (_, hf) => write!(f, ", RSS hash functions {hf:#x}"),
+        }
+    }
+}
+
+/// Waits for a worker lcore's job.
 type Join = Box<dyn FnOnce() -> i32 + Send>;
+
+/// The control core's view of one worker.
+struct WorkerHandle {
+    lcore: u32,
+    control: ControlEnd,
+    stats_rx: rtrb::Consumer<WorkerSnapshot>,
+    last: WorkerSnapshot,
+    counters: CountersHandle,
+    acked: u64,
+    failures: VecDeque<(u64, &'static str)>,
+    failed_total: u64,
+    sa_snapshot: Vec<SaSnapshot>,
+    sa_snapshot_pending: bool,
+}
 
 /// The running dataplane. Drop (or [`Runtime::shutdown`]) stops it.
 pub struct Runtime {
-    control: ControlEnd,
+    workers: Vec<WorkerHandle>,
     stop: Arc<AtomicBool>,
-    job: Option<Join>,
-    stats_rx: rtrb::Consumer<WorkerSnapshot>,
-    last: WorkerSnapshot,
+    jobs: Vec<Join>,
+    total: WorkerSnapshot,
     ports: Vec<(&'static str, Port)>,
+    port_queues: Vec<PortQueues>,
     macs: PortMacs,
-    acked: u64,
-    failures: std::collections::VecDeque<(u64, &'static str)>,
-    failed_total: u64,
     lifetime_events: Vec<Event>,
-    counters: CountersHandle,
+    /// Lifetime events already reported (every worker's copy of an SA
+    /// reports the same one), newest last, bounded.
+    lifetime_seen: VecDeque<(u32, bool, LifetimeEvent)>,
     sa_capacity: usize,
-    sa_snapshot: Vec<SaSnapshot>,
-    sa_snapshot_pending: bool,
+    sa_merged: Vec<SaSnapshot>,
     sa_snapshot_at: Instant,
     started: Instant,
     prefix: String,
@@ -263,15 +450,15 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("prefix", &self.prefix)
-            .field("running", &self.job.is_some())
+            .field("workers", &self.worker_lcores())
+            .field("running", &!self.jobs.is_empty())
             .field("ports", &self.ports)
-            .field("acked", &self.acked)
-            .field("failed_total", &self.failed_total)
+            .field("commands", &self.commands())
             .finish_non_exhaustive()
     }
 }
 
-/// The worker's queues.
+/// One worker's queues: queue `i` of every port for worker `i`.
 struct Queues {
     outside: (RxQueue, TxQueue),
     inside: (RxQueue, TxQueue),
@@ -322,8 +509,28 @@ impl TxSide {
     }
 }
 
+/// A copy of `c` for another worker, or, for a command that holds
+/// per-worker state, its name and the method that builds one per worker.
+fn replicate(c: &Command) -> Result<Command, (&'static str, &'static str)> {
+    Ok(match c {
+        Command::RemoveInbound { spi } => Command::RemoveInbound { spi: *spi },
+        Command::RemoveOutbound { tunnel } => Command::RemoveOutbound { tunnel: *tunnel },
+        Command::SetFib(f) => Command::SetFib(f.clone()),
+        Command::SetAddresses(a) => Command::SetAddresses(a.clone()),
+        Command::SetMtuOptions(m) => Command::SetMtuOptions(m.clone()),
+        Command::ClearTunnelPolicy { tunnel } => Command::ClearTunnelPolicy { tunnel: *tunnel },
+        Command::SetPolicing { enabled } => Command::SetPolicing { enabled: *enabled },
+        Command::AddInbound(_) | Command::AddInboundForTunnel { .. } => {
+            return Err(("AddInbound", "add_inbound"));
+        }
+        Command::SetOutbound { .. } => return Err(("SetOutbound", "set_outbound")),
+        Command::SetTunnelPolicy { .. } => return Err(("SetTunnelPolicy", "set_tunnel_caps")),
+        Command::SnapshotSas(_) => return Err(("SnapshotSas", "poll")),
+    })
+}
+
 impl Runtime {
-    /// Initialise the EAL, start the ports and launch the worker.
+    /// Initialise the EAL, start the ports and launch the workers.
     ///
     /// # Errors
     /// [`RuntimeError`] naming the step that failed. The EAL can be
@@ -334,13 +541,31 @@ impl Runtime {
             args: args.clone(),
             source,
         })?;
-        let result = Self::start_on(&eal, config);
-        match result {
-            Ok(mut rt) => {
+        let mut rt = Self {
+            workers: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            jobs: Vec::new(),
+            total: WorkerSnapshot::default(),
+            ports: Vec::new(),
+            port_queues: Vec::new(),
+            macs: PortMacs::default(),
+            lifetime_events: Vec::new(),
+            lifetime_seen: VecDeque::new(),
+            sa_capacity: config.sa_capacity,
+            sa_merged: Vec::new(),
+            sa_snapshot_at: Instant::now(),
+            started: Instant::now(),
+            prefix: config.file_prefix.clone(),
+            eal: None,
+        };
+        match rt.start_on(&eal, config) {
+            Ok(()) => {
                 rt.eal = Some(eal);
                 Ok(rt)
             }
             Err(e) => {
+                // Workers already launched stop; ports close before the EAL.
+                rt.stop_workers();
                 drop(eal);
                 remove_runtime_dir(&config.file_prefix);
                 Err(e)
@@ -348,19 +573,20 @@ impl Runtime {
         }
     }
 
-    fn start_on(eal: &Eal, config: &RuntimeConfig) -> Result<Self, RuntimeError> {
-        let pool = Mempool::new(
-            eal,
-            "vpn_pool",
-            config.mbufs,
-            256,
-            Mempool::DEFAULT_DATA_ROOM,
-        )
-        .map_err(|source| RuntimeError::Mempool {
-            count: config.mbufs,
-            source,
-        })?;
-        let start = |role: &'static str, device: &str| {
+    fn start_on(&mut self, eal: &Eal, config: &RuntimeConfig) -> Result<(), RuntimeError> {
+        let n = config.workers();
+        let nq = u16::try_from(n).unwrap_or(u16::MAX);
+        // Each worker's rx rings and bursts hold mbufs: one pool share each.
+        let mbufs = config
+            .mbufs
+            .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
+        let pool = Mempool::new(eal, "vpn_pool", mbufs, 256, Mempool::DEFAULT_DATA_ROOM).map_err(
+            |source| RuntimeError::Mempool {
+                count: mbufs,
+                source,
+            },
+        )?;
+        let start = |role: &'static str, device: &str, rss_extra: u64| {
             let err = |what, source| RuntimeError::Port {
                 role,
                 device: device.to_owned(),
@@ -368,22 +594,46 @@ impl Runtime {
                 source,
             };
             let id = dpdk::port_by_name(eal, ethdev_name(device)).map_err(|e| err("find", e))?;
-            let port = Port::configure(eal, id, &PortConfig::default(), &pool)
-                .map_err(|e| err("configure", e))?;
+            let (max_rx, max_tx) = dpdk::max_queues(eal, id).map_err(|e| err("device info", e))?;
+            if max_rx < nq || max_tx < nq {
+                return Err(RuntimeError::Queues {
+                    role,
+                    device: device.to_owned(),
+                    offered: max_rx.min(max_tx),
+                    workers: n,
+                });
+            }
+            let pc = PortConfig {
+                rx_queues: nq,
+                tx_queues: nq,
+                rss_extra,
+                ..PortConfig::default()
+            };
+            let port = Port::configure(eal, id, &pc, &pool).map_err(|e| err("configure", e))?;
             port.start().map_err(|e| err("start", e))?;
-            let rx = port.rx_queue(0).map_err(|e| err("rx queue 0", e))?;
-            let tx = port.tx_queue(0).map_err(|e| err("tx queue 0", e))?;
+            let mut queues = Vec::with_capacity(n);
+            for q in 0..nq {
+                let rx = port.rx_queue(q).map_err(|e| err("rx queue", e))?;
+                let tx = port.tx_queue(q).map_err(|e| err("tx queue", e))?;
+                queues.push((rx, tx));
+            }
             let mac = port.mac().map_err(|e| err("MAC address", e))?;
-            Ok::<_, RuntimeError>((port, rx, tx, mac))
+            let info = PortQueues {
+                role,
+                device: device.to_owned(),
+                queues: nq,
+                rss_hf: port.rss_hf(),
+            };
+            Ok::<_, RuntimeError>((port, queues, mac, info))
         };
-        let (outside, o_rx, o_tx, o_mac) = start("outside", &config.outside)?;
-        let (inside, i_rx, i_tx, i_mac) = start("inside", &config.inside)?;
+        let (outside, o_q, o_mac, o_info) = start("outside", &config.outside, dpdk::RSS_ESP)?;
+        let (inside, i_q, i_mac, i_info) = start("inside", &config.inside, 0)?;
         let kernel = config
             .kernel
             .as_deref()
-            .map(|k| start("kernel", k))
+            .map(|k| start("kernel", k, 0))
             .transpose()?;
-        let macs = PortMacs {
+        self.macs = PortMacs {
             outside: o_mac,
             inside: i_mac,
             kernel: kernel.as_ref().map(|k| {
@@ -391,64 +641,68 @@ impl Runtime {
                     .kernel
                     .as_deref()
                     .and_then(kernel_iface_mac)
-                    .unwrap_or(k.3)
+                    .unwrap_or(k.2)
             }),
         };
-        let mut ports = vec![("outside", outside), ("inside", inside)];
-        let queues = Queues {
-            outside: (o_rx, o_tx),
-            inside: (i_rx, i_tx),
-            kernel: kernel.map(|(port, rx, tx, _)| {
-                ports.push(("kernel", port));
-                (rx, tx)
-            }),
-        };
-        // Where the pipeline's extra packets (fragments, ICMP errors) come
-        // from.
-        let worker_pool = pool.clone();
+        self.ports = vec![("outside", outside), ("inside", inside)];
+        self.port_queues = vec![o_info, i_info];
+        let mut k_q = None;
+        if let Some((port, q, _, info)) = kernel {
+            self.ports.push(("kernel", port));
+            self.port_queues.push(info);
+            k_q = Some(q);
+        }
+        let mut o_q = o_q.into_iter();
+        let mut i_q = i_q.into_iter();
+        let mut k_q = k_q.map(Vec::into_iter);
 
-        let (control, end) = worker::channel(COMMAND_RING);
-        let w = Worker::new(end, config.sa_capacity);
-        let counters = w.counters();
-        let (mut stats_tx, stats_rx) = rtrb::RingBuffer::new(4);
-        let stop = Arc::new(AtomicBool::new(false));
-        let lcore = dpdk::LcoreId(config.worker_lcore);
-        let job = {
-            let stop = stop.clone();
-            eal.launch(lcore, move || {
-                let (mut w, mut queues) = (w, queues);
-                let snapshot = worker_loop(&mut w, &mut queues, &worker_pool, &stop, &mut stats_tx);
-                // The final counters; the control core is waiting for them.
-                let _ = stats_tx.push(snapshot);
-                0
-            })
-            .map_err(|source| RuntimeError::Launch {
-                lcore: config.worker_lcore,
-                source,
-            })?
+        let lcores: Vec<u32> = if config.worker_lcores.is_empty() {
+            vec![1]
+        } else {
+            config.worker_lcores.clone()
         };
-        let job: Join = Box::new(move || job.join());
-        Ok(Self {
-            control,
-            stop,
-            job: Some(job),
-            stats_rx,
-            last: WorkerSnapshot::default(),
-            ports,
-            macs,
-            acked: 0,
-            failures: std::collections::VecDeque::new(),
-            failed_total: 0,
-            lifetime_events: Vec::new(),
-            counters,
-            sa_capacity: config.sa_capacity,
-            sa_snapshot: Vec::new(),
-            sa_snapshot_pending: false,
-            sa_snapshot_at: Instant::now(),
-            started: Instant::now(),
-            prefix: config.file_prefix.clone(),
-            eal: None,
-        })
+        for lcore in lcores {
+            let (Some(outside), Some(inside)) = (o_q.next(), i_q.next()) else {
+                break;
+            };
+            let queues = Queues {
+                outside,
+                inside,
+                kernel: k_q.as_mut().and_then(Iterator::next),
+            };
+            // Where the pipeline's extra packets (fragments, ICMP errors)
+            // come from.
+            let worker_pool = pool.clone();
+            let (control, end) = worker::channel(COMMAND_RING);
+            let w = Worker::new(end, config.sa_capacity);
+            let counters = w.counters();
+            let (mut stats_tx, stats_rx) = rtrb::RingBuffer::new(4);
+            let stop = self.stop.clone();
+            let job = eal
+                .launch(dpdk::LcoreId(lcore), move || {
+                    let (mut w, mut queues) = (w, queues);
+                    let snapshot =
+                        worker_loop(&mut w, &mut queues, &worker_pool, &stop, &mut stats_tx);
+                    // The final counters; the control core is waiting for them.
+                    let _ = stats_tx.push(snapshot);
+                    0
+                })
+                .map_err(|source| RuntimeError::Launch { lcore, source })?;
+            self.jobs.push(Box::new(move || job.join()));
+            self.workers.push(WorkerHandle {
+                lcore,
+                control,
+                stats_rx,
+                last: WorkerSnapshot::default(),
+                counters,
+                acked: 0,
+                failures: VecDeque::new(),
+                failed_total: 0,
+                sa_snapshot: Vec::new(),
+                sa_snapshot_pending: false,
+            });
+        }
+        Ok(())
     }
 
     /// The ports' MAC addresses.
@@ -457,148 +711,384 @@ impl Runtime {
         self.macs
     }
 
-    /// Seconds since the worker started: the clock SAs are installed at
+    /// How each port spreads packets over the workers' queues.
+    #[must_use]
+    pub fn port_queues(&self) -> &[PortQueues] {
+        &self.port_queues
+    }
+
+    /// Workers running.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The lcore of each worker.
+    #[must_use]
+    pub fn worker_lcores(&self) -> Vec<u32> {
+        self.workers.iter().map(|w| w.lcore).collect()
+    }
+
+    /// Seconds since the workers started: the clock SAs are installed at
     /// (`InboundSa::new(cfg, rt.now_secs())`).
     #[must_use]
     pub fn now_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
-    /// Queue a command for the worker; returns its sequence number.
+    /// Sends what `make(i)` builds to every worker `i`, once every ring has
+    /// room (waiting up to `patience`, polling events), so the command
+    /// reaches all workers or none.
+    fn broadcast(
+        &mut self,
+        patience: Duration,
+        make: &mut dyn FnMut(usize) -> Result<Command, RuntimeError>,
+    ) -> Result<Ticket, RuntimeError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let full = self
+                .workers
+                .iter()
+                .position(|w| w.control.free_slots() == 0);
+            match full {
+                None => break,
+                Some(_) if Instant::now() >= deadline => return Err(RuntimeError::RingFull),
+                Some(_) => {
+                    self.poll();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let mut commands = Vec::with_capacity(self.workers.len());
+        for i in 0..self.workers.len() {
+            commands.push(make(i)?);
+        }
+        let mut seqs = Vec::with_capacity(commands.len());
+        for (w, c) in self.workers.iter_mut().zip(commands) {
+            // Cannot fail: the ring had room and only we push.
+            seqs.push(w.control.send(c).map_err(|_| RuntimeError::RingFull)?);
+        }
+        Ok(Ticket { seqs })
+    }
+
+    /// Queue a command for every worker. Commands that carry per-worker
+    /// state go through [`add_inbound`](Self::add_inbound),
+    /// [`set_outbound`](Self::set_outbound) and
+    /// [`set_tunnel_caps`](Self::set_tunnel_caps) when several workers run
+    /// (with one worker any command is sent as it is).
     ///
     /// # Errors
     /// [`RuntimeError::RingFull`] (the command is dropped: SAs in it are
-    /// zeroised and freed here).
-    pub fn send(&mut self, command: Command) -> Result<u64, RuntimeError> {
-        self.control
-            .send(command)
-            .map_err(|_| RuntimeError::RingFull)
+    /// zeroised and freed here), [`RuntimeError::NotReplicable`].
+    pub fn send(&mut self, command: Command) -> Result<Ticket, RuntimeError> {
+        self.send_waiting(command, Duration::ZERO)
     }
 
-    /// Queue a command, waiting (polling events, 1 ms at a time) while
-    /// the ring is full, up to `patience`: for bulk loads such as the
+    /// [`send`](Self::send), waiting (polling events, 1 ms at a time)
+    /// while a ring is full, up to `patience`: for bulk loads such as the
     /// start-up of a large static configuration.
     ///
     /// # Errors
-    /// [`RuntimeError::RingFull`] when the ring stayed full for
-    /// `patience` (the worker is not draining it).
+    /// [`RuntimeError::RingFull`] when a ring stayed full for `patience`
+    /// (its worker is not draining it), [`RuntimeError::NotReplicable`].
     pub fn send_waiting(
         &mut self,
         command: Command,
         patience: Duration,
-    ) -> Result<u64, RuntimeError> {
-        let deadline = Instant::now() + patience;
-        let mut command = command;
-        loop {
-            match self.control.send(command) {
-                Ok(seq) => return Ok(seq),
-                Err(back) if Instant::now() < deadline => {
-                    command = back;
-                    self.poll();
-                    std::thread::sleep(Duration::from_millis(1));
+    ) -> Result<Ticket, RuntimeError> {
+        let workers = self.workers.len();
+        let mut command = Some(command);
+        self.broadcast(patience, &mut |i| {
+            let c = command.as_ref().ok_or(RuntimeError::RingFull)?;
+            if i + 1 == workers {
+                return command.take().ok_or(RuntimeError::RingFull);
+            }
+            replicate(c).map_err(|(what, instead)| RuntimeError::NotReplicable {
+                what,
+                workers,
+                instead,
+            })
+        })
+    }
+
+    /// Queue a command for worker `worker` only.
+    ///
+    /// # Errors
+    /// [`RuntimeError::RingFull`] (also for a worker that does not exist).
+    pub fn send_to(&mut self, worker: usize, command: Command) -> Result<u64, RuntimeError> {
+        self.workers
+            .get_mut(worker)
+            .ok_or(RuntimeError::RingFull)?
+            .control
+            .send(command)
+            .map_err(|_| RuntimeError::RingFull)
+    }
+
+    /// Install (or replace, same SPI) an inbound SA on every worker,
+    /// counted under `tunnel`; with several workers the copies share one
+    /// anti-replay window.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Sa`] for a configuration the SA refuses, and as
+    /// for [`send_waiting`](Self::send_waiting).
+    pub fn add_inbound(
+        &mut self,
+        tunnel: Option<TunnelId>,
+        cfg: &SaConfig,
+        patience: Duration,
+    ) -> Result<Ticket, RuntimeError> {
+        let now = self.now_secs();
+        let shared =
+            (self.workers.len() > 1).then(|| SharedReplayWindow::new(cfg.replay_window, cfg.esn));
+        self.broadcast(patience, &mut |_| {
+            let mut sa = InboundSa::new(cfg, now).map_err(|e| RuntimeError::Sa {
+                spi: cfg.spi,
+                reason: e.to_string(),
+            })?;
+            if let Some(w) = &shared {
+                sa = sa.with_shared_replay(w.clone());
+            }
+            let sa = Box::new(sa);
+            Ok(match tunnel {
+                Some(tunnel) => Command::AddInboundForTunnel { tunnel, sa },
+                None => Command::AddInbound(sa),
+            })
+        })
+    }
+
+    /// Install or atomically replace `tunnel`'s outbound SA on every
+    /// worker; with several workers the copies share one sequence counter
+    /// (reserved per burst).
+    ///
+    /// # Errors
+    /// As for [`add_inbound`](Self::add_inbound).
+    pub fn set_outbound(
+        &mut self,
+        tunnel: TunnelId,
+        cfg: &SaConfig,
+        patience: Duration,
+    ) -> Result<Ticket, RuntimeError> {
+        let now = self.now_secs();
+        let shared = (self.workers.len() > 1).then(shared_seq);
+        self.broadcast(patience, &mut |_| {
+            let mut sa = OutboundSa::new(cfg, now).map_err(|e| RuntimeError::Sa {
+                spi: cfg.spi,
+                reason: e.to_string(),
+            })?;
+            if let Some(c) = &shared {
+                sa = sa.with_shared_seq(c.clone());
+            }
+            Ok(Command::SetOutbound {
+                tunnel,
+                sa: Box::new(sa),
+            })
+        })
+    }
+
+    /// Police `tunnel` at `caps` (each direction): worker `i` of `N` gets
+    /// [`RatePolicy::share`]`(caps, N, i)`, so the shares add up to the
+    /// caps exactly.
+    ///
+    /// # Errors
+    /// As for [`send`](Self::send); a worker refuses a tunnel id beyond
+    /// its capacity (seen by [`wait`](Self::wait)).
+    pub fn set_tunnel_caps(
+        &mut self,
+        tunnel: TunnelId,
+        caps: Caps,
+    ) -> Result<Ticket, RuntimeError> {
+        let n = u32::try_from(self.workers.len()).unwrap_or(u32::MAX);
+        self.broadcast(Duration::ZERO, &mut |i| {
+            Ok(Command::SetTunnelPolicy {
+                tunnel,
+                policy: RatePolicy::share(caps, n, u32::try_from(i).unwrap_or(u32::MAX)),
+            })
+        })
+    }
+
+    /// Collect events from every worker: acknowledgements, failures,
+    /// retired objects (freed here, on the control core), lifetime events
+    /// (once per SA, kept for
+    /// [`take_lifetime_events`](Self::take_lifetime_events)), and the
+    /// newest counters (summed over the workers).
+    pub fn poll(&mut self) {
+        let running = !self.jobs.is_empty();
+        let mut merged = false;
+        for w in &mut self.workers {
+            while let Some(ev) = w.control.poll_event() {
+                match ev {
+                    Event::Done { seq } => w.acked = w.acked.max(seq + 1),
+                    Event::Failed { seq, reason } => {
+                        w.acked = w.acked.max(seq + 1);
+                        w.failed_total += 1;
+                        if w.failures.len() == FAILURES_KEPT {
+                            w.failures.pop_front();
+                        }
+                        w.failures.push_back((seq, reason));
+                    }
+                    Event::Lifetime {
+                        spi,
+                        inbound,
+                        event,
+                    } => {
+                        let key = (spi, inbound, event);
+                        if self.lifetime_seen.contains(&key) {
+                            continue;
+                        }
+                        if self.lifetime_seen.len() == LIFETIME_SEEN_KEPT {
+                            self.lifetime_seen.pop_front();
+                        }
+                        self.lifetime_seen.push_back(key);
+                        // Bounded (nobody may be taking them yet); beyond
+                        // the bound they are dropped like retired objects.
+                        if self.lifetime_events.len() < 4096 {
+                            self.lifetime_events.push(ev);
+                        }
+                    }
+                    Event::SaSnapshot { sas, .. } => {
+                        w.sa_snapshot = *sas;
+                        w.sa_snapshot_pending = false;
+                        merged = true;
+                    }
+                    // Retired SAs and tables: dropping them here frees them.
+                    _ => {}
                 }
-                Err(_) => return Err(RuntimeError::RingFull),
+            }
+            while let Ok(s) = w.stats_rx.pop() {
+                w.last = s;
+            }
+        }
+        let mut total = WorkerSnapshot::default();
+        for w in &self.workers {
+            total += &w.last;
+        }
+        self.total = total;
+        if merged {
+            self.merge_sa_snapshots();
+        }
+        // Per-SA counters: one request in flight per worker; the buffer is
+        // allocated here, the worker only fills it.
+        if running && self.sa_snapshot_at.elapsed() >= SA_SNAPSHOT_PERIOD {
+            self.sa_snapshot_at = Instant::now();
+            let cap = self.sa_capacity;
+            for w in &mut self.workers {
+                if w.sa_snapshot_pending {
+                    continue;
+                }
+                // Room for twice the SAs seen last time (at least 64),
+                // never more than both tables can hold.
+                let room = (w.sa_snapshot.len() * 2)
+                    .max(64)
+                    .min(cap.saturating_mul(2).max(64));
+                let buf = Box::new(Vec::with_capacity(room));
+                if w.control.send(Command::SnapshotSas(buf)).is_ok() {
+                    w.sa_snapshot_pending = true;
+                }
             }
         }
     }
 
-    /// Collect events: acknowledgements, failures, retired objects (freed
-    /// here, on the control core), lifetime events (kept for
-    /// [`take_lifetime_events`](Self::take_lifetime_events)), and the
-    /// newest counters.
-    pub fn poll(&mut self) {
-        while let Some(ev) = self.control.poll_event() {
-            match ev {
-                Event::Done { seq } => self.acked = self.acked.max(seq + 1),
-                Event::Failed { seq, reason } => {
-                    self.acked = self.acked.max(seq + 1);
-                    self.failed_total += 1;
-                    if self.failures.len() == FAILURES_KEPT {
-                        self.failures.pop_front();
+    /// Sum the workers' per-SA counters by SPI and direction.
+    fn merge_sa_snapshots(&mut self) {
+        let mut merged: Vec<SaSnapshot> = Vec::new();
+        for w in &self.workers {
+            for s in &w.sa_snapshot {
+                match merged
+                    .iter_mut()
+                    .find(|m| m.spi == s.spi && m.inbound == s.inbound)
+                {
+                    Some(m) => {
+                        m.counters.packets = m.counters.packets.wrapping_add(s.counters.packets);
+                        m.counters.bytes = m.counters.bytes.wrapping_add(s.counters.bytes);
+                        m.tunnel = m.tunnel.or(s.tunnel);
                     }
-                    self.failures.push_back((seq, reason));
+                    None => merged.push(*s),
                 }
-                // Bounded (nobody may be taking them yet); beyond the
-                // bound they are dropped like retired objects.
-                ev @ Event::Lifetime { .. } if self.lifetime_events.len() < 4096 => {
-                    self.lifetime_events.push(ev);
-                }
-                Event::SaSnapshot { sas, .. } => {
-                    self.sa_snapshot = *sas;
-                    self.sa_snapshot_pending = false;
-                }
-                // Retired SAs and tables: dropping them here frees them.
-                _ => {}
             }
         }
-        while let Ok(s) = self.stats_rx.pop() {
-            self.last = s;
-        }
-        // Per-SA counters: one request in flight at a time; the buffer is
-        // allocated here, the worker only fills it.
-        if !self.sa_snapshot_pending
-            && self.job.is_some()
-            && self.sa_snapshot_at.elapsed() >= SA_SNAPSHOT_PERIOD
-        {
-            // Room for twice the SAs seen last time (at least 64), never
-            // more than both tables can hold.
-            let room = (self.sa_snapshot.len() * 2)
-                .max(64)
-                .min(self.sa_capacity.saturating_mul(2).max(64));
-            let buf = Box::new(Vec::with_capacity(room));
-            if self.control.send(Command::SnapshotSas(buf)).is_ok() {
-                self.sa_snapshot_pending = true;
-                self.sa_snapshot_at = Instant::now();
-            }
-        }
+        self.sa_merged = merged;
     }
 
     /// One tunnel's counters (`TunnelDataIn`/`TunnelDataOut`, packets,
-    /// drops), read lock-free from the worker's counter block.
+    /// drops), read lock-free from the workers' counter blocks and summed.
     #[must_use]
     pub fn tunnel_counters(&self, tunnel: TunnelId) -> Option<TunnelSnapshot> {
-        self.counters.tunnel(tunnel)
+        if tunnel.0 as usize >= self.tunnel_capacity() {
+            return None;
+        }
+        let handles: Vec<CountersHandle> =
+            self.workers.iter().map(|w| w.counters.clone()).collect();
+        Some(worker::sum_tunnel(&handles, tunnel))
     }
 
-    /// Tunnel ids the worker counts (`0..capacity`).
+    /// One tunnel's counters on worker `worker` alone.
+    #[must_use]
+    pub fn tunnel_counters_of(&self, worker: usize, tunnel: TunnelId) -> Option<TunnelSnapshot> {
+        self.workers.get(worker)?.counters.tunnel(tunnel)
+    }
+
+    /// Tunnel ids the workers count (`0..capacity`).
     #[must_use]
     pub fn tunnel_capacity(&self) -> usize {
-        self.counters.capacity()
+        self.workers
+            .iter()
+            .map(|w| w.counters.capacity())
+            .min()
+            .unwrap_or(0)
     }
 
-    /// The newest per-SA counters (refreshed about once a second by
-    /// [`poll`](Self::poll)).
+    /// The newest per-SA counters, summed over the workers (refreshed
+    /// about once a second by [`poll`](Self::poll)).
     #[must_use]
     pub fn sa_counters(&self) -> &[SaSnapshot] {
-        &self.sa_snapshot
+        &self.sa_merged
     }
 
-    /// Wait (polling) until command `seq` is applied.
+    /// Wait (polling) until every worker has applied the command.
     ///
     /// # Errors
-    /// [`RuntimeError::Refused`] with the worker's reason, or
-    /// [`RuntimeError::Timeout`].
-    pub fn wait(&mut self, seq: u64, timeout: Duration) -> Result<(), RuntimeError> {
+    /// [`RuntimeError::Refused`] with the first refusing worker's reason,
+    /// or [`RuntimeError::Timeout`].
+    pub fn wait(&mut self, ticket: Ticket, timeout: Duration) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.poll();
-            if self.acked > seq {
-                return match self.failures.iter().find(|(s, _)| *s == seq) {
-                    Some((_, reason)) => Err(RuntimeError::Refused { seq, reason }),
-                    None => Ok(()),
-                };
+            let pending = self
+                .workers
+                .iter()
+                .zip(&ticket.seqs)
+                .position(|(w, &seq)| w.acked <= seq);
+            match pending {
+                None => break,
+                Some(worker) if Instant::now() >= deadline => {
+                    return Err(RuntimeError::Timeout {
+                        worker,
+                        seq: ticket.seqs[worker],
+                        timeout,
+                    });
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(1)),
             }
-            if Instant::now() >= deadline {
-                return Err(RuntimeError::Timeout { seq, timeout });
-            }
-            std::thread::sleep(Duration::from_millis(1));
         }
+        for (worker, (w, &seq)) in self.workers.iter().zip(&ticket.seqs).enumerate() {
+            if let Some((_, reason)) = w.failures.iter().find(|(s, _)| *s == seq) {
+                return Err(RuntimeError::Refused {
+                    worker,
+                    seq,
+                    reason,
+                });
+            }
+        }
+        Ok(())
     }
 
-    /// Commands applied so far and how many of them failed.
+    /// Commands applied so far and how many of them failed, counted per
+    /// worker (a command sent to N workers counts N times).
     #[must_use]
     pub fn commands(&self) -> (u64, u64) {
-        (self.acked, self.failed_total)
+        self.workers.iter().fold((0, 0), |(a, f), w| {
+            (a.wrapping_add(w.acked), f.wrapping_add(w.failed_total))
+        })
     }
 
     /// SA lifetime events reported since the last call.
@@ -606,11 +1096,17 @@ impl Runtime {
         std::mem::take(&mut self.lifetime_events)
     }
 
-    /// The newest counters the worker published (call [`poll`](Self::poll)
-    /// first).
+    /// The newest counters the workers published, summed (call
+    /// [`poll`](Self::poll) first).
     #[must_use]
     pub fn worker_stats(&self) -> &WorkerSnapshot {
-        &self.last
+        &self.total
+    }
+
+    /// The newest counters of worker `worker` alone.
+    #[must_use]
+    pub fn worker_snapshot(&self, worker: usize) -> Option<&WorkerSnapshot> {
+        self.workers.get(worker).map(|w| &w.last)
     }
 
     /// The ports' counters, by role (`outside`, `inside`, `kernel`).
@@ -622,17 +1118,25 @@ impl Runtime {
             .collect()
     }
 
-    /// Stop the worker, wait for it, free what it held, release the ports
-    /// and the mempool, clean the EAL up and remove its runtime directory.
-    /// Returns the worker's final counters.
+    /// Stop the workers, wait for them, free what they held, release the
+    /// ports and the mempool, clean the EAL up and remove its runtime
+    /// directory. Returns the workers' final counters, summed.
     pub fn shutdown(mut self) -> WorkerSnapshot {
-        self.stop_worker();
-        self.last.clone()
+        self.stop_workers();
+        self.total.clone()
     }
 
-    fn stop_worker(&mut self) {
+    /// [`shutdown`](Self::shutdown), returning each worker's final
+    /// counters and their sum.
+    pub fn shutdown_per_worker(mut self) -> (Vec<WorkerSnapshot>, WorkerSnapshot) {
+        self.stop_workers();
+        let each = self.workers.iter().map(|w| w.last.clone()).collect();
+        (each, self.total.clone())
+    }
+
+    fn stop_workers(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(join) = self.job.take() {
+        for join in self.jobs.drain(..) {
             let _ = join();
         }
         self.poll();
@@ -647,7 +1151,7 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self.stop_worker();
+        self.stop_workers();
     }
 }
 
@@ -781,5 +1285,41 @@ mod tests {
         assert_eq!(ethdev_name("net_tap0,iface=x"), "net_tap0");
         assert_eq!(ethdev_name("0000:01:00.1"), "0000:01:00.1");
         assert!(is_pci("01:00.0") && !is_pci("net_null0"));
+    }
+
+    #[test]
+    fn several_workers_get_queue_pairs_and_an_lcore_map() {
+        let mut c = RuntimeConfig::new(
+            "p",
+            "net_af_packet0,iface=a",
+            "net_af_packet1,iface=b,qpairs=4",
+            Memory::NoHuge { reason: "t".into() },
+        );
+        c.worker_lcores = vec![1, 2];
+        let a = c.eal_args();
+        assert!(a.contains(&"--vdev=net_af_packet0,iface=a,qpairs=2".to_owned()));
+        assert!(a.contains(&"--vdev=net_af_packet1,iface=b,qpairs=4".to_owned()));
+        assert!(a.windows(2).any(|w| w == ["-l", "0,1,2"]));
+        c.lcore_map = Some("0@0,1@0,2@1".into());
+        let a = c.eal_args();
+        assert!(a.windows(2).any(|w| w == ["--lcores", "0@0,1@0,2@1"]));
+        assert!(!a.contains(&"-l".to_owned()));
+        // One worker: the device is left alone.
+        c.worker_lcores = vec![1];
+        assert_eq!(
+            with_queue_pairs("net_af_packet0,iface=a", 1),
+            "net_af_packet0,iface=a"
+        );
+        assert_eq!(with_queue_pairs("net_tap0,iface=k", 2), "net_tap0,iface=k");
+    }
+
+    #[test]
+    fn only_stateless_commands_are_replicated() {
+        assert!(replicate(&Command::RemoveInbound { spi: 7 }).is_ok());
+        assert!(replicate(&Command::SetPolicing { enabled: false }).is_ok());
+        assert_eq!(
+            replicate(&Command::SnapshotSas(Box::default())).err(),
+            Some(("SnapshotSas", "poll"))
+        );
     }
 }

@@ -3,14 +3,20 @@
 //! Reads SAs, addresses and routes from a TOML file (see
 //! `appliance::static_mode`) and starts the dataplane runtime
 //! (`appliance::runtime`: EAL, the outside, inside and optional kernel
-//! ports, one worker lcore):
+//! ports, one worker lcore per queue):
 //!
 //! ```text
-//!   main lcore (control)                       worker lcore
-//!   load file → SaConfig → Command ──ring──►  apply between bursts
-//!   wait for SIGTERM, print counters ◄──────  rx outside/inside/kernel
-//!                                              → Worker::handle_* → tx
+//!   main lcore (control)                       worker lcores (one per queue)
+//!   load file → SaConfig → Command ──rings──► apply between bursts
+//!   wait for SIGTERM, print counters ◄──────  rx queue i of outside/inside/kernel
+//!                                              → Worker::handle_* → tx queue i
 //! ```
+//!
+//! `--lcores 0,1,2` (or `0-2`) runs the control loop on the first and a
+//! worker on each other lcore; `--lcores 0@0,1@1,2@1` is passed to the
+//! EAL as `--lcores` (several lcores on one cpu, for functional tests on
+//! small machines). The counters printed at exit are the workers' sums
+//! (`stats:`), then each worker's (`worker N:`).
 //!
 //! Exit codes: 0 stopped by a signal or `--duration`, 1 bad configuration
 //! or set-up failure.
@@ -25,7 +31,6 @@ use appliance::eal_args::{self, Memory};
 use appliance::runtime::{Runtime, RuntimeConfig};
 use appliance::static_mode::{self, StaticConfig};
 use clap::Parser;
-use dataplane::esp::{InboundSa, OutboundSa};
 use fib::TunnelId;
 use worker::{Addresses, Command, Drop, Event, WorkerStats};
 
@@ -38,8 +43,8 @@ struct Args {
     /// The static configuration (TOML).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// EAL lcores: the main one runs the control loop, the next the worker
-    /// (a list `0,1` or a range `0-1`).
+    /// EAL lcores: the main one runs the control loop, every other one a
+    /// worker (a list `0,1,2`, a range `0-2`, or an EAL map `0@0,1@1,2@1`).
     #[arg(long, default_value = "0,1")]
     lcores: String,
     /// The main lcore (default: the lowest of --lcores).
@@ -64,11 +69,13 @@ fn main() {
     }
 }
 
-/// `0,1` or `0-1` → the main lcore and the worker lcore.
-fn split_lcores(lcores: &str, main: Option<u32>) -> anyhow::Result<(u32, u32)> {
+/// `0,1,2`, `0-2` or `0@0,1@1,2@1` → the main lcore and the worker
+/// lcores.
+fn split_lcores(lcores: &str, main: Option<u32>) -> anyhow::Result<(u32, Vec<u32>)> {
     let mut ids = Vec::new();
     for part in lcores.split(',') {
-        let part = part.trim();
+        // `lcore@cpu`: the lcore is what comes before the `@`.
+        let part = part.split('@').next().unwrap_or(part).trim();
         if let Some((a, b)) = part.split_once('-') {
             let (a, b): (u32, u32) = (a.parse()?, b.parse()?);
             ids.extend(a..=b);
@@ -82,10 +89,11 @@ fn split_lcores(lcores: &str, main: Option<u32>) -> anyhow::Result<(u32, u32)> {
     let Some(main) = main else {
         bail!("--lcores {lcores:?} names no lcore");
     };
-    let Some(&worker) = ids.iter().find(|&&l| l != main) else {
+    let workers: Vec<u32> = ids.iter().copied().filter(|&l| l != main).collect();
+    if workers.is_empty() {
         bail!("no worker lcore: --lcores needs two lcores");
-    };
-    Ok((main, worker))
+    }
+    Ok((main, workers))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -106,9 +114,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut sas = Vec::new();
     for t in &config.tunnels {
         let (out, inb) = t.sa_configs().map_err(anyhow::Error::msg)?;
-        let out =
-            OutboundSa::new(&out, 0).with_context(|| format!("tunnel {} outbound SA", t.id))?;
-        let inb = InboundSa::new(&inb, 0).with_context(|| format!("tunnel {} inbound SA", t.id))?;
+        // Checked here so that a bad file fails before the EAL starts.
+        dataplane::esp::OutboundSa::new(&out, 0)
+            .with_context(|| format!("tunnel {} outbound SA", t.id))?;
+        dataplane::esp::InboundSa::new(&inb, 0)
+            .with_context(|| format!("tunnel {} inbound SA", t.id))?;
         sas.push((TunnelId(t.id), out, inb));
     }
 
@@ -124,43 +134,52 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if let Memory::NoHuge { reason } = &memory {
         eprintln!("vpn-dp: running without hugepages (--no-huge): {reason}");
     }
-    let (main_lcore, worker_lcore) = split_lcores(&args.lcores, args.main_lcore)?;
+    let (main_lcore, worker_lcores) = split_lcores(&args.lcores, args.main_lcore)?;
     let prefix = format!("{}-{}", args.file_prefix, std::process::id());
     let mut rc = RuntimeConfig::new(&prefix, &config.ports.outside, &config.ports.inside, memory);
     rc.kernel.clone_from(&config.ports.kernel);
     rc.main_lcore = main_lcore;
-    rc.worker_lcore = worker_lcore;
+    rc.worker_lcores = worker_lcores;
+    if args.lcores.contains('@') {
+        rc.lcore_map = Some(args.lcores.clone());
+    }
     let mut rt = Runtime::start(&rc)?;
+    for p in rt.port_queues() {
+        eprintln!("vpn-dp: {p}");
+    }
     let macs = rt.macs();
     addresses.outside_mac = macs.outside;
     addresses.inside_mac = macs.inside;
     addresses.kernel_mac = macs.kernel.unwrap_or_default();
 
-    // Everything reaches the worker as commands, exactly as IKE will later.
-    let mut commands = vec![Command::SetAddresses(Box::new(addresses))];
+    // Everything reaches the workers as commands, exactly as from IKE. A
+    // large file (thousands of tunnels) is more than a ring holds at
+    // once: wait for the workers to drain it.
+    let patience = Duration::from_secs(10);
+    let _ = rt
+        .send_waiting(Command::SetAddresses(Box::new(addresses)), patience)
+        .context("at start-up")?;
     let tunnels: Vec<TunnelId> = sas.iter().map(|(t, _, _)| *t).collect();
-    for (tunnel, out, inb) in sas {
-        commands.push(Command::AddInboundForTunnel {
-            tunnel,
-            sa: Box::new(inb),
-        });
-        commands.push(Command::SetOutbound {
-            tunnel,
-            sa: Box::new(out),
-        });
-    }
-    commands.push(Command::SetFib(Arc::new(fib.build())));
-    // A large file (thousands of tunnels) is more than the ring holds at
-    // once: wait for the worker to drain it.
-    for c in commands {
-        rt.send_waiting(c, Duration::from_secs(10))
+    for (tunnel, out, inb) in &sas {
+        let _ = rt
+            .add_inbound(Some(*tunnel), inb, patience)
+            .context("at start-up")?;
+        let _ = rt
+            .set_outbound(*tunnel, out, patience)
             .context("at start-up")?;
     }
+    drop(sas);
+    let last = rt
+        .send_waiting(Command::SetFib(Arc::new(fib.build())), patience)
+        .context("at start-up")?;
+    // Commands apply in order: the FIB acknowledged, everything is.
+    rt.wait(last, Duration::from_secs(30))
+        .context("at start-up")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
-    eprintln!("vpn-dp: running on lcore {worker_lcore}");
+    eprintln!("vpn-dp: running on lcores {:?}", rt.worker_lcores());
     let started = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
@@ -187,9 +206,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .iter()
         .filter_map(|t| rt.tunnel_counters(*t).map(|c| (*t, c)))
         .collect();
-    let last = rt.shutdown();
+    let (each, last) = rt.shutdown_per_worker();
     println!("commands: applied {} failed {failed}", acked - failed);
-    print_stats(&last.worker);
+    print_stats("stats:", &last.worker);
     for (t, c) in per_tunnel {
         println!(
             "tunnel {}: in_packets={} in_bytes={} out_packets={} out_bytes={} dropped={}",
@@ -208,12 +227,23 @@ fn run(args: &Args) -> anyhow::Result<()> {
             last.no_kernel_port
         );
     }
+    // Each worker's share (a line per worker even with one).
+    for (i, w) in each.iter().enumerate() {
+        println!(
+            "worker {i}: encap={} decap={} punted={} arp_replies={} dropped={}",
+            w.worker.encap_packets,
+            w.worker.decap_packets,
+            w.worker.punted,
+            w.worker.arp_replies,
+            w.worker.total_dropped()
+        );
+    }
     Ok(())
 }
 
-fn print_stats(s: &WorkerStats) {
+fn print_stats(label: &str, s: &WorkerStats) {
     println!(
-        "stats: encap={} decap={} punted={} arp_replies={} dropped={}",
+        "{label} encap={} decap={} punted={} arp_replies={} dropped={}",
         s.encap_packets,
         s.decap_packets,
         s.punted,
@@ -240,9 +270,10 @@ mod tests {
 
     #[test]
     fn lcore_lists_and_ranges() {
-        assert_eq!(split_lcores("0,1", None).unwrap(), (0, 1));
-        assert_eq!(split_lcores("2-3", None).unwrap(), (2, 3));
-        assert_eq!(split_lcores("0-3", Some(2)).unwrap(), (2, 0));
+        assert_eq!(split_lcores("0,1", None).unwrap(), (0, vec![1]));
+        assert_eq!(split_lcores("2-3", None).unwrap(), (2, vec![3]));
+        assert_eq!(split_lcores("0-3", Some(2)).unwrap(), (2, vec![0, 1, 3]));
+        assert_eq!(split_lcores("0@0,1@1,2@1", None).unwrap(), (0, vec![1, 2]));
         assert!(split_lcores("1", None).is_err());
     }
 }

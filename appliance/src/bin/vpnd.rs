@@ -151,9 +151,14 @@ fn run(args: &Args) -> i32 {
         match Runtime::start(&rc) {
             Ok(rt) => {
                 eprintln!(
-                    "vpnd: dataplane running: worker on lcore {}, file prefix {}",
-                    rc.worker_lcore, rc.file_prefix
+                    "vpnd: dataplane running: {} worker(s) on lcores {:?}, file prefix {}",
+                    rt.workers(),
+                    rt.worker_lcores(),
+                    rc.file_prefix
                 );
+                for p in rt.port_queues() {
+                    eprintln!("vpnd: {p}");
+                }
                 Box::new(DpdkDataplane::new(rt))
             }
             Err(e) => {
@@ -323,14 +328,8 @@ fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, Str
     let (Some(outside), Some(inside)) = (port(PortRole::Outside), port(PortRole::Inside)) else {
         return Err("dataplane.ports: an outside and an inside port are required".to_owned());
     };
-    let Some(&worker) = d.worker_lcores.first() else {
+    if d.worker_lcores.is_empty() {
         return Err("dataplane.worker_lcores: at least one worker lcore is required".to_owned());
-    };
-    if d.worker_lcores.len() > 1 {
-        eprintln!(
-            "vpnd: warning: this build runs one worker (lcore {worker}); lcores {:?} stay idle",
-            &d.worker_lcores[1..]
-        );
     }
     let memory = if args.no_huge {
         Memory::NoHuge {
@@ -346,7 +345,7 @@ fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, Str
     let mut rc = RuntimeConfig::new(&d.file_prefix, &outside, &inside, memory);
     rc.kernel = port(PortRole::Kernel);
     rc.main_lcore = d.main_lcore;
-    rc.worker_lcore = worker;
+    rc.worker_lcores.clone_from(&d.worker_lcores);
     Ok(rc)
 }
 

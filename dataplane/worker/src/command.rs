@@ -187,4 +187,12 @@ impl ControlEnd {
     pub fn sent(&self) -> u64 {
         self.sent
     }
+
+    /// Free slots in the command ring: a control core sending one
+    /// command to several workers checks them all first, so the command
+    /// reaches every worker or none.
+    #[must_use]
+    pub fn free_slots(&self) -> usize {
+        self.commands.slots()
+    }
 }

@@ -135,3 +135,52 @@ impl WorkerStats {
         self.drops.iter().sum()
     }
 }
+
+/// Summing the counters of several workers (the runtime's totals). The
+/// destructuring makes a new field a compile error here until it is summed.
+impl std::ops::AddAssign<&Self> for WorkerStats {
+    fn add_assign(&mut self, o: &Self) {
+        let Self {
+            decap_packets,
+            encap_packets,
+            punted,
+            arp_replies,
+            mss_clamped,
+            df_cleared,
+            fragmented,
+            fragments_out,
+            icmp_sent,
+            icmp_suppressed,
+            fragments_held,
+            reassembled,
+            inside_fragmented,
+            inside_fragments_out,
+            drops,
+            esp,
+        } = o;
+        for (a, b) in [
+            (&mut self.decap_packets, decap_packets),
+            (&mut self.encap_packets, encap_packets),
+            (&mut self.punted, punted),
+            (&mut self.arp_replies, arp_replies),
+            (&mut self.mss_clamped, mss_clamped),
+            (&mut self.df_cleared, df_cleared),
+            (&mut self.fragmented, fragmented),
+            (&mut self.fragments_out, fragments_out),
+            (&mut self.icmp_sent, icmp_sent),
+            (&mut self.icmp_suppressed, icmp_suppressed),
+            (&mut self.fragments_held, fragments_held),
+            (&mut self.reassembled, reassembled),
+            (&mut self.inside_fragmented, inside_fragmented),
+            (&mut self.inside_fragments_out, inside_fragments_out),
+        ] {
+            *a = a.wrapping_add(*b);
+        }
+        for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a = a.wrapping_add(*b);
+        }
+        for (a, b) in self.esp.0.iter_mut().zip(esp.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+}

@@ -37,8 +37,8 @@ pub use lcore::{LcoreId, rdtsc, tsc_hz};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use port::{
-    LinkStatus, Port, PortConfig, PortId, PortStats, RxQueue, TxQueue, TxStats, port_by_name,
-    port_count,
+    LinkStatus, Port, PortConfig, PortId, PortStats, RSS_ESP, RxQueue, TxQueue, TxStats,
+    max_queues, port_by_name, port_count,
 };
 pub use ring::{MbufRing, RingConsumer, RingProducer};
 

@@ -41,6 +41,16 @@ pub fn port_by_name(_eal: &Eal, name: &str) -> Result<PortId> {
     Ok(PortId(id))
 }
 
+/// The most rx and tx queues the driver of port `id` offers (for
+/// `net_af_packet`, its `qpairs=` argument).
+///
+/// # Errors
+/// What `rte_eth_dev_info_get` reported.
+pub fn max_queues(_eal: &Eal, id: PortId) -> Result<(u16, u16)> {
+    let info = dev_info(id)?;
+    Ok((info.max_rx_queues, info.max_tx_queues))
+}
+
 /// How to set up a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConfig {
@@ -55,6 +65,9 @@ pub struct PortConfig {
     /// Spread flows over the rx queues by RSS hash (when there are several
     /// and the driver can).
     pub rss: bool,
+    /// Hash functions to add to RSS where the driver offers them
+    /// ([`RSS_ESP`]: the SPI on the outside port).
+    pub rss_extra: u64,
     /// MTU to set, if any (drivers that cannot change it keep theirs).
     pub mtu: Option<u16>,
     /// Receive every frame regardless of destination MAC.
@@ -69,6 +82,7 @@ impl Default for PortConfig {
             rx_descriptors: 1024,
             tx_descriptors: 1024,
             rss: true,
+            rss_extra: 0,
             mtu: None,
             promiscuous: true,
         }
@@ -89,6 +103,10 @@ const RSS_IP_TCP_UDP: u64 = (1 << 2) // IPV4
     | (1 << 11) // NONFRAG_IPV6_UDP
     | (1 << 13); // NONFRAG_IPV6_OTHER
 
+/// RSS over the ESP SPI (`RTE_ETH_RSS_ESP`, bit 27 in DPDK 22.11 rte_ethdev.h), for
+/// [`PortConfig::rss_extra`]; used only where the driver offers it.
+pub const RSS_ESP: u64 = 1 << 27;
+
 /// A configured ethdev port. Stopped and closed when the last handle (the
 /// port or one of its queues) is dropped.
 #[derive(Debug, Clone)]
@@ -100,6 +118,9 @@ pub struct Port {
 struct PortInner {
     id: PortId,
     config: PortConfig,
+    /// The RSS hash functions enabled (`rss_hf`; 0: the driver spreads
+    /// packets over its queues by its own means, or there is one queue).
+    rss_hf: u64,
     /// Bit q set: rx queue q was handed out (bits 0..63).
     rx_taken: AtomicU64,
     /// Bit q set: tx queue q was handed out.
@@ -157,11 +178,13 @@ impl Port {
         }
         let info = dev_info(id)?;
         let mut conf = dpdk_sys::rte_eth_conf::default();
+        let mut rss_hf = 0;
         if config.rss && config.rx_queues > 1 {
-            let hf = RSS_IP_TCP_UDP & info.flow_type_rss_offloads;
+            let hf = (RSS_IP_TCP_UDP | (config.rss_extra & RSS_ESP)) & info.flow_type_rss_offloads;
             if hf != 0 {
                 conf.rxmode.mq_mode = dpdk_sys::rte_eth_rx_mq_mode::RTE_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
+                rss_hf = hf;
             }
         }
         // SAFETY: conf is a fully initialised rte_eth_conf that outlives
@@ -219,6 +242,7 @@ impl Port {
             inner: Arc::new(PortInner {
                 id,
                 config: config.clone(),
+                rss_hf,
                 rx_taken: AtomicU64::new(0),
                 tx_taken: AtomicU64::new(0),
                 _pool: pool.clone(),
@@ -237,6 +261,14 @@ impl Port {
     #[must_use]
     pub fn config(&self) -> &PortConfig {
         &self.inner.config
+    }
+
+    /// The RSS hash functions enabled at configuration (`rss_hf` bits; 0
+    /// when RSS is off: one queue, or a driver without RSS that spreads
+    /// packets by its own means, such as `net_af_packet`'s fanout hash).
+    #[must_use]
+    pub fn rss_hf(&self) -> u64 {
+        self.inner.rss_hf
     }
 
     /// Starts the port.
