@@ -531,9 +531,10 @@ impl Dataplane for InMemoryDataplane {
         self.dynamic
             .iter()
             .map(|r| {
-                let up = r.tunnels.iter().any(|k| {
-                    self.tunnel_state(k).up_down(routing(k)) == TunnelUpDown::Up
-                });
+                let up = r
+                    .tunnels
+                    .iter()
+                    .any(|k| self.tunnel_state(k).up_down(routing(k)) == TunnelUpDown::Up);
                 r.entry(up)
             })
             .collect()

@@ -524,7 +524,11 @@ max_prefixes = {MAX_PREFIXES}
             r = self.route("10.1.0.0/16");
             f(&r)
         });
-        assert!(ok, "{what}: route 10.1.0.0/16 is {r}\n{}", self.diagnostics());
+        assert!(
+            ok,
+            "{what}: route 10.1.0.0/16 is {r}\n{}",
+            self.diagnostics()
+        );
         r
     }
 
@@ -638,7 +642,11 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
     lab.wait_bgp(0, "Established", "tunnel 0 up");
     lab.wait_bgp(1, "Established", "tunnel 1 up");
     let tunnels = lab.json(&["show", "tunnels", CONN]);
-    for t in tunnels["response"]["tunnels"].as_array().into_iter().flatten() {
+    for t in tunnels["response"]["tunnels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         assert_eq!(t["status"], "UP", "{t}");
         assert_eq!(t["bgp_state"], "Established", "{t}");
     }
@@ -662,7 +670,10 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
     assert_eq!(n0["prefixes_received"], 1, "{n0}");
     assert_eq!(n0["prefixes_advertised"], 1, "{n0}");
     eprintln!("--- vpnctl show bgp:\n{}", lab.ctl_ok(&["show", "bgp"]));
-    eprintln!("--- vpnctl show routes:\n{}", lab.ctl_ok(&["show", "routes"]));
+    eprintln!(
+        "--- vpnctl show routes:\n{}",
+        lab.ctl_ok(&["show", "routes"])
+    );
     lab.ping_through("ECMP");
 
     // 3. The own-AS route was denied with the spec's text.
@@ -685,7 +696,10 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
         r["tunnel"] == 0 && r["ecmp"].is_null()
     });
     assert_eq!(r["next_hop"], CGW_INSIDE[0], "{r}");
-    eprintln!("--- vpnctl show routes (tunnel 0 preferred):\n{}", lab.ctl_ok(&["show", "routes"]));
+    eprintln!(
+        "--- vpnctl show routes (tunnel 0 preferred):\n{}",
+        lab.ctl_ok(&["show", "routes"])
+    );
     assert_eq!(lab.ping_through("tunnel 0 preferred"), 0);
 
     // 5. Failover: strongSwan stops tunnel 0's IKE SA while the VPC host
@@ -759,7 +773,10 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
         "BIRD did not see our Cease: {}",
         lab.birdc("show protocols all t1")
     );
-    eprintln!("--- vpnctl show bgp (after the limit):\n{}", lab.ctl_ok(&["show", "bgp"]));
+    eprintln!(
+        "--- vpnctl show bgp (after the limit):\n{}",
+        lab.ctl_ok(&["show", "bgp"])
+    );
     assert!(lab.vpnd.running(), "{}", lab.vpnd.output());
     lab.bird = None;
 }

@@ -689,6 +689,111 @@ impl Dataplane for DpdkDataplane {
 mod tests {
     use super::*;
 
+    fn key(tunnel: usize) -> TunnelKey {
+        TunnelKey {
+            connection_id: "vpn-d".to_owned(),
+            tunnel,
+        }
+    }
+
+    fn bgp(prefix: &str, tunnels: &[usize]) -> DynamicRoute {
+        DynamicRoute {
+            prefix: prefix.parse().unwrap(),
+            tunnels: tunnels.iter().map(|t| key(*t)).collect(),
+            as_path: "65001".to_owned(),
+            med: None,
+            next_hop: "169.254.21.2".parse().unwrap(),
+        }
+    }
+
+    /// BGP routes go through their UP tunnels (one, or an ECMP group of
+    /// the UP members), disappear while none is UP, and never replace a
+    /// route of the configuration (local network, inside /30).
+    #[test]
+    fn bgp_routes_follow_up_tunnels_under_configured_routes() {
+        let config = ApplianceConfig::from_toml_str(
+            r#"
+[gateway]
+id = "tgw-d"
+outside_addresses = ["192.0.2.1", "192.0.2.3"]
+local_networks = ["198.51.100.0/24"]
+
+[dataplane]
+worker_lcores = [1]
+ports = []
+
+[[customer_gateways]]
+id = "cgw-d"
+ip_address = "192.0.2.2"
+bgp_asn = 65001
+
+[[connections]]
+id = "vpn-d"
+customer_gateway_id = "cgw-d"
+target = "tgw-d"
+routing = "dynamic"
+
+[[connections.tunnels]]
+outside_ip_address = "192.0.2.1"
+inside_ipv4_cidr = "169.254.21.0/30"
+
+[[connections.tunnels]]
+outside_ip_address = "192.0.2.3"
+inside_ipv4_cidr = "169.254.22.0/30"
+"#,
+        )
+        .unwrap();
+        let ids: BTreeMap<TunnelKey, TunnelId> =
+            [(key(0), TunnelId(0)), (key(1), TunnelId(1))].into();
+        let states = BTreeMap::new();
+        let dynamic = [
+            bgp("10.1.0.0/16", &[0, 1]),
+            bgp("10.2.0.0/16", &[1]),
+            bgp("10.3.0.0/16", &[0]),
+            // Equal to our local network and to the inside /30: ignored.
+            bgp("198.51.100.0/24", &[0]),
+            bgp("169.254.22.0/30", &[0]),
+        ];
+        let lookup = |up: &[TunnelKey]| {
+            let (b, problems) = build_fib(&config, &ids, &states, &dynamic, up);
+            assert!(problems.is_empty(), "{problems:?}");
+            let fib = b.build();
+            let at = |a: &str| {
+                let t = fib.lookup(a.parse().unwrap());
+                // Every ECMP member, by trying hashes spread over the range.
+                let mut members: Vec<Target> = (0..16u32)
+                    .filter_map(|i| t.map(|t| fib.resolve(t, i << 28)))
+                    .collect();
+                members.dedup();
+                members
+            };
+            [
+                at("10.1.2.3"),
+                at("10.2.2.3"),
+                at("10.3.2.3"),
+                at("198.51.100.9"),
+                at("169.254.22.2"),
+            ]
+        };
+        let [both, two, three, local, inside] = lookup(&[key(0), key(1)]);
+        assert_eq!(
+            both,
+            [Target::Tunnel(TunnelId(0)), Target::Tunnel(TunnelId(1))]
+        );
+        assert_eq!(two, [Target::Tunnel(TunnelId(1))]);
+        assert_eq!(three, [Target::Tunnel(TunnelId(0))]);
+        assert_eq!(local, [Target::Inside]);
+        assert_eq!(inside, [Target::Tunnel(TunnelId(1))]);
+        // Tunnel 0 down: its routes go, the ECMP route keeps tunnel 1.
+        let [both, two, three, ..] = lookup(&[key(1)]);
+        assert_eq!(both, [Target::Tunnel(TunnelId(1))]);
+        assert_eq!(two, [Target::Tunnel(TunnelId(1))]);
+        assert!(three.is_empty());
+        // Both down: no BGP route at all.
+        let [both, two, ..] = lookup(&[]);
+        assert!(both.is_empty() && two.is_empty());
+    }
+
     #[test]
     fn names_and_inside_hosts() {
         assert_eq!(snake("UnknownSpi"), "unknown_spi");

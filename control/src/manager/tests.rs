@@ -322,3 +322,80 @@ fn show_tunnels_logs_and_download() {
     };
     assert!(text.contains("secrets {"));
 }
+
+/// BGP state published by the daemon's BGP thread: `show_bgp` lists the
+/// neighbours (filtered by connection), `show_routes` the BGP routes with
+/// their chosen path and ECMP members.
+#[test]
+fn show_bgp_and_bgp_routes() {
+    use crate::api::BgpNeighbor;
+    use crate::dataplane::{Dataplane, DynamicRoute};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    let key = |tunnel| TunnelKey {
+        connection_id: "vpn-branch1".into(),
+        tunnel,
+    };
+    let neighbor = BgpNeighbor {
+        connection_id: "vpn-branch1".into(),
+        tunnel: 0,
+        local_address: "169.254.21.1".parse().unwrap(),
+        neighbor: "169.254.21.2".parse().unwrap(),
+        local_asn: 64512,
+        peer_asn: 65001,
+        state: "Established".into(),
+        uptime_secs: 42,
+        established_transitions: 1,
+        hold_time_secs: Some(30),
+        prefixes_received: 1,
+        prefixes_advertised: 2,
+        denied: 0,
+        last_sent_notification: None,
+        last_received_notification: None,
+    };
+    m.set_bgp_neighbors(vec![neighbor.clone()]);
+    let Response::Bgp { neighbors } = m
+        .handle(Request::ShowBgp {
+            connection_id: Some("vpn-branch1".into()),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(neighbors, [neighbor]);
+    let e = m
+        .handle(Request::ShowBgp {
+            connection_id: Some("vpn-nope".into()),
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
+
+    m.dataplane_mut().set_dynamic_routes(vec![DynamicRoute {
+        prefix: "10.1.0.0/16".parse().unwrap(),
+        tunnels: vec![key(0), key(1)],
+        as_path: "65001".into(),
+        med: Some(100),
+        next_hop: "169.254.21.2".parse().unwrap(),
+    }]);
+    let up = TunnelRuntimeState {
+        ike_phase1_state: IkePhaseState::Established,
+        ike_phase2_state: IkePhaseState::Established,
+        bgp_state: Some("Established".into()),
+        ..TunnelRuntimeState::default()
+    };
+    m.dataplane_mut().set_tunnel_state(key(1), up);
+    let Response::Routes { routes } = m
+        .handle(Request::ShowRoutes {
+            connection_id: Some("vpn-branch1".into()),
+        })
+        .unwrap()
+    else {
+        panic!()
+    };
+    let r = routes.iter().find(|r| r.source == "bgp").unwrap();
+    assert_eq!(r.tunnel, Some(0));
+    assert_eq!(r.ecmp, ["vpn-branch1/0", "vpn-branch1/1"]);
+    assert_eq!(r.as_path.as_deref(), Some("65001"));
+    assert!(r.active, "tunnel 1 is UP");
+}
