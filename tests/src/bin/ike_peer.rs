@@ -6,6 +6,8 @@
 //!          [--initiate | --start] [--secs 20] [--dpd-secs N --dpd-action clear|none|restart]
 //!          [--local-ts CIDR]… [--remote-ts CIDR]… (default 0.0.0.0/0)
 //!          [--phase1-secs N --phase2-secs N --margin-secs N --fuzz PERCENT]
+//!          [--cert FILE --key FILE --ca FILE]  (certificate authentication)
+//!          [--fragment-size BYTES | --no-fragmentation]
 //! ```
 //!
 //! Prints one line per event on stdout (`IKE_UP`, `CHILD_UP` with the
@@ -15,13 +17,15 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control::config::{
     DhGroup, DpdTimeoutAction, EncryptionAlgorithm, IntegrityAlgorithm, PreSharedKey,
     StartupAction, TunnelOptions,
 };
 use control::ike::SystemRng;
+use control::ike::cert::{CertAuth, LocalCredentials, TrustAnchors, WallClock};
 use control::ike::endpoint::Endpoint;
 use control::ike::sa::{Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT};
 
@@ -41,6 +45,8 @@ fn main() {
     let mut timers: Vec<(String, u64)> = Vec::new();
     let (mut dpd_action, mut start) = (DpdTimeoutAction::Clear, false);
     let (mut local_ts, mut remote_ts): (Vec<ipnet::IpNet>, Vec<ipnet::IpNet>) = (vec![], vec![]);
+    let (mut cert, mut key, mut ca) = (None, None, None);
+    let (mut fragment_size, mut no_frag) = (None, false);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -56,6 +62,11 @@ fn main() {
             "--remote-ts" => remote_ts.push(v().parse().expect("remote ts")),
             "--dpd-action" => dpd_action = name::<DpdTimeoutAction>(&v()),
             "--secs" => secs = v().parse().expect("secs"),
+            "--cert" => cert = Some(std::path::PathBuf::from(v())),
+            "--key" => key = Some(std::path::PathBuf::from(v())),
+            "--ca" => ca = Some(std::path::PathBuf::from(v())),
+            "--fragment-size" => fragment_size = Some(v().parse::<usize>().expect("bytes")),
+            "--no-fragmentation" => no_frag = true,
             "--phase1-secs" | "--phase2-secs" | "--margin-secs" | "--fuzz" | "--dpd-secs" => {
                 timers.push((a.clone(), v().parse().expect("number")));
             }
@@ -99,6 +110,23 @@ fn main() {
             _ => cfg.dpd_timeout = d,
         }
     }
+    if let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) {
+        let local_creds = LocalCredentials::load(&cert, &key).unwrap_or_else(|e| panic!("{e}"));
+        let trust = TrustAnchors::load(&ca).unwrap_or_else(|e| panic!("{e}"));
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        cfg.cert = Some(Arc::new(CertAuth {
+            local: local_creds,
+            trust,
+            clock: WallClock::new(Instant::now(), i64::try_from(unix).expect("time")),
+        }));
+    }
+    if let Some(n) = fragment_size {
+        cfg.fragmentation.max_datagram = n;
+    }
+    cfg.fragmentation.enabled = !no_frag;
     let s500 = UdpSocket::bind((local, IKE_PORT)).expect("bind 500");
     let s4500 = UdpSocket::bind((local, NAT_T_PORT)).expect("bind 4500");
     s500.set_nonblocking(true).expect("nonblocking");
