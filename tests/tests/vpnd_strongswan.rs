@@ -119,6 +119,11 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
+        Self::with_gateway_kind("transit-gateway")
+    }
+
+    /// The lab with vpnd's gateway of `kind` (spec § 1.3 rule sets).
+    fn with_gateway_kind(kind: &str) -> Self {
         require_root();
         let t = tag();
         let cgw = Netns::new(&format!("vt-x-c-{t}"));
@@ -152,6 +157,7 @@ impl Lab {
                 r#"
 [gateway]
 id = "tgw-sw"
+kind = "{kind}"
 outside_addresses = ["{US0}", "{US1}"]
 local_networks = ["198.51.100.0/24"]
 
@@ -492,4 +498,132 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
         lab.diagnostics()
     );
     lab.traffic("vpnd initiated");
+}
+
+/// The per-tunnel policer driven by the configuration: a concentrator's
+/// tunnels are capped at 100 Mbps / 10,000 packets/s each way (spec
+/// § 11.2, § 21.3). With the Child SA installed by IKE, the VPC host
+/// sends 3,000 UDP datagrams to the customer gateway's inside address
+/// (routed into tunnel 0 by its inside /30) as fast as the kernel
+/// goes: the 10 ms burst (100 packets) and the rate are exceeded, the
+/// excess is dropped as `policed`, and `vpnctl show stats` counts it
+/// both for the appliance and in the tunnel's drops.
+#[test]
+fn policer_at_the_concentrator_cap_counts_policed_drops_in_show_stats() {
+    let lab = Lab::with_gateway_kind("concentrator");
+    lab.ctl_ok(&[
+        "cgw",
+        "create",
+        "cgw-sw",
+        "--ip-address",
+        CGW,
+        "--bgp-asn",
+        "65010",
+    ]);
+    lab.ctl_ok(&[
+        "connection",
+        "create",
+        CONN,
+        "--customer-gateway",
+        "cgw-sw",
+        "--routing",
+        "dynamic",
+        "--tunnel0-outside-ip",
+        US0,
+        "--tunnel1-outside-ip",
+        US1,
+    ]);
+    lab.ctl_ok(&[
+        "modify-tunnel-options",
+        CONN,
+        "0",
+        "--set",
+        &format!("pre_shared_key={PSK}"),
+        "--set",
+        "inside_ipv4_cidr=169.254.50.0/30",
+    ]);
+    let (ok, out) = lab.swanctl(&format!(
+        "--load-all --file {}",
+        lab.dir.path().join("swanctl.conf").display()
+    ));
+    assert!(ok, "swanctl --load-all: {out}");
+    let mut out = String::new();
+    let ok = wait_until(Duration::from_secs(40), || {
+        let (ok, o) = lab.swanctl("--initiate --child net --timeout 15");
+        out = o;
+        ok
+    });
+    assert!(
+        ok,
+        "strongSwan could not bring the tunnel up: {out}\n{}",
+        lab.diagnostics()
+    );
+    // Both SAs in the dataplane (IKE reports phase 2 once installed).
+    assert!(
+        wait_until(
+            Duration::from_secs(20),
+            || lab.tunnel(0)["ike_phase2_state"] == "Established"
+        ),
+        "no Child SA\n{}",
+        lab.diagnostics()
+    );
+    let (net, cgw_inside) = ("169.254.50.0/30", "169.254.50.2");
+    let dev = lab.vpc.name().replace("vt-x-v-", "xv");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            lab.vpc.sh_ok(&format!(
+                "ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1; ip neigh show 198.51.100.1 dev {dev} | grep -q lladdr"
+            ))
+        }),
+        "the VPC host cannot resolve 198.51.100.1\n{}",
+        lab.diagnostics()
+    );
+    lab.vpc
+        .sh(&format!("ip route replace {net} via 198.51.100.1"));
+    let policed = |v: &Value| {
+        v["response"]["stats"]["drops"]["policed"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = lab.json(&["show", "stats"]);
+    assert_eq!(policed(&before), 0, "{before}");
+    // 3,000 datagrams, bounded: one python loop, no pacing.
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for i in range(3000): s.sendto(b'x' * 64, ('{cgw_inside}', 9))"
+    );
+    let sent = bounded(
+        {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", lab.vpc.name(), "python3", "-c", &script]);
+            c
+        },
+        Duration::from_secs(60),
+    );
+    assert!(
+        sent.status.success(),
+        "the UDP sender failed: {}",
+        text(&sent)
+    );
+    // Counters are published every 100 ms.
+    let mut after = before;
+    let seen = wait_until(Duration::from_secs(10), || {
+        after = lab.json(&["show", "stats"]);
+        policed(&after) > 0
+    });
+    assert!(seen, "nothing policed: {after}\n{}", lab.diagnostics());
+    let t = &after["response"]["stats"]["tunnels"][format!("{CONN}/0")];
+    let out = t["packets_out"].as_u64().unwrap_or(0);
+    let drops = t["drops"].as_u64().unwrap_or(0);
+    assert!(
+        drops >= policed(&after),
+        "tunnel drops {drops} < policed: {after}"
+    );
+    // What passed is bounded by the cap: 3,000 sent, at least the excess
+    // over burst + rate dropped, and nothing lost between the two counts.
+    assert!(out < 3000 && out + policed(&after) <= 3000 + 10, "{after}");
+    eprintln!(
+        "policer: sent 3000, encapsulated {out}, policed {}",
+        policed(&after)
+    );
 }

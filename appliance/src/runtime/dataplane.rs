@@ -40,7 +40,9 @@ use fib::{FibBuilder, Target, TunnelId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use worker::{Addresses, Command, Drop};
 
-use super::{Runtime, RuntimeError, v4_only, v6_only};
+use super::{Runtime, RuntimeError, Ticket, v4_only, v6_only};
+
+mod policing;
 
 /// How long a command may take to be acknowledged by the worker.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +71,8 @@ pub struct DpdkDataplane {
     config: Option<ApplianceConfig>,
     /// The routes BGP selected.
     dynamic: Vec<DynamicRoute>,
+    /// The per-tunnel rate policy the workers hold.
+    policies: policing::Applied,
 }
 
 /// SA lifetime events kept for IKE before the oldest are dropped.
@@ -89,6 +93,7 @@ impl DpdkDataplane {
             sa_events: Vec::new(),
             config: None,
             dynamic: Vec::new(),
+            policies: policing::Applied::default(),
         }
     }
 
@@ -109,8 +114,19 @@ impl DpdkDataplane {
         self.ids.get(key).copied()
     }
 
-    /// Send one command and wait for its acknowledgement.
+    /// Send one command to every worker and wait for their
+    /// acknowledgements.
     fn run(&mut self, what: &str, command: Command) -> Result<(), DataplaneError> {
+        self.run_with(what, |rt| rt.send(command))
+    }
+
+    /// Send what `send` queues (one command per worker) and wait for the
+    /// acknowledgements.
+    fn run_with(
+        &mut self,
+        what: &str,
+        send: impl FnOnce(&mut Runtime) -> Result<Ticket, RuntimeError>,
+    ) -> Result<(), DataplaneError> {
         let Some(rt) = self.rt.as_mut() else {
             return Err(DataplaneError::Refused {
                 what: what.to_owned(),
@@ -132,8 +148,8 @@ impl DpdkDataplane {
                 reason: other.to_string(),
             },
         };
-        let seq = rt.send(command).map_err(err)?;
-        rt.wait(seq, ACK_TIMEOUT).map_err(err)
+        let ticket = send(rt).map_err(err)?;
+        rt.wait(ticket, ACK_TIMEOUT).map_err(err)
     }
 
     /// Shut the runtime down (workers stopped, EAL cleaned up); returns
@@ -405,6 +421,9 @@ impl Dataplane for DpdkDataplane {
         //    no id).
         self.config = Some(config.clone());
         self.install_fib();
+
+        // 4. Rate policy by each tunnel's bandwidth option.
+        self.apply_rate_policy(config);
     }
 
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
@@ -562,27 +581,21 @@ impl Dataplane for DpdkDataplane {
             spi,
             reason: e.to_string(),
         };
-        let inbound = InboundSa::new(&pair.inbound, now)
+        // Checked here for an error naming tunnel and direction; the
+        // runtime builds one copy per worker from the same configuration.
+        InboundSa::new(&pair.inbound, now)
             .map_err(|e| invalid(SaDirection::Inbound, pair.inbound.spi, &e))?;
-        let outbound = OutboundSa::new(&pair.outbound, now)
+        OutboundSa::new(&pair.outbound, now)
             .map_err(|e| invalid(SaDirection::Outbound, pair.outbound.spi, &e))?;
         let new_spi = pair.inbound.spi;
         // (1) The new inbound SA: from now on both decrypt.
-        self.run(
-            &format!("AddInbound {new_spi:#x}"),
-            Command::AddInboundForTunnel {
-                tunnel,
-                sa: Box::new(inbound),
-            },
-        )?;
+        self.run_with(&format!("AddInbound {new_spi:#x}"), |rt| {
+            rt.add_inbound(Some(tunnel), &pair.inbound, Duration::ZERO)
+        })?;
         // (2) Switch the outbound SA; the old one comes back retired.
-        if let Err(e) = self.run(
-            &format!("SetOutbound {:#x}", pair.outbound.spi),
-            Command::SetOutbound {
-                tunnel,
-                sa: Box::new(outbound),
-            },
-        ) {
+        if let Err(e) = self.run_with(&format!("SetOutbound {:#x}", pair.outbound.spi), |rt| {
+            rt.set_outbound(tunnel, &pair.outbound, Duration::ZERO)
+        }) {
             // Undo (1) unless it replaced the installed SA of the same SPI.
             let same = self
                 .installed

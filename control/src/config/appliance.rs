@@ -112,6 +112,22 @@ pub struct DataplaneConfig {
     /// ARP).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inside_addresses: Vec<Ipv4Addr>,
+    /// Enforce each tunnel's rate caps by its bandwidth option (spec
+    /// §21.3: standard 1.25 Gbps / 140,000 packets/s, large 5 Gbps /
+    /// 400,000 packets/s; a concentrator's tunnels 100 Mbps / 10,000
+    /// packets/s), each direction, dropping the excess (counted as
+    /// `policed`). Default on. Off is refused for a concentrator gateway,
+    /// whose per-tunnel cap is not adjustable (spec §11.2).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub tunnel_policing: bool,
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Parse a MAC address written `aa:bb:cc:dd:ee:ff`.
@@ -348,6 +364,14 @@ impl ApplianceConfig {
             );
         }
         errs.range("main_lcore", d.main_lcore, 0, MAX_LCORE_ID);
+        if !d.tunnel_policing && self.gateway.kind == GatewayKind::Concentrator {
+            errs.conflict(
+                "tunnel_policing",
+                false,
+                "gateway.kind = concentrator: the per-tunnel cap of 100 Mbps / 10,000 packets/s \
+                 is not adjustable (spec §11.2)",
+            );
+        }
         if d.worker_lcores.is_empty() {
             errs.missing("worker_lcores", "at least one worker lcore is required");
         }

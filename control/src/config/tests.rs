@@ -1109,6 +1109,10 @@ fn appliance_sections() {
     assert_err(&errs, "dataplane.worker_lcores[0]", &["main_lcore"]);
     assert_err(&errs, "dataplane.worker_lcores[2]", &["worker_lcores[1]"]);
     assert_err(&errs, "dataplane.worker_lcores[3]", &["500", "0..=127"]);
+    assert!(
+        on(&errs, "dataplane.tunnel_policing").is_empty(),
+        "{errs:#?}"
+    );
     assert_err(&errs, "dataplane.ports[outside].rx_queues", &["5", "1..=4"]);
     assert_err(&errs, "dataplane.ports", &["inside"]);
     assert_err(&errs, "dataplane.hugepages_dir", &["absolute"]);
@@ -1621,5 +1625,33 @@ fn next_hop_macs_and_the_kernel_port_are_checked() {
     assert!(
         errs.iter().any(|e| e.field() == "dataplane.ports"),
         "{errs:?}"
+    );
+}
+
+/// `dataplane.tunnel_policing`: on by default (and then not written out),
+/// off allowed except for a concentrator, whose per-tunnel cap is fixed.
+#[test]
+fn tunnel_policing_defaults_on_and_stays_on_for_a_concentrator() {
+    let mut c = example();
+    assert!(c.dataplane.tunnel_policing);
+    assert!(!c.to_toml_string().unwrap().contains("tunnel_policing"));
+    c.dataplane.tunnel_policing = false;
+    assert!(
+        c.to_toml_string()
+            .unwrap()
+            .contains("tunnel_policing = false")
+    );
+    if let Err(errs) = c.validate() {
+        assert!(
+            on(&errs, "dataplane.tunnel_policing").is_empty(),
+            "{errs:#?}"
+        );
+    }
+    c.gateway.kind = GatewayKind::Concentrator;
+    let errs = c.validate().unwrap_err();
+    assert_err(
+        &errs,
+        "dataplane.tunnel_policing",
+        &["false", "concentrator", "not adjustable"],
     );
 }
