@@ -52,10 +52,10 @@ use control::bgp::{
     RouteLogStatus, RouteTarget, Session, Source, State, Steering, TunnelId,
 };
 use control::config::{ApplianceConfig, RoutingType};
-use control::dataplane::{Dataplane, DynamicRoute, TunnelKey, TunnelRuntimeState};
+use control::dataplane::{Dataplane, DynamicRoute, TunnelKey, TunnelRuntimeState, TunnelUpDown};
 use control::logs::{
-    BgpLog, BgpLogMessage, BgpLogStatus, BgpLogType, IkePhaseState, LogEntry, readable_timestamp,
-    resource_id,
+    ActivityContext, BgpLog, BgpLogMessage, BgpLogStatus, BgpLogType, IkePhaseState, LogEntry,
+    TunnelActivityLog, readable_timestamp, resource_id,
 };
 use control::manager::Manager;
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -619,8 +619,34 @@ impl BgpService {
             let mut st = m.tunnel_state(&p.spec.key);
             let was = st.up_down(routing);
             st.bgp_state = Some(state.to_string());
-            if st.up_down(routing) != was {
+            let is = st.up_down(routing);
+            if is != was {
+                // A dynamic-routing tunnel is UP only with BGP Established
+                // (spec § 20.7): the session decides this transition, so
+                // it is logged here (IKE logs the ones it causes).
                 st.last_status_change_ms = Some(epoch_ms());
+                let dpd_enabled = m
+                    .config()
+                    .connections
+                    .iter()
+                    .find(|c| c.id == p.spec.key.connection_id)
+                    .and_then(|c| c.tunnels.get(p.spec.key.tunnel))
+                    .is_some_and(|t| t.dpd_timeout_secs > 0);
+                let ctx = ActivityContext {
+                    dpd_enabled,
+                    nat_t_detected: st.nat_t_detected,
+                    ike_phase1_state: st.ike_phase1_state,
+                    ike_phase2_state: st.ike_phase2_state,
+                };
+                let status = if is == TunnelUpDown::Up { "UP" } else { "DOWN" };
+                let entry = LogEntry::Activity(TunnelActivityLog::new(
+                    p.spec.resource_id.clone(),
+                    epoch_ms(),
+                    ctx,
+                    format!("tunnel status changed to {status} (BGP {state})"),
+                ));
+                eprintln!("vpnd: bgp: {}", entry.render_text());
+                m.record_log(entry);
             }
             m.set_tunnel_state(p.spec.key.clone(), st);
         }

@@ -686,6 +686,10 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
     assert!(lab.route("10.66.0.0/16").is_null());
     assert!(logs.contains("type=BGPStatus status=UP"), "{logs}");
     assert!(
+        logs.contains("tunnel status changed to UP (BGP Established)"),
+        "{logs}"
+    );
+    assert!(
         logs.contains("AWS-side peer BGP session state has changed from OpenConfirm to Established with neighbor 169.254.21.2"),
         "{logs}"
     );
@@ -778,5 +782,13 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
         lab.ctl_ok(&["show", "bgp"])
     );
     assert!(lab.vpnd.running(), "{}", lab.vpnd.output());
+    // What vpnd's BGP thread said (shown with --nocapture).
+    let out = lab.vpnd.output();
+    let bgp: Vec<&str> = out.lines().filter(|l| l.contains("vpnd: bgp:")).collect();
+    eprintln!(
+        "--- vpnd BGP lines (last 60 of {}):\n{}",
+        bgp.len(),
+        bgp[bgp.len().saturating_sub(60)..].join("\n")
+    );
     lab.bird = None;
 }
