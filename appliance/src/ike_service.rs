@@ -26,13 +26,31 @@
 //! removed) is closed (DELETE sent, SAs removed) and, if still configured,
 //! started afresh.
 //!
+//! # Under an IKE_SA_INIT flood (RFC 7296 § 2.6)
+//!
+//! The half-open budget is the appliance's, not a tunnel's: the control
+//! core's DH work is what a flood exhausts. [`TunnelSet`] counts the
+//! half-open responder SAs of all tunnels; from
+//! [`DEFAULT_HALF_OPEN_THRESHOLD`] on, every tunnel answers a new
+//! IKE_SA_INIT with a stateless COOKIE (no DH, no state) until the count
+//! falls again (SAs complete or time out). IKE_SA_INIT from an address
+//! that is no configured customer gateway is dropped unanswered and
+//! counted ([`IkeCounters::init_unknown_peer`]; why: see
+//! [`control::ike::endpoint`]). The receivers hand datagrams to the IKE
+//! thread through a bounded queue: when the IKE thread falls behind, the
+//! excess is dropped and counted ([`IkeCounters::rx_queue_full`]) rather
+//! than buffered without limit. Transitions into and out of cookie mode
+//! and the counters are logged (`vpnd: ike: …`), and each tunnel whose
+//! endpoint sent cookies says so in its activity log (at most every
+//! [`COOKIE_LOG_PERIOD`]).
+//!
 //! What it never does: touch the dataplane except through
 //! [`TunnelSink`] (the manager's [`Dataplane`]), or hold the manager's
 //! lock while waiting for the network.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,8 +81,41 @@ const RECV_TIMEOUT: Duration = Duration::from_millis(500);
 /// A Child SA the dataplane could not install is tried again after this
 /// long.
 const INSTALL_RETRY: Duration = Duration::from_secs(1);
+/// Test mode: an integer > 1 in this environment variable divides every
+/// tunnel's IKE and Child SA lifetimes and rekey margin (the spec's
+/// minimum Child SA lifetime is 900 s; rekey tests need seconds). vpnd
+/// logs it at start; never set it in production.
+pub const LIFETIME_DIVISOR_ENV: &str = "VPND_IKE_LIFETIME_DIVISOR";
+/// The counters are logged (when they moved) at most this often.
+const COUNTERS_LOG_PERIOD: Duration = Duration::from_secs(2);
 /// A failed bind is retried after this long.
 const BIND_RETRY: Duration = Duration::from_secs(5);
+/// Datagrams queued from the receivers to the IKE thread; more are
+/// dropped (counted) while the IKE thread is behind.
+pub const RX_QUEUE: usize = 4096;
+/// A tunnel's activity log mentions cookies at most this often.
+pub const COOKIE_LOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// The IKE service's counters (`vpnd: ike: counters …` in the log).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IkeCounters {
+    /// Datagrams that matched no running tunnel (by local and peer
+    /// address).
+    pub unmatched: u64,
+    /// Of those, IKE_SA_INIT requests (from no configured peer): dropped
+    /// unanswered.
+    pub init_unknown_peer: u64,
+    /// COOKIE notifications sent, all tunnels.
+    pub cookies_sent: u64,
+    /// IKE_SA_INIT requests taken with a valid cookie, all tunnels.
+    pub cookies_accepted: u64,
+    /// IKE_SA_INIT requests refused (no proposal, wrong group, malformed).
+    pub init_refused: u64,
+    /// Datagrams dropped because the receive queue was full.
+    pub rx_queue_full: u64,
+    /// Half-open responder IKE SAs now, all tunnels.
+    pub half_open: u64,
+}
 
 /// What IKE needs from the rest of the daemon: the dataplane's SA and
 /// state calls and the log ring. Implemented by [`Manager`].
@@ -262,12 +313,20 @@ struct Runner {
     retry: Option<(Instant, Box<ChildSa>)>,
     /// What was last recorded.
     reported: Option<(IkePhaseState, IkePhaseState, bool)>,
+    /// Cookies sent as of the last activity-log line about them, and when.
+    cookies_logged: (u64, Option<Instant>),
 }
 
 impl Runner {
-    fn new(spec: TunnelSpec, now: Instant, rng: &mut dyn Rng) -> Self {
+    fn new(spec: TunnelSpec, now: Instant, rng: &mut dyn Rng, lifetime_divisor: u32) -> Self {
         let mut endpoint = Endpoint::new(rng, DEFAULT_HALF_OPEN_THRESHOLD);
-        endpoint.add_tunnel(spec.ike_config());
+        let mut cfg = spec.ike_config();
+        if lifetime_divisor > 1 {
+            cfg.phase1_lifetime /= lifetime_divisor;
+            cfg.phase2_lifetime /= lifetime_divisor;
+            cfg.rekey_margin /= lifetime_divisor;
+        }
+        endpoint.add_tunnel(cfg);
         endpoint.start(now, rng);
         Self {
             spec,
@@ -277,7 +336,28 @@ impl Runner {
             pending: Vec::new(),
             retry: None,
             reported: None,
+            cookies_logged: (0, None),
         }
+    }
+
+    /// An activity-log line when this tunnel's endpoint sent cookies since
+    /// the last one (at most every [`COOKIE_LOG_PERIOD`]).
+    fn cookies_to_log(&self, now: Instant) -> bool {
+        let (n, at) = self.cookies_logged;
+        self.endpoint.counters().cookies_sent > n && at.is_none_or(|t| now >= t + COOKIE_LOG_PERIOD)
+    }
+
+    fn log_cookies(&mut self, now: Instant, sink: &mut dyn TunnelSink) {
+        let c = self.endpoint.counters();
+        let fresh = c.cookies_sent - self.cookies_logged.0;
+        self.cookies_logged = (c.cookies_sent, Some(now));
+        self.log(
+            sink,
+            format!(
+                "IKE_SA_INIT under load: COOKIE sent to {fresh} request(s) from {} ({} in all, {} returned with a valid cookie)",
+                self.spec.remote, c.cookies_sent, c.cookies_accepted
+            ),
+        );
     }
 
     fn phases(&self) -> (IkePhaseState, IkePhaseState) {
@@ -323,6 +403,9 @@ impl Runner {
 
     fn apply(&mut self, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
         let key = self.spec.key.clone();
+        if self.cookies_to_log(Instant::now()) {
+            self.log_cookies(Instant::now(), sink);
+        }
         if self.retry_due(Instant::now())
             && let Some((_, c)) = self.retry.take()
         {
@@ -401,6 +484,12 @@ impl Runner {
                 Event::IkeSaDown { reason } => {
                     self.log(sink, format!("IKE_SA down: {reason:?}"));
                 }
+                Event::IkeSaRekeyed { spi_i, spi_r } => {
+                    self.log(
+                        sink,
+                        format!("IKE_SA rekeyed: new SPIs {spi_i:016x}_i {spi_r:016x}_r"),
+                    );
+                }
                 Event::Log(line) => self.log(sink, line),
                 // IKE SA rekeys change nothing in the dataplane.
                 _ => {}
@@ -455,13 +544,39 @@ impl Runner {
 
 /// The tunnels IKE runs, without sockets: datagrams and time in,
 /// datagrams and dataplane calls out (see the module docs for the order).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TunnelSet {
     rng: SystemRng,
     runners: BTreeMap<TunnelKey, Runner>,
     transmits: VecDeque<Transmit>,
     skipped: Vec<String>,
-    unmatched: u64,
+    counters: IkeCounters,
+    /// Half-open responder SAs of all tunnels (kept up to date per
+    /// datagram, recounted on every timer run).
+    half_open: usize,
+    /// Cookies are required by every tunnel (the half-open count reached
+    /// the threshold).
+    under_load: bool,
+    half_open_threshold: usize,
+    /// Test mode: lifetimes and rekey margin divided by this (see
+    /// [`LIFETIME_DIVISOR_ENV`]).
+    lifetime_divisor: u32,
+}
+
+impl Default for TunnelSet {
+    fn default() -> Self {
+        Self {
+            rng: SystemRng,
+            runners: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            skipped: Vec::new(),
+            counters: IkeCounters::default(),
+            half_open: 0,
+            under_load: false,
+            half_open_threshold: DEFAULT_HALF_OPEN_THRESHOLD,
+            lifetime_divisor: 1,
+        }
+    }
 }
 
 impl TunnelSet {
@@ -469,6 +584,45 @@ impl TunnelSet {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No tunnels; cookies from `threshold` half-open SAs on (all
+    /// tunnels together).
+    #[must_use]
+    pub fn with_half_open_threshold(threshold: usize) -> Self {
+        Self {
+            half_open_threshold: threshold,
+            ..Self::default()
+        }
+    }
+
+    /// Test mode: divide every tunnel's IKE and Child SA lifetimes and its
+    /// rekey margin by `divisor` (tunnels started from now on).
+    pub fn set_lifetime_divisor(&mut self, divisor: u32) {
+        self.lifetime_divisor = divisor.max(1);
+    }
+
+    /// Recount the half-open SAs and switch cookie mode on or off.
+    fn update_load(&mut self, half_open: usize) {
+        self.half_open = half_open;
+        let busy = half_open >= self.half_open_threshold;
+        if busy != self.under_load {
+            self.under_load = busy;
+            if busy {
+                eprintln!(
+                    "vpnd: ike: {half_open} half-open IKE_SAs (threshold {}): IKE_SA_INIT must carry a COOKIE",
+                    self.half_open_threshold
+                );
+            } else {
+                eprintln!(
+                    "vpnd: ike: {half_open} half-open IKE_SAs: cookies no longer required; {:?}",
+                    self.counters()
+                );
+            }
+            for r in self.runners.values_mut() {
+                r.endpoint.set_cookies_required(busy);
+            }
+        }
     }
 
     /// Make the running tunnels match `specs`: new ones start (initiating
@@ -512,7 +666,8 @@ impl TunnelSet {
                 "vpnd: ike: {}/{} runs {} -> {} ({:?})",
                 k.connection_id, k.tunnel, spec.local, spec.remote, spec.options.startup_action
             );
-            let mut r = Runner::new(spec, now, &mut self.rng);
+            let mut r = Runner::new(spec, now, &mut self.rng, self.lifetime_divisor);
+            r.endpoint.set_cookies_required(self.under_load);
             while let Some((_, e)) = r.endpoint.poll_event() {
                 r.pending.push(e);
             }
@@ -535,18 +690,47 @@ impl TunnelSet {
             .values_mut()
             .find(|r| r.spec.local == d.local.ip() && r.spec.remote == d.remote.ip());
         match r {
-            Some(r) => r.endpoint.handle_datagram(now, &mut self.rng, d),
-            None => self.unmatched += 1,
+            Some(r) => {
+                let before = r.endpoint.half_open();
+                r.endpoint.handle_datagram(now, &mut self.rng, d);
+                let after = r.endpoint.half_open();
+                let total = (self.half_open + after).saturating_sub(before);
+                self.update_load(total);
+            }
+            None => {
+                self.counters.unmatched += 1;
+                if is_sa_init_request(d) {
+                    self.counters.init_unknown_peer += 1;
+                }
+            }
         }
     }
 
     /// Run the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut half_open = 0;
         for r in self.runners.values_mut() {
             if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                 r.endpoint.handle_timeout(now, &mut self.rng);
             }
+            half_open += r.endpoint.half_open();
         }
+        self.update_load(half_open);
+    }
+
+    /// The counters, summed over the tunnels.
+    #[must_use]
+    pub fn counters(&self) -> IkeCounters {
+        let mut c = self.counters;
+        for r in self.runners.values() {
+            let e = r.endpoint.counters();
+            c.cookies_sent += e.cookies_sent;
+            c.cookies_accepted += e.cookies_accepted;
+            c.init_refused += e.init_refused;
+            c.init_unknown_peer += e.init_unknown_peer;
+        }
+        c.half_open = u64::try_from(self.half_open).unwrap_or(u64::MAX);
+        c
     }
 
     /// The earliest timer.
@@ -576,7 +760,8 @@ impl TunnelSet {
             while let Some((_, e)) = r.endpoint.poll_event() {
                 r.pending.push(e);
             }
-            any |= !r.pending.is_empty() || r.retry_due(Instant::now());
+            let now = Instant::now();
+            any |= !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now);
         }
         any
     }
@@ -584,7 +769,8 @@ impl TunnelSet {
     /// Apply the collected events: SAs into the dataplane, state, logs.
     pub fn apply(&mut self, sink: &mut dyn TunnelSink) {
         for r in self.runners.values_mut() {
-            if !r.pending.is_empty() || r.retry_due(Instant::now()) {
+            let now = Instant::now();
+            if !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now) {
                 r.apply(&mut self.rng, sink);
             }
         }
@@ -593,8 +779,23 @@ impl TunnelSet {
     /// Datagrams that matched no tunnel.
     #[must_use]
     pub fn unmatched(&self) -> u64 {
-        self.unmatched
+        self.counters.unmatched
     }
+}
+
+/// An IKE_SA_INIT request (header only: exchange 34, not a response)?
+fn is_sa_init_request(d: Datagram<'_>) -> bool {
+    use control::ike::wire::{ExchangeType, Header, Reader};
+    let body = if d.local.port() == NAT_T_PORT {
+        match d.payload {
+            [0, 0, 0, 0, rest @ ..] => rest,
+            _ => return false,
+        }
+    } else {
+        d.payload
+    };
+    Header::parse(&mut Reader::new(body))
+        .is_ok_and(|(h, _, _)| h.exchange == ExchangeType::IkeSaInit && !h.is_response())
 }
 
 /// A datagram read by a receiver thread.
@@ -645,11 +846,12 @@ fn spawn_receiver(
     socket: &UdpSocket,
     local: SocketAddr,
     stop: &Arc<AtomicBool>,
-    tx: &mpsc::Sender<Received>,
+    tx: &mpsc::SyncSender<Received>,
+    full: &Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let s = socket.try_clone()?;
     s.set_read_timeout(Some(RECV_TIMEOUT))?;
-    let (stop, tx) = (stop.clone(), tx.clone());
+    let (stop, tx, full) = (stop.clone(), tx.clone(), full.clone());
     std::thread::Builder::new()
         .name(format!("ike-rx-{}", local.port()))
         .spawn(move || {
@@ -662,8 +864,12 @@ fn spawn_receiver(
                             remote,
                             payload: buf[..n].to_vec(),
                         };
-                        if tx.send(r).is_err() {
-                            return;
+                        match tx.try_send(r) {
+                            Ok(()) => {}
+                            Err(mpsc::TrySendError::Full(_)) => {
+                                full.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(mpsc::TrySendError::Disconnected(_)) => return,
                         }
                     }
                     Err(e)
@@ -688,9 +894,11 @@ fn spawn_receiver(
 pub struct IkeSockets {
     by_local: BTreeMap<IpAddr, LocalSockets>,
     failed: BTreeMap<IpAddr, Instant>,
-    tx: mpsc::Sender<Received>,
+    tx: mpsc::SyncSender<Received>,
     rx: mpsc::Receiver<Received>,
     send_errors: u64,
+    /// Datagrams the receivers dropped because the queue was full.
+    queue_full: Arc<AtomicU64>,
 }
 
 impl Default for IkeSockets {
@@ -703,13 +911,14 @@ impl IkeSockets {
     /// No sockets yet.
     #[must_use]
     pub fn new() -> Self {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(RX_QUEUE);
         Self {
             by_local: BTreeMap::new(),
             failed: BTreeMap::new(),
             tx,
             rx,
             send_errors: 0,
+            queue_full: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -743,8 +952,21 @@ impl IkeSockets {
         let nat_t = bind_freebind(SocketAddr::new(a, NAT_T_PORT))?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = LocalSockets { ike, nat_t, stop };
-        spawn_receiver(&s.ike, SocketAddr::new(a, IKE_PORT), &s.stop, &self.tx)?;
-        spawn_receiver(&s.nat_t, SocketAddr::new(a, NAT_T_PORT), &s.stop, &self.tx)?;
+        let full = &self.queue_full;
+        spawn_receiver(
+            &s.ike,
+            SocketAddr::new(a, IKE_PORT),
+            &s.stop,
+            &self.tx,
+            full,
+        )?;
+        spawn_receiver(
+            &s.nat_t,
+            SocketAddr::new(a, NAT_T_PORT),
+            &s.stop,
+            &self.tx,
+            full,
+        )?;
         Ok(s)
     }
 
@@ -763,6 +985,12 @@ impl IkeSockets {
             self.send_errors += 1;
             eprintln!("vpnd: ike: send {} -> {}: {e}", t.local, t.remote);
         }
+    }
+
+    /// Datagrams dropped because the receive queue was full.
+    #[must_use]
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 
     /// Wait up to `timeout` for a datagram and hand it, and every other one
@@ -791,10 +1019,40 @@ where
     F: FnMut(&mut dyn FnMut(&mut dyn ManagerAccess)),
 {
     let mut set = TunnelSet::new();
+    if let Some(d) = std::env::var(LIFETIME_DIVISOR_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|d| *d > 1)
+    {
+        eprintln!(
+            "vpnd: ike: TEST MODE: lifetimes and rekey margins divided by {d} ({LIFETIME_DIVISOR_ENV})"
+        );
+        set.set_lifetime_divisor(d);
+    }
     let mut sockets = IkeSockets::new();
     let mut next_reconcile = Instant::now();
+    let mut logged = IkeCounters::default();
+    let mut next_counters_log = Instant::now();
     loop {
         let now = Instant::now();
+        if now >= next_counters_log {
+            next_counters_log = now + COUNTERS_LOG_PERIOD;
+            set.counters.rx_queue_full = sockets.queue_full();
+            let c = set.counters();
+            // Only what a flood or a misconfiguration moves.
+            let moved = |c: &IkeCounters| {
+                (
+                    c.init_unknown_peer,
+                    c.cookies_sent,
+                    c.init_refused,
+                    c.rx_queue_full,
+                )
+            };
+            if moved(&c) != moved(&logged) {
+                eprintln!("vpnd: ike: counters {c:?}");
+                logged = c;
+            }
+        }
         if now >= next_reconcile {
             next_reconcile = now + RECONCILE_PERIOD;
             with_manager(&mut |m: &mut dyn ManagerAccess| {
@@ -915,6 +1173,85 @@ mod tests {
                 },
             );
         }
+    }
+
+    /// IKE_SA_INIT requests as a flood would send them: well-formed, a
+    /// fresh SPI each, for the tunnel `spec` describes (seen from the peer).
+    fn flood(spec: &TunnelSpec, n: usize) -> Vec<Transmit> {
+        let mut rng = SystemRng;
+        let mut x = Endpoint::new(&mut rng, usize::MAX);
+        x.add_tunnel(spec.ike_config());
+        for _ in 0..n {
+            assert!(x.initiate(Instant::now(), &mut rng, spec.remote));
+        }
+        std::iter::from_fn(|| x.poll_transmit()).collect()
+    }
+
+    /// The half-open budget is the appliance's: requests spoofing two
+    /// configured peers fill it together, then both tunnels answer with
+    /// COOKIE; requests from an unconfigured address get no answer.
+    #[test]
+    fn cookies_under_a_flood_across_tunnels_and_unknown_sources_dropped() {
+        let mut set = TunnelSet::with_half_open_threshold(3);
+        let mut sink = Sink::default();
+        let mut b = spec("192.0.2.1", "192.0.2.9", false);
+        b.key.tunnel = 1;
+        set.reconcile(
+            Instant::now(),
+            vec![spec("192.0.2.1", "192.0.2.2", false), b],
+            vec![],
+            &mut sink,
+        );
+        // As the peers would send them (their local = our remote).
+        let from_a = flood(&spec("192.0.2.2", "192.0.2.1", false), 4);
+        let from_b = flood(&spec("192.0.2.9", "192.0.2.1", false), 2);
+        let now = Instant::now();
+        let send = |set: &mut TunnelSet, t: &Transmit, src: &str| {
+            set.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: SocketAddr::new(src.parse().unwrap(), t.local.port()),
+                    payload: &t.payload,
+                },
+            );
+        };
+        send(&mut set, &from_a[0], "192.0.2.2");
+        send(&mut set, &from_a[1], "192.0.2.2");
+        send(&mut set, &from_b[0], "192.0.2.9");
+        assert_eq!(set.counters().half_open, 3);
+        send(&mut set, &from_a[2], "192.0.2.2");
+        send(&mut set, &from_b[1], "192.0.2.9");
+        for t in &from_a {
+            send(&mut set, t, "203.0.113.7");
+        }
+        let out: Vec<Transmit> = std::iter::from_fn(|| set.poll_transmit()).collect();
+        assert!(
+            out.iter()
+                .all(|t| t.remote.ip().to_string() != "203.0.113.7")
+        );
+        let c = set.counters();
+        assert_eq!(out.len(), 5, "3 IKE_SA_INIT responses, 2 cookies");
+        assert_eq!(
+            (
+                c.half_open,
+                c.cookies_sent,
+                c.init_unknown_peer,
+                c.unmatched
+            ),
+            (3, 2, 4, 4),
+            "{c:?}"
+        );
+        // The tunnel's activity log says so.
+        assert!(set.collect_events());
+        set.apply(&mut sink);
+        assert!(
+            sink.logs
+                .iter()
+                .any(|l| l.contains("IKE_SA_INIT under load: COOKIE sent to 1 request(s)")),
+            "{:?}",
+            sink.logs
+        );
     }
 
     /// Two appliances, one `start`, one `add`: both install the pair

@@ -798,6 +798,20 @@ fn auth_of(p: &[Payload]) -> Option<&Vec<u8>> {
     })
 }
 
+/// The group an INVALID_KE_PAYLOAD notify asks for.
+fn invalid_ke_group(p: &[Payload]) -> Option<u16> {
+    p.iter().find_map(|x| match x {
+        Payload::Notify(n) if n.kind == NotifyType::InvalidKePayload => {
+            n.data.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+        }
+        _ => None,
+    })
+}
+
+/// A failed Child SA rekey is retried halfway to the SA's hard expiry
+/// while that leaves at least this long.
+const MIN_REKEY_RETRY: Duration = Duration::from_secs(1);
+
 fn spi_u32(v: &[u8]) -> Option<u32> {
     <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes)
 }
@@ -2301,6 +2315,11 @@ impl IkeSa {
     /// with REKEY_SA, PFS with the first configured phase 2 group).
     fn rekey_child(&mut self, now: Instant, rng: &mut dyn Rng, spi: u32) {
         let group = self.cfg.phase2.dh.first().copied();
+        self.rekey_child_with(now, rng, spi, group);
+    }
+
+    /// Rekeys Child SA `spi` with PFS in `group` (None: without KE).
+    fn rekey_child_with(&mut self, now: Instant, rng: &mut dyn Rng, spi: u32, group: Option<u16>) {
         let dh = group.and_then(|g| DhPrivate::generate(g, rng).ok());
         let new_spi = random_spi(rng);
         let ni = random_bytes(rng, NONCE_LEN);
@@ -2457,7 +2476,31 @@ impl IkeSa {
                     self.delete_child_after_rekey(rk.old_inbound);
                 }
             }
+            Err(NotifyType::InvalidKePayload)
+                if let Some(g) = invalid_ke_group(p).filter(|g| {
+                    self.cfg.phase2.dh.contains(g)
+                        && rk.dh.as_ref().map(DhPrivate::group) != Some(*g)
+                }) =>
+            {
+                // RFC 7296 § 1.3: the responder wants another PFS group
+                // (one of ours): rekey again with it.
+                self.log(format!(
+                    "peer requested DH group {g} for CREATE_CHILD_SA (INVALID_KE_PAYLOAD), retrying"
+                ));
+                self.rekey_child_with(now, rng, rk.old_inbound, Some(g));
+            }
             Err(k) => {
+                // Try again halfway to the hard expiry (a later attempt may
+                // meet a peer that recovered), not only when it expires.
+                if let Some(c) = est
+                    .children
+                    .iter_mut()
+                    .find(|c| c.inbound_spi == rk.old_inbound)
+                    && let Some(left) = c.expire_at.checked_duration_since(now)
+                    && left >= 2 * MIN_REKEY_RETRY
+                {
+                    c.rekey_at = now + left / 2;
+                }
                 self.log(format!(
                     "AWS tunnel phase 2 SA cannot be established while keeping phase 1 ({k:?})"
                 ));

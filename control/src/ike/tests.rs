@@ -1183,6 +1183,45 @@ fn child_rekey_make_before_break() {
     );
 }
 
+/// The rekeying side offers PFS group 2 first; the responder only takes
+/// group 19 and answers INVALID_KE_PAYLOAD(19): the rekey is repeated
+/// with group 19 and succeeds (it used to fail until the SA expired).
+#[test]
+fn child_rekey_retries_with_the_group_from_invalid_ke() {
+    let mut oa = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    oa.phase2_dh_groups = vec![DhGroup::Modp1024, DhGroup::Ecp256];
+    oa.phase2_lifetime_secs = 900;
+    oa.rekey_margin_time_secs = 60;
+    oa.dpd_timeout_secs = 4000;
+    let mut ob = oa.clone();
+    ob.phase2_dh_groups = vec![DhGroup::Ecp256];
+    // B never rekeys first: its lifetime is longer.
+    ob.phase2_lifetime_secs = 1800;
+    ob.phase1_lifetime_secs = 28_800;
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(900 - 1));
+    let la = Harness::logs(&h.a_events);
+    assert!(
+        la.iter()
+            .any(|l| l.contains("peer requested DH group 19 for CREATE_CHILD_SA")),
+        "{la:?}"
+    );
+    assert!(
+        !la.iter().any(|l| l.contains("cannot be established")),
+        "{la:?}"
+    );
+    let ca = Harness::children(&h.a_events);
+    let cb = Harness::children(&h.b_events);
+    assert_eq!((ca.len(), cb.len()), (2, 2), "{la:?}");
+    assert_pair(ca[1], cb[1]);
+}
+
 #[test]
 fn ike_sa_rekey_moves_children_and_keeps_working() {
     let mut o = options(
