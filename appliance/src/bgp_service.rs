@@ -58,6 +58,7 @@ use control::logs::{
     TunnelActivityLog, readable_timestamp, resource_id,
 };
 use control::manager::Manager;
+use ipnet::IpNet;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
 
@@ -394,6 +395,8 @@ pub struct BgpService {
     /// The RIB changed since the routes were last handed over.
     routes_dirty: bool,
     published_routes: Vec<DynamicRoute>,
+    /// The gateway's own networks as last given to the RIB.
+    local_networks: Vec<IpNet>,
     logs: VecDeque<LogEntry>,
     logs_dropped: u64,
 }
@@ -416,6 +419,7 @@ impl BgpService {
             skipped: Vec::new(),
             routes_dirty: false,
             published_routes: Vec::new(),
+            local_networks: Vec::new(),
             logs: VecDeque::new(),
             logs_dropped: 0,
         }
@@ -458,8 +462,15 @@ impl BgpService {
         if ecmp != self.ecmp {
             self.rebuild_rib(ecmp);
         }
-        self.rib
-            .set_local_networks(m.config().gateway.local_networks.iter().copied());
+        // Learned routes never override our own networks (the RIB leaves
+        // out what they cover).
+        if m.config().gateway.local_networks != self.local_networks {
+            self.local_networks
+                .clone_from(&m.config().gateway.local_networks);
+            self.rib
+                .set_local_networks(self.local_networks.iter().copied());
+            self.routes_dirty = true;
+        }
 
         // Removed or changed peers stop (Cease 6/3, de-configured); a change
         // of what we advertise only re-advertises.
@@ -557,6 +568,8 @@ impl BgpService {
     fn rebuild_rib(&mut self, ecmp: bool) {
         self.ecmp = ecmp;
         self.rib = Rib::new(ecmp);
+        self.rib
+            .set_local_networks(self.local_networks.iter().copied());
         for p in &self.peers {
             self.rib.add_tunnel(p.tunnel);
             self.rib.set_tunnel_up(p.tunnel, p.ipsec_up);
