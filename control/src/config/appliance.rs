@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
+use super::certificates::CertificatesConfig;
 use super::connection::{VpnConnection, VpnConnectionOptionsPatch};
 use super::error::{ConfigError, Errors, finish};
 use super::gateway::{
@@ -262,6 +263,10 @@ pub struct ApplianceConfig {
     /// VPN connections.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connections: Vec<VpnConnection>,
+    /// Certificate authentication: our endpoint certificate and the CA
+    /// chains customer gateways' private certificates are issued under.
+    #[serde(default, skip_serializing_if = "CertificatesConfig::is_empty")]
+    pub certificates: CertificatesConfig,
 }
 
 fn label(id: &str, index: usize) -> String {
@@ -303,6 +308,8 @@ impl ApplianceConfig {
         self.validate_dataplane(&mut errs.nested("dataplane"));
         self.validate_services(&mut errs);
         self.validate_customer_gateways(&mut errs);
+        self.certificates
+            .validate_into(&self.customer_gateways, &mut errs);
         self.validate_connections(&mut errs);
         finish(out)
     }

@@ -41,6 +41,8 @@
 //! [[connections]]
 //! [connections.bgp]
 //! [[connections.tunnels]]   # exactly two
+//! [certificates]      # endpoint certificate + key, CA chains by certificate name
+//! [[certificates.authorities]]
 //! ```
 //!
 //! See `control/examples/appliance.toml` for a complete example.
@@ -80,6 +82,7 @@
 //!   the file.
 
 mod appliance;
+mod certificates;
 mod connection;
 mod error;
 mod gateway;
@@ -96,6 +99,7 @@ pub use appliance::{
     ApplianceConfig, DEFAULT_METRICS_LISTEN, DataplaneConfig, GatewayConfig, LoggingConfig,
     MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig, parse_mac,
 };
+pub use certificates::{CertConfigError, CertificateAuthority, CertificatesConfig};
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};
 pub use error::ConfigError;
 pub use gateway::{

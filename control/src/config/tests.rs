@@ -853,6 +853,19 @@ fn customer_gateway_address_rules() {
     );
     c.customer_gateways[0].certificate = Some("cgw-branch1-cert".into());
     c.connections[0].tunnels[0].startup_action = StartupAction::Add;
+    // The certificate must name a CA chain, and we need our own certificate.
+    let errs = c.validate().unwrap_err();
+    assert_err(
+        &errs,
+        "customer_gateways[cgw-branch1].certificate",
+        &["certificates.authorities"],
+    );
+    assert_err(
+        &errs,
+        "certificates.endpoint_certificate_file",
+        &["endpoint certificate"],
+    );
+    c.certificates = certificates("cgw-branch1-cert");
     c.validate().unwrap();
     let c = c
         .modify_connection_options(
@@ -1236,6 +1249,17 @@ fn modify_tunnel_options_checks_the_whole_appliance() {
 
 // ---------------------------------------------------------- round trips
 
+fn certificates(name: &str) -> CertificatesConfig {
+    CertificatesConfig {
+        endpoint_certificate_file: Some("/etc/vpn/certs/endpoint-chain.pem".into()),
+        endpoint_private_key_file: Some("/etc/vpn/private/endpoint.key".into()),
+        authorities: vec![CertificateAuthority {
+            certificate: name.into(),
+            ca_chain_file: "/etc/vpn/ca/chain.pem".into(),
+        }],
+    }
+}
+
 fn full_config() -> ApplianceConfig {
     let mut c = example();
     c.gateway.outside_addresses.push(ip("2001:db8::10"));
@@ -1247,6 +1271,7 @@ fn full_config() -> ApplianceConfig {
         certificate: Some("arn:aws:acm:eu-west-1:111122223333:certificate/abc".into()),
         device_name: Some("v6 edge".into()),
     });
+    c.certificates = certificates("arn:aws:acm:eu-west-1:111122223333:certificate/abc");
     let mut v6c = VpnConnection::new("vpn-v6", "cgw-v6", "tgw-lab");
     v6c.outside_ip_address_type = OutsideIpAddressType::Ipv6;
     v6c.tunnel_inside_ip_version = TunnelInsideIpVersion::Ipv6;
