@@ -42,6 +42,7 @@ def main():
     inb = sa(alg, natt, int(in_spi), in_key, in_auth, remote, local)
     got = set()
     bad = [0]
+    why = []
 
     def on_packet(p):
         if IP not in p or p[IP].src != remote:
@@ -53,8 +54,13 @@ def main():
             if natt and ESP not in ip:
                 return
             inner = inb.decrypt(ip)
-        except Exception:
+        except Exception as e:
             bad[0] += 1
+            if len(why) < 8:
+                esp = ip[ESP] if ESP in ip else None
+                why.append("%s: %s (spi %s seq %s, %d bytes)" % (
+                    type(e).__name__, e, esp.spi if esp else None,
+                    esp.seq if esp else None, len(ip)))
             return
         if ICMP in inner and inner[ICMP].type == 0 and inner[IP].src == dst and inner[IP].dst == src:
             got.add(inner[ICMP].seq)
@@ -71,6 +77,8 @@ def main():
         time.sleep(0.1)
     sniffer.stop()
     print(json.dumps({"sent": count, "replies": len(got), "bad": bad[0]}))
+    for w in why:
+        print("bad:", w, file=sys.stderr)
 
 
 if __name__ == "__main__":
