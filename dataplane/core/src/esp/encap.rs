@@ -30,11 +30,11 @@ use netbuf::PacketBuffer;
 
 use super::DropReason;
 use super::hdr::{
-    IPV4_LEN, PROTO_IPIP, PROTO_IPV6, UDP_LEN, ipv4_fill_checksum, parse_ip, udp6_checksum,
-    v6_addrs, v6_set_tc,
+    IPV4_LEN, PROTO_IPIP, PROTO_IPV6, UDP_LEN, ipv4_fill_checksum, parse_ip, v6_addrs, v6_set_tc,
 };
 use super::sa::{DfPolicy, OutboundSa, SaCounters};
 use crate::crypto::{EspTransform, seq_lo};
+use crate::wire::{IpPair, UdpPacket};
 
 /// Encapsulates the inner IP packet in `buf` for `sa` and updates the
 /// SA's counters.
@@ -147,13 +147,13 @@ pub(crate) fn encap_pending<B: PacketBuffer>(
     if sa.template.udp {
         let udp_len = u16::try_from(outer_total - ip_len).map_err(|_| DropReason::NoTailroom)?;
         let (iph, udp) = pkt.split_at_mut(ip_len);
-        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-        udp[6] = 0;
-        udp[7] = 0;
-        if ip_len != IPV4_LEN {
+        let mut udp = UdpPacket::new_unchecked(udp);
+        udp.set_len(udp_len);
+        if ip_len == IPV4_LEN {
+            udp.set_checksum(0);
+        } else {
             let (src, dst) = v6_addrs(iph);
-            let c = udp6_checksum(src, dst, udp);
-            udp[6..8].copy_from_slice(&c.to_be_bytes());
+            udp.fill_checksum(&IpPair::V6 { src, dst });
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::net::Ipv6Addr;
 
-use crate::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, checksum, ipv4, ipv6, udp};
+use crate::wire::{Ipv4Packet, Ipv6Packet, checksum, ipv4, ipv6, udp};
 
 /// IPv4 header without options.
 pub(crate) const IPV4_LEN: usize = ipv4::HEADER_LEN;
@@ -41,17 +41,6 @@ pub(crate) fn set_ecn(h: &mut [u8], version: u8, ecn: u8) {
         Ipv4Packet::new_unchecked(h).rewrite_ecn(ecn);
     } else {
         Ipv6Packet::new_unchecked(h).set_ecn(ecn);
-    }
-}
-
-/// UDP checksum over IPv6 (RFC 8200 § 8.1); `udp` is header + payload
-/// with the checksum field zero. A computed 0 is sent as 0xFFFF.
-pub(crate) fn udp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> u16 {
-    let len = u32::try_from(udp.len()).unwrap_or(u32::MAX);
-    let pseudo = checksum::pseudo_header_v6(src, dst, IpProtocol::Udp, len);
-    match !checksum::combine(&[pseudo, checksum::data(udp)]) {
-        0 => 0xFFFF,
-        c => c,
     }
 }
 
