@@ -679,15 +679,29 @@ impl BgpService {
             .into_iter()
             .filter(|(_, s)| s.source == Source::Bgp)
             .filter_map(|(prefix, s)| {
-                let tunnels: Vec<TunnelKey> = match s.target {
-                    RouteTarget::Tunnel(t) => key(t).into_iter().collect(),
-                    RouteTarget::Ecmp(members) => members.into_iter().filter_map(key).collect(),
+                let members = match s.target {
+                    RouteTarget::Tunnel(t) => vec![t],
+                    RouteTarget::Ecmp(members) => members,
                     RouteTarget::Inside => Vec::new(),
                 };
+                // The path the RIB would pick without the selected
+                // tunnels: where the dataplane sends the traffic when IKE
+                // takes them down.
+                let backup = self
+                    .rib
+                    .best_excluding(prefix, &members)
+                    .filter(|b| b.source == Source::Bgp)
+                    .map_or_else(Vec::new, |b| match b.target {
+                        RouteTarget::Tunnel(t) => vec![t],
+                        RouteTarget::Ecmp(m) => m,
+                        RouteTarget::Inside => Vec::new(),
+                    });
+                let tunnels: Vec<TunnelKey> = members.into_iter().filter_map(key).collect();
                 let path = s.path?;
                 (!tunnels.is_empty()).then(|| DynamicRoute {
                     prefix,
                     tunnels,
+                    backup: backup.into_iter().filter_map(key).collect(),
                     as_path: path.as_path.to_string(),
                     med: path.med,
                     next_hop: path.next_hop,

@@ -218,6 +218,11 @@ pub struct DynamicRoute {
     /// The tunnels carrying it, preferred first; more than one is an ECMP
     /// group. Never empty.
     pub tunnels: Vec<TunnelKey>,
+    /// Where the route goes while none of `tunnels` is UP: the tunnels of
+    /// the path BGP would select without them (empty: none). Traffic
+    /// moves there the moment IKE reports the tunnels down, before the
+    /// BGP withdrawal is processed.
+    pub backup: Vec<TunnelKey>,
     /// The chosen path's AS_PATH, space separated.
     pub as_path: String,
     /// The chosen path's MULTI_EXIT_DISC.
@@ -227,7 +232,8 @@ pub struct DynamicRoute {
 }
 
 impl DynamicRoute {
-    /// The route as `show routes` lists it; `active` when the FIB holds it.
+    /// The route as `show routes` lists it (its selected tunnels); `active`
+    /// when the FIB holds it.
     #[must_use]
     pub fn entry(&self, active: bool) -> RouteEntry {
         let first = self.tunnels.first();
@@ -534,6 +540,7 @@ impl Dataplane for InMemoryDataplane {
                 let up = r
                     .tunnels
                     .iter()
+                    .chain(&r.backup)
                     .any(|k| self.tunnel_state(k).up_down(routing(k)) == TunnelUpDown::Up);
                 r.entry(up)
             })

@@ -220,8 +220,9 @@ fn first_host_v6(n: Ipv6Net) -> Option<IpNet> {
 /// connection's routes go to ECMP over its UP tunnels (by `states`); while
 /// neither is UP, over both (dropped there as `no_outbound_sa`, counted
 /// per tunnel). BGP routes (`dynamic`) go over those of their tunnels that
-/// are in `up` (none: the route is left out); they are inserted first, so
-/// a configured route for the same prefix replaces them.
+/// are in `up`, or else over the UP tunnels of their backup (none: the
+/// route is left out); they are inserted first, so a configured route for
+/// the same prefix replaces them.
 fn build_fib(
     config: &ApplianceConfig,
     ids: &BTreeMap<TunnelKey, TunnelId>,
@@ -232,13 +233,17 @@ fn build_fib(
     let mut b = FibBuilder::new();
     let mut problems = Vec::new();
     let mut groups: BTreeMap<Vec<TunnelId>, fib::GroupId> = BTreeMap::new();
-    for r in dynamic {
-        let members: Vec<TunnelId> = r
-            .tunnels
-            .iter()
+    let up_ids = |keys: &[TunnelKey]| -> Vec<TunnelId> {
+        keys.iter()
             .filter(|k| up.contains(k))
             .filter_map(|k| ids.get(k).copied())
-            .collect();
+            .collect()
+    };
+    for r in dynamic {
+        let mut members = up_ids(&r.tunnels);
+        if members.is_empty() {
+            members = up_ids(&r.backup);
+        }
         let target = match members.as_slice() {
             [] => continue,
             [t] => Ok(Target::Tunnel(*t)),
@@ -455,7 +460,7 @@ impl Dataplane for DpdkDataplane {
     fn dynamic_routes(&self) -> Vec<RouteEntry> {
         self.dynamic
             .iter()
-            .map(|r| r.entry(r.tunnels.iter().any(|k| self.is_up(k))))
+            .map(|r| r.entry(r.tunnels.iter().chain(&r.backup).any(|k| self.is_up(k))))
             .collect()
     }
 
@@ -713,6 +718,7 @@ mod tests {
         DynamicRoute {
             prefix: prefix.parse().unwrap(),
             tunnels: tunnels.iter().map(|t| key(*t)).collect(),
+            backup: Vec::new(),
             as_path: "65001".to_owned(),
             med: None,
             next_hop: "169.254.21.2".parse().unwrap(),
@@ -763,6 +769,10 @@ inside_ipv4_cidr = "169.254.22.0/30"
             bgp("10.1.0.0/16", &[0, 1]),
             bgp("10.2.0.0/16", &[1]),
             bgp("10.3.0.0/16", &[0]),
+            DynamicRoute {
+                backup: vec![key(1)],
+                ..bgp("10.4.0.0/16", &[0])
+            },
             // Equal to our local network and to the inside /30: ignored.
             bgp("198.51.100.0/24", &[0]),
             bgp("169.254.22.0/30", &[0]),
@@ -786,9 +796,11 @@ inside_ipv4_cidr = "169.254.22.0/30"
                 at("10.3.2.3"),
                 at("198.51.100.9"),
                 at("169.254.22.2"),
+                at("10.4.2.3"),
             ]
         };
-        let [both, two, three, local, inside] = lookup(&[key(0), key(1)]);
+        let [both, two, three, local, inside, backed] = lookup(&[key(0), key(1)]);
+        assert_eq!(backed, [Target::Tunnel(TunnelId(0))]);
         assert_eq!(
             both,
             [Target::Tunnel(TunnelId(0)), Target::Tunnel(TunnelId(1))]
@@ -797,11 +809,13 @@ inside_ipv4_cidr = "169.254.22.0/30"
         assert_eq!(three, [Target::Tunnel(TunnelId(0))]);
         assert_eq!(local, [Target::Inside]);
         assert_eq!(inside, [Target::Tunnel(TunnelId(1))]);
-        // Tunnel 0 down: its routes go, the ECMP route keeps tunnel 1.
-        let [both, two, three, ..] = lookup(&[key(1)]);
+        // Tunnel 0 down: its routes go, the ECMP route keeps tunnel 1, the
+        // route with a backup moves to it.
+        let [both, two, three, _, _, backed] = lookup(&[key(1)]);
         assert_eq!(both, [Target::Tunnel(TunnelId(1))]);
         assert_eq!(two, [Target::Tunnel(TunnelId(1))]);
         assert!(three.is_empty());
+        assert_eq!(backed, [Target::Tunnel(TunnelId(1))]);
         // Both down: no BGP route at all.
         let [both, two, ..] = lookup(&[]);
         assert!(both.is_empty() && two.is_empty());

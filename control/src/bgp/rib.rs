@@ -205,6 +205,16 @@ impl Rib {
     /// The selected route for one prefix.
     #[must_use]
     pub fn best(&self, prefix: IpNet) -> Option<Selected> {
+        self.best_excluding(prefix, &[])
+    }
+
+    /// The route that would be selected for `prefix` if the tunnels in
+    /// `excluded` went down: the backup of a selected route, which the
+    /// dataplane can switch to the moment IKE takes the selected tunnels
+    /// down, before the sessions' withdrawals arrive.
+    #[must_use]
+    pub fn best_excluding(&self, prefix: IpNet, excluded: &[TunnelId]) -> Option<Selected> {
+        let usable = |t: TunnelId| self.tunnel_up(t) && !excluded.contains(&t);
         let p = prefix.trunc();
         if self.local.contains(&p) {
             return Some(Selected {
@@ -219,7 +229,7 @@ impl Rib {
         if let Some(t) = self
             .statics
             .get(&p)
-            .and_then(|s| s.iter().find(|t| self.tunnel_up(**t)))
+            .and_then(|s| s.iter().find(|t| usable(**t)))
         {
             return Some(Selected {
                 target: RouteTarget::Tunnel(*t),
@@ -230,7 +240,7 @@ impl Rib {
         let paths = self.bgp.get(&p)?;
         let mut cands: Vec<(TunnelId, &PeerRoute)> = paths
             .iter()
-            .filter(|(t, _)| self.tunnel_up(**t))
+            .filter(|(t, _)| usable(**t))
             .map(|(t, r)| (*t, r))
             .collect();
         // Shortest AS_PATH.

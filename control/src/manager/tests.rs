@@ -374,6 +374,7 @@ fn show_bgp_and_bgp_routes() {
     m.dataplane_mut().set_dynamic_routes(vec![DynamicRoute {
         prefix: "10.1.0.0/16".parse().unwrap(),
         tunnels: vec![key(0), key(1)],
+        backup: Vec::new(),
         as_path: "65001".into(),
         med: Some(100),
         next_hop: "169.254.21.2".parse().unwrap(),

@@ -322,3 +322,22 @@ fn azure_active_active_four_tunnels_ecmp() {
         RouteTarget::Ecmp(vec![tunnels[2], tunnels[3]])
     );
 }
+
+/// The backup of a selected route is what the RIB would select without
+/// its tunnels: the prepended path of the other tunnel, nothing when no
+/// other path exists.
+#[test]
+fn best_excluding_gives_the_backup_path() {
+    let mut r = rib(true);
+    let p = net("10.1.0.0/16");
+    r.announce(T1, p, path(&[65000], None));
+    r.announce(T2, p, path(&[65000, 65000], None));
+    r.announce(T3, p, path(&[65000, 65000], None));
+    assert_eq!(r.best(p).unwrap().target, RouteTarget::Tunnel(T1));
+    let backup = r.best_excluding(p, &[T1]).unwrap();
+    assert_eq!(backup.target, RouteTarget::Ecmp(vec![T2, T3]));
+    assert_eq!(backup.source, Source::Bgp);
+    assert_eq!(r.best_excluding(p, &[T1, T2, T3]), None);
+    // Excluding is a question, not a change.
+    assert_eq!(r.best(p).unwrap().target, RouteTarget::Tunnel(T1));
+}
