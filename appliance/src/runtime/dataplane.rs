@@ -18,8 +18,9 @@
 //! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
 //! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
 //! A tunnel going DOWN takes its BGP routes out of the FIB in the same
-//! call (the BGP thread's withdrawal follows), so traffic moves to the
-//! other ECMP members at once.
+//! call (the BGP thread's withdrawal follows), so traffic moves at once to
+//! the other ECMP members or, when none is left, to the route's backup
+//! (the path BGP selects without it).
 //! Per-tunnel counters (`TunnelDataIn`/`TunnelDataOut`, packets, drops)
 //! are read lock-free from the worker's counter block by tunnel id; per-SA
 //! counters (`show sas`) come from a snapshot the runtime asks the worker
