@@ -676,6 +676,16 @@ impl TunnelSet {
         }
     }
 
+    /// Close every tunnel (DELETE to its peer, SAs out of the dataplane),
+    /// as on shutdown.
+    pub fn close_all(&mut self, now: Instant, sink: &mut dyn TunnelSink) {
+        for (_, mut r) in std::mem::take(&mut self.runners) {
+            r.close(now, &mut self.rng, sink);
+            self.transmits
+                .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+        }
+    }
+
     /// The outside addresses the running tunnels use.
     #[must_use]
     pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
@@ -1012,9 +1022,65 @@ impl IkeSockets {
     }
 }
 
-/// The IKE thread's loop: never returns. `with_manager` runs a closure
-/// with the manager locked.
-pub fn run<F>(mut with_manager: F)
+/// Asks the IKE thread to close every tunnel (an INFORMATIONAL DELETE
+/// of each IKE SA to its peer, RFC 7296 § 1.4.1) and to stop; the daemon
+/// does this on SIGTERM before it stops the dataplane, which must still
+/// forward the DELETEs.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<(std::sync::Mutex<ShutdownState>, std::sync::Condvar)>);
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ShutdownState {
+    #[default]
+    Running,
+    Requested,
+    Done,
+}
+
+/// After the DELETEs are handed to the kernel: time for the worker to take
+/// them from the kernel port and send them out.
+const DELETE_FLUSH: Duration = Duration::from_millis(300);
+
+impl Shutdown {
+    fn state(&self) -> ShutdownState {
+        *self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, s: ShutdownState) {
+        *self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+        self.0.1.notify_all();
+    }
+
+    /// Request the shutdown and wait up to `limit` for the DELETEs to be
+    /// sent. `false` if the IKE thread did not finish in time.
+    #[must_use]
+    pub fn request_and_wait(&self, limit: Duration) -> bool {
+        self.set(ShutdownState::Requested);
+        let guard = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = self
+            .0
+            .1
+            .wait_timeout_while(guard, limit, |s| *s != ShutdownState::Done)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard == ShutdownState::Done
+    }
+}
+
+/// The IKE thread's loop, until [`Shutdown::request_and_wait`]:
+/// `with_manager` runs a closure with the manager locked.
+pub fn run<F>(mut with_manager: F, shutdown: &Shutdown)
 where
     F: FnMut(&mut dyn FnMut(&mut dyn ManagerAccess)),
 {
@@ -1035,6 +1101,19 @@ where
     let mut next_counters_log = Instant::now();
     loop {
         let now = Instant::now();
+        if shutdown.state() == ShutdownState::Requested {
+            let n = set.runners.len();
+            with_manager(&mut |m: &mut dyn ManagerAccess| set.close_all(now, m.sink()));
+            let mut sent = 0;
+            while let Some(t) = set.poll_transmit() {
+                sockets.send(&t);
+                sent += 1;
+            }
+            eprintln!("vpnd: ike: shutting down: {n} tunnel(s) closed, {sent} DELETE(s) sent");
+            std::thread::sleep(DELETE_FLUSH);
+            shutdown.set(ShutdownState::Done);
+            return;
+        }
         if now >= next_counters_log {
             next_counters_log = now + COUNTERS_LOG_PERIOD;
             set.counters.rx_queue_full = sockets.queue_full();

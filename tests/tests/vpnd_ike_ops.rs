@@ -634,3 +634,39 @@ fn rekeys_initiated_by_vpnd_lose_no_ping() {
         count(&v, "CHILD_SA established and installed") >= 4 && count(&v, "IKE_SA rekeyed") >= 1
     });
 }
+
+/// SIGTERM: vpnd closes its tunnels first, so strongSwan receives a
+/// DELETE for the IKE SA (and does not wait for DPD), then vpnd exits 0.
+#[test]
+fn sigterm_sends_delete_to_the_peer_before_exit() {
+    let mut lab = Lab::new(&Setup::default());
+    lab.tunnel_up(&[]);
+    assert!(
+        lab.vpnd.terminate(Duration::from_secs(15)),
+        "vpnd did not exit after SIGTERM\n{}",
+        lab.vpnd.output()
+    );
+    let status = lab.vpnd.child.try_wait().ok().flatten();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "vpnd exit {status:?}\n{}",
+        lab.vpnd.output()
+    );
+    let v = lab.vpnd.output();
+    assert!(
+        v.contains("shutting down: 2 tunnel(s) closed, 1 DELETE(s) sent"),
+        "{v}"
+    );
+    let deleted = wait_until(Duration::from_secs(10), || {
+        lab.charon
+            .output()
+            .contains("received DELETE for IKE_SA vpn[")
+    });
+    assert!(
+        deleted,
+        "strongSwan got no DELETE:\n{}\n--- vpnd:\n{v}",
+        lab.charon.output()
+    );
+    let (_, sas) = lab.swanctl("--list-sas");
+    assert!(!sas.contains("ESTABLISHED"), "{sas}");
+}

@@ -22,7 +22,9 @@
 //!               tunnel over kernel TCP between the inside addresses, while
 //!               IKE has the tunnel up; selected routes ──► lock Manager ──►
 //!               FIB; state and logs)
-//!   signal thread: SIGTERM/SIGINT ──► lock Manager (waits for an in-flight
+//!   signal thread: SIGTERM/SIGINT ──► ike thread closes every tunnel
+//!                  (DELETE to each peer, through the still-running worker;
+//!                  ≤ 3 s) ──► lock Manager (waits for an in-flight
 //!                  save) ──► remove socket ──► stop worker, close ports,
 //!                  rte_eal_cleanup ──► exit 0
 //! ```
@@ -223,6 +225,7 @@ fn run(args: &Args) -> i32 {
         }
     }
 
+    let ike_shutdown = appliance::ike_service::Shutdown::default();
     match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -230,9 +233,19 @@ fn run(args: &Args) -> i32 {
         Ok(mut signals) => {
             let m = shared.clone();
             let path = mgmt_cfg.socket_path.clone();
+            let ike = (!args.no_dataplane).then(|| ike_shutdown.clone());
             std::thread::spawn(move || {
                 if let Some(sig) = signals.forever().next() {
                     let _ = mgmt::sd_notify("STOPPING=1");
+                    // DELETE to the peers first, while the worker still
+                    // forwards what the IKE sockets send.
+                    if let Some(ike) = ike
+                        && !ike.request_and_wait(IKE_SHUTDOWN)
+                    {
+                        eprintln!(
+                            "vpnd: IKE did not close its tunnels within {IKE_SHUTDOWN:?}; stopping anyway"
+                        );
+                    }
                     // Wait for a change in progress to finish (it holds
                     // the lock through its save), then stop; the lock is
                     // kept so no request runs after this point.
@@ -265,7 +278,7 @@ fn run(args: &Args) -> i32 {
         let m = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("ike".to_owned())
-            .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m))));
+            .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m)), &ike_shutdown));
         if let Err(e) = spawned {
             eprintln!("vpnd: cannot start the IKE thread: {e}");
             return 2;
@@ -312,6 +325,9 @@ fn run(args: &Args) -> i32 {
     }
     0
 }
+
+/// How long SIGTERM waits for IKE to send DELETE to the peers.
+const IKE_SHUTDOWN: Duration = Duration::from_secs(3);
 
 /// Connections served at once; more are answered `internal` and closed, so
 /// idle clients cannot exhaust threads.

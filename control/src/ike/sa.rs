@@ -53,6 +53,12 @@ mod auth;
 pub const IKE_PORT: u16 = 500;
 /// NAT-T port (RFC 3948).
 pub const NAT_T_PORT: u16 = 4500;
+/// NAT-T keepalive interval ([RFC 3948 § 4]: "The sender MUST use a
+/// one-octet long payload with the value 0xFF"; § 2.3 of the same RFC
+/// recommends 20 seconds as the default interval).
+///
+/// [RFC 3948 § 4]: https://www.rfc-editor.org/rfc/rfc3948#section-4
+pub const NAT_KEEPALIVE: Duration = Duration::from_secs(20);
 const NONCE_LEN: usize = 32;
 
 /// Retransmission policy (RFC 7296 § 2.1).
@@ -115,6 +121,8 @@ pub struct IkeConfig {
     pub retransmit: Retransmit,
     /// Half-open IKE SA timeout (responder waiting for IKE_AUTH).
     pub half_open_timeout: Duration,
+    /// NAT-T keepalive interval when we are the side behind a NAT.
+    pub nat_keepalive: Duration,
     /// Certificate authentication (None: PSK). Shared: the key objects
     /// are not cloned per IKE SA.
     pub cert: Option<std::sync::Arc<super::cert::CertAuth>>,
@@ -160,6 +168,7 @@ impl IkeConfig {
             startup_action: o.startup_action,
             retransmit: Retransmit::default(),
             half_open_timeout: Duration::from_secs(30),
+            nat_keepalive: NAT_KEEPALIVE,
             cert: None,
             fragmentation: super::frag::FragmentConfig::default(),
         }
@@ -623,6 +632,9 @@ pub struct IkeSa {
     local: SocketAddr,
     remote: SocketAddr,
     nat_detected: bool,
+    /// We are behind a NAT (the peer saw another address than ours): the
+    /// next NAT-T keepalive is due then (RFC 3948 § 4).
+    keepalive_at: Option<Instant>,
     state: State,
     next_request: u32,
     expected_request: u32,
@@ -844,6 +856,7 @@ impl IkeSa {
             local,
             remote,
             nat_detected: false,
+            keepalive_at: None,
             state,
             next_request: 0,
             expected_request: 0,
@@ -1061,6 +1074,7 @@ impl IkeSa {
             .notify(NotifyType::NatDetectionDestinationIp)
             .is_none_or(|n| n.data == nat_hash(h.spi_i, 0, dgram.local));
         let nat = !(src_ok && dst_ok);
+        let behind_nat = !dst_ok;
         let seed = skeyseed(suite.prf, ni, &nr, &g_ir);
         let keys = derive_ike_keys(&suite, &seed, ni, &nr, h.spi_i, spi_r);
         let mut payloads = vec![
@@ -1108,6 +1122,9 @@ impl IkeSa {
         sa.local = dgram.local;
         sa.remote = dgram.remote;
         sa.nat_detected = nat;
+        if behind_nat {
+            sa.keepalive_at = Some(now + sa.cfg.nat_keepalive);
+        }
         sa.expected_request = 1;
         sa.peer_frag = auth::peer_fragmentation(&sa.cfg, &msg.payloads);
         sa.peer_rfc7427 = super::cert::peer_accepts_rfc7427(&msg.payloads);
@@ -1215,6 +1232,9 @@ impl IkeSa {
             State::AwaitAuth(_) => min(self.created + self.cfg.half_open_timeout),
             State::Established(e) => {
                 min(e.expire_ike_at);
+                if let Some(k) = self.keepalive_at {
+                    min(k);
+                }
                 // Rekeys and DPD wait for the request slot (window 1): a
                 // due timer that cannot act now is not reported, or the
                 // caller would spin on it.
@@ -1440,6 +1460,20 @@ impl IkeSa {
                     self.log("IKE_SA lifetime expired");
                     self.go_down(DownReason::Timeout);
                     return;
+                }
+                // NAT-T keepalive (RFC 3948 § 4): one 0xFF octet to the
+                // peer's NAT-T port, no non-ESP marker. Sent on the
+                // interval regardless of ESP traffic (which the control
+                // plane does not see): harmless, and it keeps the mapping.
+                if let Some(k) = self.keepalive_at
+                    && now >= k
+                {
+                    self.keepalive_at = Some(now + self.cfg.nat_keepalive);
+                    self.transmits.push_back(Transmit {
+                        local: self.local,
+                        remote: self.remote,
+                        payload: vec![0xFF],
+                    });
                 }
                 let child_due = e
                     .children
@@ -1694,6 +1728,9 @@ impl IkeSa {
             .is_none_or(|n| n.data == nat_hash(h.spi_i, h.spi_r, dgram.local));
         let peer_supports_nat_t = msg.notify(NotifyType::NatDetectionSourceIp).is_some();
         self.nat_detected = peer_supports_nat_t && !(src_ok && dst_ok);
+        if peer_supports_nat_t && !dst_ok {
+            self.keepalive_at = Some(now + self.cfg.nat_keepalive);
+        }
         let ni = std::mem::take(&mut st.ni);
         let nr = nr.clone();
         let seed = skeyseed(suite.prf, &ni, &nr, &g_ir);
@@ -1704,6 +1741,9 @@ impl IkeSa {
             self.local.set_port(NAT_T_PORT);
             self.remote.set_port(NAT_T_PORT);
             self.log(format!("NAT detected: floating to UDP {NAT_T_PORT}"));
+            if self.keepalive_at.is_some() {
+                self.log("we are behind a NAT: sending NAT-T keepalives");
+            }
         }
         let child_spi = random_spi(rng);
         self.state = State::AuthSent(ExpectAuthResponse {
@@ -2559,6 +2599,7 @@ impl IkeSa {
         n.local = self.local;
         n.remote = self.remote;
         n.nat_detected = self.nat_detected;
+        n.keepalive_at = self.keepalive_at;
         n.log(format!(
             "IKE_SA rekeyed: {:016x}_i {:016x}_r replaced by {spi_i:016x}_i {spi_r:016x}_r",
             self.spi_i, self.spi_r

@@ -1007,6 +1007,42 @@ fn lost_messages_are_retransmitted() {
     assert!(h.now - h.start >= Duration::from_secs(1));
 }
 
+/// The side behind the NAT (A: its source port is rewritten) sends a
+/// one-octet 0xFF NAT-T keepalive to the peer's port 4500 every 20 s
+/// (RFC 3948 § 4); the side not behind a NAT sends none; the peer
+/// ignores them.
+#[test]
+fn nat_t_keepalives_from_the_side_behind_the_nat() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes256Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.dpd_timeout_secs = 4000;
+    let mut h = Harness::new(cfg(&o, A, B), cfg(&o, B, A), 32);
+    h.nat = true;
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let s2 = seen.clone();
+    h.drop = Box::new(move |from_a, t| {
+        if t.payload == [0xFF] {
+            s2.borrow_mut()
+                .push((from_a, t.local.port(), t.remote.port()));
+        }
+        false
+    });
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    h.run(Duration::from_secs(65));
+    assert_eq!(
+        *seen.borrow(),
+        vec![(true, 4500, 4500); 3],
+        "three keepalives from A in 65 s, none from B"
+    );
+    assert!(Harness::logs(&h.a_events).contains(&"we are behind a NAT: sending NAT-T keepalives"));
+    assert_eq!(Harness::down(&h.b_events), None);
+    assert_eq!(Harness::children(&h.b_events).len(), 1);
+}
+
 #[test]
 fn nat_detected_floats_to_4500() {
     let o = options(
