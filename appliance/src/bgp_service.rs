@@ -19,8 +19,9 @@
 //!     drive: poll_transmit ─► write (bounded send buffer per connection)
 //!            poll_action   ─► Connect / Close / Announce / Withdraw ─► Rib
 //!            poll_log      ─► BGPStatus / RouteStatus log entries
-//!     changed? lock Manager ──► set_dynamic_routes (Rib::selected, BGP only; the
-//!                               dataplane rebuilds the FIB), record_log, set_tunnel_state
+//!     changed? lock Manager ──► set_dynamic_routes (Rib::selected, BGP only, each
+//!                               with its backup path; the dataplane rebuilds the
+//!                               FIB), record_log, set_tunnel_state
 //! ```
 //!
 //! The appliance takes the first usable address of the tunnel's inside
