@@ -93,6 +93,7 @@
 
 mod command;
 mod counters;
+mod nd;
 mod pipeline;
 pub mod policy;
 mod stats;

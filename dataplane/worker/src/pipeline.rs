@@ -22,6 +22,7 @@ use netbuf::PacketBuffer;
 
 use crate::command::{Command, Event, SaSnapshot, WorkerEnd};
 use crate::counters::{CountersHandle, TunnelCounterBlock};
+use crate::nd;
 use crate::policy::{Dir, Policers};
 use crate::stats::{Drop, WorkerStats};
 use crate::tables::SaTables;
@@ -192,6 +193,8 @@ pub struct Worker {
 /// What a parsed frame is.
 enum Class {
     Arp,
+    /// An IPv6 Neighbor Solicitation (see [`crate::nd`]).
+    Nd,
     /// ESP to us: offset of the ESP header from the IP header.
     Esp {
         esp_offset: usize,
@@ -463,6 +466,7 @@ impl Worker {
         self.burst_left = self.burst_left.saturating_sub(1);
         match self.classify_outside(buf.as_ref()) {
             Class::Arp => self.arp_reply(buf, Side::Outside),
+            Class::Nd => self.nd_reply(buf),
             Class::Punt => self.punt(buf),
             Class::Drop(reason) => self.drop(reason),
             Class::Esp { esp_offset } => {
@@ -631,6 +635,9 @@ impl Worker {
     fn classify_outside(&self, frame: &[u8]) -> Class {
         let ip = match ethertype(frame) {
             Some(EtherType::Arp) => return Class::Arp,
+            // Sent to a solicited-node multicast address (or, for
+            // unreachability detection, to ours): before the local check.
+            Some(EtherType::Ipv6) if nd::is_solicitation(frame) => return Class::Nd,
             Some(EtherType::Ipv4 | EtherType::Ipv6) => &frame[ETH_LEN..],
             _ => return Class::Drop(Drop::Malformed),
         };
@@ -981,6 +988,27 @@ impl Worker {
             Side::Outside => Action::ToOutside,
             _ => Action::ToInside,
         }
+    }
+
+    /// Answers a Neighbor Solicitation for one of our outside IPv6
+    /// addresses with the advertisement, in the same buffer.
+    fn nd_reply<B: PacketBuffer>(&mut self, buf: &mut B) -> Action {
+        let s = match nd::parse(buf.as_ref(), &self.addrs.outside_v6) {
+            Ok(s) => s,
+            Err(reason) => return self.drop(reason),
+        };
+        let len = buf.as_ref().len();
+        let resized = if len < nd::NA_FRAME_LEN {
+            buf.append(nd::NA_FRAME_LEN - len).map(|_| ())
+        } else {
+            buf.trim_from_end(len - nd::NA_FRAME_LEN)
+        };
+        if resized.is_err() {
+            return self.drop(Drop::Malformed);
+        }
+        nd::write_advertisement(buf.as_mut(), self.addrs.outside_mac, &s);
+        self.stats.arp_replies += 1;
+        Action::ToOutside
     }
 
     #[inline]

@@ -31,11 +31,14 @@ pub enum Drop {
     /// Over the tunnel's rate policy (either direction; per tunnel the
     /// direction is counted, see [`crate::TunnelSnapshot`]).
     Policed,
+    /// An IPv6 Neighbor Solicitation on the outside port for an address
+    /// that is not one of ours.
+    NdIgnored,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Self::Policed as usize + 1;
+    pub const COUNT: usize = Self::NdIgnored as usize + 1;
     /// All reasons in order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Malformed,
@@ -50,6 +53,7 @@ impl Drop {
         Self::KernelUnroutable,
         Self::Esp,
         Self::Policed,
+        Self::NdIgnored,
     ];
 
     /// A stable name for logs and metrics.
@@ -68,6 +72,7 @@ impl Drop {
             Self::KernelUnroutable => "kernel_unroutable",
             Self::Esp => "esp",
             Self::Policed => "policed",
+            Self::NdIgnored => "nd_ignored",
         }
     }
 }
@@ -81,7 +86,7 @@ pub struct WorkerStats {
     pub encap_packets: u64,
     /// Packets handed to the kernel.
     pub punted: u64,
-    /// ARP replies sent.
+    /// ARP replies and IPv6 Neighbor Advertisements (outside port) sent.
     pub arp_replies: u64,
     /// Transit TCP SYNs whose MSS was clamped (both directions).
     pub mss_clamped: u64,

@@ -150,6 +150,64 @@ fn arp_for_our_addresses_is_answered_in_place() {
     assert_eq!(conc.worker.handle_outside(&mut f), Action::Drop);
 }
 
+/// An IPv6 Neighbor Solicitation (no options, so the answer is longer
+/// than the question) for `target`, from 2001:db8::2 to the solicited-node
+/// address.
+fn neighbor_solicitation(target: std::net::Ipv6Addr) -> TestBuffer {
+    use dataplane::wire::{IpProtocol, checksum};
+    let src: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let o = target.octets();
+    let dst = std::net::Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, o[13], o[14], o[15],
+    ]);
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    let sum = checksum::combine(&[
+        checksum::pseudo_header_v6(src, dst, IpProtocol::Icmpv6, 24),
+        checksum::data(&icmp),
+    ]);
+    icmp[2..4].copy_from_slice(&(!sum).to_be_bytes());
+    let mut ip = vec![0x60, 0, 0, 0, 0, 24, 58, 255];
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&icmp);
+    frame(
+        [0x33, 0x33, 0xff, o[13], o[14], o[15]],
+        CGW_MAC,
+        0x86dd,
+        &ip,
+    )
+}
+
+#[test]
+fn neighbor_solicitations_for_our_outside_ipv6_addresses_are_answered() {
+    let (mut conc, _) = pair(EspAlgorithm::Aes128Gcm16, false);
+    let ours: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+    conc.send(Command::SetAddresses(Box::new(worker::Addresses {
+        outside_mac: CONC_MAC,
+        outside_gateway_mac: CGW_MAC,
+        inside_mac: INSIDE_MAC,
+        inside_gateway_mac: VPC_ROUTER_MAC,
+        kernel_mac: KERNEL_MAC,
+        outside_v4: vec![CONC],
+        outside_v6: vec![ours],
+        inside_v4: vec![],
+    })));
+    let mut f = neighbor_solicitation(ours);
+    assert_eq!(conc.worker.handle_outside(&mut f), Action::ToOutside);
+    let r = f.as_ref();
+    assert_eq!(r.len(), 14 + 40 + 32, "header, target and our MAC option");
+    assert_eq!(&r[0..12], &[CGW_MAC, CONC_MAC].concat()[..]);
+    assert_eq!(r[14 + 40], 136, "a Neighbor Advertisement");
+    assert_eq!(&r[14 + 8..14 + 24], &ours.octets(), "from the target");
+    assert_eq!(&r[14 + 40 + 26..14 + 40 + 32], &CONC_MAC);
+    assert_eq!(conc.worker.stats().arp_replies, 1);
+    // Someone else's address: not answered, counted.
+    let mut f = neighbor_solicitation("2001:db8::77".parse().unwrap());
+    assert_eq!(conc.worker.handle_outside(&mut f), Action::Drop);
+    assert_eq!(conc.worker.stats().dropped(Drop::NdIgnored), 1);
+}
+
 #[test]
 fn rekey_is_make_before_break_and_old_sas_return_to_control() {
     let alg = EspAlgorithm::Aes128Gcm16;
