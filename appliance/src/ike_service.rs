@@ -55,11 +55,13 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control::config::{
-    ApplianceConfig, IkeVersion, RoutingType, TunnelInsideIpVersion, TunnelOptions,
+    ApplianceConfig, CertConfigError, CertificatesConfig, IkeVersion, RoutingType,
+    TunnelInsideIpVersion, TunnelOptions,
 };
 use control::dataplane::{
     ChildSaPair, Dataplane, DataplaneError, TunnelKey, TunnelRuntimeState, TunnelUpDown,
 };
+use control::ike::cert::WallClock;
 use control::ike::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
 use control::ike::sa::{
     ChildSa, Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, Transmit,
@@ -183,6 +185,9 @@ pub struct TunnelSpec {
     pub remote_ts: Vec<IpNet>,
     /// The tunnel's options, IKE-relevant fields only.
     options: TunnelOptions,
+    /// Certificate authentication: the customer gateway's private
+    /// certificate name and the `[certificates]` section (None: PSK).
+    pub certificate: Option<(String, CertificatesConfig)>,
 }
 
 impl TunnelSpec {
@@ -196,6 +201,23 @@ impl TunnelSpec {
             self.local_ts.clone(),
             self.remote_ts.clone(),
         )
+    }
+
+    /// The engine's configuration with certificate authentication loaded
+    /// from its files (validity checked against the system clock read
+    /// now, then advanced by the engine's monotonic time).
+    ///
+    /// # Errors
+    /// [`CertConfigError`] naming the file that does not load.
+    pub fn ike_config_loaded(&self, now: Instant) -> Result<IkeConfig, CertConfigError> {
+        let mut cfg = self.ike_config();
+        if let Some((name, certs)) = &self.certificate {
+            let unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            cfg.cert = Some(certs.cert_auth(name, WallClock::new(now, unix))?);
+        }
+        Ok(cfg)
     }
 
     /// `<connection-id>_<outside-ip>` (spec § 20.3).
@@ -212,11 +234,14 @@ pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) 
     let mut specs = Vec::new();
     let mut skipped = Vec::new();
     for c in &config.connections {
-        let remote = config
+        let cgw = config
             .customer_gateways
             .iter()
-            .find(|g| g.id == c.customer_gateway_id)
-            .and_then(|g| g.ip_address);
+            .find(|g| g.id == c.customer_gateway_id);
+        let remote = cgw.and_then(|g| g.ip_address);
+        let certificate = cgw
+            .and_then(|g| g.certificate.clone())
+            .map(|name| (name, config.certificates.clone()));
         let Some(remote) = remote else {
             skipped.push(format!(
                 "{}: customer gateway {} has no IP address",
@@ -240,8 +265,14 @@ pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) 
                 skipped.push(format!("{what}: no outside address"));
                 continue;
             };
-            if t.pre_shared_key.is_none() {
+            if t.pre_shared_key.is_none() && certificate.is_none() {
                 skipped.push(format!("{what}: no pre-shared key"));
+                continue;
+            }
+            if let Some((name, certs)) = &certificate
+                && let Err(e) = certs.cert_auth(name, WallClock::new(Instant::now(), 0))
+            {
+                skipped.push(format!("{what}: certificate authentication: {e}"));
                 continue;
             }
             if !t.ike_versions.contains(&IkeVersion::Ikev2) {
@@ -266,6 +297,7 @@ pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) 
                 local_ts: local_ts.clone(),
                 remote_ts: remote_ts.clone(),
                 options,
+                certificate: certificate.clone(),
             });
         }
     }
@@ -320,7 +352,17 @@ struct Runner {
 impl Runner {
     fn new(spec: TunnelSpec, now: Instant, rng: &mut dyn Rng, lifetime_divisor: u32) -> Self {
         let mut endpoint = Endpoint::new(rng, DEFAULT_HALF_OPEN_THRESHOLD);
-        let mut cfg = spec.ike_config();
+        let mut pending = Vec::new();
+        let mut cfg = spec.ike_config_loaded(now).unwrap_or_else(|e| {
+            // Checked when the spec was made; a file changed since. No
+            // credentials at all: the peer's AUTH fails and the log says why.
+            pending.push(Event::Log(format!(
+                "AWS tunnel cannot load its certificate authentication: {e}"
+            )));
+            let mut c = spec.ike_config();
+            c.psk = zeroize::Zeroizing::new(Vec::new());
+            c
+        });
         if lifetime_divisor > 1 {
             cfg.phase1_lifetime /= lifetime_divisor;
             cfg.phase2_lifetime /= lifetime_divisor;
@@ -333,7 +375,7 @@ impl Runner {
             endpoint,
             installed: None,
             nat_t: false,
-            pending: Vec::new(),
+            pending,
             retry: None,
             reported: None,
             cookies_logged: (0, None),
@@ -1237,6 +1279,7 @@ mod tests {
                 },
                 ..TunnelOptions::default()
             },
+            certificate: None,
         }
     }
 
@@ -1401,5 +1444,45 @@ mod tests {
             sb.states[&key].up_down(RoutingType::Static),
             TunnelUpDown::Down
         );
+    }
+
+    /// A customer gateway with a private certificate makes its tunnels
+    /// use certificate authentication (no PSK needed); files that do not
+    /// load keep the tunnel out, with the file named.
+    #[test]
+    fn certificate_tunnels_need_loadable_files() {
+        let mut c =
+            ApplianceConfig::from_toml_str(include_str!("../../control/examples/appliance.toml"))
+                .unwrap();
+        let (specs, _) = tunnel_specs(&c);
+        assert!(!specs.is_empty() && specs.iter().all(|s| s.certificate.is_none()));
+        c.customer_gateways[0].certificate = Some("cgw-cert".into());
+        c.certificates = CertificatesConfig {
+            endpoint_certificate_file: Some("/nonexistent/vt-ikc/endpoint.pem".into()),
+            endpoint_private_key_file: Some("/nonexistent/vt-ikc/endpoint.key".into()),
+            authorities: vec![control::config::CertificateAuthority {
+                certificate: "cgw-cert".into(),
+                ca_chain_file: "/nonexistent/vt-ikc/chain.pem".into(),
+            }],
+        };
+        for conn in &mut c.connections {
+            for t in &mut conn.tunnels {
+                t.pre_shared_key = None;
+            }
+        }
+        let (specs, skipped) = tunnel_specs(&c);
+        let cgw = c.customer_gateways[0].id.clone();
+        let n = c
+            .connections
+            .iter()
+            .filter(|k| k.customer_gateway_id == cgw)
+            .count();
+        assert!(n > 0);
+        assert!(specs.iter().all(|s| s.certificate.is_none()));
+        let cert_skips: Vec<_> = skipped
+            .iter()
+            .filter(|m| m.contains("certificate authentication") && m.contains("endpoint.pem"))
+            .collect();
+        assert_eq!(cert_skips.len(), 2 * n, "{skipped:?}");
     }
 }
