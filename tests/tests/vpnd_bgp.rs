@@ -709,7 +709,7 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
     // 5. Failover: strongSwan stops tunnel 0's IKE SA while the VPC host
     //    pings every 20 ms; the routes through it go at once, traffic
     //    moves to tunnel 1.
-    let (count, interval_ms) = (400u32, 20u32);
+    let (count, interval_ms) = (600u32, 20u32);
     let stream = lab.ping_stream(count, interval_ms);
     std::thread::sleep(Duration::from_secs(2));
     let before = lab.packets_out(1);
@@ -733,10 +733,11 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
         "no traffic through tunnel 1 after the failover\n{}",
         lab.diagnostics()
     );
-    // Bounded loss: the stream lasted 8 s; more than 3 s lost means the
-    // failover did not happen on the tunnel's withdrawal.
+    // Bounded loss: the stream ran 10 s past the termination; without a
+    // failover all of it is lost. The bound leaves room for a worker
+    // descheduled for seconds on a loaded 2-core machine.
     assert!(
-        lost * u64::from(interval_ms) < 3000,
+        lost * u64::from(interval_ms) < 5000,
         "lost {lost} of {sent}: {out}\n{}",
         lab.diagnostics()
     );
