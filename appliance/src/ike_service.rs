@@ -9,6 +9,8 @@
 //!                           TunnelSet::handle_timeout     (by local/peer address)
 //!                           every 250 ms: lock Manager, tunnel_specs(config)
 //!                                         ──► TunnelSet::reconcile
+//!                                         ──► kernel_port::KernelPort::reconcile
+//!                                             (the tap's addresses; unlocked)
 //!                           poll_transmit ──► send_to (out of the kernel
 //!                                             port; the worker routes it out)
 //!                           events? lock Manager ──► TunnelSet::apply:
@@ -269,12 +271,6 @@ pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) 
                 skipped.push(format!("{what}: no pre-shared key"));
                 continue;
             }
-            if let Some((name, certs)) = &certificate
-                && let Err(e) = certs.cert_auth(name, WallClock::new(Instant::now(), 0))
-            {
-                skipped.push(format!("{what}: certificate authentication: {e}"));
-                continue;
-            }
             if !t.ike_versions.contains(&IkeVersion::Ikev2) {
                 skipped.push(format!("{what}: IKEv1 only (this build speaks IKEv2)"));
                 continue;
@@ -353,9 +349,11 @@ impl Runner {
     fn new(spec: TunnelSpec, now: Instant, rng: &mut dyn Rng, lifetime_divisor: u32) -> Self {
         let mut endpoint = Endpoint::new(rng, DEFAULT_HALF_OPEN_THRESHOLD);
         let mut pending = Vec::new();
+        // Certificate files are read here, once per (re)configured tunnel,
+        // not on every reconciliation (which holds the manager's lock).
         let mut cfg = spec.ike_config_loaded(now).unwrap_or_else(|e| {
-            // Checked when the spec was made; a file changed since. No
-            // credentials at all: the peer's AUTH fails and the log says why.
+            // No credentials at all: the peer's AUTH fails and the tunnel
+            // log says why.
             pending.push(Event::Log(format!(
                 "AWS tunnel cannot load its certificate authentication: {e}"
             )));
@@ -1139,6 +1137,7 @@ where
     }
     let mut sockets = IkeSockets::new();
     let mut next_reconcile = Instant::now();
+    let mut kernel: Option<crate::kernel_port::KernelPort> = None;
     let mut logged = IkeCounters::default();
     let mut next_counters_log = Instant::now();
     loop {
@@ -1176,10 +1175,23 @@ where
         }
         if now >= next_reconcile {
             next_reconcile = now + RECONCILE_PERIOD;
+            let mut tap = None;
             with_manager(&mut |m: &mut dyn ManagerAccess| {
                 let (specs, skipped) = tunnel_specs(m.config());
                 set.reconcile(now, specs, skipped, m.sink());
+                tap = crate::kernel_port::kernel_iface(m.config())
+                    .map(|i| (i, crate::kernel_port::desired(m.config())));
             });
+            // The tap's addresses, routes and neighbours (outside the lock:
+            // this runs `ip` when something changed).
+            if let Some((iface, want)) = tap {
+                if kernel.as_ref().is_none_or(|k| k.iface() != iface) {
+                    kernel = Some(crate::kernel_port::KernelPort::new(&iface));
+                }
+                if let Some(k) = kernel.as_mut() {
+                    k.reconcile(&want, now);
+                }
+            }
             sockets.ensure(&set.local_addresses(), now);
         }
         set.handle_timeout(Instant::now());
@@ -1448,7 +1460,7 @@ mod tests {
 
     /// A customer gateway with a private certificate makes its tunnels
     /// use certificate authentication (no PSK needed); files that do not
-    /// load keep the tunnel out, with the file named.
+    /// load are named in the tunnel's log when it starts.
     #[test]
     fn certificate_tunnels_need_loadable_files() {
         let mut c =
@@ -1470,19 +1482,27 @@ mod tests {
                 t.pre_shared_key = None;
             }
         }
-        let (specs, skipped) = tunnel_specs(&c);
+        let (specs, _) = tunnel_specs(&c);
         let cgw = c.customer_gateways[0].id.clone();
         let n = c
             .connections
             .iter()
             .filter(|k| k.customer_gateway_id == cgw)
             .count();
-        assert!(n > 0);
-        assert!(specs.iter().all(|s| s.certificate.is_none()));
-        let cert_skips: Vec<_> = skipped
-            .iter()
-            .filter(|m| m.contains("certificate authentication") && m.contains("endpoint.pem"))
-            .collect();
-        assert_eq!(cert_skips.len(), 2 * n, "{skipped:?}");
+        let certs: Vec<_> = specs.iter().filter(|s| s.certificate.is_some()).collect();
+        assert_eq!(certs.len(), 2 * n);
+        let now = Instant::now();
+        let e = certs[0].ike_config_loaded(now).unwrap_err();
+        assert!(e.to_string().contains("endpoint.pem"), "{e}");
+        let mut rng = control::ike::SystemRng;
+        let mut r = Runner::new(certs[0].clone(), now, &mut rng, 1);
+        assert!(
+            r.pending.iter().any(|e| matches!(e, Event::Log(l)
+                if l.contains("cannot load its certificate authentication")
+                    && l.contains("endpoint.pem"))),
+            "{:?}",
+            r.pending
+        );
+        r.pending.clear();
     }
 }
