@@ -1494,7 +1494,7 @@ mod tests {
         let now = Instant::now();
         let e = certs[0].ike_config_loaded(now).unwrap_err();
         assert!(e.to_string().contains("endpoint.pem"), "{e}");
-        let mut rng = control::ike::SystemRng;
+        let mut rng = SystemRng;
         let mut r = Runner::new(certs[0].clone(), now, &mut rng, 1);
         assert!(
             r.pending.iter().any(|e| matches!(e, Event::Log(l)
