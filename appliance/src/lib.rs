@@ -7,6 +7,7 @@ pub mod bgp_service;
 pub mod eal_args;
 pub mod hugepages;
 pub mod ike_service;
+pub mod kernel_port;
 pub mod mgmt;
 pub mod runtime;
 pub mod static_mode;
