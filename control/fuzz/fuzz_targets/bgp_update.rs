@@ -1,6 +1,6 @@
 //! BGP UPDATEs (and any message) from untrusted bytes: the codec and an
 //! established session never panic, and whatever parses re-emits to bytes
-//! that parse to the same value (RFC 7606 discards aside).
+//! that parse to the same value, as passed on ([`as_passed_on`]).
 //!
 //! The first input byte picks the codec (bit 0: 4-octet AS, bit 1:
 //! external peer) and the path (bit 2): the rest is either an UPDATE body
@@ -12,8 +12,26 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use control::bgp::session::{ConnId, Direction, PeerConfig, Session};
-use control::bgp::wire::{Capability, Codec, Message, Open, Update};
+use control::bgp::wire::{Capability, Codec, Message, Open, Update, flags};
 use libfuzzer_sys::fuzz_target;
+
+/// A parsed UPDATE as the codec emits it again: RFC 7606 discards are not
+/// emitted, and unrecognized optional transitive attributes are passed on
+/// with the Partial bit set ([RFC 4271 § 5]: such an attribute "MUST be
+/// passed, along with the path, to other BGP peers with the Partial bit in
+/// the Attribute Flags octet set to 1").
+///
+/// [RFC 4271 § 5]: https://www.rfc-editor.org/rfc/rfc4271#section-5
+fn as_passed_on(u: Update) -> Update {
+    let mut u = Update {
+        discarded: Vec::new(),
+        ..u
+    };
+    for a in &mut u.attributes.other {
+        a.flags |= flags::PARTIAL;
+    }
+    u
+}
 
 fn established() -> (Session, Instant) {
     let now = Instant::now();
@@ -49,10 +67,7 @@ fuzz_target!(|data: &[u8]| {
     };
     if sel & 4 == 0 {
         if let Ok(u) = Update::parse_body(rest, codec) {
-            let m = Message::Update(Update {
-                discarded: Vec::new(),
-                ..u
-            });
+            let m = Message::Update(as_passed_on(u));
             let b = m.to_bytes(codec);
             if b.len() <= control::bgp::wire::MAX_MESSAGE_LEN {
                 assert_eq!(Message::parse(&b, codec), Ok(m));
@@ -60,10 +75,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Ok(m) = Message::parse(rest, codec) {
             let m = match m {
-                Message::Update(u) => Message::Update(Update {
-                    discarded: Vec::new(),
-                    ..u
-                }),
+                Message::Update(u) => Message::Update(as_passed_on(u)),
                 other => other,
             };
             let b = m.to_bytes(codec);
