@@ -3,7 +3,9 @@
 //! | module | what |
 //! |---|---|
 //! | [`wire`] | message and payload codec (no-panic parser) |
-//! | [`crypto`] | prf / prf+, SKEYSEED and SK_*, KEYMAT, PSK AUTH, SK payload protection |
+//! | [`crypto`] | prf / prf+, SKEYSEED and SK_*, KEYMAT, PSK AUTH, SK and SKF payload protection |
+//! | [`cert`] | X.509: CERT / CERTREQ, signature AUTH (RSA, ECDSA, RFC 7427), chain validation |
+//! | [`frag`] | IKE fragmentation (RFC 7383): SKF split and bounded reassembly |
 //! | [`dh`] | MODP, ECP and Curve25519 key exchange |
 //! | [`proposal`] | proposals from the tunnel options; selection |
 //! | [`sa`] | one IKE SA with its Child SAs: handshake typestate, retransmission, NAT-T, DPD, rekey |
@@ -15,7 +17,10 @@
 //! # What it does
 //!
 //! * IKE_SA_INIT / IKE_AUTH with PSK (RFC 7296 § 1.2, § 2.15), both
-//!   roles; proposal selection from the tunnel's lists (spec § 3.6, rule
+//!   roles; or with certificates ([`cert`]: RSA and ECDSA, AUTH methods
+//!   1, 9–11 and 14, chain to the configured CAs with the spec's AKI /
+//!   SKI / basicConstraints rules, identity checked against the
+//!   certificate); proposal selection from the tunnel's lists (spec § 3.6, rule
 //!   in [`proposal`]); INVALID_KE_PAYLOAD retry (§ 1.3); COOKIE when the
 //!   half-open count reaches the endpoint's threshold (§ 2.6); half-open
 //!   timeout.
@@ -29,6 +34,10 @@
 //!   roles, on `lifetime − margin − fuzz` timers; simultaneous-rekey
 //!   collisions by the nonce rule (§ 2.8.1, § 2.8.2); make-before-break
 //!   (the new Child SA is reported up before the old one goes down).
+//! * IKE fragmentation ([`frag`], RFC 7383): announced in IKE_SA_INIT;
+//!   messages above the configured datagram size (1280 bytes by default)
+//!   go out as SKF fragments, retransmitted as a set; the peer's are
+//!   authenticated one by one and reassembled with bounds.
 //! * INFORMATIONAL: DELETE (IKE and ESP), DPD with the tunnel's timeout
 //!   and action (clear / none / restart), INITIAL_CONTACT (§ 2.4).
 //! * [`endpoint::Endpoint`]: startup action `start` (initiate, retry
@@ -38,10 +47,12 @@
 //!
 //! # Not yet
 //!
-//! * Certificate authentication (RSA/ECDSA, chain validation).
-//! * IKE fragmentation: SKF payloads parse ([`wire`]) but are neither
-//!   reassembled nor sent, and IKEV2_FRAGMENTATION_SUPPORTED is not
-//!   announced (PSK messages stay far below any MTU).
+//! * Peers known only by certificate identity, without an address (the
+//!   endpoint keys tunnels by peer address), and automatic rotation of our
+//!   own certificate (a new file is read when the tunnel restarts).
+//! * Revocation (CRL / OCSP) of peer certificates.
+//! * RSA signatures with SHA-1 (AUTH method 1) are verified but never
+//!   made: we sign RSA with RFC 7427 sha256WithRSAEncryption.
 //! * NAT-T keepalives (only needed when we are the side behind a NAT).
 //! * IKE_SA_INIT from unconfigured addresses gets no answer at all, so a
 //!   flood from many addresses never reaches the cookie threshold; cookies
