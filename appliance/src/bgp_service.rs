@@ -27,11 +27,12 @@
 //! The appliance takes the first usable address of the tunnel's inside
 //! /30 (/126), the customer gateway the second ([`control::bgp::peer`]).
 //! The inside addresses live on the kernel (tap) port like the outside
-//! ones: the kernel's TCP reaches the peer through the worker, which
-//! routes the inside /30 into the tunnel and punts our inside address to
-//! the kernel. Sockets are bound with `IP_FREEBIND`, so the address may
-//! appear on the tap after vpnd starts (a connect before it fails and is
-//! retried by the session's ConnectRetryTimer).
+//! ones ([`crate::kernel_port`] puts them there, with a route and a
+//! neighbour for the peer): the kernel's TCP reaches the peer through the
+//! worker, which routes the inside /30 into the tunnel and punts our
+//! inside address to the kernel. Sockets are bound with `IP_FREEBIND`, so
+//! the address may appear on the tap after vpnd starts (a connect before
+//! it fails and is retried by the session's ConnectRetryTimer).
 //!
 //! What it never does: block (every socket is non-blocking; the only wait
 //! is `poll(2)`, at most [`MAX_WAIT`]), hold the manager's lock while

@@ -9,8 +9,8 @@
 //!                 BIRD AS 65001: t1 ⇄ 169.254.21.1, t2 ⇄ 169.254.22.1]
 //!        │ veth gc ⇄ go (af_packet, outside)
 //!  [vt-bgp-d dp: vpnd AS 64512, outside 192.0.2.1 (tunnel 0), 192.0.2.3 (tunnel 1),
-//!                kernel port gk (tap): the outside addresses (IKE) and the
-//!                inside addresses 169.254.21.1/30, 169.254.22.1/30 (BGP)
+//!                kernel port gk (tap): vpnd puts the outside addresses (IKE)
+//!                and the inside addresses 169.254.21.1, 169.254.22.1 (BGP) on it
 //!                inside 198.51.100.1]
 //!        │ veth gi ⇄ gv (af_packet, inside)
 //!  [vt-bgp-v vpc: 198.51.100.2, 10.1.0.0/16 via 198.51.100.1]
@@ -339,30 +339,22 @@ max_prefixes = {MAX_PREFIXES}
             lab.vpnd.running() && lab.ctl(&["ping"]).status.success()
         });
         assert!(up, "vpnd did not come up:\n{}", lab.vpnd.output());
-        // The exception path: the tap holds the outside addresses (IKE) and
-        // our inside addresses (BGP); its neighbours are static (the
-        // worker rewrites the MACs).
+        // The exception path: vpnd itself puts the outside addresses (IKE)
+        // and our inside addresses (BGP) on the kernel port, with a route
+        // and a permanent neighbour for each peer (kernel_port.rs).
         let k = format!("gk{}", lab.t);
+        let ready = wait_until(Duration::from_secs(20), || {
+            lab.dp.sh_ok(&format!(
+                "ip -4 addr show dev {k} | grep -q {} && ip -4 addr show dev {k} | grep -q {}",
+                OUR_INSIDE[0], OUR_INSIDE[1]
+            ))
+        });
         assert!(
-            wait_until(Duration::from_secs(10), || lab
-                .dp
-                .sh_ok(&format!("ip link show {k}"))),
-            "no kernel port {k}"
+            ready,
+            "vpnd did not put the inside addresses on {k}: {}\n{}",
+            String::from_utf8_lossy(&lab.dp.sh(&format!("ip addr show dev {k}")).stdout),
+            lab.vpnd.output()
         );
-        let _ = lab
-            .dp
-            .sh_ok(&format!("sysctl -qw net.ipv6.conf.{k}.disable_ipv6=1"));
-        let mut setup = format!("ip link set {k} up");
-        for i in 0..2 {
-            setup.push_str(&format!(
-                " && ip addr add {}/24 dev {k} && ip addr add {}/30 dev {k} && ip neigh replace {} lladdr 02:00:00:00:00:02 dev {k} nud permanent",
-                US[i], OUR_INSIDE[i], CGW_INSIDE[i]
-            ));
-        }
-        setup.push_str(&format!(
-            " && ip neigh replace {CGW} lladdr 02:00:00:00:00:02 dev {k} nud permanent"
-        ));
-        lab.dp.sh(&setup);
 
         // The customer side: the inside addresses on libipsec's TUN device
         // (created when charon starts), then BIRD.
