@@ -959,3 +959,67 @@ fn fragmentation_off_on_one_side_sends_whole_messages() {
     // Socket addresses were the configured ones.
     let _ = SocketAddr::new(A, 500);
 }
+
+// ---------------------------------------------------------------- properties
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn fixture() -> &'static (Vec<u8>, Vec<u8>, Vec<u8>) {
+        static F: std::sync::OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+        F.get_or_init(|| {
+            let p = pki(&PKCS_ECDSA_P256_SHA256, "prop");
+            (p.root.der, p.inter.der, p.leaf.der)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes as a peer's chain: an error, never a panic.
+        #[test]
+        fn arbitrary_chains_never_panic(
+            a in proptest::collection::vec(any::<u8>(), 0..600),
+            b in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let (root, _, _) = fixture();
+            let t = TrustAnchors::new(vec![root.clone()]).unwrap();
+            prop_assert!(t.verify_chain(&[&a, &b], NOW_UNIX).is_err());
+        }
+
+        /// Any one-byte change of a valid leaf or intermediate is refused
+        /// (everything that matters is signed), and never panics.
+        #[test]
+        fn mutated_certificates_are_refused(which in 0..2usize, pos in any::<usize>(), x in 1..=255u8) {
+            let (root, inter, leaf) = fixture();
+            let t = TrustAnchors::new(vec![root.clone()]).unwrap();
+            let (mut l, mut i) = (leaf.clone(), inter.clone());
+            let m = if which == 0 { &mut l } else { &mut i };
+            let at = pos % m.len();
+            m[at] ^= x;
+            prop_assert!(t.verify_chain(&[&l, &i], NOW_UNIX).is_err(), "byte {at} of cert {which}");
+        }
+
+        /// AUTH data of any shape for every method: an error, never a panic.
+        #[test]
+        fn arbitrary_auth_data_never_panics(m in any::<u8>(), data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let (root, inter, leaf) = fixture();
+            let now = Instant::now();
+            let t = TrustAnchors::new(vec![root.clone()]).unwrap();
+            let p = pki(&PKCS_ECDSA_P256_SHA256, "unused");
+            let auth = CertAuth {
+                local: creds(&p.leaf, &[]),
+                trust: t,
+                clock: WallClock::new(now, NOW_UNIX),
+            };
+            let id = Identification {
+                id_type: IdType::DerAsn1Dn,
+                data: parse_cert(leaf).unwrap().subject().as_raw().to_vec(),
+            };
+            let r = auth.verify_peer(now, &[leaf, inter], &id, AuthMethod::from(m), &data, b"octets");
+            prop_assert!(r.is_err());
+        }
+    }
+}

@@ -12,7 +12,11 @@ use super::super::wire::{
 use super::*;
 
 fn keys(encr: Encr, integ: Option<Integ>) -> SkKeys {
-    let e = Zeroizing::new((0..encr.keymat_len()).map(|i| u8::try_from(i * 7 % 256).unwrap()).collect());
+    let e = Zeroizing::new(
+        (0..encr.keymat_len())
+            .map(|i| u8::try_from(i * 7 % 256).unwrap())
+            .collect(),
+    );
     let a = Zeroizing::new(vec![3u8; integ.map_or(0, Integ::key_len)]);
     SkKeys::new(encr, integ, e, a)
 }
@@ -261,4 +265,32 @@ fn split_messages_keeps_odd_buffers_whole() {
     assert_eq!(split_messages(&two).len(), 2);
     two.push(0);
     assert_eq!(split_messages(&two).len(), 1);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any sequence of fragments: never a panic, never more than the
+    /// bound kept, and a completed message is exactly its parts in order.
+    #[test]
+    fn arbitrary_fragment_sequences_stay_bounded(
+        frags in proptest::collection::vec(
+            (0..3u32, proptest::prelude::any::<bool>(), 0..6u16, 0..6u16, 0..3000usize, 0..40u64),
+            0..60,
+        )
+    ) {
+        let start = Instant::now();
+        let mut r = Reassembly::default();
+        for (id, resp, number, total, len, secs) in frags {
+            let first = if number == 1 { PayloadType::Cert } else { PayloadType::None };
+            let plain = vec![u8::try_from(number).unwrap_or(0); len];
+            let now = start + Duration::from_secs(secs);
+            if let FragOutcome::Complete(f, whole) = r.add(now, id, resp, number, total, first, plain) {
+                proptest::prop_assert_eq!(f, PayloadType::Cert);
+                proptest::prop_assert!(whole.len() <= MAX_REASSEMBLED_BYTES);
+                // Parts in order: fragment numbers never decrease.
+                proptest::prop_assert!(whole.windows(2).all(|w| w[0] <= w[1]));
+            }
+        }
+    }
 }
