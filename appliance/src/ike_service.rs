@@ -61,17 +61,19 @@ use control::config::{
     TunnelInsideIpVersion, TunnelOptions,
 };
 use control::dataplane::{
-    ChildSaPair, Dataplane, DataplaneError, TunnelKey, TunnelRuntimeState, TunnelUpDown,
+    ChildSaPair, Dataplane, DataplaneError, SaLifetimeEvent, TunnelKey, TunnelRuntimeState,
+    TunnelUpDown,
 };
 use control::ike::cert::WallClock;
 use control::ike::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
 use control::ike::sa::{
-    ChildSa, Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, Transmit,
+    ChildSa, Datagram, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS,
+    Transmit,
 };
 use control::ike::{Rng, SystemRng};
 use control::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use control::manager::Manager;
-use dataplane::esp::sa::Direction;
+use dataplane::esp::sa::{Direction, LifetimeLimits};
 use ipnet::IpNet;
 
 /// How often the configuration is compared with the running tunnels.
@@ -90,6 +92,28 @@ const INSTALL_RETRY: Duration = Duration::from_secs(1);
 /// minimum Child SA lifetime is 900 s; rekey tests need seconds). vpnd
 /// logs it at start; never set it in production.
 pub const LIFETIME_DIVISOR_ENV: &str = "VPND_IKE_LIFETIME_DIVISOR";
+/// Test mode: a packet count in this environment variable becomes the
+/// soft packet lifetime of every installed Child SA (rekey tests need
+/// small numbers; production uses [`SEQ_REKEY_PACKETS`] for SAs without
+/// ESN and no packet limit otherwise). Logged at start.
+pub const REKEY_PACKETS_ENV: &str = "VPND_IKE_REKEY_PACKETS";
+
+/// The soft lifetime limits of an installed Child SA: without ESN, rekey
+/// before the 32-bit sequence number cycles; `test_packets` (test mode)
+/// lowers the packet limit.
+#[must_use]
+pub fn soft_limits(esn: bool, test_packets: Option<u64>) -> LifetimeLimits {
+    let seq = (!esn).then_some(SEQ_REKEY_PACKETS);
+    let packets = match (seq, test_packets) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    LifetimeLimits {
+        packets,
+        ..LifetimeLimits::default()
+    }
+}
+
 /// The counters are logged (when they moved) at most this often.
 const COUNTERS_LOG_PERIOD: Duration = Duration::from_secs(2);
 /// A failed bind is retried after this long.
@@ -144,6 +168,11 @@ pub trait TunnelSink {
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState);
     /// Record a tunnel log entry.
     fn record_log(&mut self, entry: LogEntry);
+    /// SA lifetime events from the dataplane since the last call (soft
+    /// byte/packet limits ask for a rekey).
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        Vec::new()
+    }
 }
 
 impl<D: Dataplane> TunnelSink for Manager<D> {
@@ -165,6 +194,9 @@ impl<D: Dataplane> TunnelSink for Manager<D> {
     }
     fn record_log(&mut self, entry: LogEntry) {
         Self::record_log(self, entry);
+    }
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        self.dataplane_mut().poll_sa_events()
     }
 }
 
@@ -343,6 +375,8 @@ struct Runner {
     reported: Option<(IkePhaseState, IkePhaseState, bool)>,
     /// Cookies sent as of the last activity-log line about them, and when.
     cookies_logged: (u64, Option<Instant>),
+    /// Test mode: soft packet limit of installed Child SAs.
+    rekey_packets: Option<u64>,
 }
 
 impl Runner {
@@ -377,6 +411,7 @@ impl Runner {
             retry: None,
             reported: None,
             cookies_logged: (0, None),
+            rekey_packets: None,
         }
     }
 
@@ -473,7 +508,7 @@ impl Runner {
                     let pair = c
                         .sa_config(Direction::Inbound, seeds[0])
                         .zip(c.sa_config(Direction::Outbound, seeds[1]));
-                    let Some((inbound, outbound)) = pair else {
+                    let Some((mut inbound, mut outbound)) = pair else {
                         self.log(
                             sink,
                             format!(
@@ -483,6 +518,11 @@ impl Runner {
                         );
                         continue;
                     };
+                    // Soft limits: the dataplane reports them and the
+                    // Child SA is rekeyed (handle_sa_events).
+                    let soft = soft_limits(c.suite.esn, self.rekey_packets);
+                    inbound.lifetimes.soft = soft;
+                    outbound.lifetimes.soft = soft;
                     self.nat_t |= c.nat_t;
                     match sink.install_child_sa(&key, &ChildSaPair { inbound, outbound }) {
                         Ok(()) => {
@@ -601,6 +641,9 @@ pub struct TunnelSet {
     /// Test mode: lifetimes and rekey margin divided by this (see
     /// [`LIFETIME_DIVISOR_ENV`]).
     lifetime_divisor: u32,
+    /// Test mode: soft packet lifetime of the Child SAs (see
+    /// [`REKEY_PACKETS_ENV`]).
+    rekey_packets: Option<u64>,
 }
 
 impl Default for TunnelSet {
@@ -615,6 +658,7 @@ impl Default for TunnelSet {
             under_load: false,
             half_open_threshold: DEFAULT_HALF_OPEN_THRESHOLD,
             lifetime_divisor: 1,
+            rekey_packets: None,
         }
     }
 }
@@ -633,6 +677,39 @@ impl TunnelSet {
         Self {
             half_open_threshold: threshold,
             ..Self::default()
+        }
+    }
+
+    /// Test mode: installed Child SAs get a soft lifetime of `packets`
+    /// packets (see [`REKEY_PACKETS_ENV`]); tunnels started from now on.
+    pub fn set_rekey_packets(&mut self, packets: u64) {
+        self.rekey_packets = Some(packets);
+    }
+
+    /// Soft byte/packet lifetime events from the dataplane: the Child SA
+    /// is rekeyed now rather than on its timer (hard ones too: the
+    /// dataplane already drops its traffic, a new SA is the way out).
+    pub fn handle_sa_events(
+        &mut self,
+        now: Instant,
+        events: Vec<SaLifetimeEvent>,
+        sink: &mut dyn TunnelSink,
+    ) {
+        for ev in events {
+            let Some(r) = ev.tunnel.as_ref().and_then(|k| self.runners.get_mut(k)) else {
+                continue;
+            };
+            let known = r.endpoint.expedite_child_rekey(now, ev.spi);
+            let what = format!(
+                "CHILD_SA SPI {:08x} ({:?}) reached its {:?} byte/packet lifetime in the dataplane",
+                ev.spi, ev.direction, ev.event
+            );
+            let line = if known {
+                format!("{what}: rekeying it now")
+            } else {
+                format!("{what}: no longer in use, nothing to do")
+            };
+            r.log(sink, line);
         }
     }
 
@@ -707,6 +784,7 @@ impl TunnelSet {
                 k.connection_id, k.tunnel, spec.local, spec.remote, spec.options.startup_action
             );
             let mut r = Runner::new(spec, now, &mut self.rng, self.lifetime_divisor);
+            r.rekey_packets = self.rekey_packets;
             r.endpoint.set_cookies_required(self.under_load);
             while let Some((_, e)) = r.endpoint.poll_event() {
                 r.pending.push(e);
@@ -1135,6 +1213,16 @@ where
         );
         set.set_lifetime_divisor(d);
     }
+    if let Some(n) = std::env::var(REKEY_PACKETS_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|n| *n > 0)
+    {
+        eprintln!(
+            "vpnd: ike: TEST MODE: Child SAs rekeyed every {n} packets ({REKEY_PACKETS_ENV})"
+        );
+        set.set_rekey_packets(n);
+    }
     let mut sockets = IkeSockets::new();
     let mut next_reconcile = Instant::now();
     let mut kernel: Option<crate::kernel_port::KernelPort> = None;
@@ -1179,6 +1267,8 @@ where
             with_manager(&mut |m: &mut dyn ManagerAccess| {
                 let (specs, skipped) = tunnel_specs(m.config());
                 set.reconcile(now, specs, skipped, m.sink());
+                let events = m.sink().poll_sa_events();
+                set.handle_sa_events(now, events, m.sink());
                 tap = crate::kernel_port::kernel_iface(m.config())
                     .map(|i| (i, crate::kernel_port::desired(m.config())));
             });

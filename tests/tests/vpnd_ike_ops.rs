@@ -121,6 +121,8 @@ struct Setup {
     child_extra: &'static str,
     /// `VPND_IKE_LIFETIME_DIVISOR` for vpnd (short lifetimes, test mode).
     lifetime_divisor: Option<u32>,
+    /// `VPND_IKE_REKEY_PACKETS` for vpnd (soft packet lifetime, test mode).
+    rekey_packets: Option<u64>,
     /// `modify-tunnel-options` settings for tunnel 0.
     options: &'static [&'static str],
 }
@@ -214,6 +216,9 @@ enabled = false
             .arg("--no-huge");
         if let Some(d) = setup.lifetime_divisor {
             cmd.env("VPND_IKE_LIFETIME_DIVISOR", d.to_string());
+        }
+        if let Some(n) = setup.rekey_packets {
+            cmd.env("VPND_IKE_REKEY_PACKETS", n.to_string());
         }
         let vpnd = Proc::spawn(cmd, &dir.path().join("vpnd.log"));
 
@@ -662,4 +667,22 @@ fn sigterm_sends_delete_to_the_peer_before_exit() {
     );
     let (_, sas) = lab.swanctl("--list-sas");
     assert!(!sas.contains("ESTABLISHED"), "{sas}");
+}
+
+/// Byte/packet lifetimes: installed Child SAs get a soft limit of 1500
+/// packets (test mode; in production the 32-bit sequence number's limit
+/// for SAs without ESN). The dataplane reports it and vpnd rekeys the
+/// Child SA then, long before its 3600 s timer, losing no ping.
+#[test]
+fn dataplane_packet_lifetime_triggers_child_rekeys_with_no_lost_ping() {
+    let setup = Setup {
+        rekey_packets: Some(1500),
+        ..Setup::default()
+    };
+    let lab = Lab::new(&setup);
+    rekeys_lose_nothing(&lab, &setup, "packet lifetime rekeys", 40, |lab| {
+        let v = lab.vpnd.output();
+        count(&v, "byte/packet lifetime in the dataplane: rekeying it now") >= 2
+            && count(&v, "CHILD_SA established and installed") >= 3
+    });
 }

@@ -132,6 +132,17 @@ impl Endpoint {
         }
     }
 
+    /// Rekey Child SA `spi` (either direction) now: the dataplane reports
+    /// a soft byte/packet lifetime ([`IkeSa::expedite_child_rekey`]).
+    /// `false` when no SA here has it. The rekey itself starts in the next
+    /// [`handle_timeout`](Self::handle_timeout), which
+    /// [`poll_timeout`](Self::poll_timeout) now reports as due.
+    pub fn expedite_child_rekey(&mut self, now: Instant, spi: u32) -> bool {
+        self.sas
+            .iter_mut()
+            .any(|s| s.expedite_child_rekey(now, spi))
+    }
+
     /// Deletes the IKE SAs of a peer (INFORMATIONAL DELETE).
     pub fn close(&mut self, now: Instant, rng: &mut dyn Rng, remote: IpAddr) {
         for s in self.sas.iter_mut().filter(|s| s.config().remote == remote) {

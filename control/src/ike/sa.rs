@@ -59,6 +59,14 @@ pub const NAT_T_PORT: u16 = 4500;
 ///
 /// [RFC 3948 § 4]: https://www.rfc-editor.org/rfc/rfc3948#section-4
 pub const NAT_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Packets after which a Child SA without extended sequence numbers is
+/// rekeyed: the 32-bit sequence number must not cycle ([RFC 4303
+/// § 3.3.3]); 2^32 − 2^28 leaves 268 million packets for the rekey to
+/// complete. The dataplane counts and reports it (a soft lifetime
+/// limit); [`IkeSa::expedite_child_rekey`] acts on it.
+///
+/// [RFC 4303 § 3.3.3]: https://www.rfc-editor.org/rfc/rfc4303#section-3.3.3
+pub const SEQ_REKEY_PACKETS: u64 = (1 << 32) - (1 << 28);
 const NONCE_LEN: usize = 32;
 
 /// Retransmission policy (RFC 7296 § 2.1).
@@ -1139,6 +1147,29 @@ impl IkeSa {
         }
         sa.send_response_bytes(0, msg2);
         Ok(sa)
+    }
+
+    /// The dataplane reports that Child SA `spi` (inbound or outbound)
+    /// reached a soft byte or packet lifetime: rekey it as soon as the
+    /// request slot is free, not when its time-based timer fires. `false`
+    /// when no Child SA of this IKE SA has that SPI.
+    pub fn expedite_child_rekey(&mut self, now: Instant, spi: u32) -> bool {
+        let State::Established(e) = &mut self.state else {
+            return false;
+        };
+        let rekeying = e.rekeying.as_ref().map(|r| r.old_inbound);
+        let Some(c) = e
+            .children
+            .iter_mut()
+            .find(|c| c.inbound_spi == spi || c.outbound_spi == spi)
+        else {
+            return false;
+        };
+        // A rekey of it already in flight: nothing to do.
+        if rekeying != Some(c.inbound_spi) && c.rekey_at > now {
+            c.rekey_at = now;
+        }
+        true
     }
 
     /// Initiator SPI.

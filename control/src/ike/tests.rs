@@ -1258,6 +1258,43 @@ fn child_rekey_retries_with_the_group_from_invalid_ke() {
     assert_pair(ca[1], cb[1]);
 }
 
+/// A soft packet/byte lifetime reported by the dataplane for either SPI
+/// of a Child SA rekeys it at once (make-before-break as for the timer),
+/// long before its time-based rekey; an unknown SPI is refused.
+#[test]
+fn dataplane_soft_lifetime_expedites_the_child_rekey() {
+    let mut o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    o.dpd_timeout_secs = 4000;
+    let mut h = establish(&o);
+    let first = Harness::children(&h.b_events)[0].outbound.spi;
+    assert!(!h.b.expedite_child_rekey(h.now, 0x1234_5678));
+    // Far from the 3600 s lifetime.
+    h.run(Duration::from_secs(10));
+    assert_eq!(Harness::children(&h.b_events).len(), 1);
+    assert!(h.b.expedite_child_rekey(h.now, first));
+    h.run(Duration::from_secs(5));
+    let cb = Harness::children(&h.b_events);
+    let ca = Harness::children(&h.a_events);
+    assert_eq!(
+        (ca.len(), cb.len()),
+        (2, 2),
+        "{:?}",
+        Harness::logs(&h.b_events)
+    );
+    assert_pair(ca[1], cb[1]);
+    assert!(h.now - h.start < Duration::from_secs(60));
+    assert!(
+        h.b_events.iter().any(
+            |e| matches!(e, Event::ChildSaDown { outbound_spi, .. } if *outbound_spi == first)
+        )
+    );
+}
+
 #[test]
 fn ike_sa_rekey_moves_children_and_keeps_working() {
     let mut o = options(
