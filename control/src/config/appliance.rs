@@ -70,7 +70,10 @@ pub struct PortConfig {
     /// What the port faces.
     pub role: PortRole,
     /// RX queues, 1 to the number of workers (every queue is polled by
-    /// one worker). Default 1.
+    /// one worker). Default 1. Validated but not yet applied: the DPDK
+    /// runtime gives every port one rx/tx queue pair per worker (worker
+    /// `i` polls queue `i`; `net_af_packet`'s fanout needs every queue
+    /// polled), see `appliance::runtime`.
     #[serde(default = "one")]
     pub rx_queues: u16,
     /// TX queues. Absent: one per worker (workers never share a TX queue,
