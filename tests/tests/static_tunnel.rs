@@ -472,7 +472,9 @@ fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
 /// The optional kernel (tap) port: UDP to port 500 of the outside address
 /// reaches a socket of the kernel behind the tap, and a ping to the
 /// tunnel's inside address (169.254.10.1) sent through the tunnel is
-/// answered by that kernel and comes back through the tunnel.
+/// answered by that kernel and comes back through the tunnel. Run with
+/// two workers, so the tap is a two-queue (multi-queue tun) port whose
+/// queues the two workers poll and send on.
 #[test]
 fn kernel_port_gets_ike_and_answers_pings_through_the_tunnel() {
     let t = tag();
@@ -488,7 +490,7 @@ target = "tunnel:0"
 prefix = "169.254.10.1/32"
 target = "local"
 "#,
-        &[],
+        &["--lcores", "0@0,1@0,2@1"],
     );
     assert!(
         wait_until(Duration::from_secs(10), || lab
@@ -579,6 +581,10 @@ target = "local"
         "peer: {ping}\n{stats}"
     );
     assert!(counter(&stats, "stats:", "punted") >= 8, "{stats}");
+    assert!(
+        stats.contains(&format!("kernel port net_tap0,iface=pk{t}: 2 queue(s)")),
+        "{stats}"
+    );
     assert_eq!(counter(&stats, "tunnel 0:", "in_packets"), 5, "{stats}");
     assert_eq!(counter(&stats, "tunnel 0:", "out_packets"), 5, "{stats}");
 }
