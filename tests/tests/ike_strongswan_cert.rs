@@ -152,6 +152,11 @@ struct Lab {
 
 impl Lab {
     fn new(suffix: &str) -> Self {
+        Self::with_charon_options(suffix, "")
+    }
+
+    /// A lab whose charon section also has `extra` (`key = value` lines).
+    fn with_charon_options(suffix: &str, extra: &str) -> Self {
         require_root();
         let t = tag();
         let sw = Netns::new(&format!("vt-ikc-{t}{suffix}s"));
@@ -169,7 +174,7 @@ impl Lab {
         std::fs::write(
             dir.path().join("strongswan.conf"),
             format!(
-                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 pkcs8 x509 pubkey constraints kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{\n    default = 1\n    enc = 1\n    cfg = 2\n    ike = 2\n  }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
+                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 pkcs8 x509 pubkey constraints kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  {extra}\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{\n    default = 1\n    enc = 1\n    cfg = 2\n    ike = 2\n  }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
             ),
         )
         .expect("strongswan.conf");
@@ -359,6 +364,12 @@ fn strongswan_initiates_with_certificates() {
             &lab.charon.output()[mark..]
         );
         check_up(&lab, &peer, &what, mark);
+        // RFC 7427 both ways (we announce SIGNATURE_HASH_ALGORITHMS).
+        assert!(
+            peer.output().contains("(AUTH method 14)"),
+            "{what}: {}",
+            peer.output()
+        );
         if matches!(alg, Alg::Rsa) {
             check_fragments(&lab, &what, mark);
         }
@@ -376,6 +387,12 @@ fn we_initiate_with_certificates() {
         let mark = lab.charon.output().len();
         let mut peer = lab.peer(&dir, true, &format!("peer{n}"));
         check_up(&lab, &peer, &what, mark);
+        // RFC 7427 both ways (we announce SIGNATURE_HASH_ALGORITHMS).
+        assert!(
+            peer.output().contains("(AUTH method 14)"),
+            "{what}: {}",
+            peer.output()
+        );
         if matches!(alg, Alg::Rsa) {
             check_fragments(&lab, &what, mark);
         }
@@ -408,4 +425,34 @@ fn cgw_certificate_without_spec_extensions_is_refused() {
     );
     assert!(out.contains("LOG AWS tunnel is sending AUTHENTICATION_FAILED as response"));
     assert!(lab.charon.output().contains("AUTHENTICATION_FAILED"));
+}
+
+/// strongSwan without RFC 7427 (`signature_authentication = no`) signs
+/// with the classic methods: RSA PKCS#1 v1.5 over SHA-1 (method 1) and
+/// ECDSA with SHA-256 on P-256 (method 9). We verify both; we sign ECDSA
+/// with method 9 too (strongSwan sent no SIGNATURE_HASH_ALGORITHMS).
+#[test]
+fn classic_signature_methods_interoperate() {
+    let lab = Lab::with_charon_options("d", "signature_authentication = no");
+    for (n, alg) in [Alg::Rsa, Alg::Ecdsa].into_iter().enumerate() {
+        let what = format!("classic methods, {alg:?}");
+        let dir = lab.load(&format!("run{n}"), alg, true, "yes");
+        let mut peer = lab.peer(&dir, false, &format!("peer{n}"));
+        let mark = lab.charon.output().len();
+        let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+        assert!(
+            ok,
+            "{what}: {out}\n--- ours:\n{}\n--- charon:\n{}",
+            peer.output(),
+            &lab.charon.output()[mark..]
+        );
+        check_up(&lab, &peer, &what, mark);
+        // What strongSwan sent: RFC 7296 method 1 / RFC 4754 method 9.
+        let want = match alg {
+            Alg::Rsa => "CN=cgw.vt.example\" (AUTH method 1)",
+            Alg::Ecdsa => "CN=cgw.vt.example\" (AUTH method 9)",
+        };
+        assert!(peer.output().contains(want), "{what}: {}", peer.output());
+        teardown(&lab, &mut peer);
+    }
 }

@@ -207,8 +207,9 @@ impl IkeSa {
         match c.verify_peer(now, &certs, peer_id, method, data, &octets) {
             Ok(peer) => {
                 self.log(format!(
-                    "AWS tunnel authenticated cgw: {ip} by certificate \"{}\"",
-                    peer.subject
+                    "AWS tunnel authenticated cgw: {ip} by certificate \"{}\" (AUTH method {})",
+                    peer.subject,
+                    u8::from(method)
                 ));
                 Ok(AuthVerified(()))
             }
