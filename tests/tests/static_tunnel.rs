@@ -588,3 +588,69 @@ target = "local"
     assert_eq!(counter(&stats, "tunnel 0:", "in_packets"), 5, "{stats}");
     assert_eq!(counter(&stats, "tunnel 0:", "out_packets"), 5, "{stats}");
 }
+
+/// IPv6 on the outside: the peer's kernel resolves our outside IPv6
+/// address by neighbour discovery, answered by the worker (RFC 4861
+/// Neighbor Advertisement with the outside port's MAC), and a solicitation
+/// for an address that is not ours is ignored and counted.
+#[test]
+fn the_peer_resolves_our_outside_ipv6_address() {
+    require_root();
+    let t = tag();
+    let (peer, dp) = (
+        Netns::new(&format!("vt-n6p-{t}")),
+        Netns::new(&format!("vt-n6d-{t}")),
+    );
+    veth(&peer, &format!("n6p{t}"), &dp, &format!("n6d{t}"));
+    peer.sh(&format!(
+        "sysctl -qw net.ipv6.conf.n6p{t}.disable_ipv6=0 && ip -6 addr add 2001:db8::2/64 dev n6p{t} nodad"
+    ));
+    let config = format!(
+        r#"
+[ports]
+outside = "net_af_packet0,iface=n6d{t}"
+inside = "net_null0"
+
+[addresses]
+outside = ["192.0.2.1", "2001:db8::1"]
+outside_gateway_mac = "{peer_mac}"
+inside_gateway_mac = "02:00:00:00:01:01"
+"#,
+        peer_mac = mac_of(&peer, &format!("n6p{t}")),
+    );
+    let dir = std::env::temp_dir().join(format!("vt-n6-{t}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("static.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = dp.command(&bin("vpn-dp"));
+    cmd.arg("--config").arg(&path);
+    cmd.args(["--no-huge", "--file-prefix", &format!("vt-n6d-{t}")]);
+    let daemon = Daemon::spawn(cmd, "vpn-dp");
+    let ours = mac_of(&dp, &format!("n6d{t}"));
+    // A ping makes the kernel solicit; nothing answers the echo itself
+    // (no kernel port), the neighbour entry is what we look at.
+    let resolved = wait_until(Duration::from_secs(20), || {
+        peer.sh_ok(&format!(
+            "ip -6 neigh flush dev n6p{t}; ping -6 -c 1 -W 1 2001:db8::1 >/dev/null 2>&1; \
+             ip -6 neigh show 2001:db8::1 dev n6p{t} | grep -q 'lladdr {ours}'"
+        ))
+    });
+    // Someone else's address: solicited, never answered.
+    let _ = peer.sh_ok("ping -6 -c 1 -W 1 2001:db8::77 >/dev/null 2>&1");
+    let other = peer.sh(&format!("ip -6 neigh show 2001:db8::77 dev n6p{t}"));
+    let stopped = daemon.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stats = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&stopped.stdout),
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(resolved, "2001:db8::1 not resolved to {ours}\n{stats}");
+    assert!(
+        !String::from_utf8_lossy(&other.stdout).contains("lladdr"),
+        "2001:db8::77 resolved: {}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+    assert!(counter(&stats, "stats:", "arp_replies") >= 1, "{stats}");
+    assert!(counter(&stats, "drop", "nd_ignored") >= 1, "{stats}");
+}
