@@ -686,3 +686,65 @@ fn dataplane_packet_lifetime_triggers_child_rekeys_with_no_lost_ping() {
             && count(&v, "CHILD_SA established and installed") >= 3
     });
 }
+
+/// `vpnctl config download --device strongswan` produces a swanctl.conf
+/// that strongSwan loads unchanged and that brings both tunnels of the
+/// connection up (the customer gateway initiates both: start_action =
+/// start for our startup action `add`); pings pass. The connection's
+/// networks are set (customer 10.1.0.0/16, VPC 198.51.100.0/24) so the
+/// selectors do not capture the gateway's own IKE traffic.
+#[test]
+fn downloaded_strongswan_config_brings_both_tunnels_up() {
+    let lab = Lab::new(&Setup::default());
+    lab.ctl_ok(&["cgw", "create", "cgw-ops", "--ip-address", CGW]);
+    lab.ctl_ok(&[
+        "connection",
+        "create",
+        CONN,
+        "--customer-gateway",
+        "cgw-ops",
+        "--routing",
+        "static",
+        "--static-route",
+        "10.1.0.0/16",
+        "--tunnel0-outside-ip",
+        US0,
+        "--tunnel1-outside-ip",
+        US1,
+    ]);
+    lab.ctl_ok(&[
+        "connection",
+        "modify",
+        CONN,
+        "--set",
+        "local_ipv4_network_cidr=10.1.0.0/16",
+        "--set",
+        "remote_ipv4_network_cidr=198.51.100.0/24",
+    ]);
+    let conf = lab.ctl_ok(&["config", "download", CONN, "--device", "strongswan"]);
+    assert!(
+        conf.contains("vpn-ops-tunnel1") && conf.contains("vpn-ops-tunnel2"),
+        "{conf}"
+    );
+    let file = lab.dir.path().join("downloaded.conf");
+    std::fs::write(&file, &conf).expect("downloaded.conf");
+    let (ok, out) = lab.swanctl(&format!("--load-all --file {}", file.display()));
+    assert!(ok, "strongSwan refused the downloaded file: {out}\n{conf}");
+    for i in 0..2 {
+        let up = wait_until(Duration::from_secs(60), || lab.tunnel(i)["status"] == "UP");
+        assert!(
+            up,
+            "tunnel {i} not UP with the downloaded configuration\n{conf}\n{}",
+            lab.diagnostics()
+        );
+    }
+    let (_, sas) = lab.swanctl("--list-sas");
+    assert_eq!(count(&sas, "INSTALLED"), 2, "{sas}");
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .vpc
+            .sh_ok(&format!("ping -c 1 -W 2 {CGW_LAN} >/dev/null"))),
+        "no ping through the downloaded tunnels\n{}",
+        lab.diagnostics()
+    );
+}
