@@ -21,11 +21,15 @@
 //!   1, 9–11 and 14, chain to the configured CAs with the spec's AKI /
 //!   SKI / basicConstraints rules, identity checked against the
 //!   certificate); proposal selection from the tunnel's lists (spec § 3.6, rule
-//!   in [`proposal`]); INVALID_KE_PAYLOAD retry (§ 1.3); COOKIE when the
-//!   half-open count reaches the endpoint's threshold (§ 2.6); half-open
-//!   timeout.
+//!   in [`proposal`]); INVALID_KE_PAYLOAD retry (§ 1.3; a stale one naming
+//!   the group already switched to is ignored); COOKIE when the half-open
+//!   count reaches the endpoint's threshold or the caller's load signal
+//!   (§ 2.6, [`endpoint`]: IKE_SA_INIT from unconfigured addresses is
+//!   dropped unanswered and counted); half-open timeout.
 //! * NAT detection and the float to UDP 4500 with the non-ESP marker
-//!   (§ 2.23, RFC 3948); the Child SA records the peer's mapped port.
+//!   (§ 2.23, RFC 3948); the Child SA records the peer's mapped port;
+//!   NAT-T keepalives every 20 s from the side behind the NAT (RFC 3948
+//!   § 4).
 //! * Route-based traffic selectors from the configured CIDRs, narrowed as
 //!   responder and checked as initiator (§ 2.9), TS_UNACCEPTABLE.
 //! * Retransmission with exponential backoff, one request in flight
@@ -33,7 +37,11 @@
 //! * CREATE_CHILD_SA: Child SA rekey with PFS and IKE SA rekey, both
 //!   roles, on `lifetime − margin − fuzz` timers; simultaneous-rekey
 //!   collisions by the nonce rule (§ 2.8.1, § 2.8.2); make-before-break
-//!   (the new Child SA is reported up before the old one goes down).
+//!   (the new Child SA is reported up before the old one goes down); a
+//!   Child SA rekey answered with INVALID_KE_PAYLOAD is repeated with the
+//!   requested PFS group, a failed one is retried halfway to expiry; the
+//!   dataplane's soft byte/packet lifetimes rekey at once
+//!   ([`sa::IkeSa::expedite_child_rekey`], [`sa::SEQ_REKEY_PACKETS`]).
 //! * IKE fragmentation ([`frag`], RFC 7383): announced in IKE_SA_INIT;
 //!   messages above the configured datagram size (1280 bytes by default)
 //!   go out as SKF fragments, retransmitted as a set; the peer's are
@@ -53,10 +61,6 @@
 //! * Revocation (CRL / OCSP) of peer certificates.
 //! * RSA signatures with SHA-1 (AUTH method 1) are verified but never
 //!   made: we sign RSA with RFC 7427 sha256WithRSAEncryption.
-//! * NAT-T keepalives (only needed when we are the side behind a NAT).
-//! * IKE_SA_INIT from unconfigured addresses gets no answer at all, so a
-//!   flood from many addresses never reaches the cookie threshold; cookies
-//!   protect against floods that use the configured peers' addresses.
 //! * Rekeying an IKE SA while a Child SA rekey is in flight on it is
 //!   deferred to the next timer rather than queued.
 //!
