@@ -1023,3 +1023,112 @@ mod props {
         }
     }
 }
+
+/// Each way a peer's chain can be wrong ends the same on the wire —
+/// AUTHENTICATION_FAILED to the initiator, both sides down — and the
+/// responder's log line says which rule failed.
+#[test]
+fn every_chain_failure_sends_authentication_failed_and_logs_why() {
+    let alg = &PKCS_ECDSA_P256_SHA256;
+    let root_a = root(ca_params("a root"), alg);
+    let sub_a = issue(ca_params("a sub"), alg, &root_a);
+    let pb = pki(alg, "cgw");
+    // (what, A's chain and key, the root B trusts, expected log text)
+    let mut cases: Vec<(&str, Vec<Vec<u8>>, Vec<u8>, &Node, &str)> = Vec::new();
+    let mut short = leaf_params("short");
+    short.not_after = rcgen::date_time_ymd(2026, 1, 1);
+    let expired = issue(short, alg, &sub_a);
+    cases.push((
+        "expired",
+        vec![expired.der.clone(), sub_a.der.clone()],
+        expired.key.serialize_der(),
+        &root_a,
+        "is not valid at",
+    ));
+    let good = issue(leaf_params("good"), alg, &sub_a);
+    let stranger = root(ca_params("stranger"), alg);
+    cases.push((
+        "wrong CA",
+        vec![good.der.clone(), sub_a.der.clone()],
+        good.key.serialize_der(),
+        &stranger,
+        "no path to a configured CA",
+    ));
+    let mut fp = params("fake sub", IsCa::ExplicitNoCa);
+    fp.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let fake = issue(fp, alg, &root_a);
+    let under_fake = issue(leaf_params("under fake"), alg, &fake);
+    cases.push((
+        "no CA:true",
+        vec![under_fake.der.clone(), fake.der.clone()],
+        under_fake.key.serialize_der(),
+        &root_a,
+        "is not a CA (basicConstraints CA:true missing)",
+    ));
+    let other_sub = issue(ca_params("a sub"), alg, &root_a);
+    cases.push((
+        "AKI/SKI mismatch",
+        vec![good.der.clone(), other_sub.der.clone()],
+        good.key.serialize_der(),
+        &root_a,
+        "authority key identifier does not match",
+    ));
+    let mut tampered = good.der.clone();
+    let n = tampered.len();
+    tampered[n - 2] ^= 0x55;
+    cases.push((
+        "bad signature",
+        vec![tampered, sub_a.der.clone()],
+        good.key.serialize_der(),
+        &root_a,
+        "does not verify",
+    ));
+    for (what, chain, key, trust, why) in cases {
+        let now = Instant::now();
+        let clock = WallClock::new(now, NOW_UNIX);
+        let local = LocalCredentials::new(chain, PrivateKey::from_der(&key).unwrap()).unwrap();
+        let ca = tunnel(
+            A,
+            B,
+            CertAuth {
+                local,
+                trust: anchors(&pb.root),
+                clock,
+            },
+        );
+        let cb = tunnel(B, A, cert_auth(&pb, trust, clock));
+        let mut w = Wire::new(ca, cb, now);
+        assert!(w.a.initiate(w.now, &mut w.rng, B));
+        w.run(Duration::from_secs(5));
+        assert_eq!(children(&w.a_events) + children(&w.b_events), 0, "{what}");
+        assert_eq!(
+            down(&w.a_events),
+            Some(DownReason::AuthenticationFailed),
+            "{what}"
+        );
+        assert_eq!(
+            down(&w.b_events),
+            Some(DownReason::AuthenticationFailed),
+            "{what}"
+        );
+        let bl = logs(&w.b_events);
+        assert!(
+            bl.iter().any(|l| l
+                .starts_with("AWS tunnel certificate authentication failed with cgw: 192.0.2.1:")
+                && l.contains(why)),
+            "{what}: {bl:?}"
+        );
+        assert!(
+            bl.iter()
+                .any(|l| l == "AWS tunnel is sending AUTHENTICATION_FAILED as response"),
+            "{what}"
+        );
+        assert!(
+            logs(&w.a_events)
+                .iter()
+                .any(|l| l.contains("refused by cgw: 192.0.2.2 (AUTHENTICATION_FAILED)")),
+            "{what}: {:?}",
+            logs(&w.a_events)
+        );
+    }
+}
