@@ -1034,7 +1034,8 @@ fn every_chain_failure_sends_authentication_failed_and_logs_why() {
     let sub_a = issue(ca_params("a sub"), alg, &root_a);
     let pb = pki(alg, "cgw");
     // (what, A's chain and key, the root B trusts, expected log text)
-    let mut cases: Vec<(&str, Vec<Vec<u8>>, Vec<u8>, &Node, &str)> = Vec::new();
+    type Case<'a> = (&'static str, Vec<Vec<u8>>, Vec<u8>, &'a Node, &'static str);
+    let mut cases: Vec<Case<'_>> = Vec::new();
     let mut short = leaf_params("short");
     short.not_after = rcgen::date_time_ymd(2026, 1, 1);
     let expired = issue(short, alg, &sub_a);
