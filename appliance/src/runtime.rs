@@ -1016,9 +1016,13 @@ impl Runtime {
         if tunnel.0 as usize >= self.tunnel_capacity() {
             return None;
         }
-        let handles: Vec<CountersHandle> =
-            self.workers.iter().map(|w| w.counters.clone()).collect();
-        Some(worker::sum_tunnel(&handles, tunnel))
+        let mut total = TunnelSnapshot::default();
+        for w in &self.workers {
+            if let Some(s) = w.counters.tunnel(tunnel) {
+                total += &s;
+            }
+        }
+        Some(total)
     }
 
     /// One tunnel's counters on worker `worker` alone.
