@@ -555,6 +555,24 @@ print("sent", len(pkts))
         "no counters line with cookies and unknown sources\n{}",
         lab.vpnd.output()
     );
+    // For the record (visible with --nocapture).
+    for l in lab
+        .vpnd
+        .output()
+        .lines()
+        .filter(|l| l.contains("counters IkeCounters") || l.contains("half-open IKE_SAs"))
+    {
+        eprintln!("{l}");
+    }
+    eprintln!(
+        "ping during the flood: {}",
+        summary
+            .lines()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     let logs = lab.logs();
     assert!(
         logs.contains("IKE_SA_INIT under load: COOKIE sent"),
@@ -579,8 +597,8 @@ fn rekeys_lose_nothing(
     rekeys_seen: impl Fn(&Lab) -> bool,
 ) {
     lab.tunnel_up(setup.options);
-    let count = seconds * 100;
-    let ping = lab.ping(count, "0.01");
+    let pings = seconds * 100;
+    let ping = lab.ping(pings, "0.01");
     let (sent, received, summary) =
         lab.ping_result(ping, Duration::from_secs(u64::from(seconds) * 3 + 60));
     assert!(
@@ -589,8 +607,20 @@ fn rekeys_lose_nothing(
         lab.diagnostics()
     );
     assert_eq!(lab.tunnel(0)["status"], "UP", "{}", lab.diagnostics());
+    let v = lab.vpnd.output();
+    eprintln!(
+        "{what}: {} Child SAs installed, {} IKE SA rekeys; ping: {}",
+        count(&v, "CHILD_SA established and installed"),
+        count(&v, "IKE_SA rekeyed: new SPIs"),
+        summary
+            .lines()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
     assert!(
-        sent == u64::from(count) && received == sent,
+        sent == u64::from(pings) && received == sent,
         "{what}: pings lost across rekeys: {summary}\n{}",
         lab.diagnostics()
     );
