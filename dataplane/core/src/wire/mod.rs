@@ -499,6 +499,29 @@ mod tests {
         assert_eq!(u16::from(EtherType::Unknown(0x88cc)), 0x88cc);
     }
 
+    /// The DNS query of the UDP fixture (192.168.1.10 → 8.8.8.8, checksum
+    /// 0xde3f computed by hand): with its checksum the sum is all ones;
+    /// with the field zero its complement is the checksum.
+    #[test]
+    fn upper_layer_sum_verifies_and_fills() {
+        let ips = IpPair::V4 {
+            src: Ipv4Addr::new(192, 168, 1, 10),
+            dst: Ipv4Addr::new(8, 8, 8, 8),
+        };
+        let mut dns = hex_literal::hex!(
+            "d431 0035 0025 de3f"
+            "abcd 0100 0001 0000 0000 0000"
+            "07 6578616d706c65 03 636f6d 00 0001 0001"
+        );
+        assert_eq!(ips.upper_layer_sum(IpProtocol::Udp, &dns), Some(0xffff));
+        assert_ne!(ips.upper_layer_sum(IpProtocol::Tcp, &dns), Some(0xffff));
+        dns[6..8].fill(0);
+        assert_eq!(
+            ips.upper_layer_sum(IpProtocol::Udp, &dns).map(|s| !s),
+            Some(0xde3f)
+        );
+    }
+
     #[test]
     fn error_messages_say_what() {
         let e = Error::Truncated {
