@@ -21,6 +21,13 @@
 //! Both tunnels carry 0.0.0.0/0 selectors (route-based, as a cloud VPN's
 //! tunnels do).
 //!
+//! A second test runs the seeds' Azure-style active-active plan on the
+//! same fixture ([`AZURE_AA`]): one gateway namespace with two instance
+//! addresses P0 192.0.2.2 and P1 192.0.2.4, two connections × two tunnels
+//! (our outside 192.0.2.1, .3 to P0 and .5, .7 to P1), the spec's APIPA
+//! /30s 169.254.21.0, 169.254.22.0, 169.254.21.4, 169.254.22.4, BIRD AS
+//! 65000 with four sessions, VPC 10.2.0.0/16.
+//!
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and BIRD 2 (`../shared/lab/recipes.md` § 0, tools/setup.sh).
 
@@ -31,18 +38,149 @@ use std::time::{Duration, Instant};
 use e2e::{Netns, bin, require_root, sh_ok, tag, veth, wait_until};
 use serde_json::Value;
 
-const CGW: &str = "192.0.2.2";
-const US: [&str; 2] = ["192.0.2.1", "192.0.2.3"];
-const INSIDE: [&str; 2] = ["169.254.21.0/30", "169.254.22.0/30"];
-const OUR_INSIDE: [&str; 2] = ["169.254.21.1", "169.254.22.1"];
 const CGW_INSIDE: [&str; 2] = ["169.254.21.2", "169.254.22.2"];
 const CGW_LAN: &str = "10.1.0.1";
-const VPC: &str = "198.51.100.2";
-const PSK: [&str; 2] = ["vtx.BGP0_0123456789abc", "vtx.BGP1_0123456789abc"];
 const CONN: &str = "vpn-bgp";
 /// Prefixes vpnd accepts per session in this fixture (the gateway's LAN
 /// is one; the `many` static protocol in BIRD adds six).
 const MAX_PREFIXES: u32 = 5;
+
+/// One tunnel of a lab's plan: its connection, its place there, the
+/// customer-gateway instance it ends on, the addresses and the PSK.
+#[derive(Debug, Clone, Copy)]
+struct TunnelPlan {
+    conn: &'static str,
+    /// Tunnel index within the connection.
+    index: usize,
+    /// Index into [`Plan::cgws`].
+    cgw: usize,
+    /// Our outside address.
+    us: &'static str,
+    inside: &'static str,
+    /// Our inside address (first host of `inside`).
+    ours: &'static str,
+    /// The peer's inside address (second host of `inside`).
+    theirs: &'static str,
+    psk: &'static str,
+}
+
+/// A lab's topology: customer-gateway instances (outside addresses of the
+/// one gateway namespace; all share `peer_asn`), the tunnels in the order
+/// the tests number them (strongSwan's `vpn{i}`/`net{i}`, BIRD's `t{i+1}`),
+/// and the VPC side (our local network, our inside address, the host).
+#[derive(Debug)]
+struct Plan {
+    /// Namespace/prefix tag: `vt-{ns}-*`.
+    ns: &'static str,
+    peer_asn: u32,
+    cgws: &'static [&'static str],
+    tunnels: &'static [TunnelPlan],
+    vpc_net: &'static str,
+    vpc_gw: &'static str,
+    vpc_host: &'static str,
+}
+
+impl Plan {
+    /// The connections, in order of first appearance, with their instance.
+    fn connections(&self) -> Vec<(&'static str, usize)> {
+        let mut out: Vec<(&'static str, usize)> = Vec::new();
+        for t in self.tunnels {
+            if !out.iter().any(|(c, _)| *c == t.conn) {
+                out.push((t.conn, t.cgw));
+            }
+        }
+        out
+    }
+}
+
+/// One dynamic connection, two tunnels, one customer gateway.
+const TWO_TUNNELS: Plan = Plan {
+    ns: "bgp",
+    peer_asn: 65001,
+    cgws: &["192.0.2.2"],
+    tunnels: &[
+        TunnelPlan {
+            conn: CONN,
+            index: 0,
+            cgw: 0,
+            us: "192.0.2.1",
+            inside: "169.254.21.0/30",
+            ours: "169.254.21.1",
+            theirs: CGW_INSIDE[0],
+            psk: "vtx.BGP0_0123456789abc",
+        },
+        TunnelPlan {
+            conn: CONN,
+            index: 1,
+            cgw: 0,
+            us: "192.0.2.3",
+            inside: "169.254.22.0/30",
+            ours: "169.254.22.1",
+            theirs: CGW_INSIDE[1],
+            psk: "vtx.BGP1_0123456789abc",
+        },
+    ],
+    vpc_net: "198.51.100.0/24",
+    vpc_gw: "198.51.100.1",
+    vpc_host: "198.51.100.2",
+};
+
+/// The seeds' Azure-style active-active plan (interop §2.3, §6.11 #1):
+/// two connections (one per gateway instance P0, P1) × two tunnels, each
+/// tunnel with its own outside address on our side, inside /30s
+/// 169.254.21.0, 169.254.22.0 (instance 0) and 169.254.21.4, 169.254.22.4
+/// (instance 1), our BGP addresses .1/.5, the peer's .2/.6, ASN 64512 ⇄
+/// 65000, VNet 10.1.0.0/16 ⇄ VPC 10.2.0.0/16.
+const AZURE_AA: Plan = Plan {
+    ns: "bg4",
+    peer_asn: 65000,
+    cgws: &["192.0.2.2", "192.0.2.4"],
+    tunnels: &[
+        TunnelPlan {
+            conn: "vpn-az0",
+            index: 0,
+            cgw: 0,
+            us: "192.0.2.1",
+            inside: "169.254.21.0/30",
+            ours: "169.254.21.1",
+            theirs: "169.254.21.2",
+            psk: "vtx.AZ00_0123456789abc",
+        },
+        TunnelPlan {
+            conn: "vpn-az0",
+            index: 1,
+            cgw: 0,
+            us: "192.0.2.3",
+            inside: "169.254.22.0/30",
+            ours: "169.254.22.1",
+            theirs: "169.254.22.2",
+            psk: "vtx.AZ01_0123456789abc",
+        },
+        TunnelPlan {
+            conn: "vpn-az1",
+            index: 0,
+            cgw: 1,
+            us: "192.0.2.5",
+            inside: "169.254.21.4/30",
+            ours: "169.254.21.5",
+            theirs: "169.254.21.6",
+            psk: "vtx.AZ10_0123456789abc",
+        },
+        TunnelPlan {
+            conn: "vpn-az1",
+            index: 1,
+            cgw: 1,
+            us: "192.0.2.7",
+            inside: "169.254.22.4/30",
+            ours: "169.254.22.5",
+            theirs: "169.254.22.6",
+            psk: "vtx.AZ11_0123456789abc",
+        },
+    ],
+    vpc_net: "10.2.0.0/16",
+    vpc_gw: "10.2.0.1",
+    vpc_host: "10.2.0.2",
+};
 
 /// A child process with its output in a file, stopped on drop.
 struct Proc {
@@ -114,29 +252,46 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// BIRD's configuration: the gateway's LAN to both sessions, tunnel 2's
-/// copy prepended when `prefer_t1`; a route carrying our AS (denied by
-/// vpnd); six more routes in `many`, disabled until the limit test.
-fn bird_conf(prefer_t1: bool) -> String {
-    let t2_prepend = if prefer_t1 {
-        "bgp_path.prepend(65001);"
-    } else {
-        ""
-    };
+/// BIRD's configuration: the gateway's LAN to every session, all but
+/// tunnel 0's copies prepended when `prefer_t1`; a route carrying our AS
+/// (denied by vpnd); six more routes in `many`, disabled until the limit
+/// test.
+fn bird_conf(plan: &Plan, prefer_t1: bool) -> String {
+    let asn = plan.peer_asn;
     let many: String = (0..6)
         .map(|i| format!("  route 10.9.{i}.0/24 blackhole;\n"))
         .collect();
-    let session = |n: usize| {
-        format!(
-            "protocol bgp t{} {{\n  local {} as 65001;\n  neighbor {} as 64512;\n  hold time 30;\n  keepalive time 10;\n  connect delay time 1;\n  connect retry time 2;\n  error wait time 1, 5;\n  ipv4 {{ import all; export filter to_t{}; }};\n}}\n",
-            n + 1,
-            CGW_INSIDE[n],
-            OUR_INSIDE[n],
-            n + 1
-        )
-    };
+    let mut sessions = String::new();
+    for (n, t) in plan.tunnels.iter().enumerate() {
+        let prepend = if prefer_t1 && n > 0 {
+            format!("bgp_path.prepend({asn});")
+        } else {
+            String::new()
+        };
+        sessions.push_str(&format!(
+            r#"filter to_t{k} {{
+  if proto = "loop4" then {{ bgp_path.prepend(64512); accept; }}
+  if source = RTS_STATIC then {{ {prepend} accept; }}
+  reject;
+}}
+protocol bgp t{k} {{
+  local {theirs} as {asn};
+  neighbor {ours} as 64512;
+  hold time 30;
+  keepalive time 10;
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1, 5;
+  ipv4 {{ import all; export filter to_t{k}; }};
+}}
+"#,
+            k = n + 1,
+            theirs = t.theirs,
+            ours = t.ours,
+        ));
+    }
     format!(
-        r#"router id {cgw1};
+        r#"router id {rid};
 log stderr all;
 protocol device {{ scan time 1; }}
 protocol static lan {{ ipv4; route 10.1.0.0/16 blackhole; }}
@@ -145,20 +300,8 @@ protocol static many {{
   ipv4;
   disabled;
 {many}}}
-filter to_t1 {{
-  if proto = "loop4" then {{ bgp_path.prepend(64512); accept; }}
-  if source = RTS_STATIC then accept;
-  reject;
-}}
-filter to_t2 {{
-  if proto = "loop4" then {{ bgp_path.prepend(64512); accept; }}
-  if source = RTS_STATIC then {{ {t2_prepend} accept; }}
-  reject;
-}}
-{s1}{s2}"#,
-        cgw1 = CGW_INSIDE[0],
-        s1 = session(0),
-        s2 = session(1),
+{sessions}"#,
+        rid = plan.tunnels[0].theirs,
     )
 }
 
@@ -173,27 +316,35 @@ struct Lab {
     vpc: Netns,
     prefix: String,
     t: String,
+    plan: &'static Plan,
 }
 
 impl Lab {
     #[allow(clippy::too_many_lines, reason = "one topology, set up in order")]
-    fn new() -> Self {
+    fn new(plan: &'static Plan) -> Self {
         require_root();
         let t = tag();
-        let cgw = Netns::new(&format!("vt-bgp-c-{t}"));
-        let dp = Netns::new(&format!("vt-bgp-d-{t}"));
-        let vpc = Netns::new(&format!("vt-bgp-v-{t}"));
+        let ns = plan.ns;
+        let cgw = Netns::new(&format!("vt-{ns}-c-{t}"));
+        let dp = Netns::new(&format!("vt-{ns}-d-{t}"));
+        let vpc = Netns::new(&format!("vt-{ns}-v-{t}"));
         veth(&cgw, &format!("gc{t}"), &dp, &format!("go{t}"));
         veth(&vpc, &format!("gv{t}"), &dp, &format!("gi{t}"));
-        cgw.sh(&format!("ip addr add {CGW}/24 dev gc{t}"));
+        for a in plan.cgws {
+            cgw.sh(&format!("ip addr add {a}/24 dev gc{t}"));
+        }
         cgw.sh(&format!("ip addr add {CGW_LAN}/16 dev lo"));
         // libipsec's table 220 sends everything into ipsec0 except the
         // peer address of each tunnel that is up: IKE to the other
         // tunnel's address must not be tunnelled either (a real gateway
         // has its WAN routes ahead of the VPN's).
         cgw.sh("ip rule add to 192.0.2.0/24 lookup main pref 100");
-        vpc.sh(&format!("ip addr add {VPC}/24 dev gv{t}"));
-        vpc.sh("ip route add 10.1.0.0/16 via 198.51.100.1");
+        let vpc_len = plan.vpc_net.split('/').nth(1).expect("prefix length");
+        vpc.sh(&format!(
+            "ip addr add {}/{vpc_len} dev gv{t}",
+            plan.vpc_host
+        ));
+        vpc.sh(&format!("ip route add 10.1.0.0/16 via {}", plan.vpc_gw));
         // The af_packet ports' veths stay kernel interfaces: strict
         // reverse-path filtering keeps the kernel from taking what the
         // worker also punts (see vpnd_strongswan.rs).
@@ -201,18 +352,47 @@ impl Lab {
             "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.go{t}.rp_filter=1 net.ipv4.conf.gi{t}.rp_filter=1"
         ));
         let dir = tempfile::tempdir().expect("tempdir");
-        let prefix = format!("vt-bgp-dp-{t}");
+        let prefix = format!("vt-{ns}-dp-{t}");
         let mac = |ns: &Netns, dev: &str| {
             String::from_utf8_lossy(&ns.sh(&format!("cat /sys/class/net/{dev}/address")).stdout)
                 .trim()
                 .to_owned()
         };
         let socket = dir.path().join("control.sock");
-        let tunnels: String = (0..2)
-            .map(|i| {
+        let quoted = |v: Vec<&str>| {
+            v.iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let cgws: String = plan
+            .cgws
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
                 format!(
-                    "[[connections.tunnels]]\noutside_ip_address = \"{}\"\ninside_ipv4_cidr = \"{}\"\npre_shared_key = \"{}\"\nstartup_action = \"add\"\n\n",
-                    US[i], INSIDE[i], PSK[i]
+                    "[[customer_gateways]]\nid = \"cgw-{i}\"\nip_address = \"{a}\"\nbgp_asn = {}\n\n",
+                    plan.peer_asn
+                )
+            })
+            .collect();
+        let connections: String = plan
+            .connections()
+            .into_iter()
+            .map(|(conn, instance)| {
+                let tunnels: String = plan
+                    .tunnels
+                    .iter()
+                    .filter(|tp| tp.conn == conn)
+                    .map(|tp| {
+                        format!(
+                            "[[connections.tunnels]]\noutside_ip_address = \"{}\"\ninside_ipv4_cidr = \"{}\"\npre_shared_key = \"{}\"\nstartup_action = \"add\"\n\n",
+                            tp.us, tp.inside, tp.psk
+                        )
+                    })
+                    .collect();
+                format!(
+                    "[[connections]]\nid = \"{conn}\"\ncustomer_gateway_id = \"cgw-{instance}\"\ntarget = \"tgw-bgp\"\nrouting = \"dynamic\"\n\n[connections.bgp]\nmax_prefixes = {MAX_PREFIXES}\n\n{tunnels}"
                 )
             })
             .collect();
@@ -223,8 +403,8 @@ impl Lab {
 [gateway]
 id = "tgw-bgp"
 asn = 64512
-outside_addresses = ["{us0}", "{us1}"]
-local_networks = ["198.51.100.0/24"]
+outside_addresses = [{outside}]
+local_networks = ["{vpc_net}"]
 
 [dataplane]
 file_prefix = "{prefix}"
@@ -232,7 +412,7 @@ main_lcore = 0
 worker_lcores = [1]
 outside_next_hop_mac = "{cgw_mac}"
 inside_next_hop_mac = "{vpc_mac}"
-inside_addresses = ["198.51.100.1"]
+inside_addresses = ["{vpc_gw}"]
 
 [[dataplane.ports]]
 name = "wan"
@@ -255,23 +435,10 @@ socket_path = "{socket}"
 [metrics]
 enabled = false
 
-[[customer_gateways]]
-id = "cgw-bgp"
-ip_address = "{CGW}"
-bgp_asn = 65001
-
-[[connections]]
-id = "{CONN}"
-customer_gateway_id = "cgw-bgp"
-target = "tgw-bgp"
-routing = "dynamic"
-
-[connections.bgp]
-max_prefixes = {MAX_PREFIXES}
-
-{tunnels}"#,
-                us0 = US[0],
-                us1 = US[1],
+{cgws}{connections}"#,
+                outside = quoted(plan.tunnels.iter().map(|tp| tp.us).collect()),
+                vpc_net = plan.vpc_net,
+                vpc_gw = plan.vpc_gw,
                 cgw_mac = mac(&cgw, &format!("gc{t}")),
                 vpc_mac = mac(&vpc, &format!("gv{t}")),
                 socket = socket.display(),
@@ -284,7 +451,8 @@ max_prefixes = {MAX_PREFIXES}
             .arg("--no-huge");
         let vpnd = Proc::spawn(cmd, &dir.path().join("vpnd.log"));
 
-        // strongSwan: one IKE connection per tunnel, route-based (0/0).
+        // strongSwan: one IKE connection per tunnel, route-based (0/0),
+        // from the tunnel's instance address.
         let d = dir.path().display().to_string();
         std::fs::write(
             dir.path().join("strongswan.conf"),
@@ -293,19 +461,26 @@ max_prefixes = {MAX_PREFIXES}
             ),
         )
         .expect("strongswan.conf");
-        let conns: String = (0..2)
-            .map(|i| {
+        let conns: String = plan
+            .tunnels
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| {
                 format!(
-                    " vpn{i} {{\n  version = 2\n  local_addrs = {CGW}\n  remote_addrs = {us}\n  proposals = aes128gcm16-prfsha256-ecp256\n  local {{ auth = psk\n id = {CGW} }}\n  remote {{ auth = psk\n id = {us} }}\n  children {{ net{i} {{\n   local_ts = 0.0.0.0/0\n   remote_ts = 0.0.0.0/0\n   esp_proposals = aes128gcm16\n   mode = tunnel\n  }} }}\n }}\n",
-                    us = US[i]
+                    " vpn{i} {{\n  version = 2\n  local_addrs = {me}\n  remote_addrs = {us}\n  proposals = aes128gcm16-prfsha256-ecp256\n  local {{ auth = psk\n id = {me} }}\n  remote {{ auth = psk\n id = {us} }}\n  children {{ net{i} {{\n   local_ts = 0.0.0.0/0\n   remote_ts = 0.0.0.0/0\n   esp_proposals = aes128gcm16\n   mode = tunnel\n  }} }}\n }}\n",
+                    me = plan.cgws[tp.cgw],
+                    us = tp.us
                 )
             })
             .collect();
-        let secrets: String = (0..2)
-            .map(|i| {
+        let secrets: String = plan
+            .tunnels
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| {
                 format!(
-                    " ike-{i} {{ id-a = {CGW}\n id-b = {}\n secret = \"{}\" }}\n",
-                    US[i], PSK[i]
+                    " ike-{i} {{ id-a = {}\n id-b = {}\n secret = \"{}\" }}\n",
+                    plan.cgws[tp.cgw], tp.us, tp.psk
                 )
             })
             .collect();
@@ -328,6 +503,7 @@ max_prefixes = {MAX_PREFIXES}
             vpc,
             prefix,
             t,
+            plan,
         };
         let vici = lab.dir.path().join("charon.vici");
         assert!(
@@ -344,10 +520,10 @@ max_prefixes = {MAX_PREFIXES}
         // and a permanent neighbour for each peer (kernel_port.rs).
         let k = format!("gk{}", lab.t);
         let ready = wait_until(Duration::from_secs(20), || {
-            lab.dp.sh_ok(&format!(
-                "ip -4 addr show dev {k} | grep -q {} && ip -4 addr show dev {k} | grep -q {}",
-                OUR_INSIDE[0], OUR_INSIDE[1]
-            ))
+            plan.tunnels.iter().all(|tp| {
+                lab.dp
+                    .sh_ok(&format!("ip -4 addr show dev {k} | grep -qw {}", tp.ours))
+            })
         });
         assert!(
             ready,
@@ -365,8 +541,9 @@ max_prefixes = {MAX_PREFIXES}
             "charon has no ipsec0: {}",
             lab.charon.output()
         );
-        for a in CGW_INSIDE {
-            lab.cgw.sh(&format!("ip addr add {a}/30 dev ipsec0"));
+        for tp in plan.tunnels {
+            lab.cgw
+                .sh(&format!("ip addr add {}/30 dev ipsec0", tp.theirs));
         }
         let (ok, out) = lab.swanctl(&format!(
             "--load-all --file {}",
@@ -379,7 +556,7 @@ max_prefixes = {MAX_PREFIXES}
 
     fn start_bird(&mut self, prefer_t1: bool) {
         let conf = self.dir.path().join("bird.conf");
-        std::fs::write(&conf, bird_conf(prefer_t1)).expect("bird.conf");
+        std::fs::write(&conf, bird_conf(self.plan, prefer_t1)).expect("bird.conf");
         let mut cmd = self.cgw.command(Path::new("/usr/sbin/bird"));
         cmd.arg("-f")
             .arg("-c")
@@ -398,7 +575,11 @@ max_prefixes = {MAX_PREFIXES}
     /// Rewrites BIRD's configuration and has it reload (export filters
     /// changed: BIRD re-exports).
     fn reconfigure_bird(&self, prefer_t1: bool) {
-        std::fs::write(self.dir.path().join("bird.conf"), bird_conf(prefer_t1)).expect("bird.conf");
+        std::fs::write(
+            self.dir.path().join("bird.conf"),
+            bird_conf(self.plan, prefer_t1),
+        )
+        .expect("bird.conf");
         let out = self.birdc("configure");
         assert!(out.contains("Reconfigured"), "birdc configure: {out}");
     }
@@ -463,16 +644,20 @@ max_prefixes = {MAX_PREFIXES}
         );
     }
 
+    /// `show bgp`'s entry for tunnel `index` of the plan.
     fn neighbor(&self, index: usize) -> Value {
-        let v = self.json(&["show", "bgp", CONN]);
+        let tp = self.plan.tunnels[index];
+        let v = self.json(&["show", "bgp", tp.conn]);
         v["response"]["neighbors"]
             .as_array()
-            .and_then(|a| a.iter().find(|n| n["tunnel"] == index).cloned())
+            .and_then(|a| a.iter().find(|n| n["tunnel"] == tp.index).cloned())
             .unwrap_or(Value::Null)
     }
 
+    /// The selected BGP route for `prefix` (over all connections: an ECMP
+    /// route is listed under its first member's connection).
     fn route(&self, prefix: &str) -> Value {
-        let v = self.json(&["show", "routes", CONN]);
+        let v = self.json(&["show", "routes"]);
         v["response"]["routes"]
             .as_array()
             .and_then(|a| {
@@ -524,12 +709,28 @@ max_prefixes = {MAX_PREFIXES}
         r
     }
 
-    /// Packets vpnd encrypted into tunnel `i`.
-    fn packets_out(&self, i: usize) -> u64 {
+    /// `show stats`' key of tunnel `i` of the plan (also its name in the
+    /// ECMP members of `show routes`).
+    fn key(&self, i: usize) -> String {
+        let tp = self.plan.tunnels[i];
+        format!("{}/{}", tp.conn, tp.index)
+    }
+
+    /// Packets vpnd encrypted into each tunnel of the plan.
+    fn packets_out_all(&self) -> Vec<u64> {
         let v = self.json(&["show", "stats"]);
-        v["response"]["stats"]["tunnels"][format!("{CONN}/{i}")]["packets_out"]
-            .as_u64()
-            .unwrap_or(0)
+        (0..self.plan.tunnels.len())
+            .map(|i| {
+                v["response"]["stats"]["tunnels"][self.key(i)]["packets_out"]
+                    .as_u64()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Packets vpnd encrypted into tunnel `i` of the plan.
+    fn packets_out(&self, i: usize) -> u64 {
+        self.packets_out_all()[i]
     }
 
     /// The VPC host reaches the gateway's LAN (and back) within a bound
@@ -541,13 +742,15 @@ max_prefixes = {MAX_PREFIXES}
         assert!(
             wait_until(Duration::from_secs(20), || {
                 self.vpc.sh_ok(&format!(
-                    "ping -c 1 -W 1 198.51.100.1 >/dev/null 2>&1; ip neigh show 198.51.100.1 dev {dev} | grep -q lladdr"
+                    "ping -c 1 -W 1 {gw} >/dev/null 2>&1; ip neigh show {gw} dev {dev} | grep -q lladdr",
+                    gw = self.plan.vpc_gw
                 ))
             }),
-            "{what}: the VPC host cannot resolve 198.51.100.1\n{}",
+            "{what}: the VPC host cannot resolve {}\n{}",
+            self.plan.vpc_gw,
             self.diagnostics()
         );
-        let before = [self.packets_out(0), self.packets_out(1)];
+        let before = self.packets_out_all();
         assert!(
             wait_until(Duration::from_secs(30), || self
                 .vpc
@@ -555,20 +758,55 @@ max_prefixes = {MAX_PREFIXES}
             "{what}: VPC host -> {CGW_LAN} through the tunnel failed\n{}",
             self.diagnostics()
         );
-        let mut after = before;
+        let mut after = before.clone();
         let grew = wait_until(Duration::from_secs(5), || {
-            after = [self.packets_out(0), self.packets_out(1)];
-            after[0] + after[1] >= before[0] + before[1] + 5
+            after = self.packets_out_all();
+            after.iter().sum::<u64>() >= before.iter().sum::<u64>() + 5
         });
         assert!(
             grew,
             "{what}: tunnel counters {before:?} -> {after:?}\n{}",
             self.diagnostics()
         );
-        let d0 = after[0] - before[0];
-        let d1 = after[1] - before[1];
-        eprintln!("{what}: packets out tunnel 0 +{d0}, tunnel 1 +{d1}");
-        usize::from(d1 > d0)
+        let delta: Vec<u64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        eprintln!("{what}: packets out per tunnel +{delta:?}");
+        // The first tunnel that carried the most (ties: the lower index).
+        let most = delta.iter().copied().max().unwrap_or(0);
+        delta.iter().position(|d| *d == most).unwrap_or(0)
+    }
+
+    /// Flows from `SOURCES` addresses of the VPC host (added by the
+    /// caller) to the gateway's LAN at once: how many got answers, and the
+    /// packets vpnd encrypted into each tunnel meanwhile. The flow hash
+    /// covers the addresses, so the sources spread over an ECMP group.
+    fn spread(&self, what: &str) -> (usize, Vec<u64>) {
+        let before = self.packets_out_all();
+        let out = self.vpc.sh(&format!(
+            "for i in $(seq {first} {last}); do (ping -c 2 -i 0.2 -W 2 -I 10.2.1.$i {CGW_LAN} >/dev/null 2>&1 && echo ok) & done; wait",
+            first = 1,
+            last = SOURCES
+        ));
+        let answered = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| *l == "ok")
+            .count();
+        let mut after = before.clone();
+        // vpnd's counters are read from the workers periodically.
+        wait_until(Duration::from_secs(5), || {
+            after = self.packets_out_all();
+            after.iter().sum::<u64>() >= before.iter().sum::<u64>() + SOURCES
+        });
+        let delta: Vec<u64> = after
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        eprintln!("{what}: {answered}/{SOURCES} flows answered, packets out per tunnel +{delta:?}");
+        (answered, delta)
     }
 
     /// A bounded ping stream from the VPC host (`count` packets every
@@ -626,7 +864,7 @@ fn ping_counts(out: &str) -> (u64, u64) {
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn bgp_over_tunnels_with_bird_failover_and_limits() {
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(&TWO_TUNNELS);
 
     // 1. Both tunnels up (strongSwan initiates); BGP over each.
     lab.initiate(0);
@@ -784,4 +1022,177 @@ fn bgp_over_tunnels_with_bird_failover_and_limits() {
         bgp[bgp.len().saturating_sub(60)..].join("\n")
     );
     lab.bird = None;
+}
+
+/// Source addresses [`Lab::spread`] uses (10.2.1.1 up).
+const SOURCES: u64 = 32;
+
+/// The members of `r`'s ECMP group (empty when it has one tunnel).
+fn ecmp_members(r: &Value) -> Vec<String> {
+    r["ecmp"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|k| k.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The seeds' Azure-style active-active plan (interop §2.3, §6.11 #1) end
+/// to end: four tunnels over two connections to the two instances of one
+/// gateway, a BGP session in each between the spec's APIPA addresses,
+/// the VNet prefix ECMP over the four; one tunnel down → ECMP over the
+/// other three with traffic flowing; back → four again.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
+fn azure_active_active_four_tunnels_ecmp_with_bird() {
+    let started = Instant::now();
+    let lab = Lab::new(&AZURE_AA);
+    let n = AZURE_AA.tunnels.len();
+    let all: Vec<String> = (0..n).map(|i| lab.key(i)).collect();
+
+    // 1. strongSwan brings the four tunnels up; BGP over each.
+    for i in 0..n {
+        lab.initiate(i);
+    }
+    for i in 0..n {
+        lab.wait_bgp(i, "Established", "four tunnels up");
+    }
+    let tunnels = lab.json(&["show", "tunnels"]);
+    let tunnels = tunnels["response"]["tunnels"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(tunnels.len(), n, "{tunnels:?}");
+    for t in &tunnels {
+        assert_eq!(t["status"], "UP", "{t}\n{}", lab.diagnostics());
+        assert_eq!(t["bgp_state"], "Established", "{t}");
+    }
+    // Each session between the plan's addresses, each with the VNet.
+    for (i, tp) in AZURE_AA.tunnels.iter().enumerate() {
+        let nb = lab.neighbor(i);
+        assert_eq!(nb["neighbor"], tp.theirs, "{nb}");
+        assert_eq!(nb["local_address"], tp.ours, "{nb}");
+        assert_eq!(nb["local_asn"], 64512, "{nb}");
+        assert_eq!(nb["peer_asn"], 65000, "{nb}");
+        assert!(
+            nb["prefixes_received"].as_u64().is_some_and(|p| p >= 1),
+            "{nb}"
+        );
+    }
+
+    // 2. The VNet prefix: ECMP over the four tunnels; BIRD learned the
+    //    VPC over the four sessions; traffic flows.
+    let r = lab.wait_route("four tunnels", |r| {
+        let mut m = ecmp_members(r);
+        m.sort();
+        m == all
+    });
+    assert_eq!(r["as_path"], "65000", "{r}");
+    assert_eq!(r["active"], true, "{r}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let b = lab.birdc("show route 10.2.0.0/16 all");
+            b.contains("BGP.as_path: 64512") && (1..=n).all(|k| b.contains(&format!("t{k}")))
+        }),
+        "BIRD did not learn the VPC prefix over the four sessions: {}\n{}",
+        lab.birdc("show route all"),
+        lab.diagnostics()
+    );
+    eprintln!("--- vpnctl show bgp:\n{}", lab.ctl_ok(&["show", "bgp"]));
+    eprintln!(
+        "--- vpnctl show routes:\n{}",
+        lab.ctl_ok(&["show", "routes"])
+    );
+    let via = lab.ping_through("ECMP over four");
+    // Many flows spread over the four tunnels.
+    for i in 1..=SOURCES {
+        lab.vpc
+            .sh(&format!("ip addr add 10.2.1.{i}/16 dev gv{}", lab.t));
+    }
+    let check_spread = |what: &str, down: Option<usize>| {
+        let (answered, delta) = lab.spread(what);
+        let least = usize::try_from(SOURCES).unwrap_or(usize::MAX) - 2;
+        assert!(
+            answered >= least,
+            "{what}: only {answered} of {SOURCES} flows answered\n{}",
+            lab.diagnostics()
+        );
+        for (i, d) in delta.iter().enumerate() {
+            let expect_used = Some(i) != down;
+            assert_eq!(
+                *d > 0,
+                expect_used,
+                "{what}: tunnel {i} ({}) carried {d} packets: {delta:?}\n{}",
+                lab.key(i),
+                lab.diagnostics()
+            );
+        }
+    };
+    check_spread("ECMP over four", None);
+
+    // 3. The tunnel that carried the single flow goes down (strongSwan
+    //    deletes its IKE SA) while the VPC host pings every 20 ms: ECMP
+    //    over the other three, the flow moves, traffic keeps flowing.
+    let down = via;
+    let (count, interval_ms) = (300u32, 20u32);
+    let stream = lab.ping_stream(count, interval_ms);
+    std::thread::sleep(Duration::from_secs(1));
+    let t_down = Instant::now();
+    let (ok, out) = lab.swanctl(&format!("--terminate --ike vpn{down} --timeout 10"));
+    assert!(ok, "swanctl --terminate: {out}\n{}", lab.diagnostics());
+    let three: Vec<String> = all.iter().filter(|k| **k != all[down]).cloned().collect();
+    let r = lab.wait_route("one tunnel down", |r| {
+        let mut m = ecmp_members(r);
+        m.sort();
+        m == three
+    });
+    let moved = t_down.elapsed();
+    assert_eq!(r["active"], true, "{r}");
+    assert_ne!(lab.neighbor(down)["state"], "Established");
+    let out = stream.wait_with_output().expect("ping");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sent, received) = ping_counts(&out);
+    let lost = sent.saturating_sub(received);
+    eprintln!(
+        "ONE TUNNEL DOWN: ECMP over three within {} ms; ping stream {sent} sent / {received} received: {lost} lost",
+        moved.as_millis()
+    );
+    assert!(sent >= u64::from(count) - 1, "{out}");
+    // The stream outlived the termination by seconds: most of it got
+    // through (room for a worker descheduled on a loaded machine).
+    assert!(
+        lost * u64::from(interval_ms) < 3000,
+        "lost {lost} of {sent}: {out}\n{}",
+        lab.diagnostics()
+    );
+    let via = lab.ping_through("ECMP over three");
+    assert_ne!(
+        via, down,
+        "traffic still counted on the tunnel that went down"
+    );
+    check_spread("ECMP over three", Some(down));
+    for i in (0..n).filter(|i| *i != down) {
+        assert_eq!(lab.neighbor(i)["state"], "Established", "tunnel {i}");
+    }
+
+    // 4. It returns: four sessions, ECMP over the four again.
+    lab.initiate(down);
+    lab.wait_bgp(down, "Established", "tunnel back");
+    lab.wait_route("tunnel back", |r| {
+        let mut m = ecmp_members(r);
+        m.sort();
+        m == all
+    });
+    lab.ping_through("ECMP over four again");
+    check_spread("ECMP over four again", None);
+    eprintln!(
+        "--- vpnctl show routes (back to four):\n{}",
+        lab.ctl_ok(&["show", "routes"])
+    );
+    eprintln!(
+        "AZURE-AA: scenario took {} ms",
+        started.elapsed().as_millis()
+    );
 }
