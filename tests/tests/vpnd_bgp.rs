@@ -1076,9 +1076,16 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
         assert_eq!(nb["local_address"], tp.ours, "{nb}");
         assert_eq!(nb["local_asn"], 64512, "{nb}");
         assert_eq!(nb["peer_asn"], 65000, "{nb}");
+        // The peer's UPDATE follows its OPEN/KEEPALIVE: wait for it.
+        let mut nb = nb;
+        let got = wait_until(Duration::from_secs(30), || {
+            nb = lab.neighbor(i);
+            nb["prefixes_received"].as_u64().is_some_and(|p| p >= 1)
+        });
         assert!(
-            nb["prefixes_received"].as_u64().is_some_and(|p| p >= 1),
-            "{nb}"
+            got,
+            "tunnel {i}: no route received: {nb}\n{}",
+            lab.diagnostics()
         );
     }
 
