@@ -78,6 +78,9 @@ struct Plan {
     vpc_net: &'static str,
     vpc_gw: &'static str,
     vpc_host: &'static str,
+    /// strongSwan's IKE and ESP proposals (the customer gateway's offer).
+    ike_proposals: &'static str,
+    esp_proposals: &'static str,
 }
 
 impl Plan {
@@ -123,6 +126,8 @@ const TWO_TUNNELS: Plan = Plan {
     vpc_net: "198.51.100.0/24",
     vpc_gw: "198.51.100.1",
     vpc_host: "198.51.100.2",
+    ike_proposals: "aes128gcm16-prfsha256-ecp256",
+    esp_proposals: "aes128gcm16",
 };
 
 /// The seeds' Azure-style active-active plan (interop §2.3, §6.11 #1):
@@ -180,6 +185,10 @@ const AZURE_AA: Plan = Plan {
     vpc_net: "10.2.0.0/16",
     vpc_gw: "10.2.0.1",
     vpc_host: "10.2.0.2",
+    // Azure's default policy (interop §6.2): IKE with DH group 2
+    // (MODP-1024), AES-256, SHA-256; ESP AES-256-GCM without PFS.
+    ike_proposals: "aes256-sha256-modp1024",
+    esp_proposals: "aes256gcm16",
 };
 
 /// A child process with its output in a file, stopped on drop.
@@ -467,9 +476,11 @@ enabled = false
             .enumerate()
             .map(|(i, tp)| {
                 format!(
-                    " vpn{i} {{\n  version = 2\n  local_addrs = {me}\n  remote_addrs = {us}\n  proposals = aes128gcm16-prfsha256-ecp256\n  local {{ auth = psk\n id = {me} }}\n  remote {{ auth = psk\n id = {us} }}\n  children {{ net{i} {{\n   local_ts = 0.0.0.0/0\n   remote_ts = 0.0.0.0/0\n   esp_proposals = aes128gcm16\n   mode = tunnel\n  }} }}\n }}\n",
+                    " vpn{i} {{\n  version = 2\n  local_addrs = {me}\n  remote_addrs = {us}\n  proposals = {ike}\n  local {{ auth = psk\n id = {me} }}\n  remote {{ auth = psk\n id = {us} }}\n  children {{ net{i} {{\n   local_ts = 0.0.0.0/0\n   remote_ts = 0.0.0.0/0\n   esp_proposals = {esp}\n   mode = tunnel\n  }} }}\n }}\n",
                     me = plan.cgws[tp.cgw],
-                    us = tp.us
+                    us = tp.us,
+                    ike = plan.ike_proposals,
+                    esp = plan.esp_proposals,
                 )
             })
             .collect();
@@ -1043,7 +1054,8 @@ fn ecmp_members(r: &Value) -> Vec<String> {
 /// to end: four tunnels over two connections to the two instances of one
 /// gateway, a BGP session in each between the spec's APIPA addresses,
 /// the VNet prefix ECMP over the four; one tunnel down → ECMP over the
-/// other three with traffic flowing; back → four again.
+/// other three with traffic flowing; back → four again; instance 0 down →
+/// ECMP over instance 1's two tunnels.
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn azure_active_active_four_tunnels_ecmp_with_bird() {
@@ -1194,8 +1206,44 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
     });
     lab.ping_through("ECMP over four again");
     check_spread("ECMP over four again", None);
+
+    // 5. Instance 0 goes away (both its IKE SAs deleted) under a ping
+    //    stream: ECMP over instance 1's two tunnels, traffic flows.
+    let stream = lab.ping_stream(count, interval_ms);
+    std::thread::sleep(Duration::from_secs(1));
+    let t_down = Instant::now();
+    for i in [0, 1] {
+        let (ok, out) = lab.swanctl(&format!("--terminate --ike vpn{i} --timeout 10"));
+        assert!(ok, "swanctl --terminate: {out}\n{}", lab.diagnostics());
+    }
+    let instance1: Vec<String> = vec![lab.key(2), lab.key(3)];
+    lab.wait_route("instance 0 down", |r| ecmp_members(r) == instance1);
+    let moved = t_down.elapsed();
+    let out = stream.wait_with_output().expect("ping");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sent, received) = ping_counts(&out);
+    let lost = sent.saturating_sub(received);
     eprintln!(
-        "--- vpnctl show routes (back to four):\n{}",
+        "INSTANCE 0 DOWN: ECMP over instance 1 within {} ms; ping stream {sent} sent / {received} received: {lost} lost",
+        moved.as_millis()
+    );
+    assert!(
+        lost * u64::from(interval_ms) < 3000,
+        "lost {lost} of {sent}: {out}\n{}",
+        lab.diagnostics()
+    );
+    let (answered, delta) = lab.spread("instance 1 only");
+    assert!(
+        answered >= usize::try_from(SOURCES).unwrap_or(usize::MAX) - 2
+            && delta[0] == 0
+            && delta[1] == 0
+            && delta[2] > 0
+            && delta[3] > 0,
+        "instance 1 only: {answered} answered, {delta:?}\n{}",
+        lab.diagnostics()
+    );
+    eprintln!(
+        "--- vpnctl show routes (instance 0 down):\n{}",
         lab.ctl_ok(&["show", "routes"])
     );
     eprintln!(
