@@ -34,6 +34,13 @@
 //! the NICs. systemd: `Type=notify`; `READY=1` is sent once the dataplane,
 //! the socket and the metrics listener are up, `STOPPING=1` on SIGTERM.
 //!
+//! The IKE thread puts the outside and tunnel inside addresses on the
+//! kernel port itself (`appliance::kernel_port`). Test mode only (logged
+//! at start, never for production): `VPND_IKE_LIFETIME_DIVISOR=<n>`
+//! divides every tunnel's IKE/Child SA lifetimes and rekey margin,
+//! `VPND_IKE_REKEY_PACKETS=<n>` gives installed Child SAs a soft lifetime
+//! of n packets (rekey tests).
+//!
 //! Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid
 //! configuration, 2 cannot set up the socket or the metrics listener,
 //! 3 the dataplane cannot start (EAL, ports, lcores), 70 no randomness
