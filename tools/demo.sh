@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
 # The appliance's main job on this kind of machine: vpnd (DPDK dataplane on
-# af_packet ports, kernel port on a tap, IKE on the control core) brings up
-# an IKEv2 tunnel with a real strongSwan customer gateway (namespace
-# vt-demo-cgw, its LAN 10.1.0.0/16), installs the Child SA into the
-# dataplane, and a VPC host (namespace vt-demo-vpc) pings the gateway's LAN
-# through it and back. Configured with vpnctl; `vpnctl show tunnels` is
-# printed. Then the forwarding rate of vpn-fwd vs dpdk-testpmd.
+# af_packet ports, kernel port on a tap, IKEv2 and BGP on the control core)
+# brings up both tunnels of a dynamic-routing connection with a real
+# customer gateway — strongSwan (kernel-libipsec) and BIRD 2 in namespace
+# vt-demo-cgw, its LAN 10.1.0.0/16 — installs the Child SAs into the
+# dataplane, runs a BGP session inside each tunnel (169.254.21.0/30 and
+# 169.254.22.0/30), learns the LAN by BGP with ECMP over both tunnels, and a
+# VPC host (namespace vt-demo-vpc) pings the LAN through the tunnels and
+# back. Configured with vpnctl; `vpnctl show tunnels`, `show bgp` and
+# `show routes` are printed. Then the forwarding rate of vpn-fwd vs
+# dpdk-testpmd.
 # usage: tools/demo.sh [pings]     (DEMO_DEBUG=1 prints the daemons' logs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PINGS=${1:-20}
-PSK=demo.PSK_0123456789
+PSK0=demo.PSK0_0123456789
+PSK1=demo.PSK1_0123456789
 bash tools/setup.sh
 cargo build --release -q -p appliance --bin vpnd --bin vpnctl --bin vpn-fwd
 
 D=$(mktemp -d)
 NS="vt-demo-cgw vt-demo-dp vt-demo-vpc"
 cleanup() {
-  for p in vpnd charon; do [ -f "$D/$p.pid" ] && kill "$(cat "$D/$p.pid")" 2>/dev/null || true; done
+  for p in bird vpnd charon; do [ -f "$D/$p.pid" ] && kill "$(cat "$D/$p.pid")" 2>/dev/null || true; done
   sleep 1
   for ns in $NS; do ip netns del $ns 2>/dev/null || true; done
   rm -rf "$D"
 }
 trap cleanup EXIT
-[ -n "${DEMO_DEBUG:-}" ] && trap 'cat "$D/vpnd.log" "$D/charon.log" >&2; cleanup' EXIT
+[ -n "${DEMO_DEBUG:-}" ] && trap 'cat "$D/vpnd.log" "$D/charon.log" "$D/bird.log" >&2; cleanup' EXIT
 for ns in $NS; do ip netns del $ns 2>/dev/null || true; ip netns add $ns; ip -n $ns link set lo up; done
 ip link add dm-cgw netns vt-demo-cgw type veth peer name dm-out netns vt-demo-dp
 ip link add dm-vpc netns vt-demo-vpc type veth peer name dm-in netns vt-demo-dp
@@ -35,6 +40,9 @@ for pair in vt-demo-cgw:dm-cgw vt-demo-dp:dm-out vt-demo-vpc:dm-vpc vt-demo-dp:d
 done
 ip -n vt-demo-cgw addr add 192.0.2.2/24 dev dm-cgw
 ip -n vt-demo-cgw addr add 10.1.0.1/16 dev lo
+# libipsec's table 220 sends everything into ipsec0 but the peer address of
+# a tunnel that is up: the gateway's WAN routes come first.
+ip -n vt-demo-cgw rule add to 192.0.2.0/24 lookup main pref 100
 ip -n vt-demo-vpc addr add 198.51.100.2/24 dev dm-vpc
 ip -n vt-demo-vpc route add 10.1.0.0/16 via 198.51.100.1
 # The DPDK ports' veths stay kernel interfaces: strict reverse-path filtering
@@ -45,6 +53,7 @@ mac() { ip netns exec "$1" cat "/sys/class/net/$2/address"; }
 cat > "$D/vpnd.toml" <<CONF
 [gateway]
 id = "tgw-demo"
+asn = 64512
 outside_addresses = ["192.0.2.1", "192.0.2.3"]
 local_networks = ["198.51.100.0/24"]
 
@@ -81,15 +90,6 @@ ip netns exec vt-demo-dp target/release/vpnd --config "$D/vpnd.toml" --no-huge 2
 echo $! > "$D/vpnd.pid"
 ctl() { target/release/vpnctl --socket "$D/control.sock" "$@"; }
 for i in $(seq 300); do ctl ping >/dev/null 2>&1 && break; sleep 0.1; done
-# The kernel port holds the outside addresses (vpnd's IKE sockets live
-# there); the worker routes what the kernel sends out of it.
-for i in $(seq 100); do ip -n vt-demo-dp link show dm-kernel >/dev/null 2>&1 && break; sleep 0.1; done
-ip netns exec vt-demo-dp sysctl -qw net.ipv6.conf.dm-kernel.disable_ipv6=1
-ip -n vt-demo-dp addr add 192.0.2.1/24 dev dm-kernel
-ip -n vt-demo-dp addr add 192.0.2.3/24 dev dm-kernel
-ip -n vt-demo-dp link set dm-kernel up
-ip -n vt-demo-dp neigh replace 192.0.2.2 lladdr 02:00:00:00:00:02 dev dm-kernel nud permanent
-
 echo "== strongSwan customer gateway 192.0.2.2, LAN 10.1.0.0/16 (kernel-libipsec: ESP in UDP 4500)"
 cat > "$D/strongswan.conf" <<CONF
 charon {
@@ -99,38 +99,76 @@ charon {
 }
 charon-systemd { journal { default = -1 } }
 CONF
-cat > "$D/swanctl.conf" <<CONF
-connections { vpn {
+conn() { cat <<CONF
+ vpn$1 {
   version = 2
   local_addrs = 192.0.2.2
-  remote_addrs = 192.0.2.1
+  remote_addrs = $2
   proposals = aes256gcm16-prfsha384-ecp384
-  local { auth = psk }
-  remote { auth = psk }
-  children { net { local_ts = 10.1.0.0/16
-                   remote_ts = 198.51.100.0/24
-                   esp_proposals = aes256gcm16
-                   mode = tunnel } }
-} }
-secrets { ike-1 { secret = "$PSK" } }
+  local { auth = psk
+          id = 192.0.2.2 }
+  remote { auth = psk
+           id = $2 }
+  children { net$1 { local_ts = 0.0.0.0/0
+                     remote_ts = 0.0.0.0/0
+                     esp_proposals = aes256gcm16
+                     mode = tunnel } }
+ }
 CONF
+}
+{ echo "connections {"; conn 0 192.0.2.1; conn 1 192.0.2.3; echo "}"
+  echo "secrets {"
+  echo " ike-0 { id-a = 192.0.2.2
+         id-b = 192.0.2.1
+         secret = \"$PSK0\" }"
+  echo " ike-1 { id-a = 192.0.2.2
+         id-b = 192.0.2.3
+         secret = \"$PSK1\" }"
+  echo "}"; } > "$D/swanctl.conf"
 ip netns exec vt-demo-cgw env STRONGSWAN_CONF="$D/strongswan.conf" /usr/sbin/charon-systemd > "$D/charon.log" 2>&1 &
 echo $! > "$D/charon.pid"
 for i in $(seq 100); do [ -S "$D/charon.vici" ] && break; sleep 0.1; done
+
+# libipsec's TUN device carries the inside addresses of both tunnels.
+for i in $(seq 100); do ip -n vt-demo-cgw link show ipsec0 >/dev/null 2>&1 && break; sleep 0.1; done
+ip -n vt-demo-cgw addr add 169.254.21.2/30 dev ipsec0
+ip -n vt-demo-cgw addr add 169.254.22.2/30 dev ipsec0
+# swanctl --load-all also scans the credential folders beside its file.
+mkdir -p "$D"/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,bliss,pkcs8,pkcs12}
 ip netns exec vt-demo-cgw swanctl --load-all --file "$D/swanctl.conf" --uri "unix://$D/charon.vici" >/dev/null
 
-echo "== vpnctl: customer gateway, static connection to 10.1.0.0/16, tunnel 0 initiates"
-ctl cgw create cgw-demo --ip-address 192.0.2.2 >/dev/null
-ctl connection create vpn-demo --customer-gateway cgw-demo --routing static \
-  --static-route 10.1.0.0/16 --tunnel0-outside-ip 192.0.2.1 --tunnel1-outside-ip 192.0.2.3 >/dev/null
-ctl modify-tunnel-options vpn-demo 0 --set "pre_shared_key=$PSK" --set startup_action=start >/dev/null
-for i in $(seq 300); do ctl --json show tunnels vpn-demo | grep -q '"UP"' && break; sleep 0.2; done
+echo "== BIRD 2 on the customer gateway: AS 65001, announces 10.1.0.0/16 over both tunnels"
+bgp() { printf 'protocol bgp t%s {\n  local %s as 65001;\n  neighbor %s as 64512;\n  connect delay time 1;\n  connect retry time 2;\n  ipv4 { import all; export where source = RTS_STATIC; };\n}\n' "$@"; }
+{ echo "router id 169.254.21.2;"
+  echo "protocol device { scan time 1; }"
+  echo "protocol static lan { ipv4; route 10.1.0.0/16 blackhole; }"
+  bgp 1 169.254.21.2 169.254.21.1
+  bgp 2 169.254.22.2 169.254.22.1; } > "$D/bird.conf"
+ip netns exec vt-demo-cgw bird -f -c "$D/bird.conf" -s "$D/bird.ctl" > "$D/bird.log" 2>&1 &
+echo $! > "$D/bird.pid"
+
+echo "== vpnctl: customer gateway (AS 65001), dynamic-routing connection, both tunnels initiated by vpnd"
+ctl cgw create cgw-demo --ip-address 192.0.2.2 --bgp-asn 65001 >/dev/null
+ctl connection create vpn-demo --customer-gateway cgw-demo --routing dynamic \
+  --tunnel0-outside-ip 192.0.2.1 --tunnel1-outside-ip 192.0.2.3 >/dev/null
+ctl modify-tunnel-options vpn-demo 0 --set "pre_shared_key=$PSK0" \
+  --set inside_ipv4_cidr=169.254.21.0/30 --set startup_action=start >/dev/null
+ctl modify-tunnel-options vpn-demo 1 --set "pre_shared_key=$PSK1" \
+  --set inside_ipv4_cidr=169.254.22.0/30 --set startup_action=start >/dev/null
+for i in $(seq 600); do
+  [ "$(ctl --json show bgp | grep -o '"Established"' | wc -l)" -ge 2 ] && \
+    ctl --json show routes | grep -q '10.1.0.0/16' && break
+  sleep 0.2
+done
 ctl show tunnels
-echo "== VPC host 198.51.100.2 -> 10.1.0.1 behind strongSwan: $PINGS pings through the tunnel"
+ctl show bgp
+ctl show routes
+echo "== VPC host 198.51.100.2 -> 10.1.0.1 behind strongSwan: $PINGS pings through the tunnels"
 ip netns exec vt-demo-vpc ping -c "$PINGS" -i 0.05 -W 2 10.1.0.1 | tail -2
-echo "== and back: 10.1.0.1 -> 198.51.100.2"
+echo "== and back: 10.1.0.1 -> 198.51.100.2 (BIRD learned the VPC prefix by BGP)"
+ip netns exec vt-demo-cgw birdc -s "$D/bird.ctl" show route 198.51.100.0/24 | tail -n +2
 ip netns exec vt-demo-cgw ping -c 3 -i 0.2 -W 2 -I 10.1.0.1 198.51.100.2 | tail -2
 ctl show sas
-ctl logs --connection vpn-demo -n 8
+ctl logs --connection vpn-demo -n 12
 echo "== forwarding rate: vpn-fwd vs dpdk-testpmd (io mode, net_null pair, one core each)"
 bash bench/scripts/fwd-vs-testpmd.sh 3 1
