@@ -73,6 +73,7 @@ use control::ike::sa::{
 use control::ike::{Rng, SystemRng};
 use control::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use control::manager::Manager;
+use control::metrics::ControlMetric;
 use dataplane::esp::sa::{Direction, LifetimeLimits};
 use ipnet::IpNet;
 
@@ -124,7 +125,8 @@ pub const RX_QUEUE: usize = 4096;
 /// A tunnel's activity log mentions cookies at most this often.
 pub const COOKIE_LOG_PERIOD: Duration = Duration::from_secs(5);
 
-/// The IKE service's counters (`vpnd: ike: counters …` in the log).
+/// The IKE service's counters (`vpnd: ike: counters …` in the log, and
+/// `vpn_ike_*` in the metrics).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IkeCounters {
     /// Datagrams that matched no running tunnel (by local and peer
@@ -143,6 +145,63 @@ pub struct IkeCounters {
     pub rx_queue_full: u64,
     /// Half-open responder IKE SAs now, all tunnels.
     pub half_open: u64,
+}
+
+impl IkeCounters {
+    /// As Prometheus metrics.
+    #[must_use]
+    pub fn metrics(&self) -> Vec<ControlMetric> {
+        let m = |name, help, gauge, value| ControlMetric {
+            name,
+            help,
+            gauge,
+            value,
+        };
+        vec![
+            m(
+                "vpn_ike_cookies_sent_total",
+                "IKE_SA_INIT requests answered with a COOKIE (RFC 7296 2.6).",
+                false,
+                self.cookies_sent,
+            ),
+            m(
+                "vpn_ike_cookies_accepted_total",
+                "IKE_SA_INIT requests taken with a valid COOKIE while cookies were required.",
+                false,
+                self.cookies_accepted,
+            ),
+            m(
+                "vpn_ike_init_unknown_peer_total",
+                "IKE_SA_INIT requests from addresses that are no configured customer gateway, dropped.",
+                false,
+                self.init_unknown_peer,
+            ),
+            m(
+                "vpn_ike_init_refused_total",
+                "IKE_SA_INIT requests refused (no proposal, wrong group, malformed).",
+                false,
+                self.init_refused,
+            ),
+            m(
+                "vpn_ike_unmatched_datagrams_total",
+                "IKE datagrams that matched no running tunnel.",
+                false,
+                self.unmatched,
+            ),
+            m(
+                "vpn_ike_rx_queue_full_total",
+                "IKE datagrams dropped because the IKE thread was behind.",
+                false,
+                self.rx_queue_full,
+            ),
+            m(
+                "vpn_ike_half_open_sas",
+                "Half-open responder IKE SAs, all tunnels.",
+                true,
+                self.half_open,
+            ),
+        ]
+    }
 }
 
 /// What IKE needs from the rest of the daemon: the dataplane's SA and
@@ -173,6 +232,8 @@ pub trait TunnelSink {
     fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
         Vec::new()
     }
+    /// Publish the IKE service's counters (metrics).
+    fn publish_ike_counters(&mut self, _counters: &IkeCounters) {}
 }
 
 impl<D: Dataplane> TunnelSink for Manager<D> {
@@ -197,6 +258,9 @@ impl<D: Dataplane> TunnelSink for Manager<D> {
     }
     fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
         self.dataplane_mut().poll_sa_events()
+    }
+    fn publish_ike_counters(&mut self, c: &IkeCounters) {
+        self.set_control_metrics(c.metrics());
     }
 }
 
@@ -1260,6 +1324,7 @@ where
                 eprintln!("vpnd: ike: counters {c:?}");
                 logged = c;
             }
+            with_manager(&mut |m: &mut dyn ManagerAccess| m.sink().publish_ike_counters(&c));
         }
         if now >= next_reconcile {
             next_reconcile = now + RECONCILE_PERIOD;

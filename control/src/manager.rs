@@ -70,6 +70,7 @@ pub struct Manager<D: Dataplane> {
     logs: LogRing,
     fill: Fill,
     bgp_neighbors: Vec<BgpNeighbor>,
+    control_metrics: Vec<crate::metrics::ControlMetric>,
 }
 
 impl<D: Dataplane + fmt::Debug> fmt::Debug for Manager<D> {
@@ -122,6 +123,7 @@ impl<D: Dataplane> Manager<D> {
             logs: LogRing::default(),
             fill,
             bgp_neighbors: Vec::new(),
+            control_metrics: Vec::new(),
         }
     }
 
@@ -156,7 +158,15 @@ impl<D: Dataplane> Manager<D> {
     /// The Prometheus text for the current configuration and counters.
     #[must_use]
     pub fn render_metrics(&self) -> String {
-        crate::metrics::render(&self.config, &self.dataplane)
+        let mut out = crate::metrics::render(&self.config, &self.dataplane);
+        crate::metrics::render_control(&mut out, &self.control_metrics);
+        out
+    }
+
+    /// Record control-plane metrics a daemon thread publishes (the IKE
+    /// service's counters); they replace the previous ones.
+    pub fn set_control_metrics(&mut self, metrics: Vec<crate::metrics::ControlMetric>) {
+        self.control_metrics = metrics;
     }
 
     /// Validate `next`, persist it, apply it, make it current.

@@ -47,6 +47,33 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A control-plane metric a daemon thread publishes (e.g. the IKE
+/// service's cookie and drop counters), rendered after the dataplane's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlMetric {
+    /// Full metric name (`vpn_ike_…`).
+    pub name: &'static str,
+    /// `# HELP` text.
+    pub help: &'static str,
+    /// A gauge (else a counter).
+    pub gauge: bool,
+    /// The value.
+    pub value: u64,
+}
+
+/// Append `metrics` to `out` in the exposition format.
+pub fn render_control(out: &mut String, metrics: &[ControlMetric]) {
+    for m in metrics {
+        header(
+            out,
+            m.name,
+            if m.gauge { "gauge" } else { "counter" },
+            m.help,
+        );
+        let _ = writeln!(out, "{} {}", m.name, m.value);
+    }
+}
+
 /// Render every metric for `config` from `dataplane`'s state and counters.
 #[must_use]
 pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
@@ -239,6 +266,24 @@ pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn control_metrics_render_with_help_and_type() {
+        let mut out = String::new();
+        render_control(
+            &mut out,
+            &[ControlMetric {
+                name: "vpn_ike_cookies_sent_total",
+                help: "COOKIE notifications sent.",
+                gauge: false,
+                value: 7,
+            }],
+        );
+        assert_eq!(
+            out,
+            "# HELP vpn_ike_cookies_sent_total COOKIE notifications sent.\n# TYPE vpn_ike_cookies_sent_total counter\nvpn_ike_cookies_sent_total 7\n"
+        );
+    }
+
     use super::*;
     use crate::config::RoutingType;
     use crate::dataplane::{InMemoryDataplane, TunnelRuntimeState};
