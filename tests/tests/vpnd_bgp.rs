@@ -28,6 +28,10 @@
 //! /30s 169.254.21.0, 169.254.22.0, 169.254.21.4, 169.254.22.4, BIRD AS
 //! 65000 with four sessions, VPC 10.2.0.0/16.
 //!
+//! A third runs a static-routing connection on the same fixture
+//! ([`STATIC_TWO`]: 10.1.0.0/16 configured, no BIRD): ECMP over the UP
+//! tunnels, failover and failback.
+//!
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and BIRD 2 (`../shared/lab/recipes.md` § 0, tools/setup.sh).
 
@@ -81,6 +85,9 @@ struct Plan {
     /// strongSwan's IKE and ESP proposals (the customer gateway's offer).
     ike_proposals: &'static str,
     esp_proposals: &'static str,
+    /// Empty: dynamic routing (BGP with BIRD). Otherwise static routing
+    /// with these routes to the gateway's side, and no BIRD.
+    static_routes: &'static [&'static str],
 }
 
 impl Plan {
@@ -128,6 +135,7 @@ const TWO_TUNNELS: Plan = Plan {
     vpc_host: "198.51.100.2",
     ike_proposals: "aes128gcm16-prfsha256-ecp256",
     esp_proposals: "aes128gcm16",
+    static_routes: &[],
 };
 
 /// The seeds' Azure-style active-active plan (interop §2.3, §6.11 #1):
@@ -189,6 +197,44 @@ const AZURE_AA: Plan = Plan {
     // (MODP-1024), AES-256, SHA-256; ESP AES-256-GCM without PFS.
     ike_proposals: "aes256-sha256-modp1024",
     esp_proposals: "aes256gcm16",
+    static_routes: &[],
+};
+
+/// One static-routing connection, two tunnels, one customer gateway: the
+/// gateway's LAN is a configured route (no BGP, no BIRD); the VPC side is
+/// a /16 so that [`Lab::spread`]'s sources are ours.
+const STATIC_TWO: Plan = Plan {
+    ns: "stf",
+    peer_asn: 65001,
+    cgws: &["192.0.2.2"],
+    tunnels: &[
+        TunnelPlan {
+            conn: "vpn-static",
+            index: 0,
+            cgw: 0,
+            us: "192.0.2.1",
+            inside: "169.254.21.0/30",
+            ours: "169.254.21.1",
+            theirs: CGW_INSIDE[0],
+            psk: "vtx.STF0_0123456789abc",
+        },
+        TunnelPlan {
+            conn: "vpn-static",
+            index: 1,
+            cgw: 0,
+            us: "192.0.2.3",
+            inside: "169.254.22.0/30",
+            ours: "169.254.22.1",
+            theirs: CGW_INSIDE[1],
+            psk: "vtx.STF1_0123456789abc",
+        },
+    ],
+    vpc_net: "10.2.0.0/16",
+    vpc_gw: "10.2.0.1",
+    vpc_host: "10.2.0.2",
+    ike_proposals: "aes128gcm16-prfsha256-ecp256",
+    esp_proposals: "aes128gcm16",
+    static_routes: &["10.1.0.0/16"],
 };
 
 /// A child process with its output in a file, stopped on drop.
@@ -400,8 +446,16 @@ impl Lab {
                         )
                     })
                     .collect();
+                let routing = if plan.static_routes.is_empty() {
+                    format!("routing = \"dynamic\"\n\n[connections.bgp]\nmax_prefixes = {MAX_PREFIXES}")
+                } else {
+                    format!(
+                        "routing = \"static\"\nstatic_routes = [{}]",
+                        quoted(plan.static_routes.to_vec())
+                    )
+                };
                 format!(
-                    "[[connections]]\nid = \"{conn}\"\ncustomer_gateway_id = \"cgw-{instance}\"\ntarget = \"tgw-bgp\"\nrouting = \"dynamic\"\n\n[connections.bgp]\nmax_prefixes = {MAX_PREFIXES}\n\n{tunnels}"
+                    "[[connections]]\nid = \"{conn}\"\ncustomer_gateway_id = \"cgw-{instance}\"\ntarget = \"tgw-bgp\"\n{routing}\n\n{tunnels}"
                 )
             })
             .collect();
@@ -561,7 +615,9 @@ enabled = false
             lab.dir.path().join("swanctl.conf").display()
         ));
         assert!(ok, "swanctl --load-all: {out}");
-        lab.start_bird(false);
+        if plan.static_routes.is_empty() {
+            lab.start_bird(false);
+        }
         lab
     }
 
@@ -1250,4 +1306,135 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
         "AZURE-AA: scenario took {} ms",
         started.elapsed().as_millis()
     );
+}
+
+/// Issue 7 item 4: a static-routing connection uses its configured route
+/// with the same FIB and failover. Both tunnels up → 10.1.0.0/16 active,
+/// ECMP over the two (flows spread, by vpnd's counters); the tunnel that
+/// carries a 20 ms ping stream is terminated by strongSwan → the stream
+/// continues over the other with the loss measured; it returns → ECMP
+/// over both again.
+#[test]
+#[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
+fn static_routing_ecmp_failover_and_back() {
+    let lab = Lab::new(&STATIC_TWO);
+    let conn = STATIC_TWO.tunnels[0].conn;
+    let tunnel_up = |i: usize| {
+        let v = lab.json(&["show", "tunnels", conn]);
+        v["response"]["tunnels"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["tunnel"] == i).cloned())
+            .is_some_and(|t| t["status"] == "UP")
+    };
+    let wait_tunnel = |i: usize, up: bool, what: &str| {
+        assert!(
+            wait_until(Duration::from_secs(60), || tunnel_up(i) == up),
+            "{what}: tunnel {i} never {}\n{}",
+            if up { "UP" } else { "DOWN" },
+            lab.diagnostics()
+        );
+    };
+    let static_route = || {
+        let v = lab.json(&["show", "routes", conn]);
+        v["response"]["routes"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|r| r["prefix"] == "10.1.0.0/16" && r["source"] == "static")
+                    .cloned()
+            })
+            .unwrap_or(Value::Null)
+    };
+
+    // 1. strongSwan brings both tunnels up; no BGP anywhere.
+    lab.initiate(0);
+    lab.initiate(1);
+    wait_tunnel(0, true, "both up");
+    wait_tunnel(1, true, "both up");
+    let r = static_route();
+    assert_eq!(r["active"], true, "{r}\n{}", lab.diagnostics());
+    assert_eq!(r["connection_id"], conn, "{r}");
+    // The static route is not bound to one tunnel: the FIB spreads it
+    // over the connection's UP tunnels (build_fib).
+    assert!(r["tunnel"].is_null(), "{r}");
+    assert!(
+        lab.route("10.1.0.0/16").is_null(),
+        "a BGP route on a static connection"
+    );
+    eprintln!(
+        "--- vpnctl show routes:\n{}",
+        lab.ctl_ok(&["show", "routes"])
+    );
+
+    // 2. Traffic flows; many flows spread over both tunnels (ECMP).
+    let via = lab.ping_through("static, both up");
+    for i in 1..=SOURCES {
+        lab.vpc
+            .sh(&format!("ip addr add 10.2.1.{i}/16 dev gv{}", lab.t));
+    }
+    let least = usize::try_from(SOURCES).unwrap_or(usize::MAX) - 2;
+    let check_spread = |what: &str, down: Option<usize>| {
+        let (answered, delta) = lab.spread(what);
+        assert!(
+            answered >= least,
+            "{what}: only {answered} of {SOURCES} flows answered\n{}",
+            lab.diagnostics()
+        );
+        for (i, d) in delta.iter().enumerate() {
+            assert_eq!(
+                *d > 0,
+                Some(i) != down,
+                "{what}: tunnel {i} carried {d} packets: {delta:?}\n{}",
+                lab.diagnostics()
+            );
+        }
+    };
+    check_spread("static ECMP over both", None);
+
+    // 3. Failover: strongSwan deletes the IKE SA of the tunnel that
+    //    carries the single flow while the VPC host pings every 20 ms.
+    let down = via;
+    let other = 1 - down;
+    let (count, interval_ms) = (500u32, 20u32);
+    let stream = lab.ping_stream(count, interval_ms);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = lab.packets_out(other);
+    let t_down = Instant::now();
+    let (ok, out) = lab.swanctl(&format!("--terminate --ike vpn{down} --timeout 10"));
+    assert!(ok, "swanctl --terminate: {out}\n{}", lab.diagnostics());
+    wait_tunnel(down, false, "terminated");
+    let noticed = t_down.elapsed();
+    let out = stream.wait_with_output().expect("ping");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (sent, received) = ping_counts(&out);
+    let lost = sent.saturating_sub(received);
+    eprintln!(
+        "STATIC FAILOVER: tunnel {down} DOWN within {} ms; ping stream {sent} sent / {received} received: {lost} lost ({} ms at {interval_ms} ms intervals)",
+        noticed.as_millis(),
+        lost * u64::from(interval_ms)
+    );
+    assert!(sent >= u64::from(count) - 1, "{out}");
+    assert!(
+        lab.packets_out(other) > before,
+        "no traffic through tunnel {other} after the failover\n{}",
+        lab.diagnostics()
+    );
+    // The stream ran ~8 s past the termination; without a failover all
+    // of it is lost. Room for a worker descheduled on a loaded machine.
+    assert!(
+        lost * u64::from(interval_ms) < 5000,
+        "lost {lost} of {sent}: {out}\n{}",
+        lab.diagnostics()
+    );
+    assert!(tunnel_up(other), "{}", lab.diagnostics());
+    let r = static_route();
+    assert_eq!(r["active"], true, "one tunnel up: {r}");
+    assert_eq!(lab.ping_through("after failover"), other);
+    check_spread("static over one", Some(down));
+
+    // 4. It returns: UP again, ECMP over both again.
+    lab.initiate(down);
+    wait_tunnel(down, true, "back");
+    lab.ping_through("tunnel back");
+    check_spread("static ECMP over both again", None);
 }
