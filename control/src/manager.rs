@@ -530,17 +530,26 @@ impl<D: Dataplane> Manager<D> {
             if only.is_some_and(|o| o != c.id) {
                 continue;
             }
-            let any_up = statuses
+            // The dataplane spreads a static route over the connection's UP
+            // tunnels (ECMP, hashed per flow): show them as its members.
+            let up: Vec<usize> = statuses
                 .iter()
-                .any(|s| s.connection_id == c.id && s.status == TunnelUpDown::Up);
+                .filter(|s| s.connection_id == c.id && s.status == TunnelUpDown::Up)
+                .map(|s| s.tunnel)
+                .collect();
+            let ecmp: Vec<String> = if up.len() > 1 {
+                up.iter().map(|t| format!("{}/{t}", c.id)).collect()
+            } else {
+                Vec::new()
+            };
             for p in &c.static_routes {
                 out.push(RouteEntry {
                     prefix: *p,
                     connection_id: c.id.clone(),
-                    tunnel: None,
+                    tunnel: up.first().copied(),
                     source: "static".to_owned(),
-                    active: any_up,
-                    ecmp: Vec::new(),
+                    active: !up.is_empty(),
+                    ecmp: ecmp.clone(),
                     as_path: None,
                     med: None,
                     next_hop: None,

@@ -1354,9 +1354,21 @@ fn static_routing_ecmp_failover_and_back() {
     let r = static_route();
     assert_eq!(r["active"], true, "{r}\n{}", lab.diagnostics());
     assert_eq!(r["connection_id"], conn, "{r}");
-    // The static route is not bound to one tunnel: the FIB spreads it
-    // over the connection's UP tunnels (build_fib).
-    assert!(r["tunnel"].is_null(), "{r}");
+    // The FIB spreads the static route over the connection's UP tunnels
+    // (build_fib); show routes names them as its ECMP members.
+    let members = |r: &Value| -> Vec<String> {
+        r["ecmp"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        members(&r),
+        [format!("{conn}/0"), format!("{conn}/1")],
+        "{r}"
+    );
     assert!(
         lab.route("10.1.0.0/16").is_null(),
         "a BGP route on a static connection"
@@ -1429,6 +1441,8 @@ fn static_routing_ecmp_failover_and_back() {
     assert!(tunnel_up(other), "{}", lab.diagnostics());
     let r = static_route();
     assert_eq!(r["active"], true, "one tunnel up: {r}");
+    assert_eq!(r["tunnel"], other, "one tunnel up: {r}");
+    assert!(members(&r).is_empty(), "one tunnel up: {r}");
     assert_eq!(lab.ping_through("after failover"), other);
     check_spread("static over one", Some(down));
 
@@ -1436,5 +1450,7 @@ fn static_routing_ecmp_failover_and_back() {
     lab.initiate(down);
     wait_tunnel(down, true, "back");
     lab.ping_through("tunnel back");
+    let r = static_route();
+    assert_eq!(members(&r).len(), 2, "both up again: {r}");
     check_spread("static ECMP over both again", None);
 }

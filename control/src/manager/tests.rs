@@ -400,3 +400,62 @@ fn show_bgp_and_bgp_routes() {
     assert_eq!(r.as_path.as_deref(), Some("65001"));
     assert!(r.active, "tunnel 1 is UP");
 }
+
+/// A static route is spread over its connection's UP tunnels: `show
+/// routes` names them as ECMP members, or the one tunnel left.
+#[test]
+fn static_routes_show_their_up_tunnels() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    m.handle(Request::CreateCustomerGateway {
+        customer_gateway: cgw("cgw-2", "203.0.113.30"),
+    })
+    .unwrap();
+    m.handle(Request::CreateConnection {
+        connection: Box::new(static_conn("vpn-2", "cgw-2")),
+    })
+    .unwrap();
+    m.handle(Request::AddStaticRoute {
+        connection_id: "vpn-2".into(),
+        prefix: "10.50.0.0/16".parse().unwrap(),
+    })
+    .unwrap();
+    let up = TunnelRuntimeState {
+        ike_phase1_state: IkePhaseState::Established,
+        ike_phase2_state: IkePhaseState::Established,
+        ..TunnelRuntimeState::default()
+    };
+    let key = |tunnel| TunnelKey {
+        connection_id: "vpn-2".into(),
+        tunnel,
+    };
+    let route = |m: &mut Manager<InMemoryDataplane>| {
+        let Response::Routes { routes } = m
+            .handle(Request::ShowRoutes {
+                connection_id: Some("vpn-2".into()),
+            })
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        routes.into_iter().next().unwrap()
+    };
+
+    let r = route(&mut m);
+    assert!(
+        !r.active && r.tunnel.is_none() && r.ecmp.is_empty(),
+        "{r:?}"
+    );
+
+    m.dataplane_mut().set_tunnel_state(key(1), up.clone());
+    let r = route(&mut m);
+    assert!(r.active, "{r:?}");
+    assert_eq!(r.tunnel, Some(1));
+    assert!(r.ecmp.is_empty(), "{r:?}");
+
+    m.dataplane_mut().set_tunnel_state(key(0), up);
+    let r = route(&mut m);
+    assert_eq!(r.tunnel, Some(0));
+    assert_eq!(r.ecmp, ["vpn-2/0", "vpn-2/1"]);
+}
