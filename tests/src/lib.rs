@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,7 @@ impl Netns {
 
     /// A command that runs `program` inside the namespace.
     #[must_use]
-    pub fn command(&self, program: &std::path::Path) -> Command {
+    pub fn command(&self, program: &Path) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).arg(program);
         c
@@ -246,4 +246,98 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A child process (a peer daemon: charon, BIRD, vpnd) with its output in
+/// a file, stopped on drop: SIGTERM, then SIGKILL after 10 s.
+#[derive(Debug)]
+pub struct Proc {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr into the file `out`.
+    ///
+    /// # Panics
+    /// When the file cannot be created or the command cannot start.
+    pub fn spawn(mut cmd: Command, out: &Path) -> Self {
+        let f = std::fs::File::create(out).expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f.try_clone().expect("dup")))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .expect("spawn");
+        Self {
+            child,
+            out: out.to_owned(),
+        }
+    }
+
+    /// Everything the process printed so far.
+    #[must_use]
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().is_ok_and(|s| s.is_none())
+    }
+
+    /// Its exit status, once it has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit; true when it exited.
+    pub fn terminate(&mut self, limit: Duration) -> bool {
+        if !self.running() {
+            return true;
+        }
+        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
+        wait_until(limit, || self.child.try_wait().is_ok_and(|s| s.is_some()))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.terminate(Duration::from_secs(10)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command with a time limit (killed when it passes) and returns
+/// its output.
+///
+/// # Panics
+/// When the command cannot start.
+pub fn bounded(mut c: Command, limit: Duration) -> Output {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    let deadline = Instant::now() + limit;
+    while !waiter.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !waiter.is_finished() {
+        let _ = sh_ok(&format!("kill -KILL {pid}"));
+    }
+    waiter.join().expect("waiter").expect("output")
+}
+
+/// A command's stdout then stderr, as text.
+#[must_use]
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }

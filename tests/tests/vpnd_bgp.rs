@@ -35,11 +35,11 @@
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and BIRD 2 (`../shared/lab/recipes.md` § 0, tools/setup.sh).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{Netns, bin, require_root, sh_ok, tag, veth, wait_until};
+use e2e::{Netns, Proc, bin, bounded, require_root, tag, text, veth, wait_until};
 use serde_json::Value;
 
 const CGW_INSIDE: [&str; 2] = ["169.254.21.2", "169.254.22.2"];
@@ -236,76 +236,6 @@ const STATIC_TWO: Plan = Plan {
     esp_proposals: "aes128gcm16",
     static_routes: &["10.1.0.0/16"],
 };
-
-/// A child process with its output in a file, stopped on drop.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, out: &Path) -> Self {
-        let f = std::fs::File::create(out).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("spawn");
-        Self {
-            child,
-            out: out.to_owned(),
-        }
-    }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-    fn running(&mut self) -> bool {
-        self.child.try_wait().is_ok_and(|s| s.is_none())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.running() {
-            return;
-        }
-        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
-        let ok = wait_until(Duration::from_secs(10), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        if !ok {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs a command with a time limit.
-fn bounded(mut c: Command, limit: Duration) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn");
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let deadline = Instant::now() + limit;
-    while !waiter.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !waiter.is_finished() {
-        let _ = sh_ok(&format!("kill -KILL {pid}"));
-    }
-    waiter.join().expect("waiter").expect("output")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// BIRD's configuration: the gateway's LAN to every session, all but
 /// tunnel 0's copies prepended when `prefer_t1`; a route carrying our AS

@@ -22,15 +22,15 @@
 //! strongSwan and scapy (`tools/setup.sh`).
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use control::config::{PreSharedKey, TunnelOptions};
 use control::ike::SystemRng;
 use control::ike::endpoint::Endpoint;
 use control::ike::sa::IkeConfig;
-use e2e::{Netns, bin, require_root, sh_ok, tag, veth, wait_until};
+use e2e::{Netns, Proc, bin, bounded, require_root, tag, text, veth, wait_until};
 use serde_json::Value;
 
 const CGW: &str = "192.0.2.2";
@@ -40,77 +40,6 @@ const CGW_LAN: &str = "10.1.0.1";
 const VPC: &str = "198.51.100.2";
 const PSK: &str = "vtx.PSK_0123456789abc";
 const CONN: &str = "vpn-ops";
-
-/// A child process with its output in a file, stopped on drop.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, out: &Path) -> Self {
-        let f = std::fs::File::create(out).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("spawn");
-        Self {
-            child,
-            out: out.to_owned(),
-        }
-    }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-    fn running(&mut self) -> bool {
-        self.child.try_wait().is_ok_and(|s| s.is_none())
-    }
-    /// SIGTERM, then wait (bounded) for the exit.
-    fn terminate(&mut self, limit: Duration) -> bool {
-        if !self.running() {
-            return true;
-        }
-        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
-        wait_until(limit, || self.child.try_wait().is_ok_and(|s| s.is_some()))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.terminate(Duration::from_secs(10)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs a command with a time limit.
-fn bounded(mut c: Command, limit: Duration) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn");
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let deadline = Instant::now() + limit;
-    while !waiter.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !waiter.is_finished() {
-        let _ = sh_ok(&format!("kill -KILL {pid}"));
-    }
-    waiter.join().expect("waiter").expect("output")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// What differs between the scenarios.
 #[derive(Default)]
@@ -674,7 +603,7 @@ fn sigterm_sends_delete_to_the_peer_before_exit() {
         "vpnd did not exit after SIGTERM\n{}",
         lab.vpnd.output()
     );
-    let status = lab.vpnd.child.try_wait().ok().flatten();
+    let status = lab.vpnd.exit_status();
     assert!(
         status.is_some_and(|s| s.success()),
         "vpnd exit {status:?}\n{}",

@@ -20,11 +20,11 @@
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and its `pki` tool, and openssl.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use e2e::{Netns, bin, require_root, sh, sh_ok, tag, veth, wait_until};
+use e2e::{Netns, Proc, bin, bounded, require_root, sh, tag, text, veth, wait_until};
 use serde_json::Value;
 
 const CGW: &str = "192.0.2.2";
@@ -35,76 +35,6 @@ const VPC: &str = "198.51.100.2";
 /// The private certificate name the customer gateway is created with.
 const CERT_NAME: &str = "arn:aws:acm:eu-west-1:111122223333:certificate/vt-ikc";
 const CONN: &str = "vpn-sw";
-
-/// A child process with its output in a file, stopped on drop.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, out: &Path) -> Self {
-        let f = std::fs::File::create(out).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("spawn");
-        Self {
-            child,
-            out: out.to_owned(),
-        }
-    }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-    fn running(&mut self) -> bool {
-        self.child.try_wait().is_ok_and(|s| s.is_none())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if !self.running() {
-            return;
-        }
-        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
-        let ok = wait_until(Duration::from_secs(10), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        if !ok {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Runs a command with a time limit.
-fn bounded(mut c: Command, limit: Duration) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().expect("spawn");
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    let deadline = Instant::now() + limit;
-    while !waiter.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !waiter.is_finished() {
-        let _ = sh_ok(&format!("kill -KILL {pid}"));
-    }
-    waiter.join().expect("waiter").expect("output")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 struct Lab {
     // Drop order: processes, then the directory, then the namespaces.
