@@ -33,6 +33,11 @@
 //!   device; the kernel picks the queue of what it sends by its flow hash;
 //! * `net_memif` and `net_ring` have no hash: the peer decides the queue.
 //!
+//! On top of that, where the outside port's driver has `rte_flow`, each
+//! tunnel's ESP and NAT-T is steered by flow rules to one queue, the two
+//! tunnels of a connection to different ones ([`steering`],
+//! [`Runtime::steer`]); elsewhere [`Runtime::steering_mode`] says why not.
+//!
 //! Because RSS cannot be relied on to bring every packet of an SA to one
 //! queue (see the worker crate's "One tunnel on several workers"), every
 //! tunnel is carried by every worker: [`Runtime::add_inbound`] and
@@ -61,6 +66,7 @@
 //! commands).
 
 pub mod dataplane;
+pub mod steering;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -74,11 +80,12 @@ use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, TxQu
 use fib::TunnelId;
 use worker::policy::{Caps, RatePolicy};
 use worker::{
-    Action, Command, ControlEnd, CountersHandle, Event, FnIo, SaSnapshot, TunnelSnapshot, Worker,
-    WorkerStats,
+    Action, Command, ControlEnd, CountersHandle, Event, FnIo, Ingress, SaSnapshot, TunnelSnapshot,
+    Worker, WorkerStats,
 };
 
 use crate::eal_args::{self, Memory};
+use steering::{SteerTunnel, Steering, SteeringMode};
 
 /// How often the worker publishes its counters.
 const STATS_PERIOD_MS: u64 = 100;
@@ -433,6 +440,7 @@ pub struct Runtime {
     total: WorkerSnapshot,
     ports: Vec<(&'static str, Port)>,
     port_queues: Vec<PortQueues>,
+    steering: Steering,
     macs: PortMacs,
     lifetime_events: Vec<Event>,
     /// Lifetime events already reported (every worker's copy of an SA
@@ -548,6 +556,7 @@ impl Runtime {
             total: WorkerSnapshot::default(),
             ports: Vec::new(),
             port_queues: Vec::new(),
+            steering: Steering::single(),
             macs: PortMacs::default(),
             lifetime_events: Vec::new(),
             lifetime_seen: VecDeque::new(),
@@ -644,6 +653,7 @@ impl Runtime {
                     .unwrap_or(k.2)
             }),
         };
+        self.steering = Steering::probe(&outside, &config.outside, n);
         self.ports = vec![("outside", outside), ("inside", inside)];
         self.port_queues = vec![o_info, i_info];
         let mut k_q = None;
@@ -715,6 +725,35 @@ impl Runtime {
     #[must_use]
     pub fn port_queues(&self) -> &[PortQueues] {
         &self.port_queues
+    }
+
+    /// How the outside port spreads inbound ESP over the workers
+    /// (decided at start, see [`steering`]).
+    #[must_use]
+    pub fn steering_mode(&self) -> &SteeringMode {
+        self.steering.mode()
+    }
+
+    /// Steer each tunnel's inbound ESP and NAT-T to its queue (worker)
+    /// by flow rules on the outside port, replacing the previous set
+    /// (rules of tunnels gone or changed are removed). Without
+    /// [`SteeringMode::Flow`] nothing happens. Returns the rules the
+    /// driver refused (their tunnels stay on RSS).
+    pub fn steer(&mut self, tunnels: &[SteerTunnel]) -> Vec<String> {
+        self.steering.steer(tunnels)
+    }
+
+    /// The worker whose queue `tunnel`'s inbound ESP is steered to, when
+    /// a rule does.
+    #[must_use]
+    pub fn steered_worker(&self, tunnel: TunnelId) -> Option<usize> {
+        self.steering.queue_of(tunnel).map(usize::from)
+    }
+
+    /// Flow rules the driver refused since start.
+    #[must_use]
+    pub fn steering_failures(&self) -> u64 {
+        self.steering.failures()
     }
 
     /// Workers running.
@@ -1144,7 +1183,9 @@ impl Runtime {
             let _ = join();
         }
         self.poll();
-        // Ports (and with them the mempool) go before the EAL.
+        // Flow rules go before their port, ports (and with them the
+        // mempool) before the EAL.
+        self.steering.clear();
         self.ports.clear();
         if let Some(eal) = self.eal.take() {
             drop(eal);
@@ -1224,17 +1265,17 @@ fn worker_loop(
                 continue;
             }
             w.begin_burst(n);
-            for mut m in rx.drain() {
-                let action = {
-                    let mut io = FnIo(|| pool.alloc(), |a, extra| out.emit(q, a, extra));
-                    match side {
-                        0 => w.handle_outside_io(&mut m, &mut io),
-                        1 => w.handle_inside_io(&mut m, &mut io),
-                        _ => w.handle_kernel_io(&mut m, &mut io),
-                    }
-                };
-                out.emit(q, action, m);
-            }
+            let ingress = match side {
+                0 => Ingress::Outside,
+                1 => Ingress::Inside,
+                _ => Ingress::Kernel,
+            };
+            // Every packet, and the extra ones it produces, leaves
+            // through `io` onto the tx burst of its port; the worker
+            // prefetches the state of the packets ahead (see
+            // `Worker::handle_burst_io`).
+            let mut io = FnIo(|| pool.alloc(), |a, m| out.emit(q, a, m));
+            w.handle_burst_io(ingress, rx.drain(), &mut io);
             out.flush(q);
         }
     }

@@ -48,12 +48,17 @@ fn main() {
         )
         .allowlist_function("rte_pktmbuf_free_bulk|rte_socket_id|rte_strerror|rte_exit|rte_delay_us_block")
         .allowlist_function(".*_w")
+        .allowlist_function("rte_flow_(create|destroy|flush|validate)")
+        .allowlist_type("rte_flow_(attr|item|action|error|item_eth|item_ipv4|item_ipv6|item_udp|item_esp|action_queue)")
         .allowlist_type("rte_eth_(conf|dev_info|stats|link|xstat|xstat_name|rxconf|txconf)")
         .allowlist_var("RTE_(MAX_ETHPORTS|MAX_LCORE|ETHER_ADDR_LEN|PKTMBUF_HEADROOM|MBUF_DEFAULT_BUF_SIZE|ETH_XSTATS_NAME_SIZE|ETH_LINK_.*|ETH_MQ_.*|RING_F_.*|MEMPOOL_.*|ETH_NAME_MAX_LEN)")
         .allowlist_var("SOCKET_ID_ANY|LCORE_ID_ANY|RING_F_.*")
         // We never touch these structs' fields from Rust: every access goes
         // through a shim helper, so their unions and bitfields stay out.
         .opaque_type("rte_mbuf|rte_mempool|rte_ring")
+        // Packed wire headers inside rte_flow items: opaque blobs of their
+        // exact size, filled with wire-format (network order) bytes.
+        .opaque_type("rte_(ether|ipv4|ipv6|udp|esp)_hdr")
         .use_core()
         .derive_default(true)
         .derive_debug(true)

@@ -52,6 +52,16 @@ pub enum Error {
         /// `rte_strerror(errno)`.
         message: String,
     },
+    /// A flow rule refused by the driver (`rte_flow_*`), with its message.
+    #[error("{op}: {message}")]
+    Flow {
+        /// The DPDK call that failed.
+        op: &'static str,
+        /// The positive errno value (`rte_errno`).
+        errno: i32,
+        /// The driver's message and the errno's meaning.
+        message: String,
+    },
     /// A string argument holds a NUL byte.
     #[error("{op}: argument contains a NUL byte")]
     NulInArgument {

@@ -8,7 +8,9 @@
 //!   counts the rest, so an mbuf is never leaked nor freed twice;
 //! * the fast path (`rx_burst`, `tx_burst`, mbuf data access) never
 //!   allocates, locks or panics;
-//! * DPDK's negative-errno returns become the typed [`Error`].
+//! * DPDK's negative-errno returns become the typed [`Error`];
+//! * a flow rule ([`Flow`], steering packets to an rx queue) is destroyed
+//!   on drop and keeps its port open until then.
 //!
 //! What it does not do: touch the PCI bus (the appliance's EAL arguments are
 //! built by the caller; tests always pass `--no-pci`), or hide DPDK's
@@ -23,6 +25,7 @@
 mod burst;
 mod eal;
 mod error;
+mod flow;
 mod lcore;
 mod mbuf;
 mod mempool;
@@ -33,6 +36,7 @@ pub mod testing;
 pub use burst::{Burst, Drain, MAX_BURST};
 pub use eal::Eal;
 pub use error::{Error, Result};
+pub use flow::{Flow, FlowL4, FlowMatch};
 pub use lcore::{LcoreId, rdtsc, tsc_hz};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
