@@ -159,8 +159,13 @@ fn run(args: &Args) -> i32 {
         };
         match Runtime::start(&rc) {
             Ok(rt) => {
+                let map = rc
+                    .lcore_map
+                    .as_ref()
+                    .map(|m| format!(" (lcore@cpu {m})"))
+                    .unwrap_or_default();
                 eprintln!(
-                    "vpnd: dataplane running: {} worker(s) on lcores {:?}, file prefix {}",
+                    "vpnd: dataplane running: {} worker(s) on lcores {:?}{map}, file prefix {}",
                     rt.workers(),
                     rt.worker_lcores(),
                     rc.file_prefix
@@ -369,6 +374,7 @@ fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, Str
     rc.kernel = port(PortRole::Kernel);
     rc.main_lcore = d.main_lcore;
     rc.worker_lcores.clone_from(&d.worker_lcores);
+    rc.lcore_map = d.lcore_map();
     Ok(rc)
 }
 

@@ -30,6 +30,10 @@ pub const DEFAULT_METRICS_LISTEN: SocketAddr =
 /// Highest lcore id accepted: DPDK's default `RTE_MAX_LCORE` is 128.
 pub const MAX_LCORE_ID: u32 = 127;
 
+/// Highest cpu id accepted in `worker_cpus`/`main_cpu` (the EAL's
+/// `CPU_SETSIZE` is 1024).
+pub const MAX_CPU_ID: u32 = 1023;
+
 /// Most queues per port accepted.
 pub const MAX_QUEUES_PER_PORT: u16 = 64;
 
@@ -101,6 +105,17 @@ pub struct DataplaneConfig {
     pub main_lcore: u32,
     /// Worker lcores, one pinned worker each.
     pub worker_lcores: Vec<u32>,
+    /// The cpu each worker lcore runs on, in the order of `worker_lcores`
+    /// (EAL `--lcores 1@cpu,…`). Absent: lcore `n` runs on cpu `n`
+    /// (EAL `-l`). With it, lcore ids are names and several workers may
+    /// share a cpu: more workers than cpus (functional tests, small
+    /// machines), never for throughput.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_cpus: Option<Vec<u32>>,
+    /// The cpu the main lcore runs on when `worker_cpus` is given.
+    /// Absent: cpu `main_lcore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_cpu: Option<u32>,
     /// Ports: at least one outside and one inside; at most one kernel
     /// (exception path, a `net_tap` device).
     pub ports: Vec<PortConfig>,
@@ -124,6 +139,23 @@ pub struct DataplaneConfig {
     /// whose per-tunnel cap is not adjustable (spec §11.2).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub tunnel_policing: bool,
+}
+
+impl DataplaneConfig {
+    /// The EAL `--lcores` map when `worker_cpus` is given: the main lcore
+    /// on `main_cpu` (or its own number) and each worker lcore on its cpu,
+    /// e.g. `0@0,1@0,2@0` for two workers sharing cpu 0. `None`: lcore
+    /// `n` on cpu `n` (EAL `-l`). Meaningful on a validated configuration.
+    #[must_use]
+    pub fn lcore_map(&self) -> Option<String> {
+        let cpus = self.worker_cpus.as_ref()?;
+        let main = self.main_cpu.unwrap_or(self.main_lcore);
+        let mut map = format!("{}@{main}", self.main_lcore);
+        for (lcore, cpu) in self.worker_lcores.iter().zip(cpus) {
+            map.push_str(&format!(",{lcore}@{cpu}"));
+        }
+        Some(map)
+    }
 }
 
 #[allow(
@@ -399,6 +431,33 @@ impl ApplianceConfig {
             if let Some(j) = d.worker_lcores[..i].iter().position(|m| m == l) {
                 let first = errs.path(&format!("worker_lcores[{j}]"));
                 errs.duplicate(&f, l, first);
+            }
+        }
+        if let Some(cpus) = &d.worker_cpus {
+            if cpus.len() != d.worker_lcores.len() {
+                let lcores = errs.path("worker_lcores");
+                errs.conflict(
+                    "worker_cpus",
+                    format!("{} cpu(s)", cpus.len()),
+                    format!(
+                        "one cpu per worker lcore: {lcores} has {}",
+                        d.worker_lcores.len()
+                    ),
+                );
+            }
+            for (i, c) in cpus.iter().enumerate() {
+                errs.range(&format!("worker_cpus[{i}]"), *c, 0, MAX_CPU_ID);
+            }
+        }
+        if let Some(c) = d.main_cpu {
+            errs.range("main_cpu", c, 0, MAX_CPU_ID);
+            if d.worker_cpus.is_none() {
+                let other = errs.path("worker_cpus");
+                errs.conflict(
+                    "main_cpu",
+                    c,
+                    format!("only with {other}: without it lcore n runs on cpu n"),
+                );
             }
         }
         let workers = u16::try_from(d.worker_lcores.len())

@@ -98,7 +98,8 @@ mod tests;
 
 pub use appliance::{
     ApplianceConfig, DEFAULT_METRICS_LISTEN, DataplaneConfig, GatewayConfig, LoggingConfig,
-    MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig, parse_mac,
+    MAX_CPU_ID, MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig,
+    parse_mac,
 };
 pub use certificates::{CertConfigError, CertificateAuthority, CertificatesConfig};
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};

@@ -1134,6 +1134,44 @@ fn appliance_sections() {
 }
 
 #[test]
+fn worker_cpus_map_lcores_onto_cpus() {
+    // Absent: lcore n on cpu n, no map.
+    let mut c = example();
+    assert_eq!(c.dataplane.lcore_map(), None);
+    // Two workers on one cpu, from TOML: a valid configuration.
+    let text = EXAMPLE.replace(
+        "worker_lcores = [2, 3]",
+        "worker_lcores = [2, 3]\nworker_cpus = [1, 1]",
+    );
+    let parsed = ApplianceConfig::from_toml_str(&text).unwrap();
+    parsed.validate().unwrap();
+    assert_eq!(parsed.dataplane.worker_cpus, Some(vec![1, 1]));
+    assert_eq!(parsed.dataplane.lcore_map().as_deref(), Some("0@0,2@1,3@1"));
+    let back = ApplianceConfig::from_toml_str(&parsed.to_toml_string().unwrap()).unwrap();
+    assert_eq!(back, parsed);
+    c.dataplane.main_cpu = Some(1);
+    c.dataplane.worker_cpus = Some(vec![0, 0]);
+    assert_eq!(c.dataplane.lcore_map().as_deref(), Some("0@1,2@0,3@0"));
+    c.validate().unwrap();
+
+    // One cpu per worker lcore, each in range; main_cpu only with them.
+    c.dataplane.worker_cpus = Some(vec![0, 2000, 1]);
+    c.dataplane.main_cpu = Some(4096);
+    let errs = c.validate().unwrap_err();
+    assert_err(
+        &errs,
+        "dataplane.worker_cpus",
+        &["3 cpu(s)", "dataplane.worker_lcores has 2"],
+    );
+    assert_err(&errs, "dataplane.worker_cpus[1]", &["2000", "0..=1023"]);
+    assert_err(&errs, "dataplane.main_cpu", &["4096", "0..=1023"]);
+    c.dataplane.worker_cpus = None;
+    c.dataplane.main_cpu = Some(0);
+    let errs = c.validate().unwrap_err();
+    assert_err(&errs, "dataplane.main_cpu", &["dataplane.worker_cpus"]);
+}
+
+#[test]
 fn unknown_fields_rejected_with_line() {
     let text = EXAMPLE.replace(
         "dpd_timeout_secs = 40",
