@@ -1242,3 +1242,68 @@ fn a_dataplane_that_cannot_start_is_exit_code_3() {
     assert!(!s.socket().exists());
     assert!(!Path::new(&format!("/var/run/dpdk/{prefix}")).exists());
 }
+
+/// `dataplane.worker_cpus`: two workers on one cpu (more workers than
+/// this 2-cpu machine could otherwise pin beside the main lcore). vpnd
+/// hands the map to the EAL as `--lcores 0@0,1@1,2@1`, both worker
+/// threads are pinned to cpu 1, both poll their queues of the `net_null`
+/// ports (whose zero frames are counted as malformed), the daemon serves,
+/// and SIGTERM cleans up.
+#[test]
+fn two_workers_share_one_cpu_through_worker_cpus() {
+    require_root();
+    let s = Setup::new("cpus", "vpnd", "");
+    let text = std::fs::read_to_string(s.config()).unwrap();
+    let prefix = format!("vt-d-cpus-{}", tag());
+    std::fs::write(
+        s.config(),
+        text.replace(
+            "worker_lcores = [1]",
+            &format!("worker_lcores = [1, 2]\nworker_cpus = [1, 1]\nfile_prefix = \"{prefix}\""),
+        ),
+    )
+    .unwrap();
+    let mut d = s.start_with(&["--no-huge"]);
+    let log = d.log_text();
+    assert!(
+        log.contains("dataplane running: 2 worker(s) on lcores [1, 2] (lcore@cpu 0@0,1@1,2@1)"),
+        "{log}"
+    );
+    // The EAL's worker threads (`rte-worker-<lcore>`) and the cpus they may
+    // run on.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap();
+    let mut workers = Vec::new();
+    let mut names = Vec::new();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        names.push(comm.trim().to_owned());
+        if comm.trim().starts_with("rte-worker-") {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            workers.push((comm.trim().to_owned(), cpus));
+        }
+    }
+    workers.sort();
+    assert_eq!(
+        workers,
+        [
+            ("rte-worker-1".to_owned(), "1".to_owned()),
+            ("rte-worker-2".to_owned(), "1".to_owned())
+        ],
+        "threads {names:?}\n{log}"
+    );
+    // Both workers poll: each port's two queues are read.
+    assert!(
+        wait_until(Duration::from_secs(10), || drops(&s, "malformed") > 0),
+        "{}",
+        d.log_text()
+    );
+    let status = d.terminate();
+    assert!(status.success(), "{status}: {}", d.log_text());
+    assert!(!Path::new(&format!("/var/run/dpdk/{prefix}")).exists());
+}
