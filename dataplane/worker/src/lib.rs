@@ -102,7 +102,8 @@ mod tables;
 pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
-    Action, Addresses, EVENTS_PER_COMMAND, FnIo, MAX_FRAGMENTS, MtuOptions, NoIo, PacketIo, Worker,
+    Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,
+    PREFETCH_AHEAD, PacketIo, Worker,
 };
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

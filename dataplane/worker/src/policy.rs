@@ -318,6 +318,16 @@ impl Policers {
         self.tunnels.get(tunnel).is_some_and(|t| t.dirs.is_some())
     }
 
+    /// Prefetches `tunnel`'s policer (nothing when policing is off).
+    #[inline]
+    pub(crate) fn prefetch(&self, tunnel: usize) {
+        if self.enabled
+            && let Some(t) = self.tunnels.get(tunnel)
+        {
+            prefetch::read_all(t);
+        }
+    }
+
     /// Whether a packet of `len` inner bytes through `tunnel` in `dir`
     /// conforms (always, when policing is off or the tunnel has no
     /// policy).

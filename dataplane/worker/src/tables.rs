@@ -158,6 +158,24 @@ impl SaTables {
         Some((&mut **sa, (t != NONE).then_some(TunnelId(t))))
     }
 
+    /// The inbound SA of an SPI and its tunnel, read-only (the worker's
+    /// prefetch stage).
+    #[inline]
+    pub(crate) fn inbound_of(&self, spi: u32) -> Option<(&InboundSa, Option<TunnelId>)> {
+        let i = *self.by_spi.get(&spi)? as usize;
+        let t = self.inbound_tunnel.get(i).copied().unwrap_or(NONE);
+        let sa = self.inbound.get(i)?;
+        Some((&**sa, (t != NONE).then_some(TunnelId(t))))
+    }
+
+    /// The outbound SA of a tunnel, read-only (the worker's prefetch
+    /// stage).
+    #[inline]
+    pub(crate) fn outbound_of(&self, tunnel: TunnelId) -> Option<&OutboundSa> {
+        let i = *self.by_tunnel.get(tunnel.0 as usize)?;
+        self.outbound.get(i as usize).map(|sa| &**sa)
+    }
+
     /// Every inbound SA with its tunnel.
     pub fn inbound_tunnels(&self) -> impl Iterator<Item = (&InboundSa, Option<TunnelId>)> {
         self.inbound
