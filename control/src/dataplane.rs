@@ -96,6 +96,11 @@ pub struct TunnelCounters {
     pub packets_out: u64,
     /// Packets of this tunnel dropped (any reason).
     pub drops: u64,
+    /// The worker whose rx queue this tunnel's inbound ESP and NAT-T are
+    /// steered to by flow rules on the outside port; absent where nothing
+    /// steers it (one worker, a driver without `rte_flow`: RSS spreads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<u32>,
 }
 
 /// Counters of one port (the NIC's view).
@@ -133,6 +138,10 @@ pub struct DataplaneStats {
     /// Per port, by the port's configured name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, PortCounters>,
+    /// How inbound ESP is spread over the workers (flow rules per tunnel,
+    /// or RSS and why); empty with one worker or no dataplane.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub steering: String,
 }
 
 impl DataplaneStats {

@@ -339,6 +339,7 @@ mod tests {
                 packets_in: 1,
                 packets_out: 2,
                 drops: 0,
+                worker: None,
             },
         );
         stats.drops.insert("replay".into(), 7);

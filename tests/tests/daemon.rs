@@ -1248,7 +1248,8 @@ fn a_dataplane_that_cannot_start_is_exit_code_3() {
 /// hands the map to the EAL as `--lcores 0@0,1@1,2@1`, both worker
 /// threads are pinned to cpu 1, both poll their queues of the `net_null`
 /// ports (whose zero frames are counted as malformed), the daemon serves,
-/// and SIGTERM cleans up.
+/// the missing inbound steering (`net_null` has no `rte_flow`) is
+/// reported, and SIGTERM cleans up.
 #[test]
 fn two_workers_share_one_cpu_through_worker_cpus() {
     require_root();
@@ -1302,6 +1303,34 @@ fn two_workers_share_one_cpu_through_worker_cpus() {
         wait_until(Duration::from_secs(10), || drops(&s, "malformed") > 0),
         "{}",
         d.log_text()
+    );
+    // net_null has no rte_flow: the fallback to RSS is logged once at
+    // start with the driver's answer, and reported by show stats, where
+    // no tunnel names a worker.
+    let fallback = "vpnd: dataplane: no rte_flow steering, ESP spread over the workers by RSS";
+    assert_eq!(log.matches(fallback).count(), 1, "{log}");
+    assert!(
+        log.contains("outside port net_null0: rte_flow_create"),
+        "{log}"
+    );
+    create_gateway_and_connection(&s);
+    let v = s.json(&["show", "stats"]);
+    let st = &v["response"]["stats"];
+    assert!(
+        st["steering"]
+            .as_str()
+            .unwrap()
+            .starts_with("no rte_flow steering"),
+        "{st}"
+    );
+    let tunnels = st["tunnels"].as_object().unwrap();
+    assert_eq!(tunnels.len(), 2, "{st}");
+    assert!(tunnels.values().all(|t| t.get("worker").is_none()), "{st}");
+    let table = s.ctl(&["show", "stats"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("WORKER") && text.contains("steering: no rte_flow steering"),
+        "{text}"
     );
     let status = d.terminate();
     assert!(status.success(), "{status}: {}", d.log_text());

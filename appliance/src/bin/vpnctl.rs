@@ -839,6 +839,7 @@ fn human(r: &Response) -> String {
                         c.packets_in.to_string(),
                         c.packets_out.to_string(),
                         c.drops.to_string(),
+                        c.worker.map_or_else(|| "-".to_owned(), |w| w.to_string()),
                     ]
                 })
                 .collect();
@@ -853,6 +854,9 @@ fn human(r: &Response) -> String {
                     .map(|(k, v)| format!("{k} {v}"))
                     .collect();
                 let _ = writeln!(out, "worker: {}", line.join("  "));
+            }
+            if !stats.steering.is_empty() {
+                let _ = writeln!(out, "steering: {}", stats.steering);
             }
             out.push('\n');
             if !stats.ports.is_empty() {
@@ -893,6 +897,7 @@ fn human(r: &Response) -> String {
                     "PKTS-IN",
                     "PKTS-OUT",
                     "DROPS",
+                    "WORKER",
                 ],
                 &rows,
             ));

@@ -173,6 +173,9 @@ fn run(args: &Args) -> i32 {
                 for p in rt.port_queues() {
                     eprintln!("vpnd: {p}");
                 }
+                if rt.workers() > 1 {
+                    eprintln!("vpnd: dataplane: {}", rt.steering_mode());
+                }
                 Box::new(DpdkDataplane::new(rt))
             }
             Err(e) => {

@@ -44,6 +44,7 @@ use worker::{Addresses, Command, Drop};
 use super::{Runtime, RuntimeError, Ticket, v4_only, v6_only};
 
 mod policing;
+mod steer;
 
 /// How long a command may take to be acknowledged by the worker.
 const ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -430,6 +431,9 @@ impl Dataplane for DpdkDataplane {
 
         // 4. Rate policy by each tunnel's bandwidth option.
         self.apply_rate_policy(config);
+
+        // 5. Inbound steering of each tunnel to a worker (flow rules).
+        self.apply_steering(config);
     }
 
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
@@ -489,12 +493,20 @@ impl Dataplane for DpdkDataplane {
                     packets_in: c.in_packets,
                     packets_out: c.out_packets,
                     drops: c.total_dropped(),
+                    worker: self
+                        .rt
+                        .as_ref()
+                        .and_then(|rt| rt.steered_worker(*t))
+                        .and_then(|w| u32::try_from(w).ok()),
                 },
             );
         }
         let Some(rt) = &self.rt else {
             return st;
         };
+        if rt.workers() > 1 {
+            st.steering = rt.steering_mode().to_string();
+        }
         let snap = rt.worker_stats();
         let w = &snap.worker;
         for reason in Drop::ALL {
