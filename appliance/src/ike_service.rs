@@ -14,8 +14,13 @@
 //!                           poll_transmit ──► send_to (out of the kernel
 //!                                             port; the worker routes it out)
 //!                           events? lock Manager ──► TunnelSet::apply:
-//!                             ChildSaUp   ─► install_child_sa (make before break)
-//!                             ChildSaDown ─► remove_child_sa (the installed pair only)
+//!                             ChildSaUp   ─► install_child_sa (make before break),
+//!                                            or add_child_inbound when we answered
+//!                                            the peer's rekey (RFC 7296 § 2.8)
+//!                             ChildSaOutbound ─► install_child_sa (the peer deleted
+//!                                            the rekeyed SA: send with the new one)
+//!                             ChildSaDown ─► remove_child_sa (the installed pair),
+//!                                            remove_child_inbound (any other SA)
 //!                             Log         ─► activity log (vpnctl logs)
 //!                             state       ─► set_tunnel_state (vpnctl show tunnels;
 //!                                            the FIB follows the UP tunnels)
@@ -74,6 +79,7 @@ use control::ike::{Rng, SystemRng};
 use control::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use control::manager::Manager;
 use control::metrics::ControlMetric;
+use dataplane::esp::SaConfig;
 use dataplane::esp::sa::{Direction, LifetimeLimits};
 use ipnet::IpNet;
 
@@ -221,6 +227,18 @@ pub trait TunnelSink {
     /// # Errors
     /// The dataplane's.
     fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError>;
+    /// Add only the inbound SA of the tunnel's next Child SA
+    /// ([`Dataplane::add_child_inbound`]).
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError>;
+    /// Remove an inbound SA that is not the installed pair's
+    /// ([`Dataplane::remove_child_inbound`]).
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError>;
     /// The tunnel's state as last recorded.
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState;
     /// Record a tunnel's state.
@@ -246,6 +264,12 @@ impl<D: Dataplane> TunnelSink for Manager<D> {
     }
     fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
         self.dataplane_mut().remove_child_sa(key)
+    }
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
+        self.dataplane_mut().add_child_inbound(key, sa)
+    }
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        self.dataplane_mut().remove_child_inbound(key, spi)
     }
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
         self.dataplane().tunnel_state(key)
@@ -429,6 +453,10 @@ struct Runner {
     endpoint: Endpoint,
     /// The installed pair: (inbound SPI, outbound SPI).
     installed: Option<(u32, u32)>,
+    /// The next Child SA, only its inbound SA installed: we answered the
+    /// peer's rekey; its outbound SA follows on
+    /// [`Event::ChildSaOutbound`].
+    deferred: Option<Box<ChildSa>>,
     nat_t: bool,
     /// Events taken from the endpoint, not yet applied.
     pending: Vec<Event>,
@@ -470,6 +498,7 @@ impl Runner {
             spec,
             endpoint,
             installed: None,
+            deferred: None,
             nat_t: false,
             pending,
             retry: None,
@@ -565,57 +594,14 @@ impl Runner {
                     self.nat_t = nat_detected;
                     self.log(sink, "IKE_SA established".to_owned());
                 }
-                Event::ChildSaUp(c) => {
-                    let mut seeds = [[0u8; 16]; 2];
-                    rng.fill(&mut seeds[0]);
-                    rng.fill(&mut seeds[1]);
-                    let pair = c
-                        .sa_config(Direction::Inbound, seeds[0])
-                        .zip(c.sa_config(Direction::Outbound, seeds[1]));
-                    let Some((mut inbound, mut outbound)) = pair else {
-                        self.log(
-                            sink,
-                            format!(
-                                "CHILD_SA {:08x}/{:08x} cannot be expressed for the dataplane",
-                                c.inbound.spi, c.outbound.spi
-                            ),
-                        );
-                        continue;
-                    };
-                    // Soft limits: the dataplane reports them and the
-                    // Child SA is rekeyed (handle_sa_events).
-                    let soft = soft_limits(c.suite.esn, self.rekey_packets);
-                    inbound.lifetimes.soft = soft;
-                    outbound.lifetimes.soft = soft;
-                    self.nat_t |= c.nat_t;
-                    match sink.install_child_sa(&key, &ChildSaPair { inbound, outbound }) {
-                        Ok(()) => {
-                            self.installed = Some((c.inbound.spi, c.outbound.spi));
-                            self.log(
-                                sink,
-                                format!(
-                                    "CHILD_SA established and installed: SPIs {:08x}_i {:08x}_o",
-                                    c.inbound.spi, c.outbound.spi
-                                ),
-                            );
-                        }
-                        Err(e) => {
-                            self.log(
-                                sink,
-                                format!(
-                                    "CHILD_SA {:08x}/{:08x} cannot be installed (retrying in {} s): {e}",
-                                    c.inbound.spi,
-                                    c.outbound.spi,
-                                    INSTALL_RETRY.as_secs()
-                                ),
-                            );
-                            self.retry = Some((Instant::now() + INSTALL_RETRY, c));
-                        }
+                Event::ChildSaUp(c) => self.install(c, rng, sink),
+                Event::ChildSaOutbound { inbound_spi, .. } => {
+                    if let Some(mut c) = self.deferred.take_if(|c| c.inbound.spi == inbound_spi) {
+                        c.outbound_deferred = false;
+                        self.install(c, rng, sink);
                     }
                 }
-                // A rekeyed SA goes down after its successor was installed
-                // (which already replaced it): only the installed pair is
-                // removed.
+                // The installed pair goes: the tunnel has no SA left.
                 Event::ChildSaDown { inbound_spi, .. }
                     if self.installed.is_some_and(|(i, _)| i == inbound_spi) =>
                 {
@@ -623,7 +609,22 @@ impl Runner {
                         self.log(sink, format!("removing CHILD_SA {inbound_spi:08x}: {e}"));
                     }
                     self.installed = None;
+                    self.deferred = None;
                     self.log(sink, format!("CHILD_SA {inbound_spi:08x} removed"));
+                }
+                // A rekeyed SA whose DELETE is done, or a next SA that
+                // never got to send: only its inbound SA is installed.
+                Event::ChildSaDown { inbound_spi, .. } => {
+                    if self
+                        .deferred
+                        .as_ref()
+                        .is_some_and(|c| c.inbound.spi == inbound_spi)
+                    {
+                        self.deferred = None;
+                    }
+                    if let Err(e) = sink.remove_child_inbound(&key, inbound_spi) {
+                        self.log(sink, format!("removing inbound SA {inbound_spi:08x}: {e}"));
+                    }
                 }
                 Event::IkeSaDown { reason } => {
                     self.log(sink, format!("IKE_SA down: {reason:?}"));
@@ -640,6 +641,70 @@ impl Runner {
             }
         }
         self.report(sink);
+    }
+
+    /// Put a Child SA into the dataplane: both directions, or only the
+    /// inbound SA when its outbound SA is deferred. A refusal is retried
+    /// after [`INSTALL_RETRY`] (both directions then).
+    fn install(&mut self, mut c: Box<ChildSa>, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
+        let key = self.spec.key.clone();
+        let mut seeds = [[0u8; 16]; 2];
+        rng.fill(&mut seeds[0]);
+        rng.fill(&mut seeds[1]);
+        let pair = c
+            .sa_config(Direction::Inbound, seeds[0])
+            .zip(c.sa_config(Direction::Outbound, seeds[1]));
+        let Some((mut inbound, mut outbound)) = pair else {
+            self.log(
+                sink,
+                format!(
+                    "CHILD_SA {:08x}/{:08x} cannot be expressed for the dataplane",
+                    c.inbound.spi, c.outbound.spi
+                ),
+            );
+            return;
+        };
+        // Soft limits: the dataplane reports them and the Child SA is
+        // rekeyed (handle_sa_events).
+        let soft = soft_limits(c.suite.esn, self.rekey_packets);
+        inbound.lifetimes.soft = soft;
+        outbound.lifetimes.soft = soft;
+        self.nat_t |= c.nat_t;
+        let (spi_i, spi_o) = (c.inbound.spi, c.outbound.spi);
+        let done = if c.outbound_deferred {
+            sink.add_child_inbound(&key, &inbound).map(|()| {
+                format!(
+                    "CHILD_SA established: inbound SA {spi_i:08x} installed, outbound SA \
+                     {spi_o:08x} used once the peer deletes the rekeyed SA"
+                )
+            })
+        } else {
+            sink.install_child_sa(&key, &ChildSaPair { inbound, outbound })
+                .map(|()| {
+                    format!("CHILD_SA established and installed: SPIs {spi_i:08x}_i {spi_o:08x}_o")
+                })
+        };
+        match done {
+            Ok(line) => {
+                if c.outbound_deferred {
+                    self.deferred = Some(c);
+                } else {
+                    self.installed = Some((spi_i, spi_o));
+                }
+                self.log(sink, line);
+            }
+            Err(e) => {
+                self.log(
+                    sink,
+                    format!(
+                        "CHILD_SA {spi_i:08x}/{spi_o:08x} cannot be installed (retrying in {} s): {e}",
+                        INSTALL_RETRY.as_secs()
+                    ),
+                );
+                c.outbound_deferred = false;
+                self.retry = Some((Instant::now() + INSTALL_RETRY, c));
+            }
+        }
     }
 
     /// Record the state if it changed.
@@ -1396,6 +1461,8 @@ mod tests {
     #[derive(Default)]
     struct Sink {
         installed: BTreeMap<TunnelKey, (u32, u32)>,
+        /// Inbound SAs besides the installed pairs'.
+        extra_inbound: Vec<(TunnelKey, u32)>,
         states: BTreeMap<TunnelKey, TunnelRuntimeState>,
         logs: Vec<String>,
     }
@@ -1406,12 +1473,37 @@ mod tests {
             key: &TunnelKey,
             pair: &ChildSaPair,
         ) -> Result<(), DataplaneError> {
-            self.installed
-                .insert(key.clone(), (pair.inbound.spi, pair.outbound.spi));
+            // As the dataplane: the previous pair's inbound SA stays.
+            self.extra_inbound
+                .retain(|(k, s)| (k, *s) != (key, pair.inbound.spi));
+            if let Some((old, _)) = self
+                .installed
+                .insert(key.clone(), (pair.inbound.spi, pair.outbound.spi))
+                && old != pair.inbound.spi
+            {
+                self.extra_inbound.push((key.clone(), old));
+            }
             Ok(())
         }
         fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
             self.installed.remove(key);
+            self.extra_inbound.retain(|(k, _)| k != key);
+            Ok(())
+        }
+        fn add_child_inbound(
+            &mut self,
+            key: &TunnelKey,
+            sa: &SaConfig,
+        ) -> Result<(), DataplaneError> {
+            self.extra_inbound.push((key.clone(), sa.spi));
+            Ok(())
+        }
+        fn remove_child_inbound(
+            &mut self,
+            key: &TunnelKey,
+            spi: u32,
+        ) -> Result<(), DataplaneError> {
+            self.extra_inbound.retain(|(k, s)| (k, *s) != (key, spi));
             Ok(())
         }
         fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
@@ -1611,6 +1703,95 @@ mod tests {
             sb.states[&key].up_down(RoutingType::Static),
             TunnelUpDown::Down
         );
+    }
+
+    /// A's dataplane reports a soft lifetime: A rekeys the Child SA and B
+    /// answers. B adds only the new inbound SA and keeps sending with the
+    /// old pair until A's DELETE of it arrives (A installs the new SAs only
+    /// when B's answer arrives: RFC 7296 § 2.8); A keeps the old inbound
+    /// SA until B answered that DELETE. Each step is checked in the
+    /// dataplane calls both sides made.
+    #[test]
+    fn child_rekey_switches_the_answering_side_after_the_delete() {
+        let (mut a, mut b) = (TunnelSet::new(), TunnelSet::new());
+        let (mut sa, mut sb) = (Sink::default(), Sink::default());
+        let mut now = Instant::now();
+        a.reconcile(
+            now,
+            vec![spec("192.0.2.1", "192.0.2.2", true)],
+            vec![],
+            &mut sa,
+        );
+        b.reconcile(
+            now,
+            vec![spec("192.0.2.2", "192.0.2.1", false)],
+            vec![],
+            &mut sb,
+        );
+        let key = spec("192.0.2.1", "192.0.2.2", true).key;
+        for _ in 0..500 {
+            now += Duration::from_millis(10);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            for (set, sink) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+                if set.collect_events() {
+                    set.apply(sink);
+                }
+            }
+            if sa.installed.len() == 1 && sb.installed.len() == 1 {
+                break;
+            }
+        }
+        let old_a = sa.installed[&key];
+        let old_b = sb.installed[&key];
+        let step = |from: &mut TunnelSet, to: &mut TunnelSet, sink: &mut Sink| {
+            deliver(now, from, to);
+            if to.collect_events() {
+                to.apply(sink);
+            }
+        };
+        a.handle_sa_events(
+            now,
+            vec![SaLifetimeEvent {
+                tunnel: Some(key.clone()),
+                spi: old_a.0,
+                direction: control::dataplane::SaDirection::Inbound,
+                event: dataplane::esp::sa::LifetimeEvent::SoftExpired,
+            }],
+            &mut sa,
+        );
+        a.handle_timeout(now);
+        // CREATE_CHILD_SA request → B: the new inbound SA only.
+        step(&mut a, &mut b, &mut sb);
+        assert_eq!(sb.installed[&key], old_b, "B still sends with the old SA");
+        let new_b_in = sb
+            .extra_inbound
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| *s)
+            .expect("B added the new inbound SA");
+        assert!(
+            sb.logs
+                .iter()
+                .any(|l| l.contains(&format!("inbound SA {new_b_in:08x} installed, outbound SA"))),
+            "{:?}",
+            sb.logs
+        );
+        // The answer → A: the new pair, the old inbound SA kept.
+        step(&mut b, &mut a, &mut sa);
+        let new_a = sa.installed[&key];
+        assert_eq!(new_a.1, new_b_in);
+        assert_eq!(sa.extra_inbound, [(key.clone(), old_a.0)]);
+        // A's DELETE of the old SA → B: it switches, the old one goes.
+        step(&mut a, &mut b, &mut sb);
+        assert_eq!(sb.installed[&key], (new_b_in, new_a.0));
+        assert!(sb.extra_inbound.is_empty(), "{:?}", sb.extra_inbound);
+        // B's answer → A: A's old inbound SA goes.
+        step(&mut b, &mut a, &mut sa);
+        assert_eq!(sa.installed[&key], new_a);
+        assert!(sa.extra_inbound.is_empty(), "{:?}", sa.extra_inbound);
     }
 
     /// A customer gateway with a private certificate makes its tunnels

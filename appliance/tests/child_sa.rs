@@ -122,9 +122,20 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
             (SaDirection::Outbound, 0x2001)
         ]
     );
-    // Rekey: add 0x1002, switch to 0x2002, remove 0x1001 (the worker
-    // would refuse the removal if 0x1001 were not installed).
+    // Rekey: add 0x1002, switch to 0x2002; 0x1001 decrypts until IKE
+    // removes it (its DELETE done). The worker would refuse the removal
+    // if 0x1001 were not installed.
     dp.install_child_sa(&key(0), &pair(0x1002, 0x2002)).unwrap();
+    assert_eq!(
+        spis(&dp),
+        [
+            (SaDirection::Inbound, 0x1001),
+            (SaDirection::Inbound, 0x1002),
+            (SaDirection::Outbound, 0x2002)
+        ]
+    );
+    dp.remove_child_inbound(&key(0), 0x1001).unwrap();
+    dp.remove_child_inbound(&key(0), 0x1001).unwrap(); // gone: no error
     assert_eq!(
         spis(&dp),
         [
@@ -195,7 +206,36 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
     assert!(matches!(err, DataplaneError::UnknownTunnel(_)), "{err}");
     assert_eq!(dp.sas().len(), 4);
 
-    // Removal: outbound, then inbound; both acknowledged by the worker.
+    // The answering side of a rekey: the next inbound SA alone, the pair
+    // keeps sending; the switch later does not add it again.
+    dp.add_child_inbound(&key(0), &pair(0x1005, 0x2005).inbound)
+        .unwrap();
+    assert_eq!(
+        spis(&dp)
+            .into_iter()
+            .filter(|(_, s)| *s < 0x3000)
+            .collect::<Vec<_>>(),
+        [
+            (SaDirection::Inbound, 0x1002),
+            (SaDirection::Inbound, 0x1005),
+            (SaDirection::Outbound, 0x2002)
+        ]
+    );
+    dp.install_child_sa(&key(0), &pair(0x1005, 0x2005)).unwrap();
+    assert_eq!(
+        spis(&dp)
+            .into_iter()
+            .filter(|(_, s)| *s < 0x3000)
+            .collect::<Vec<_>>(),
+        [
+            (SaDirection::Inbound, 0x1002),
+            (SaDirection::Inbound, 0x1005),
+            (SaDirection::Outbound, 0x2005)
+        ]
+    );
+
+    // Removal: outbound, then every inbound SA of the tunnel; all
+    // acknowledged by the worker.
     dp.remove_child_sa(&key(0)).unwrap();
     dp.remove_child_sa(&key(0)).unwrap(); // nothing installed: no error
     assert_eq!(

@@ -366,11 +366,16 @@ pub trait Dataplane: Send {
     /// Record the state IKE/BGP report for one tunnel.
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState);
     /// Install a Child SA pair for a configured tunnel, make before break:
-    /// (1) add the new inbound SA, (2) switch the tunnel's outbound SA to
-    /// the new one, (3) remove the previous pair's inbound SA, if any.
-    /// Between (1) and (3) both inbound SAs decrypt, so no packet of the
+    /// (1) add the new inbound SA (unless [`add_child_inbound`] added it
+    /// already), (2) switch the tunnel's outbound SA to the new one. The
+    /// previous pair's inbound SA stays, next to the new one, until
+    /// [`remove_child_inbound`]: IKE removes it when the peer no longer
+    /// sends with it (the rekeyed SA's DELETE is done), so no packet of the
     /// peer is lost whichever SA it uses; from (2) on we send with the new
     /// one only.
+    ///
+    /// [`add_child_inbound`]: Self::add_child_inbound
+    /// [`remove_child_inbound`]: Self::remove_child_inbound
     ///
     /// # Errors
     /// [`DataplaneError`]; on error the previous pair stays installed.
@@ -379,8 +384,26 @@ pub trait Dataplane: Send {
         key: &TunnelKey,
         pair: &ChildSaPair,
     ) -> Result<(), DataplaneError>;
-    /// Remove the tunnel's Child SA pair (outbound first, then inbound).
-    /// Nothing installed is not an error.
+    /// Add only the inbound SA of a tunnel's next Child SA: we answered
+    /// the peer's rekey, and it installs its own inbound SA only when our
+    /// answer arrives (RFC 7296 § 2.8), so we keep sending with the
+    /// installed pair until [`install_child_sa`](Self::install_child_sa)
+    /// with this SA switches. Both inbound SAs decrypt meanwhile.
+    ///
+    /// # Errors
+    /// [`DataplaneError`].
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError>;
+    /// Remove one of a tunnel's inbound SAs that is not the installed
+    /// pair's: a rekeyed SA once deleted, or an SA added by
+    /// [`add_child_inbound`](Self::add_child_inbound) that never became
+    /// the pair. An SPI not installed so is not an error.
+    ///
+    /// # Errors
+    /// [`DataplaneError`].
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError>;
+    /// Remove the tunnel's Child SAs: the pair (outbound first, then
+    /// inbound) and every other inbound SA of the tunnel. Nothing installed
+    /// is not an error.
     ///
     /// # Errors
     /// [`DataplaneError`].
@@ -427,6 +450,12 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
         pair: &ChildSaPair,
     ) -> Result<(), DataplaneError> {
         (**self).install_child_sa(key, pair)
+    }
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
+        (**self).add_child_inbound(key, sa)
+    }
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        (**self).remove_child_inbound(key, spi)
     }
     fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
         (**self).remove_child_sa(key)
@@ -576,12 +605,35 @@ impl Dataplane for InMemoryDataplane {
         if !self.applied.as_ref().is_some_and(|c| is_configured(c, key)) {
             return Err(DataplaneError::UnknownTunnel(key.clone()));
         }
-        self.sas
-            .retain(|s| s.connection_id != key.connection_id || s.tunnel != key.tunnel);
+        let ours = |s: &SaInfo| s.connection_id == key.connection_id && s.tunnel == key.tunnel;
+        self.sas.retain(|s| {
+            !(ours(s) && (s.direction == SaDirection::Outbound || s.spi == pair.inbound.spi))
+        });
         self.sas
             .push(sa_info(key, SaDirection::Inbound, &pair.inbound));
         self.sas
             .push(sa_info(key, SaDirection::Outbound, &pair.outbound));
+        Ok(())
+    }
+
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
+        if !self.applied.as_ref().is_some_and(|c| is_configured(c, key)) {
+            return Err(DataplaneError::UnknownTunnel(key.clone()));
+        }
+        self.sas
+            .retain(|s| s.spi != sa.spi || s.direction != SaDirection::Inbound);
+        self.sas.push(sa_info(key, SaDirection::Inbound, sa));
+        Ok(())
+    }
+
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        let is_it = |s: &SaInfo| {
+            s.connection_id == key.connection_id
+                && s.tunnel == key.tunnel
+                && s.direction == SaDirection::Inbound
+                && s.spi == spi
+        };
+        self.sas.retain(|s| !is_it(s));
         Ok(())
     }
 

@@ -11,7 +11,10 @@
 //!                                                                 our inside address → local)
 //!   BGP ──► set_dynamic_routes ──► Command::SetFib    (the selected BGP routes through
 //!                                                      their UP tunnels, under the above)
-//!   IKE ──► install_child_sa ──► AddInbound(new) ─ack─► SetOutbound(new) ─ack─► RemoveInbound(old) ─ack
+//!   IKE ──► add_child_inbound ──► AddInbound(new)       (we answered the peer's rekey)
+//!   IKE ──► install_child_sa ──► AddInbound(new) ─ack─► SetOutbound(new) ─ack
+//!                                (the old inbound SA stays an "extra" one)
+//!   IKE ──► remove_child_inbound(old) ──► RemoveInbound(old)   (its DELETE done)
 //!   vpnd tick ──► poll() ──► acks, retired SAs freed, counters
 //! ```
 //!
@@ -36,7 +39,7 @@ use control::dataplane::{
     SaDirection, SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey, TunnelRuntimeState,
     TunnelUpDown, sa_info,
 };
-use dataplane::esp::{InboundSa, OutboundSa};
+use dataplane::esp::{InboundSa, OutboundSa, SaConfig};
 use fib::{FibBuilder, Target, TunnelId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use worker::{Addresses, Command, Drop};
@@ -63,6 +66,9 @@ pub struct DpdkDataplane {
     rt: Option<Runtime>,
     ids: BTreeMap<TunnelKey, TunnelId>,
     installed: BTreeMap<TunnelKey, Installed>,
+    /// Inbound SAs besides the installed pairs', by SPI: a rekeyed SA
+    /// until its DELETE is done, the next SA until its outbound switch.
+    extra_inbound: BTreeMap<u32, (TunnelKey, SaInfo, Instant)>,
     states: BTreeMap<TunnelKey, TunnelRuntimeState>,
     addresses: Option<Addresses>,
     port_names: BTreeMap<&'static str, String>,
@@ -88,6 +94,7 @@ impl DpdkDataplane {
             rt: Some(rt),
             ids: BTreeMap::new(),
             installed: BTreeMap::new(),
+            extra_inbound: BTreeMap::new(),
             states: BTreeMap::new(),
             addresses: None,
             port_names: BTreeMap::new(),
@@ -459,6 +466,15 @@ impl Dataplane for DpdkDataplane {
                 out.push(s);
             }
         }
+        for (_, s, at) in self.extra_inbound.values() {
+            let mut s = s.clone();
+            s.age_secs = at.elapsed().as_secs();
+            if let Some(c) = counters.iter().find(|c| c.spi == s.spi && c.inbound) {
+                s.packets = c.counters.packets;
+                s.bytes = c.counters.bytes;
+            }
+            out.push(s);
+        }
         out
     }
 
@@ -606,20 +622,28 @@ impl Dataplane for DpdkDataplane {
         OutboundSa::new(&pair.outbound, now)
             .map_err(|e| invalid(SaDirection::Outbound, pair.outbound.spi, &e))?;
         let new_spi = pair.inbound.spi;
-        // (1) The new inbound SA: from now on both decrypt.
-        self.run_with(&format!("AddInbound {new_spi:#x}"), |rt| {
-            rt.add_inbound(Some(tunnel), &pair.inbound, Duration::ZERO)
-        })?;
+        // (1) The new inbound SA: from now on both decrypt. Added already
+        // when we answered the peer's rekey (add_child_inbound).
+        let added_before = self
+            .extra_inbound
+            .get(&new_spi)
+            .is_some_and(|(k, _, _)| k == key);
+        if !added_before {
+            self.run_with(&format!("AddInbound {new_spi:#x}"), |rt| {
+                rt.add_inbound(Some(tunnel), &pair.inbound, Duration::ZERO)
+            })?;
+        }
         // (2) Switch the outbound SA; the old one comes back retired.
         if let Err(e) = self.run_with(&format!("SetOutbound {:#x}", pair.outbound.spi), |rt| {
             rt.set_outbound(tunnel, &pair.outbound, Duration::ZERO)
         }) {
-            // Undo (1) unless it replaced the installed SA of the same SPI.
+            // Undo (1) unless it replaced the installed SA of the same SPI
+            // or was there before.
             let same = self
                 .installed
                 .get(key)
                 .is_some_and(|i| i.inbound.spi == new_spi);
-            if !same {
+            if !same && !added_before {
                 let _ = self.run(
                     "RemoveInbound (undo)",
                     Command::RemoveInbound { spi: new_spi },
@@ -635,21 +659,68 @@ impl Dataplane for DpdkDataplane {
                 at: Instant::now(),
             },
         );
-        // (3) Break: the previous inbound SA goes.
+        self.extra_inbound.remove(&new_spi);
+        // The previous inbound SA decrypts until IKE removes it.
         if let Some(old) = previous
             && old.inbound.spi != new_spi
         {
-            self.run(
-                &format!("RemoveInbound {:#x}", old.inbound.spi),
-                Command::RemoveInbound {
-                    spi: old.inbound.spi,
-                },
-            )?;
+            self.extra_inbound
+                .insert(old.inbound.spi, (key.clone(), old.inbound, old.at));
         }
         Ok(())
     }
 
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
+        let tunnel = *self
+            .ids
+            .get(key)
+            .ok_or_else(|| DataplaneError::UnknownTunnel(key.clone()))?;
+        let now = self.rt.as_ref().map_or(0, Runtime::now_secs);
+        InboundSa::new(sa, now).map_err(|e| DataplaneError::InvalidSa {
+            tunnel: key.clone(),
+            direction: SaDirection::Inbound,
+            spi: sa.spi,
+            reason: e.to_string(),
+        })?;
+        self.run_with(&format!("AddInbound {:#x}", sa.spi), |rt| {
+            rt.add_inbound(Some(tunnel), sa, Duration::ZERO)
+        })?;
+        self.extra_inbound.insert(
+            sa.spi,
+            (
+                key.clone(),
+                sa_info(key, SaDirection::Inbound, sa),
+                Instant::now(),
+            ),
+        );
+        Ok(())
+    }
+
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        if self
+            .extra_inbound
+            .get(&spi)
+            .is_none_or(|(k, _, _)| k != key)
+        {
+            return Ok(());
+        }
+        self.extra_inbound.remove(&spi);
+        self.run(
+            &format!("RemoveInbound {spi:#x}"),
+            Command::RemoveInbound { spi },
+        )
+    }
+
     fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+        let extra: Vec<u32> = self
+            .extra_inbound
+            .iter()
+            .filter(|(_, (k, _, _))| k == key)
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in extra {
+            self.remove_child_inbound(key, spi)?;
+        }
         let Some(old) = self.installed.remove(key) else {
             return Ok(());
         };
@@ -688,7 +759,13 @@ impl Dataplane for DpdkDataplane {
                         let s = if inbound { &i.inbound } else { &i.outbound };
                         s.spi == spi
                     })
-                    .map(|(k, _)| k.clone());
+                    .map(|(k, _)| k.clone())
+                    .or_else(|| {
+                        self.extra_inbound
+                            .get(&spi)
+                            .filter(|_| inbound)
+                            .map(|(k, _, _)| k.clone())
+                    });
                 eprintln!(
                     "vpnd: dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}"
                 );

@@ -303,6 +303,12 @@ pub struct ChildSa {
     pub lifetime: Duration,
     /// Whether we initiated the exchange that created it.
     pub initiator: bool,
+    /// Install only the inbound SA now: we answered the peer's rekey of
+    /// another Child SA, and the peer installs its inbound SA only when our
+    /// answer reaches it. The outbound SA follows with
+    /// [`Event::ChildSaOutbound`] once the peer deletes the SA this one
+    /// replaces (RFC 7296 § 2.8).
+    pub outbound_deferred: bool,
 }
 
 impl ChildSa {
@@ -349,6 +355,7 @@ impl ChildSa {
             replay_window: ctx.replay_window,
             lifetime: ctx.lifetime,
             initiator: we_initiated,
+            outbound_deferred: false,
         }
     }
 
@@ -451,8 +458,18 @@ pub enum Event {
         /// NAT detected (ESP in UDP 4500).
         nat_detected: bool,
     },
-    /// A Child SA is ready: install it (both directions).
+    /// A Child SA is ready: install it (both directions, or only the
+    /// inbound SA when [`ChildSa::outbound_deferred`]).
     ChildSaUp(Box<ChildSa>),
+    /// The deferred outbound SA of a Child SA (see
+    /// [`ChildSa::outbound_deferred`]) may carry traffic now: the SA it
+    /// replaces is being deleted (its [`Event::ChildSaDown`] follows).
+    ChildSaOutbound {
+        /// Our (inbound) SPI of the Child SA.
+        inbound_spi: u32,
+        /// The peer's (outbound) SPI: the one to send with now.
+        outbound_spi: u32,
+    },
     /// A Child SA is gone: remove it.
     ChildSaDown {
         /// Our (inbound) SPI.
@@ -555,6 +572,10 @@ struct ChildState {
     outbound_spi: u32,
     rekey_at: Instant,
     expire_at: Instant,
+    /// Its outbound SA waits (we answered the peer's rekey): until the
+    /// SA with this inbound SPI is deleted, or [`DEFERRED_OUTBOUND_MAX`]
+    /// has passed.
+    deferred: Option<(u32, Instant)>,
 }
 
 #[derive(Debug)]
@@ -651,9 +672,12 @@ pub struct IkeSa {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     created: Instant,
-    /// Inbound SPI of a rekeyed Child SA whose DELETE waits for the
-    /// request window.
-    queued_delete: VecDeque<u32>,
+    /// A rekeyed Child SA (inbound, outbound SPI) whose DELETE waits for
+    /// the request window.
+    queued_delete: VecDeque<(u32, u32)>,
+    /// The rekeyed Child SA whose DELETE is in flight: reported down when
+    /// the peer answers (until then the peer may still send with it).
+    child_deleting: Option<(u32, u32)>,
     /// New IKE SAs made by rekeying this one, for the owner to adopt.
     spawned: Vec<Self>,
     /// This SA was rekeyed: its Child SAs moved to the new one.
@@ -832,6 +856,12 @@ fn invalid_ke_group(p: &[Payload]) -> Option<u16> {
 /// while that leaves at least this long.
 const MIN_REKEY_RETRY: Duration = Duration::from_secs(1);
 
+/// How long the responder of a Child SA rekey keeps sending with the old
+/// SA when the peer does not delete it: a DELETE lost once is retransmitted
+/// within this time (strongSwan: after 4 s); a peer that never deletes the
+/// old SA gets our traffic on the new one from then on.
+pub const DEFERRED_OUTBOUND_MAX: Duration = Duration::from_secs(10);
+
 fn spi_u32(v: &[u8]) -> Option<u32> {
     <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes)
 }
@@ -874,6 +904,7 @@ impl IkeSa {
             events: VecDeque::new(),
             created: now,
             queued_delete: VecDeque::new(),
+            child_deleting: None,
             spawned: Vec::new(),
             rekeyed_away: false,
             initial_contact: false,
@@ -1280,6 +1311,9 @@ impl IkeSa {
                 }
                 for c in &e.children {
                     min(c.expire_at);
+                    if let Some((_, at)) = c.deferred {
+                        min(at);
+                    }
                 }
             }
             _ => {}
@@ -1403,6 +1437,18 @@ impl IkeSa {
     }
 
     fn go_down(&mut self, reason: DownReason) {
+        let deleting: Vec<(u32, u32)> = self
+            .child_deleting
+            .take()
+            .into_iter()
+            .chain(self.queued_delete.drain(..))
+            .collect();
+        for (inbound_spi, outbound_spi) in deleting {
+            self.events.push_back(Event::ChildSaDown {
+                inbound_spi,
+                outbound_spi,
+            });
+        }
         if let State::Established(e) = &self.state {
             let downs: Vec<Event> = e
                 .children
@@ -1453,6 +1499,7 @@ impl IkeSa {
                         }
                     }
                     PendingKind::Delete => {
+                        self.child_deleted();
                         if self.rekeyed_away {
                             self.go_down(DownReason::Rekeyed);
                         }
@@ -1511,6 +1558,11 @@ impl IkeSa {
                     .iter()
                     .find(|c| now >= c.rekey_at)
                     .map(|c| c.inbound_spi);
+                let overdue: Vec<u32> = e
+                    .children
+                    .iter()
+                    .filter_map(|c| c.deferred.filter(|(_, at)| now >= *at).map(|(old, _)| old))
+                    .collect();
                 let idle = now >= e.last_heard + self.dpd_idle();
                 let ike_due = now >= e.rekey_ike_at && !self.rekeyed_away;
                 if self.pending.is_none() {
@@ -1523,6 +1575,13 @@ impl IkeSa {
                         self.request(now, rng, ExchangeType::Informational, &[], PendingKind::Dpd);
                     }
                 }
+                for old in overdue {
+                    self.log(format!(
+                        "CHILD_SA with SPI {old:08x} not deleted by the peer within {} s of its rekey: sending with the new SA",
+                        DEFERRED_OUTBOUND_MAX.as_secs()
+                    ));
+                    self.release_deferred(old);
+                }
                 self.expire_children(now);
             }
             _ => {}
@@ -1534,18 +1593,24 @@ impl IkeSa {
         let State::Established(e) = &mut self.state else {
             return;
         };
-        let mut gone = Vec::new();
-        e.children.retain(|c| {
-            let keep = now < c.expire_at;
-            if !keep {
-                gone.push(Event::ChildSaDown {
+        let expired: Vec<u32> = e
+            .children
+            .iter()
+            .filter(|c| now >= c.expire_at)
+            .map(|c| c.inbound_spi)
+            .collect();
+        for spi in expired {
+            self.release_deferred(spi);
+            if let State::Established(e) = &mut self.state
+                && let Some(i) = e.children.iter().position(|c| c.inbound_spi == spi)
+            {
+                let c = e.children.remove(i);
+                self.events.push_back(Event::ChildSaDown {
                     inbound_spi: c.inbound_spi,
                     outbound_spi: c.outbound_spi,
                 });
             }
-            keep
-        });
-        self.events.extend(gone);
+        }
     }
 
     /// Processes one received datagram.
@@ -1596,8 +1661,9 @@ impl IkeSa {
     fn flush_queued(&mut self, now: Instant, rng: &mut dyn Rng) {
         if self.pending.is_none()
             && matches!(self.state, State::Established(_))
-            && let Some(spi) = self.queued_delete.pop_front()
+            && let Some((spi, outbound_spi)) = self.queued_delete.pop_front()
         {
+            self.child_deleting = Some((spi, outbound_spi));
             self.request(
                 now,
                 rng,
@@ -1654,7 +1720,37 @@ impl IkeSa {
             }
             Some(PendingKind::RekeyIke) => self.on_ike_rekey_response(now, rng, &msg, &payloads),
             Some(PendingKind::Delete) if self.rekeyed_away => self.go_down(DownReason::Rekeyed),
+            Some(PendingKind::Delete) => self.child_deleted(),
             _ => {}
+        }
+    }
+
+    /// The DELETE of a rekeyed Child SA was answered (or given up on): the
+    /// peer sends no more with it.
+    fn child_deleted(&mut self) {
+        if let Some((inbound_spi, outbound_spi)) = self.child_deleting.take() {
+            self.events.push_back(Event::ChildSaDown {
+                inbound_spi,
+                outbound_spi,
+            });
+        }
+    }
+
+    /// The Child SA with inbound SPI `old` is going away: the Child SA
+    /// whose outbound SA waited for that (we answered the peer's rekey of
+    /// `old`) sends from now on. Reported before `old` goes down.
+    fn release_deferred(&mut self, old: u32) {
+        let State::Established(e) = &mut self.state else {
+            return;
+        };
+        for c in &mut e.children {
+            if c.deferred.is_some_and(|(o, _)| o == old) {
+                c.deferred = None;
+                self.events.push_back(Event::ChildSaOutbound {
+                    inbound_spi: c.inbound_spi,
+                    outbound_spi: c.outbound_spi,
+                });
+            }
         }
     }
 
@@ -1952,6 +2048,7 @@ impl IkeSa {
                     outbound_spi: c.outbound.spi,
                     rekey_at: now + self.cfg.rekey_after(self.cfg.phase2_lifetime, rng),
                     expire_at: now + self.cfg.phase2_lifetime,
+                    deferred: None,
                 });
                 self.events.push_back(Event::ChildSaUp(Box::new(c)));
             }
@@ -2105,6 +2202,7 @@ impl IkeSa {
                 outbound_spi: c.outbound.spi,
                 rekey_at: now + self.cfg.rekey_after(self.cfg.phase2_lifetime, rng),
                 expire_at: now + self.cfg.phase2_lifetime,
+                deferred: None,
             });
             self.events.push_back(Event::ChildSaUp(Box::new(c)));
         }
@@ -2198,6 +2296,17 @@ impl IkeSa {
                             self.log(
                                 "AWS tunnel detected a (CHILD_REKEY) collision as CHILD_DELETE",
                             );
+                        }
+                        let inbound = match &self.state {
+                            State::Established(e) => e
+                                .children
+                                .iter()
+                                .find(|c| c.outbound_spi == spi)
+                                .map(|c| c.inbound_spi),
+                            _ => None,
+                        };
+                        if let Some(inbound) = inbound {
+                            self.release_deferred(inbound);
                         }
                         if let State::Established(e) = &mut self.state
                             && let Some(i) = e.children.iter().position(|c| c.outbound_spi == spi)
@@ -2333,7 +2442,7 @@ impl IkeSa {
             self.state = State::Established(est);
             let nr_copy = nr.clone();
             match r {
-                Ok((c, props)) => {
+                Ok((mut c, props)) => {
                     let mut resp = props;
                     resp.insert(1, Payload::Nonce(nr));
                     if let Some(d) = &dh_out {
@@ -2345,12 +2454,25 @@ impl IkeSa {
                             },
                         );
                     }
+                    // RFC 7296 § 2.8: the initiator of the rekey installs
+                    // its inbound SA when our answer reaches it; until it
+                    // deletes the old SA we keep sending on that one.
+                    let replaces = rekey.and_then(|old| match &self.state {
+                        State::Established(e) => e
+                            .children
+                            .iter()
+                            .find(|c| c.outbound_spi == old)
+                            .map(|c| c.inbound_spi),
+                        _ => None,
+                    });
+                    c.outbound_deferred = replaces.is_some();
                     if let State::Established(e) = &mut self.state {
                         e.children.push(ChildState {
                             inbound_spi: c.inbound.spi,
                             outbound_spi: c.outbound.spi,
                             rekey_at: now + self.cfg.rekey_after(self.cfg.phase2_lifetime, rng),
                             expire_at: now + self.cfg.phase2_lifetime,
+                            deferred: replaces.map(|old| (old, now + DEFERRED_OUTBOUND_MAX)),
                         });
                     }
                     if let Some(old) = rekey {
@@ -2529,6 +2651,7 @@ impl IkeSa {
                     outbound_spi: c.outbound.spi,
                     rekey_at: now + rekey_in,
                     expire_at: now + self.cfg.phase2_lifetime,
+                    deferred: None,
                 });
                 // Make-before-break: the new SA is reported up before the
                 // old one is deleted.
@@ -2542,8 +2665,19 @@ impl IkeSa {
                     self.log(
                         "AWS tunnel (CHILD_SA) redundant SA is being deleted due to detected collision",
                     );
+                    // The peer's SA replaces the old one: it sends now.
+                    self.release_deferred(rk.old_inbound);
                     self.delete_child_after_rekey(new_in);
                 } else {
+                    // The peer's SA of the collision is the redundant one
+                    // (the peer deletes it): it never sends.
+                    if let State::Established(e) = &mut self.state {
+                        for c in &mut e.children {
+                            if c.deferred.is_some_and(|(o, _)| o == rk.old_inbound) {
+                                c.deferred = None;
+                            }
+                        }
+                    }
                     self.delete_child_after_rekey(rk.old_inbound);
                 }
             }
@@ -2585,13 +2719,12 @@ impl IkeSa {
         };
         if let Some(i) = e.children.iter().position(|c| c.inbound_spi == old_inbound) {
             let c = e.children.remove(i);
-            self.events.push_back(Event::ChildSaDown {
-                inbound_spi: c.inbound_spi,
-                outbound_spi: c.outbound_spi,
-            });
             // The DELETE goes out once the pending slot is free (window
-            // size 1): queue it as the next request.
-            self.queued_delete.push_back(c.inbound_spi);
+            // size 1): queue it as the next request. The SA is reported
+            // down when the peer answers: until then it may still send
+            // with it (it switches when it sees our DELETE).
+            self.queued_delete
+                .push_back((c.inbound_spi, c.outbound_spi));
         }
     }
 }

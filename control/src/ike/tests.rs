@@ -1219,6 +1219,221 @@ fn child_rekey_make_before_break() {
     );
 }
 
+/// What one side's dataplane holds, as the IKE service installs it from
+/// the events: the inbound SAs that decrypt and the outbound SA it sends
+/// with.
+#[derive(Debug, Default)]
+struct DpModel {
+    inbound: Vec<u32>,
+    outbound: Option<u32>,
+}
+
+impl DpModel {
+    fn apply(&mut self, e: &Event) {
+        match e {
+            Event::ChildSaUp(c) => {
+                self.inbound.push(c.inbound.spi);
+                if !c.outbound_deferred {
+                    self.outbound = Some(c.outbound.spi);
+                }
+            }
+            Event::ChildSaOutbound { outbound_spi, .. } => self.outbound = Some(*outbound_spi),
+            Event::ChildSaDown {
+                inbound_spi,
+                outbound_spi,
+            } => {
+                self.inbound.retain(|s| s != inbound_spi);
+                if self.outbound == Some(*outbound_spi) {
+                    self.outbound = None;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Harness {
+    /// [`Harness::run`] one datagram or timer at a time, the events
+    /// applied to each side's [`DpModel`] after every step, asserting
+    /// that neither side ever sends with an SA the other cannot decrypt
+    /// (a packet sent then would be lost). `lose_a` drops A's datagrams
+    /// while it returns true (given A's model).
+    fn run_checked(
+        &mut self,
+        limit: Duration,
+        dp: &mut [DpModel; 2],
+        mut lose_a: impl FnMut(&DpModel, Instant) -> bool,
+    ) {
+        let end = self.now + limit;
+        let mut wire: std::collections::VecDeque<(bool, Transmit)> =
+            std::collections::VecDeque::new();
+        let mut armed = false;
+        for step in 0..200_000u32 {
+            while let Some(t) = self.a.poll_transmit() {
+                if !lose_a(&dp[0], self.now) {
+                    wire.push_back((true, t));
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                wire.push_back((false, t));
+            }
+            if let Some((from_a, t)) = wire.pop_front() {
+                let d = Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    payload: &t.payload,
+                };
+                if from_a {
+                    self.b.handle_datagram(self.now, &mut self.rng, d);
+                } else {
+                    self.a.handle_datagram(self.now, &mut self.rng, d);
+                }
+            } else {
+                let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        self.a.handle_timeout(self.now, &mut self.rng);
+                        self.b.handle_timeout(self.now, &mut self.rng);
+                    }
+                    _ => return,
+                }
+            }
+            while let Some((_, e)) = self.a.poll_event() {
+                dp[0].apply(&e);
+                self.a_events.push(e);
+            }
+            while let Some((_, e)) = self.b.poll_event() {
+                dp[1].apply(&e);
+                self.b_events.push(e);
+            }
+            // Before the first Child SA is up at both ends there is no
+            // traffic to lose (IKE_AUTH's responder installs first).
+            armed |= !dp[0].inbound.is_empty() && !dp[1].inbound.is_empty();
+            for (i, (us, them)) in [(&dp[0], &dp[1]), (&dp[1], &dp[0])].into_iter().enumerate() {
+                if let Some(o) = us.outbound
+                    && armed
+                {
+                    assert!(
+                        them.inbound.contains(&o),
+                        "step {step} at {:?}: {} sends with {o:08x}, which the other side cannot \
+                         decrypt: A {:?}, B {:?}\nA: {:?}\nB: {:?}",
+                        self.now - self.start,
+                        ["A", "B"][i],
+                        dp[0],
+                        dp[1],
+                        Self::logs(&self.a_events),
+                        Self::logs(&self.b_events),
+                    );
+                }
+            }
+        }
+        panic!("harness spinning at {:?}", self.now - self.start);
+    }
+}
+
+/// A rekeys the Child SA (its lifetime is the shorter one); B answers.
+/// At every step each side sends only with an SA the other side has
+/// installed: B keeps sending with the old SA until A's DELETE of it (A
+/// installs the new inbound SA only when B's answer arrives), and A keeps
+/// the old inbound SA until B answered that DELETE. Sent with the new SA
+/// the moment it answered, B's packets were lost at a strongSwan
+/// initiator (seen in `vpnd_ike_ops`).
+#[test]
+fn child_rekey_responder_sends_with_the_new_sa_only_after_the_delete() {
+    let mut oa = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    oa.dpd_timeout_secs = 4000;
+    let mut ob = oa.clone();
+    oa.phase2_lifetime_secs = 900;
+    oa.rekey_margin_time_secs = 60;
+    oa.rekey_fuzz_percent = 0;
+    ob.phase2_lifetime_secs = 3600;
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    let mut dp = [DpModel::default(), DpModel::default()];
+    h.run_checked(Duration::from_secs(900), &mut dp, |_, _| false);
+    let (ca, cb) = (
+        Harness::children(&h.a_events),
+        Harness::children(&h.b_events),
+    );
+    assert_eq!(
+        (ca.len(), cb.len()),
+        (2, 2),
+        "{:?}",
+        Harness::logs(&h.a_events)
+    );
+    assert!(!ca[1].outbound_deferred, "A initiated the rekey");
+    assert!(cb[1].outbound_deferred, "B answered it");
+    assert_pair(ca[1], cb[1]);
+    // Both ended on the new pair only.
+    assert_eq!(dp[0].inbound, [ca[1].inbound.spi]);
+    assert_eq!(dp[1].inbound, [cb[1].inbound.spi]);
+    assert_eq!(dp[0].outbound, Some(ca[1].outbound.spi));
+    assert_eq!(dp[1].outbound, Some(cb[1].outbound.spi));
+    // B: the outbound switch comes right before the old SA goes down.
+    let sw = h
+        .b_events
+        .iter()
+        .position(|e| matches!(e, Event::ChildSaOutbound { inbound_spi, .. } if *inbound_spi == cb[1].inbound.spi))
+        .expect("B switched its outbound SA");
+    assert!(matches!(
+        h.b_events[sw + 1..].iter().find(|e| matches!(e, Event::ChildSaDown { .. })),
+        Some(Event::ChildSaDown { inbound_spi, .. }) if *inbound_spi == cb[0].inbound.spi
+    ));
+}
+
+/// As above, but every datagram of A is lost from the moment A has the
+/// new SA (its DELETE of the old one never arrives): B switches to the
+/// new SA after [`DEFERRED_OUTBOUND_MAX`] and says so; no step sends with
+/// an SA the other side cannot decrypt.
+#[test]
+fn child_rekey_responder_switches_after_a_timeout_without_delete() {
+    use super::sa::DEFERRED_OUTBOUND_MAX;
+    let mut oa = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    oa.dpd_timeout_secs = 4000;
+    let mut ob = oa.clone();
+    oa.phase2_lifetime_secs = 900;
+    oa.rekey_margin_time_secs = 60;
+    oa.rekey_fuzz_percent = 0;
+    ob.phase2_lifetime_secs = 3600;
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    let mut dp = [DpModel::default(), DpModel::default()];
+    let mut lost_from: Option<Instant> = None;
+    h.run_checked(Duration::from_secs(850), &mut dp, |a, now| {
+        if a.inbound.len() == 2 && lost_from.is_none() {
+            lost_from = Some(now);
+        }
+        lost_from.is_some_and(|t| now < t + DEFERRED_OUTBOUND_MAX + Duration::from_secs(1))
+    });
+    let cb = Harness::children(&h.b_events);
+    assert_eq!(cb.len(), 2);
+    assert_eq!(dp[1].outbound, Some(cb[1].outbound.spi), "B switched");
+    let timed_out = format!(
+        "CHILD_SA with SPI {:08x} not deleted by the peer within {} s of its rekey: sending with the new SA",
+        cb[0].inbound.spi,
+        DEFERRED_OUTBOUND_MAX.as_secs()
+    );
+    assert!(
+        Harness::logs(&h.b_events).contains(&timed_out.as_str()),
+        "{:?}",
+        Harness::logs(&h.b_events)
+    );
+}
+
 /// The rekeying side offers PFS group 2 first; the responder only takes
 /// group 19 and answers INVALID_KE_PAYLOAD(19): the rekey is repeated
 /// with group 19 and succeeds (it used to fail until the SA expired).
