@@ -152,10 +152,17 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
     }
     // The worker's per-SA counters come back by snapshot, with the tunnel
     // each inbound SA is counted under.
-    std::thread::sleep(Duration::from_millis(1200));
-    dp.poll();
-    std::thread::sleep(Duration::from_millis(100));
-    dp.poll();
+    // The runtime asks for one about once a second; a loaded machine may
+    // take longer to answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        dp.poll();
+        let snap = dp.runtime().unwrap().sa_counters();
+        if snap.iter().any(|s| s.spi == 0x1002) || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
     let tid = dp.tunnel_id(&key(0)).unwrap();
     let snap = dp.runtime().unwrap().sa_counters();
     for (spi, inbound) in [(0x1002, true), (0x2002, false)] {
@@ -254,9 +261,18 @@ fn child_sa_pairs_install_make_before_break_and_are_removed() {
 
     // The counters: the one deliberate refusal, the worker busy with the
     // null ports' frames, per-port counters under their configured names.
-    std::thread::sleep(Duration::from_millis(300));
-    dp.poll();
-    let st = dp.stats();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        std::thread::sleep(Duration::from_millis(100));
+        dp.poll();
+        let st = dp.stats();
+        if st.worker["commands_failed"] >= 1
+            && st.ports.get("wan").is_some_and(|p| p.rx_packets > 0)
+            || std::time::Instant::now() > deadline
+        {
+            break st;
+        }
+    };
     assert_eq!(st.worker["commands_failed"], 1, "{st:?}");
     assert_eq!(st.worker["apply_errors"], 0, "{st:?}");
     assert!(st.drops["malformed"] > 0, "{st:?}");
