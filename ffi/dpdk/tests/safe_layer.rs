@@ -245,3 +245,49 @@ fn spsc_ring_hands_packets_to_a_worker_lcore() {
     assert_eq!(received.load(Ordering::Relaxed), 50_000);
     assert_eq!(pool.in_use(), 0);
 }
+
+#[test]
+fn flow_rules_are_refused_with_the_driver_s_reason() {
+    use dpdk::{FlowL4, FlowMatch};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    let eal = test_eal("flow", &["--vdev=net_null0"]).unwrap();
+    let pool = pool(&eal, "flow", 511);
+    let config = PortConfig {
+        rx_queues: 2,
+        tx_queues: 2,
+        ..PortConfig::default()
+    };
+    let port = Port::configure(&eal, PortId(0), &config, &pool).unwrap();
+    port.start().unwrap();
+    let esp = FlowMatch {
+        src: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
+        dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+        l4: FlowL4::Esp { spi: Some(0x1001) },
+    };
+    assert_eq!(esp.to_string(), "192.0.2.1 -> 192.0.2.10 esp spi 0x1001");
+    // net_null has no rte_flow: the driver's refusal, not a panic or a leak.
+    match port.flow_to_queue(&esp, 1) {
+        Err(Error::Flow { op, errno, message }) => {
+            assert_eq!(op, "rte_flow_create");
+            assert!(errno > 0, "{message}");
+            assert!(!message.is_empty());
+        }
+        other => panic!("expected the driver's refusal, got {other:?}"),
+    }
+    // Checked before DPDK is asked: a queue the port does not have, and
+    // addresses of two families.
+    assert!(matches!(
+        port.flow_to_queue(&esp, 2),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let mixed = FlowMatch {
+        src: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        l4: FlowL4::Udp { dst_port: 4500 },
+        ..esp
+    };
+    assert!(matches!(
+        port.flow_to_queue(&mixed, 0),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
