@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod charon;
+pub mod swan_lab;
+
 /// Runs a command and returns its output; panics with the command line and
 /// its stderr when it fails.
 ///
@@ -291,6 +294,12 @@ impl Proc {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Its process id (for signals such as SIGSTOP).
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM, then wait (bounded) for the exit; true when it exited.
     pub fn terminate(&mut self, limit: Duration) -> bool {
         if !self.running() {
@@ -299,14 +308,19 @@ impl Proc {
         let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
         wait_until(limit, || self.child.try_wait().is_ok_and(|s| s.is_some()))
     }
+
+    /// SIGTERM, and SIGKILL when it has not exited after `limit`.
+    pub fn stop(&mut self, limit: Duration) {
+        if !self.terminate(limit) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if !self.terminate(Duration::from_secs(10)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.stop(Duration::from_secs(10));
     }
 }
 

@@ -9,17 +9,16 @@
 //! (`swanctl --list-sas`), the SPIs agree, and the ESP keys we derive
 //! equal the ones charon logs (`chd = 4`). kernel-libipsec forces NAT-T,
 //! so every run also exercises the float to UDP 4500 with the non-ESP
-//! marker. ESP traffic itself is out of scope here.
+//! marker. ESP traffic itself is out of scope here. The fixture is
+//! [`e2e::charon::IkeLab`].
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ops::Deref;
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::{Netns, require_root, sh_ok, tag, veth, wait_until};
+use e2e::charon::{CharonConf, IkeLab, SW, US, field};
+use e2e::{Proc, sh_ok, wait_until};
 
-const SW: &str = "192.0.2.1";
-const US: &str = "192.0.2.2";
 const PSK: &str = "vt1ike.PSK_0123456789";
 
 /// One proposal: strongSwan's IKE and ESP proposal strings, and ours.
@@ -72,111 +71,26 @@ fn matrix() -> Vec<Case> {
     out
 }
 
-/// A child process with its output in a file, killed on drop.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
+struct Lab(IkeLab);
 
-impl Proc {
-    fn spawn(mut cmd: Command, out: &Path) -> Self {
-        let f = File::create(out).expect("output file");
-        let child = cmd
-            .stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("spawn");
-        Self {
-            child,
-            out: out.to_owned(),
-        }
+impl Deref for Lab {
+    type Target = IkeLab;
+    fn deref(&self) -> &IkeLab {
+        &self.0
     }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-    fn stop(&mut self) {
-        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
-        let ok = wait_until(Duration::from_secs(5), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        if !ok {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().is_ok_and(|s| s.is_none()) {
-            self.stop();
-        }
-    }
-}
-
-struct Lab {
-    // Field order = drop order: processes before the namespaces.
-    charon: Proc,
-    dir: tempfile::TempDir,
-    sw: Netns,
-    us: Netns,
 }
 
 impl Lab {
     fn new(suffix: &str) -> Self {
-        require_root();
-        let t = tag();
-        let sw = Netns::new(&format!("vt-i-{t}{suffix}s"));
-        let us = Netns::new(&format!("vt-i-{t}{suffix}u"));
-        veth(
-            &sw,
-            &format!("vi{t}{suffix}s"),
-            &us,
-            &format!("vi{t}{suffix}u"),
-        );
-        sw.sh(&format!("ip addr add {SW}/24 dev vi{t}{suffix}s"));
-        us.sh(&format!("ip addr add {US}/24 dev vi{t}{suffix}u"));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("strongswan.conf"),
-            format!(
-                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{\n    default = 1\n    chd = 4\n  }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
-            ),
-        )
-        .expect("strongswan.conf");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", sw.name(), "/usr/sbin/charon-systemd"])
-            .env("STRONGSWAN_CONF", dir.path().join("strongswan.conf"));
-        let charon = Proc::spawn(cmd, &dir.path().join("charon.log"));
-        let vici = dir.path().join("charon.vici");
-        assert!(
-            wait_until(Duration::from_secs(10), || vici.exists()),
-            "charon did not start: {}",
-            charon.output()
-        );
-        Self {
-            charon,
-            dir,
-            sw,
-            us,
-        }
-    }
-
-    fn swanctl(&self, args: &str) -> (bool, String) {
-        let out = Command::new("timeout")
-            .args(["20", "ip", "netns", "exec", self.sw.name(), "swanctl"])
-            .args(args.split_whitespace())
-            .arg("--uri")
-            .arg(format!("unix://{}/charon.vici", self.dir.path().display()))
-            .output()
-            .expect("swanctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        Self(IkeLab::new(
+            "i",
+            "vi",
+            suffix,
+            &CharonConf {
+                log: "default = 1\n    chd = 4",
+                ..CharonConf::default()
+            },
+        ))
     }
 
     fn load(&self, c: &Case) {
@@ -197,26 +111,20 @@ impl Lab {
         assert!(ok, "swanctl --load-all: {out}");
     }
 
-    fn peer(&self, c: &Case, initiate: bool, n: usize) -> Proc {
+    /// Our side (`ike_peer`) with `c` and `psk`, to be given its role.
+    fn peer_cmd(&self, c: &Case, psk: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.us.name()])
             .arg(env!("CARGO_BIN_EXE_ike_peer"))
-            .args(["--local", US, "--remote", SW, "--psk", PSK])
+            .args(["--local", US, "--remote", SW, "--psk", psk])
             .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
-            .arg(c.dh.to_string())
-            .args(["--secs", "30"]);
-        if initiate {
-            cmd.arg("--initiate");
-        }
-        let p = Proc::spawn(cmd, &self.dir.path().join(format!("peer{n}.log")));
-        let ns = self.us.name().to_owned();
-        assert!(
-            wait_until(Duration::from_secs(5), || {
-                sh_ok(&format!("ip netns exec {ns} ss -uln | grep -q ':4500'"))
-            }),
-            "ike_peer did not bind"
-        );
-        p
+            .arg(c.dh.to_string());
+        cmd
+    }
+
+    fn peer(&self, c: &Case, initiate: bool, n: usize) -> Proc {
+        let extra: &[&str] = if initiate { &["--initiate"] } else { &[] };
+        peer_with(self, c, extra, &format!("peer{n}.log"))
     }
 }
 
@@ -262,12 +170,6 @@ fn charon_keys(log: &str) -> Vec<(String, String)> {
     out
 }
 
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or("")
-}
-
 /// The `n`-th (from 1) `CHILD_UP` line of our side, waiting for it.
 fn child_line(lab: &Lab, peer: &Proc, n: usize, what: &str, mark: usize) -> String {
     let ok = wait_until(Duration::from_secs(20), || {
@@ -294,19 +196,7 @@ fn child_line(lab: &Lab, peer: &Proc, n: usize, what: &str, mark: usize) -> Stri
 /// Checks a Child SA of ours against strongSwan: installed there with
 /// the mirrored SPIs, and the keys charon logged after `mark` equal ours.
 fn check_child(lab: &Lab, line: &str, mark: usize, what: &str, aead: bool) {
-    let mut sas = String::new();
-    let (ours_in, ours_out) = (field(line, "in"), field(line, "out"));
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            sas = lab.swanctl("--list-sas").1;
-            sas.contains("ESTABLISHED")
-                && sas.contains("INSTALLED")
-                // strongSwan's inbound SPI is our outbound one and vice versa.
-                && sas.contains(&format!("in  {ours_out},"))
-                && sas.contains(&format!("out {ours_in},"))
-        }),
-        "{what}: strongSwan does not show the Child SA {ours_in}/{ours_out}:\n{sas}"
-    );
+    let sas = lab.wait_child_sa(line, what);
     assert!(sas.contains("TUNNEL-in-UDP"), "{what}: no NAT-T: {sas}");
     let log = lab.charon.output();
     let keys = charon_keys(&log[mark..]);
@@ -372,7 +262,7 @@ fn teardown(lab: &Lab, peer: &mut Proc) {
         peer.output()
             .contains("LOG AWS tunnel received DELETE for IKE_SA from CGW")
     );
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 }
 
 #[test]
@@ -411,18 +301,10 @@ fn wrong_psk_is_refused_and_logged() {
     let lab = Lab::new("c");
     let c = &matrix()[0];
     lab.load(c);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab.us.name()])
-        .arg(env!("CARGO_BIN_EXE_ike_peer"))
-        .args(["--local", US, "--remote", SW, "--psk", "wrongPSK.12345678"])
-        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
-        .arg(c.dh.to_string())
-        .args(["--secs", "30"]);
+    let mut cmd = lab.peer_cmd(c, "wrongPSK.12345678");
+    cmd.args(["--secs", "30"]);
     let peer = Proc::spawn(cmd, &lab.dir.path().join("wrong.log"));
-    let ns = lab.us.name().to_owned();
-    assert!(wait_until(Duration::from_secs(5), || sh_ok(&format!(
-        "ip netns exec {ns} ss -uln | grep -q ':4500'"
-    ))));
+    assert!(lab.peer_listening(), "ike_peer did not bind");
     let (ok, _) = lab.swanctl("--initiate --child net --timeout 10");
     assert!(!ok, "strongSwan must not come up with a wrong PSK");
     assert!(
@@ -450,6 +332,25 @@ fn ike_spis(sas: &str) -> String {
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+/// strongSwan's IKE SA is the one our side's `IKE_REKEYED` line names
+/// (within 10 s), with its Child SA installed.
+fn check_ike_rekeyed(lab: &Lab, peer: &Proc) {
+    let ours = peer.output();
+    let rk = ours
+        .lines()
+        .find(|l| l.starts_with("IKE_REKEYED"))
+        .unwrap_or_default();
+    let want = format!("{}_i {}_r", field(rk, "spi_i"), field(rk, "spi_r"));
+    let mut sas = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sas = lab.swanctl("--list-sas").1;
+            ike_spis(&sas) == want && sas.contains("INSTALLED")
+        }),
+        "strongSwan's IKE SA is not {want}:\n{sas}"
+    );
 }
 
 /// strongSwan rekeys the Child SA, then the IKE SA, then the Child SA
@@ -496,20 +397,7 @@ fn strongswan_rekeys_child_and_ike_sa() {
         "{}",
         peer.output()
     );
-    let ours = peer.output();
-    let rk = ours
-        .lines()
-        .find(|l| l.starts_with("IKE_REKEYED"))
-        .unwrap_or_default();
-    let want = format!("{}_i {}_r", field(rk, "spi_i"), field(rk, "spi_r"));
-    let mut sas = String::new();
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            sas = lab.swanctl("--list-sas").1;
-            ike_spis(&sas) == want && sas.contains("INSTALLED")
-        }),
-        "strongSwan's IKE SA is not {want}:\n{sas}"
-    );
+    check_ike_rekeyed(&lab, &peer);
     assert!(
         wait_until(Duration::from_secs(10), || peer
             .output()
@@ -545,23 +433,17 @@ fn we_rekey_child_and_ike_sa_on_our_timers() {
     let c = &c;
     lab.load(c);
     let mark = lab.charon.output().len();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab.us.name()])
-        .arg(env!("CARGO_BIN_EXE_ike_peer"))
-        .args(["--local", US, "--remote", SW, "--psk", PSK])
-        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
-        .arg(c.dh.to_string())
-        .args(["--secs", "30", "--initiate"])
-        .args([
-            "--phase2-secs",
-            "6",
-            "--phase1-secs",
-            "10",
-            "--margin-secs",
-            "2",
-            "--fuzz",
-            "0",
-        ]);
+    let mut cmd = lab.peer_cmd(c, PSK);
+    cmd.args(["--secs", "30", "--initiate"]).args([
+        "--phase2-secs",
+        "6",
+        "--phase1-secs",
+        "10",
+        "--margin-secs",
+        "2",
+        "--fuzz",
+        "0",
+    ]);
     let mut peer = Proc::spawn(cmd, &lab.dir.path().join("timers.log"));
     let aead = c.esp.contains("gcm");
     let l1 = child_line(&lab, &peer, 1, "initial", mark);
@@ -584,20 +466,7 @@ fn we_rekey_child_and_ike_sa_on_our_timers() {
         "our IKE SA rekey: {}",
         peer.output()
     );
-    let ours = peer.output();
-    let rk = ours
-        .lines()
-        .find(|l| l.starts_with("IKE_REKEYED"))
-        .unwrap_or_default();
-    let want = format!("{}_i {}_r", field(rk, "spi_i"), field(rk, "spi_r"));
-    let mut sas = String::new();
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            sas = lab.swanctl("--list-sas").1;
-            ike_spis(&sas) == want && sas.contains("INSTALLED")
-        }),
-        "strongSwan's IKE SA is not {want}:\n{sas}"
-    );
+    check_ike_rekeyed(&lab, &peer);
     teardown(&lab, &mut peer);
 }
 
@@ -610,18 +479,13 @@ fn dpd_timeout_with_restart_against_a_frozen_strongswan() {
     let c = &matrix()[1]; // aes128gcm16-prfsha256-ecp256
     lab.load(c);
     let mark = lab.charon.output().len();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab.us.name()])
-        .arg(env!("CARGO_BIN_EXE_ike_peer"))
-        .args(["--local", US, "--remote", SW, "--psk", PSK])
-        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
-        .arg(c.dh.to_string())
-        .args(["--secs", "60", "--start"])
+    let mut cmd = lab.peer_cmd(c, PSK);
+    cmd.args(["--secs", "60", "--start"])
         .args(["--dpd-secs", "8", "--dpd-action", "restart"]);
     let mut peer = Proc::spawn(cmd, &lab.dir.path().join("dpd.log"));
     let l1 = child_line(&lab, &peer, 1, "initial", mark);
     check_child(&lab, &l1, mark, "initial", true);
-    let pid = lab.charon.child.id();
+    let pid = lab.charon.id();
     assert!(sh_ok(&format!("kill -STOP {pid}")));
     let t0 = std::time::Instant::now();
     let dead = wait_until(Duration::from_secs(30), || {
@@ -640,23 +504,15 @@ fn dpd_timeout_with_restart_against_a_frozen_strongswan() {
     let l2 = child_line(&lab, &peer, 2, "after restart", mark);
     assert!(peer.output().contains("LOG re-initiating IKE_SA"));
     check_child(&lab, &l2, 0, "after restart", true);
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 }
 
+/// Our side with `c`, our PSK and `extra` arguments, listening.
 fn peer_with(lab: &Lab, c: &Case, extra: &[&str], log: &str) -> Proc {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", lab.us.name()])
-        .arg(env!("CARGO_BIN_EXE_ike_peer"))
-        .args(["--local", US, "--remote", SW, "--psk", PSK])
-        .args(["--enc", c.enc, "--integ", c.integ, "--dh"])
-        .arg(c.dh.to_string())
-        .args(["--secs", "30"])
-        .args(extra);
+    let mut cmd = lab.peer_cmd(c, PSK);
+    cmd.args(["--secs", "30"]).args(extra);
     let p = Proc::spawn(cmd, &lab.dir.path().join(log));
-    let ns = lab.us.name().to_owned();
-    assert!(wait_until(Duration::from_secs(5), || sh_ok(&format!(
-        "ip netns exec {ns} ss -uln | grep -q ':4500'"
-    ))));
+    assert!(lab.peer_listening(), "ike_peer did not bind");
     p
 }
 
@@ -693,7 +549,7 @@ fn no_common_proposal_is_refused_and_logged() {
     );
     assert!(lab.charon.output().contains("NO_PROPOSAL_CHOSEN"));
     assert!(!peer.output().contains("IKE_UP"));
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 
     let mut peer = peer_with(&lab, &ours, &["--initiate"], "np-init.log");
     assert!(
@@ -704,7 +560,7 @@ fn no_common_proposal_is_refused_and_logged() {
         peer.output()
     );
     assert!(peer.output().contains("LOG No matching proposal found"));
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 }
 
 /// Traffic selectors that do not overlap the configured CIDRs: the IKE
@@ -729,7 +585,7 @@ fn bad_traffic_selectors_are_refused_and_logged() {
     assert!(!peer.output().contains("CHILD_UP"));
     assert!(lab.charon.output().contains("TS_UNACCEPTABLE"));
     let _ = lab.swanctl("--terminate --ike s2s --timeout 5");
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 
     let mut args = ts.to_vec();
     args.push("--initiate");
@@ -742,5 +598,5 @@ fn bad_traffic_selectors_are_refused_and_logged() {
         peer.output()
     );
     assert!(!peer.output().contains("CHILD_UP"));
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 }

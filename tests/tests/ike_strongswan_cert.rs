@@ -18,138 +18,30 @@
 //! fragment it) and ECDSA (P-256), with strongSwan initiating and with us
 //! initiating: both sides establish the IKE SA and the Child SA, the SPIs
 //! agree, and the logs show certificate authentication and fragments
-//! both ways.
+//! both ways. The fixture is [`e2e::charon::IkeLab`], the PKI
+//! [`e2e::charon::make_pki`]'s.
 
-use std::fs::File;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use e2e::{Netns, require_root, sh, sh_ok, tag, veth, wait_until};
+use e2e::charon::{Alg, CharonConf, IkeLab, SW, US, make_pki};
+use e2e::{Proc, wait_until};
 
-const SW: &str = "192.0.2.1";
-const US: &str = "192.0.2.2";
 const PSK: &str = "vtikc.unused_PSK_123";
 
-/// A child process with its output in a file, killed on drop.
-struct Proc {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, out: &Path) -> Self {
-        let f = File::create(out).expect("output file");
-        let child = cmd
-            .stdout(Stdio::from(f.try_clone().expect("dup")))
-            .stderr(Stdio::from(f))
-            .spawn()
-            .expect("spawn");
-        Self {
-            child,
-            out: out.to_owned(),
-        }
-    }
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.out).unwrap_or_default()
-    }
-    fn stop(&mut self) {
-        let _ = sh_ok(&format!("kill -TERM {}", self.child.id()));
-        let ok = wait_until(Duration::from_secs(5), || {
-            self.child.try_wait().is_ok_and(|s| s.is_some())
-        });
-        if !ok {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().is_ok_and(|s| s.is_none()) {
-            self.stop();
-        }
-    }
-}
-
-/// Key algorithm for a PKI.
-#[derive(Clone, Copy, Debug)]
-enum Alg {
-    Rsa,
-    Ecdsa,
-}
-
-impl Alg {
-    fn pki_gen(self) -> &'static str {
-        match self {
-            Self::Rsa => "--type rsa --size 4096",
-            Self::Ecdsa => "--type ecdsa --size 256",
-        }
-    }
-}
-
-/// Runs `pki` (quiet about its optional TPM plugin).
-fn pki(dir: &Path, args: &str) {
-    sh(&format!("cd {} && pki {args} 2>/dev/null", dir.display()));
-}
-
-/// Makes the PKI of one run in `dir`: `root.pem`, `sub.pem`, our
-/// `us.pem` (+ `us-chain.pem` with the subordinate CA) / `us.key`, and
-/// strongSwan's `sw.pem` / `sw.key` with the spec's extensions, or a
-/// plain `pki --issue` one when `spec_extensions` is false.
-fn make_pki(dir: &Path, alg: Alg, spec_extensions: bool) {
-    let g = alg.pki_gen();
-    pki(dir, &format!("--gen {g} --outform pem > root.key"));
-    pki(
-        dir,
-        "--self --ca --lifetime 3650 --in root.key --type priv --dn \"C=CH, O=vt lab, CN=vt Root CA\" --outform pem > root.pem",
-    );
-    pki(dir, &format!("--gen {g} --outform pem > sub.key"));
-    pki(
-        dir,
-        "--issue --cacert root.pem --cakey root.key --type priv --in sub.key --ca --lifetime 1825 --dn \"C=CH, O=vt lab, CN=vt Sub CA\" --outform pem > sub.pem",
-    );
-    pki(dir, &format!("--gen {g} --outform pem > us.key"));
-    pki(
-        dir,
-        "--issue --cacert sub.pem --cakey sub.key --type priv --in us.key --lifetime 365 --dn \"C=CH, O=vt lab, CN=aws.vt.example\" --san aws.vt.example --outform pem > us.pem",
-    );
-    sh(&format!(
-        "cd {} && cat us.pem sub.pem > us-chain.pem",
-        dir.display()
-    ));
-    pki(dir, &format!("--gen {g} --outform pem > sw.key"));
-    if spec_extensions {
-        std::fs::write(
-            dir.join("sw.ext"),
-            "basicConstraints = critical, CA:FALSE\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\nkeyUsage = digitalSignature\nsubjectAltName = DNS:cgw.vt.example\n",
-        )
-        .expect("ext file");
-        pki(
-            dir,
-            "--req --in sw.key --type priv --dn \"C=CH, O=vt lab, CN=cgw.vt.example\" --outform pem > sw.csr",
-        );
-        sh(&format!(
-            "cd {} && openssl x509 -req -in sw.csr -CA sub.pem -CAkey sub.key -CAcreateserial -days 365 -sha256 -extfile sw.ext -out sw.pem 2>/dev/null",
-            dir.display()
-        ));
-    } else {
-        pki(
-            dir,
-            "--issue --cacert sub.pem --cakey sub.key --type priv --in sw.key --lifetime 365 --dn \"C=CH, O=vt lab, CN=cgw.vt.example\" --san cgw.vt.example --outform pem > sw.pem",
-        );
-    }
-}
-
 struct Lab {
-    // Field order = drop order: processes before the namespaces.
-    charon: Proc,
-    dir: tempfile::TempDir,
-    sw: Netns,
-    us: Netns,
+    fixture: IkeLab,
     /// strongSwan's `local.id` (default: its certificate's subject DN).
     sw_id: Option<&'static str>,
+}
+
+impl Deref for Lab {
+    type Target = IkeLab;
+    fn deref(&self) -> &IkeLab {
+        &self.fixture
+    }
 }
 
 impl Lab {
@@ -159,60 +51,15 @@ impl Lab {
 
     /// A lab whose charon section also has `extra` (`key = value` lines).
     fn with_charon_options(suffix: &str, extra: &str) -> Self {
-        require_root();
-        let t = tag();
-        let sw = Netns::new(&format!("vt-ikc-{t}{suffix}s"));
-        let us = Netns::new(&format!("vt-ikc-{t}{suffix}u"));
-        veth(
-            &sw,
-            &format!("vk{t}{suffix}s"),
-            &us,
-            &format!("vk{t}{suffix}u"),
-        );
-        sw.sh(&format!("ip addr add {SW}/24 dev vk{t}{suffix}s"));
-        us.sh(&format!("ip addr add {US}/24 dev vk{t}{suffix}u"));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("strongswan.conf"),
-            format!(
-                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 pkcs8 x509 pubkey constraints kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  {extra}\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{\n    default = 1\n    enc = 1\n    cfg = 2\n    ike = 2\n  }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
-            ),
-        )
-        .expect("strongswan.conf");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", sw.name(), "/usr/sbin/charon-systemd"])
-            .env("STRONGSWAN_CONF", dir.path().join("strongswan.conf"));
-        let charon = Proc::spawn(cmd, &dir.path().join("charon.log"));
-        let vici = dir.path().join("charon.vici");
-        assert!(
-            wait_until(Duration::from_secs(10), || vici.exists()),
-            "charon did not start: {}",
-            charon.output()
-        );
+        let conf = CharonConf {
+            plugins: "random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 pkcs8 x509 pubkey constraints kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown",
+            options: extra,
+            log: "default = 1\n    enc = 1\n    cfg = 2\n    ike = 2",
+        };
         Self {
-            charon,
-            dir,
-            sw,
-            us,
+            fixture: IkeLab::new("ikc", "vk", suffix, &conf),
             sw_id: None,
         }
-    }
-
-    fn swanctl(&self, args: &str) -> (bool, String) {
-        let out = Command::new("timeout")
-            .args(["20", "ip", "netns", "exec", self.sw.name(), "swanctl"])
-            .args(args.split_whitespace())
-            .arg("--uri")
-            .arg(format!("unix://{}/charon.vici", self.dir.path().display()))
-            .output()
-            .expect("swanctl");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
     }
 
     /// A fresh PKI in `run/` and a strongSwan connection using it.
@@ -270,22 +117,13 @@ impl Lab {
             cmd.arg("--initiate");
         }
         let p = Proc::spawn(cmd, &self.dir.path().join(format!("{name}.log")));
-        let ns = self.us.name().to_owned();
         assert!(
-            wait_until(Duration::from_secs(5), || {
-                sh_ok(&format!("ip netns exec {ns} ss -uln | grep -q ':4500'"))
-            }),
+            self.peer_listening(),
             "ike_peer did not bind: {}",
             p.output()
         );
         p
     }
-}
-
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or("")
 }
 
 /// Both sides up with mirrored SPIs, authenticated by certificates.
@@ -304,18 +142,7 @@ fn check_up(lab: &Lab, peer: &Proc, what: &str, mark: usize) {
         .lines()
         .find(|l| l.starts_with("CHILD_UP"))
         .unwrap_or_default();
-    let (ours_in, ours_out) = (field(line, "in"), field(line, "out"));
-    let mut sas = String::new();
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            sas = lab.swanctl("--list-sas").1;
-            sas.contains("ESTABLISHED")
-                && sas.contains("INSTALLED")
-                && sas.contains(&format!("in  {ours_out},"))
-                && sas.contains(&format!("out {ours_in},"))
-        }),
-        "{what}: strongSwan does not show the Child SA {ours_in}/{ours_out}:\n{sas}"
-    );
+    let _ = lab.wait_child_sa(line, what);
     assert!(
         out.contains(
             "LOG AWS tunnel authenticated cgw: 192.0.2.1 by certificate \"C=CH, O=vt lab, CN=cgw.vt.example\""
@@ -335,7 +162,7 @@ fn teardown(lab: &Lab, peer: &mut Proc) {
     let _ = wait_until(Duration::from_secs(5), || {
         peer.output().contains("IKE_DOWN")
     });
-    peer.stop();
+    peer.stop(Duration::from_secs(5));
 }
 
 /// strongSwan's log shows IKE fragments in both directions.

@@ -32,14 +32,19 @@
 //! ([`STATIC_TWO`]: 10.1.0.0/16 configured, no BIRD): ECMP over the UP
 //! tunnels, failover and failback.
 //!
+//! The lab is [`e2e::swan_lab`]'s (interface letter `g`), with BIRD
+//! beside charon.
+//!
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and BIRD 2 (`../shared/lab/recipes.md` § 0, tools/setup.sh).
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{Netns, Proc, bin, bounded, require_root, tag, text, veth, wait_until};
+use e2e::swan_lab::{Options, SwanLab, Vpc};
+use e2e::{Proc, bounded, text, wait_until};
 use serde_json::Value;
 
 const CGW_INSIDE: [&str; 2] = ["169.254.21.2", "169.254.22.2"];
@@ -291,59 +296,27 @@ protocol static many {{
 }
 
 struct Lab {
-    // Drop order: processes, then the directory, then the namespaces.
+    // Drop order: BIRD, then the rest of the lab.
     bird: Option<Proc>,
-    charon: Proc,
-    vpnd: Proc,
-    dir: tempfile::TempDir,
-    cgw: Netns,
-    dp: Netns,
-    vpc: Netns,
-    prefix: String,
-    t: String,
+    lab: SwanLab,
     plan: &'static Plan,
 }
 
+impl Deref for Lab {
+    type Target = SwanLab;
+    fn deref(&self) -> &SwanLab {
+        &self.lab
+    }
+}
+
+impl DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut SwanLab {
+        &mut self.lab
+    }
+}
+
 impl Lab {
-    #[allow(clippy::too_many_lines, reason = "one topology, set up in order")]
     fn new(plan: &'static Plan) -> Self {
-        require_root();
-        let t = tag();
-        let ns = plan.ns;
-        let cgw = Netns::new(&format!("vt-{ns}-c-{t}"));
-        let dp = Netns::new(&format!("vt-{ns}-d-{t}"));
-        let vpc = Netns::new(&format!("vt-{ns}-v-{t}"));
-        veth(&cgw, &format!("gc{t}"), &dp, &format!("go{t}"));
-        veth(&vpc, &format!("gv{t}"), &dp, &format!("gi{t}"));
-        for a in plan.cgws {
-            cgw.sh(&format!("ip addr add {a}/24 dev gc{t}"));
-        }
-        cgw.sh(&format!("ip addr add {CGW_LAN}/16 dev lo"));
-        // libipsec's table 220 sends everything into ipsec0 except the
-        // peer address of each tunnel that is up: IKE to the other
-        // tunnel's address must not be tunnelled either (a real gateway
-        // has its WAN routes ahead of the VPN's).
-        cgw.sh("ip rule add to 192.0.2.0/24 lookup main pref 100");
-        let vpc_len = plan.vpc_net.split('/').nth(1).expect("prefix length");
-        vpc.sh(&format!(
-            "ip addr add {}/{vpc_len} dev gv{t}",
-            plan.vpc_host
-        ));
-        vpc.sh(&format!("ip route add 10.1.0.0/16 via {}", plan.vpc_gw));
-        // The af_packet ports' veths stay kernel interfaces: strict
-        // reverse-path filtering keeps the kernel from taking what the
-        // worker also punts (see vpnd_strongswan.rs).
-        dp.sh(&format!(
-            "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.go{t}.rp_filter=1 net.ipv4.conf.gi{t}.rp_filter=1"
-        ));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let prefix = format!("vt-{ns}-dp-{t}");
-        let mac = |ns: &Netns, dev: &str| {
-            String::from_utf8_lossy(&ns.sh(&format!("cat /sys/class/net/{dev}/address")).stdout)
-                .trim()
-                .to_owned()
-        };
-        let socket = dir.path().join("control.sock");
         let quoted = |v: Vec<&str>| {
             v.iter()
                 .map(|a| format!("\"{a}\""))
@@ -389,71 +362,8 @@ impl Lab {
                 )
             })
             .collect();
-        std::fs::write(
-            dir.path().join("vpnd.toml"),
-            format!(
-                r#"
-[gateway]
-id = "tgw-bgp"
-asn = 64512
-outside_addresses = [{outside}]
-local_networks = ["{vpc_net}"]
-
-[dataplane]
-file_prefix = "{prefix}"
-main_lcore = 0
-worker_lcores = [1]
-outside_next_hop_mac = "{cgw_mac}"
-inside_next_hop_mac = "{vpc_mac}"
-inside_addresses = ["{vpc_gw}"]
-
-[[dataplane.ports]]
-name = "wan"
-device = "net_af_packet0,iface=go{t}"
-role = "outside"
-
-[[dataplane.ports]]
-name = "lan"
-device = "net_af_packet1,iface=gi{t}"
-role = "inside"
-
-[[dataplane.ports]]
-name = "kernel"
-device = "net_tap0,iface=gk{t}"
-role = "kernel"
-
-[management]
-socket_path = "{socket}"
-
-[metrics]
-enabled = false
-
-{cgws}{connections}"#,
-                outside = quoted(plan.tunnels.iter().map(|tp| tp.us).collect()),
-                vpc_net = plan.vpc_net,
-                vpc_gw = plan.vpc_gw,
-                cgw_mac = mac(&cgw, &format!("gc{t}")),
-                vpc_mac = mac(&vpc, &format!("gv{t}")),
-                socket = socket.display(),
-            ),
-        )
-        .expect("vpnd.toml");
-        let mut cmd = dp.command(&bin("vpnd"));
-        cmd.arg("--config")
-            .arg(dir.path().join("vpnd.toml"))
-            .arg("--no-huge");
-        let vpnd = Proc::spawn(cmd, &dir.path().join("vpnd.log"));
-
         // strongSwan: one IKE connection per tunnel, route-based (0/0),
         // from the tunnel's instance address.
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("strongswan.conf"),
-            format!(
-                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{ default = 1 }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
-            ),
-        )
-        .expect("strongswan.conf");
         let conns: String = plan
             .tunnels
             .iter()
@@ -479,41 +389,33 @@ enabled = false
                 )
             })
             .collect();
-        std::fs::write(
-            dir.path().join("swanctl.conf"),
-            format!("connections {{\n{conns}}}\nsecrets {{\n{secrets}}}\n"),
-        )
-        .expect("swanctl.conf");
-        let mut cmd = cgw.command(Path::new("/usr/sbin/charon-systemd"));
-        cmd.env("STRONGSWAN_CONF", dir.path().join("strongswan.conf"));
-        let charon = Proc::spawn(cmd, &dir.path().join("charon.log"));
-
-        let mut lab = Self {
-            bird: None,
-            charon,
-            vpnd,
-            dir,
-            cgw,
-            dp,
-            vpc,
-            prefix,
-            t,
-            plan,
-        };
-        let vici = lab.dir.path().join("charon.vici");
-        assert!(
-            wait_until(Duration::from_secs(10), || vici.exists()),
-            "charon did not start: {}",
-            lab.charon.output()
-        );
-        let up = wait_until(Duration::from_secs(60), || {
-            lab.vpnd.running() && lab.ctl(&["ping"]).status.success()
+        let outside: Vec<&str> = plan.tunnels.iter().map(|tp| tp.us).collect();
+        let lab = SwanLab::new(&Options {
+            ns: plan.ns,
+            dev: "g",
+            gateway: "id = \"tgw-bgp\"\nasn = 64512",
+            cgws: plan.cgws,
+            outside: &outside,
+            vpc: Vpc {
+                net: plan.vpc_net,
+                gw: plan.vpc_gw,
+                host: plan.vpc_host,
+            },
+            vpnd_toml: &format!("\n{cgws}{connections}"),
+            swanctl_conf: &format!("connections {{\n{conns}}}\nsecrets {{\n{secrets}}}\n"),
+            conn: plan.tunnels[0].conn,
+            ..Options::default()
         });
-        assert!(up, "vpnd did not come up:\n{}", lab.vpnd.output());
+        // libipsec's table 220 sends everything into ipsec0 except the
+        // peer address of each tunnel that is up: IKE to the other
+        // tunnel's address must not be tunnelled either (a real gateway
+        // has its WAN routes ahead of the VPN's).
+        lab.cgw
+            .sh("ip rule add to 192.0.2.0/24 lookup main pref 100");
         // The exception path: vpnd itself puts the outside addresses (IKE)
         // and our inside addresses (BGP) on the kernel port, with a route
         // and a permanent neighbour for each peer (kernel_port.rs).
-        let k = format!("gk{}", lab.t);
+        let k = lab.dev('k');
         let ready = wait_until(Duration::from_secs(20), || {
             plan.tunnels.iter().all(|tp| {
                 lab.dp
@@ -540,11 +442,12 @@ enabled = false
             lab.cgw
                 .sh(&format!("ip addr add {}/30 dev ipsec0", tp.theirs));
         }
-        let (ok, out) = lab.swanctl(&format!(
-            "--load-all --file {}",
-            lab.dir.path().join("swanctl.conf").display()
-        ));
-        assert!(ok, "swanctl --load-all: {out}");
+        lab.load_swanctl();
+        let mut lab = Self {
+            bird: None,
+            lab,
+            plan,
+        };
         if plan.static_routes.is_empty() {
             lab.start_bird(false);
         }
@@ -589,51 +492,10 @@ enabled = false
         text(&bounded(c, Duration::from_secs(10)))
     }
 
-    fn ctl(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(bin("vpnctl"));
-        c.arg("--socket")
-            .arg(self.dir.path().join("control.sock"))
-            .args(args);
-        bounded(c, Duration::from_secs(30))
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vpnctl {args:?}: {}\n--- vpnd:\n{}",
-            text(&out),
-            self.vpnd.output()
-        );
-        text(&out)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.ctl_ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vpnctl {args:?}: {e}: {out}"))
-    }
-
-    fn swanctl(&self, args: &str) -> (bool, String) {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.cgw.name(), "swanctl"])
-            .args(args.split_whitespace())
-            .arg("--uri")
-            .arg(format!("unix://{}/charon.vici", self.dir.path().display()));
-        let out = bounded(c, Duration::from_secs(30));
-        (out.status.success(), text(&out))
-    }
-
     /// strongSwan brings tunnel `i` up (retried within a bound: vpnd's
     /// IKE thread takes the configuration within 250 ms of starting).
     fn initiate(&self, i: usize) {
-        let mut out = String::new();
-        let ok = wait_until(Duration::from_secs(40), || {
-            let (ok, o) = self.swanctl(&format!("--initiate --child net{i} --timeout 15"));
-            out = o;
-            ok
-        });
+        let (ok, out) = self.try_initiate(&format!("net{i}"));
         assert!(
             ok,
             "strongSwan could not bring tunnel {i} up: {out}\n{}",
@@ -735,14 +597,8 @@ enabled = false
     /// descheduled for seconds); returns the tunnel that carried the
     /// requests, by vpnd's counters.
     fn ping_through(&self, what: &str) -> usize {
-        let dev = format!("gv{}", self.t);
         assert!(
-            wait_until(Duration::from_secs(20), || {
-                self.vpc.sh_ok(&format!(
-                    "ping -c 1 -W 1 {gw} >/dev/null 2>&1; ip neigh show {gw} dev {dev} | grep -q lladdr",
-                    gw = self.plan.vpc_gw
-                ))
-            }),
+            self.vpc_resolves_gw(),
             "{what}: the VPC host cannot resolve {}\n{}",
             self.plan.vpc_gw,
             self.diagnostics()
@@ -824,13 +680,6 @@ enabled = false
             .stderr(Stdio::piped())
             .spawn()
             .expect("ping")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // vpnd removes it on SIGTERM; after a crash it would stay.
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
     }
 }
 
@@ -1114,7 +963,7 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
     // Many flows spread over the four tunnels.
     for i in 1..=SOURCES {
         lab.vpc
-            .sh(&format!("ip addr add 10.2.1.{i}/16 dev gv{}", lab.t));
+            .sh(&format!("ip addr add 10.2.1.{i}/16 dev {}", lab.dev('v')));
     }
     let check_spread = |what: &str, down: Option<usize>| {
         let (answered, delta) = lab.spread(what);
@@ -1312,7 +1161,7 @@ fn static_routing_ecmp_failover_and_back() {
     let via = lab.ping_through("static, both up");
     for i in 1..=SOURCES {
         lab.vpc
-            .sh(&format!("ip addr add 10.2.1.{i}/16 dev gv{}", lab.t));
+            .sh(&format!("ip addr add 10.2.1.{i}/16 dev {}", lab.dev('v')));
     }
     let least = usize::try_from(SOURCES).unwrap_or(usize::MAX) - 2;
     let check_spread = |what: &str, down: Option<usize>| {

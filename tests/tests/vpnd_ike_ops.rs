@@ -18,28 +18,27 @@
 //!  [vt-iko-v vpc: 198.51.100.2, 10.1.0.0/16 via 198.51.100.1]
 //! ```
 //!
+//! The lab is [`e2e::swan_lab`]'s.
+//!
 //! Needs the workspace binaries (`cargo build --workspace --bins`),
 //! strongSwan and scapy (`tools/setup.sh`).
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use control::config::{PreSharedKey, TunnelOptions};
 use control::ike::SystemRng;
 use control::ike::endpoint::Endpoint;
 use control::ike::sa::IkeConfig;
-use e2e::{Netns, Proc, bin, bounded, require_root, tag, text, veth, wait_until};
-use serde_json::Value;
+use e2e::charon::CharonConf;
+use e2e::swan_lab::{Auth, CGW, CGW_LAN, Options, SwanLab, US0, vpn_conf};
+use e2e::{Proc, bounded, text, wait_until};
 
-const CGW: &str = "192.0.2.2";
-const US0: &str = "192.0.2.1";
-const US1: &str = "192.0.2.3";
-const CGW_LAN: &str = "10.1.0.1";
-const VPC: &str = "198.51.100.2";
 const PSK: &str = "vtx.PSK_0123456789abc";
 const CONN: &str = "vpn-ops";
+/// Static routing to the gateway's LAN.
+const STATIC: &[&str] = &["--routing", "static", "--static-route", "10.1.0.0/16"];
 
 /// What differs between the scenarios.
 #[derive(Default)]
@@ -56,315 +55,94 @@ struct Setup {
     options: &'static [&'static str],
 }
 
-struct Lab {
-    // Drop order: processes, then the directory, then the namespaces.
-    charon: Proc,
-    vpnd: Proc,
-    dir: tempfile::TempDir,
-    cgw: Netns,
-    dp: Netns,
-    vpc: Netns,
-    t: String,
-    prefix: String,
+/// The lab of `setup`: vpnd puts the outside addresses (and a route and
+/// neighbour for the gateway) on the kernel port itself.
+fn new_lab(setup: &Setup) -> SwanLab {
+    let mut env = Vec::new();
+    if let Some(d) = setup.lifetime_divisor {
+        env.push(("VPND_IKE_LIFETIME_DIVISOR", d.to_string()));
+    }
+    if let Some(n) = setup.rekey_packets {
+        env.push(("VPND_IKE_REKEY_PACKETS", n.to_string()));
+    }
+    SwanLab::new(&Options {
+        ns: "iko",
+        dev: "k",
+        gateway: "id = \"tgw-ops\"",
+        vpnd_env: &env,
+        charon: CharonConf {
+            log: "default = 1 ike = 2",
+            ..CharonConf::default()
+        },
+        swanctl_conf: &vpn_conf(
+            Auth::Psk(PSK),
+            "aes128gcm16-ecp256",
+            setup.ike_extra,
+            setup.child_extra,
+        ),
+        conn: CONN,
+        ..Options::default()
+    })
 }
 
-impl Lab {
-    fn new(setup: &Setup) -> Self {
-        require_root();
-        let t = tag();
-        let cgw = Netns::new(&format!("vt-iko-c-{t}"));
-        let dp = Netns::new(&format!("vt-iko-d-{t}"));
-        let vpc = Netns::new(&format!("vt-iko-v-{t}"));
-        veth(&cgw, &format!("kc{t}"), &dp, &format!("ko{t}"));
-        veth(&vpc, &format!("kv{t}"), &dp, &format!("ki{t}"));
-        cgw.sh(&format!("ip addr add {CGW}/24 dev kc{t}"));
-        cgw.sh(&format!("ip addr add {CGW_LAN}/16 dev lo"));
-        vpc.sh(&format!("ip addr add {VPC}/24 dev kv{t}"));
-        vpc.sh("ip route add 10.1.0.0/16 via 198.51.100.1");
-        // The af_packet ports' veths are kernel interfaces too: strict
-        // reverse-path filtering keeps the kernel from taking the frames
-        // the worker also punts (see vpnd_strongswan.rs).
-        dp.sh(&format!(
-            "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.ko{t}.rp_filter=1 net.ipv4.conf.ki{t}.rp_filter=1"
-        ));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let prefix = format!("vt-iko-dp-{t}");
-        let mac = |ns: &Netns, dev: &str| {
-            String::from_utf8_lossy(&ns.sh(&format!("cat /sys/class/net/{dev}/address")).stdout)
-                .trim()
-                .to_owned()
-        };
-        let socket = dir.path().join("control.sock");
-        std::fs::write(
-            dir.path().join("vpnd.toml"),
-            format!(
-                r#"
-[gateway]
-id = "tgw-ops"
-outside_addresses = ["{US0}", "{US1}"]
-local_networks = ["198.51.100.0/24"]
-
-[dataplane]
-file_prefix = "{prefix}"
-main_lcore = 0
-worker_lcores = [1]
-outside_next_hop_mac = "{cgw_mac}"
-inside_next_hop_mac = "{vpc_mac}"
-inside_addresses = ["198.51.100.1"]
-
-[[dataplane.ports]]
-name = "wan"
-device = "net_af_packet0,iface=ko{t}"
-role = "outside"
-
-[[dataplane.ports]]
-name = "lan"
-device = "net_af_packet1,iface=ki{t}"
-role = "inside"
-
-[[dataplane.ports]]
-name = "kernel"
-device = "net_tap0,iface=kk{t}"
-role = "kernel"
-
-[management]
-socket_path = "{socket}"
-
-[metrics]
-enabled = false
-"#,
-                cgw_mac = mac(&cgw, &format!("kc{t}")),
-                vpc_mac = mac(&vpc, &format!("kv{t}")),
-                socket = socket.display(),
-            ),
-        )
-        .expect("vpnd.toml");
-        let mut cmd = dp.command(&bin("vpnd"));
-        cmd.arg("--config")
-            .arg(dir.path().join("vpnd.toml"))
-            .arg("--no-huge");
-        if let Some(d) = setup.lifetime_divisor {
-            cmd.env("VPND_IKE_LIFETIME_DIVISOR", d.to_string());
-        }
-        if let Some(n) = setup.rekey_packets {
-            cmd.env("VPND_IKE_REKEY_PACKETS", n.to_string());
-        }
-        let vpnd = Proc::spawn(cmd, &dir.path().join("vpnd.log"));
-
-        let d = dir.path().display().to_string();
-        std::fs::write(
-            dir.path().join("strongswan.conf"),
-            format!(
-                "charon {{\n  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown\n  plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}\n  filelog {{ stderr {{ default = 1 ike = 2 }} }}\n}}\ncharon-systemd {{ journal {{ default = -1 }} }}\n"
-            ),
-        )
-        .expect("strongswan.conf");
-        std::fs::write(
-            dir.path().join("swanctl.conf"),
-            format!(
-                "connections {{\n vpn {{\n  version = 2\n  local_addrs = {CGW}\n  remote_addrs = {US0}\n  proposals = aes128gcm16-prfsha256-ecp256\n{ike}\n  local {{ auth = psk }}\n  remote {{ auth = psk }}\n  children {{ net {{\n   local_ts = 10.1.0.0/16\n   remote_ts = 198.51.100.0/24\n   esp_proposals = aes128gcm16-ecp256\n   mode = tunnel\n{child}\n  }} }}\n }}\n}}\nsecrets {{ ike-1 {{ secret = \"{PSK}\" }} }}\n",
-                ike = setup.ike_extra,
-                child = setup.child_extra,
-            ),
-        )
-        .expect("swanctl.conf");
-        let mut cmd = cgw.command(Path::new("/usr/sbin/charon-systemd"));
-        cmd.env("STRONGSWAN_CONF", dir.path().join("strongswan.conf"));
-        let charon = Proc::spawn(cmd, &dir.path().join("charon.log"));
-
-        let mut lab = Self {
-            charon,
-            vpnd,
-            dir,
-            cgw,
-            dp,
-            vpc,
-            t,
-            prefix,
-        };
-        let vici = lab.dir.path().join("charon.vici");
-        assert!(
-            wait_until(Duration::from_secs(10), || vici.exists()),
-            "charon did not start: {}",
-            lab.charon.output()
-        );
-        let up = wait_until(Duration::from_secs(60), || {
-            lab.vpnd.running() && lab.ctl(&["ping"]).status.success()
-        });
-        assert!(up, "vpnd did not come up:\n{}", lab.vpnd.output());
-        // vpnd puts the outside addresses (and a route and neighbour for
-        // the gateway) on the kernel port itself: no `ip addr` here.
-        lab
+/// The connection (static routing to the gateway's LAN, our PSK on
+/// tunnel 0), strongSwan's configuration loaded and the tunnel up
+/// (strongSwan initiates), pings passing.
+fn tunnel_up(lab: &SwanLab, options: &[&str]) {
+    lab.create_connection("cgw-ops", &[], STATIC);
+    lab.set_tunnel_options(0, &[&format!("pre_shared_key={PSK}")]);
+    for o in options {
+        lab.set_tunnel_options(0, &[o]);
     }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(bin("vpnctl"));
-        c.arg("--socket")
-            .arg(self.dir.path().join("control.sock"))
-            .args(args);
-        bounded(c, Duration::from_secs(30))
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "vpnctl {args:?}: {}\n--- vpnd:\n{}",
-            text(&out),
-            self.vpnd.output()
-        );
-        text(&out)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.ctl_ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("vpnctl {args:?}: {e}: {out}"))
-    }
-
-    fn swanctl(&self, args: &str) -> (bool, String) {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.cgw.name(), "swanctl"])
-            .args(args.split_whitespace())
-            .arg("--uri")
-            .arg(format!("unix://{}/charon.vici", self.dir.path().display()));
-        let out = bounded(c, Duration::from_secs(30));
-        (out.status.success(), text(&out))
-    }
-
-    fn tunnel(&self, index: usize) -> Value {
-        let v = self.json(&["show", "tunnels", CONN]);
-        v["response"]["tunnels"]
-            .as_array()
-            .and_then(|a| a.iter().find(|t| t["tunnel"] == index).cloned())
-            .unwrap_or(Value::Null)
-    }
-
-    fn diagnostics(&self) -> String {
-        format!(
-            "--- show tunnels:\n{}\n--- show sas:\n{}\n--- show stats:\n{}\n--- swanctl --list-sas:\n{}\n--- vpnd:\n{}\n--- charon:\n{}",
-            text(&self.ctl(&["show", "tunnels"])),
-            text(&self.ctl(&["show", "sas"])),
-            text(&self.ctl(&["--json", "show", "stats"])),
-            self.swanctl("--list-sas").1,
-            self.vpnd.output(),
-            self.charon.output()
-        )
-    }
-
-    fn wait_status(&self, index: usize, status: &str, what: &str) {
-        let ok = wait_until(Duration::from_secs(30), || {
-            self.tunnel(index)["status"] == status
-        });
-        assert!(
-            ok,
-            "{what}: tunnel {index} never {status}\n{}",
-            self.diagnostics()
-        );
-    }
-
-    /// The connection (static routing to the gateway's LAN, our PSK on
-    /// tunnel 0), strongSwan's configuration loaded and the tunnel up
-    /// (strongSwan initiates), pings passing.
-    fn tunnel_up(&self, options: &[&str]) {
-        self.ctl_ok(&["cgw", "create", "cgw-ops", "--ip-address", CGW]);
-        self.ctl_ok(&[
-            "connection",
-            "create",
-            CONN,
-            "--customer-gateway",
-            "cgw-ops",
-            "--routing",
-            "static",
-            "--static-route",
-            "10.1.0.0/16",
-            "--tunnel0-outside-ip",
-            US0,
-            "--tunnel1-outside-ip",
-            US1,
-        ]);
-        self.ctl_ok(&[
-            "modify-tunnel-options",
-            CONN,
-            "0",
-            "--set",
-            &format!("pre_shared_key={PSK}"),
-        ]);
-        for o in options {
-            self.ctl_ok(&["modify-tunnel-options", CONN, "0", "--set", o]);
-        }
-        let (ok, out) = self.swanctl(&format!(
-            "--load-all --file {}",
-            self.dir.path().join("swanctl.conf").display()
-        ));
-        assert!(ok, "swanctl --load-all: {out}");
-        let mut out = String::new();
-        let ok = wait_until(Duration::from_secs(40), || {
-            let (ok, o) = self.swanctl("--initiate --child net --timeout 15");
-            out = o;
-            ok
-        });
-        assert!(
-            ok,
-            "strongSwan could not bring the tunnel up: {out}\n{}",
-            self.diagnostics()
-        );
-        self.wait_status(0, "UP", "strongSwan initiates");
-        // The VPC host resolves vpnd's inside address, and a first ping
-        // goes through (the worker may be descheduled on a loaded machine).
-        assert!(
-            wait_until(Duration::from_secs(30), || self
-                .vpc
-                .sh_ok(&format!("ping -c 1 -W 2 {CGW_LAN} >/dev/null"))),
-            "no ping through the tunnel\n{}",
-            self.diagnostics()
-        );
-    }
-
-    /// Starts `ping -c count -i interval` from the VPC host to the
-    /// gateway's LAN in the background.
-    fn ping(&self, count: u32, interval: &str) -> Proc {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.vpc.name(), "ping", "-q", "-n"])
-            .args(["-c", &count.to_string(), "-i", interval, "-W", "5", CGW_LAN]);
-        Proc::spawn(c, &self.dir.path().join(format!("ping-{count}.log")))
-    }
-
-    /// Waits (bounded) for a ping started by [`ping`](Self::ping); returns
-    /// (transmitted, received) and the summary.
-    fn ping_result(&self, mut p: Proc, limit: Duration) -> (u64, u64, String) {
-        let done = wait_until(limit, || !p.running());
-        let out = p.output();
-        assert!(done, "ping still running after {limit:?}: {out}");
-        // "N packets transmitted, M received, ..."
-        let line = out
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or_default()
-            .to_owned();
-        let num = |word: &str| {
-            let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-            words
-                .iter()
-                .position(|w| *w == word)
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| words[i].parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (num("packets"), num("received"), out)
-    }
-
-    fn logs(&self) -> String {
-        self.ctl_ok(&["logs", "--connection", CONN])
-    }
+    lab.load_swanctl();
+    lab.initiate();
+    lab.wait_status(0, "UP", "strongSwan initiates");
+    // The VPC host resolves vpnd's inside address, and a first ping
+    // goes through (the worker may be descheduled on a loaded machine).
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .vpc
+            .sh_ok(&format!("ping -c 1 -W 2 {CGW_LAN} >/dev/null"))),
+        "no ping through the tunnel\n{}",
+        lab.diagnostics()
+    );
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // vpnd removes it on SIGTERM; after a crash it would stay.
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
-    }
+/// Starts `ping -c count -i interval` from the VPC host to the
+/// gateway's LAN in the background.
+fn start_ping(lab: &SwanLab, count: u32, interval: &str) -> Proc {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", lab.vpc.name(), "ping", "-q", "-n"])
+        .args(["-c", &count.to_string(), "-i", interval, "-W", "5", CGW_LAN]);
+    Proc::spawn(c, &lab.dir.path().join(format!("ping-{count}.log")))
+}
+
+/// Waits (bounded) for a ping started by [`start_ping`]; returns (transmitted,
+/// received) and the summary.
+fn ping_result(mut p: Proc, limit: Duration) -> (u64, u64, String) {
+    let done = wait_until(limit, || !p.running());
+    let out = p.output();
+    assert!(done, "ping still running after {limit:?}: {out}");
+    // "N packets transmitted, M received, ..."
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_default()
+        .to_owned();
+    let num = |word: &str| {
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        words
+            .iter()
+            .position(|w| *w == word)
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| words[i].parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (num("packets"), num("received"), out)
+}
+
+fn logs(lab: &SwanLab) -> String {
+    lab.ctl_ok(&["logs", "--connection", CONN])
 }
 
 /// Well-formed IKE_SA_INIT requests (group 19 KE, the gateway's proposal),
@@ -403,15 +181,14 @@ fn sa_init_requests(n: usize) -> String {
 /// the unknown sources unanswered, and the tunnel loses no ping.
 #[test]
 fn ike_sa_init_flood_gets_cookies_and_the_tunnel_keeps_forwarding() {
-    let lab = Lab::new(&Setup::default());
-    lab.tunnel_up(&[]);
+    let lab = new_lab(&Setup::default());
+    tunnel_up(&lab, &[]);
 
     let dir = lab.dir.path();
     std::fs::write(dir.join("inits.hex"), sa_init_requests(400)).expect("inits");
-    let t = &lab.t;
     let mac = String::from_utf8_lossy(
         &lab.dp
-            .sh(&format!("cat /sys/class/net/ko{t}/address"))
+            .sh(&format!("cat /sys/class/net/{}/address", lab.dev('o')))
             .stdout,
     )
     .trim()
@@ -431,10 +208,11 @@ for i, r in enumerate(reqs):
     else:
         src, sport = "192.0.2.%d" % (10 + i % 200), 500   # no configured peer
     pkts.append(Ether(dst="{mac}")/IP(src=src, dst="{US0}")/UDP(sport=sport, dport=500)/Raw(r))
-sendp(pkts, iface="kc{t}", inter=0.002)
+sendp(pkts, iface="{kc}", inter=0.002)
 print("sent", len(pkts))
 "#,
-            d = dir.display()
+            d = dir.display(),
+            kc = lab.dev('c'),
         ),
     )
     .expect("flood.py");
@@ -442,9 +220,11 @@ print("sent", len(pkts))
     // The flood's unknown sources are in 192.0.2.0/24: a route back via
     // the tap, or the kernel's strict reverse-path filter would drop them
     // before vpnd sees them (on a concentrator the default route does).
-    lab.dp
-        .sh(&format!("ip route replace 192.0.2.0/24 dev kk{t}"));
-    let ping = lab.ping(300, "0.05");
+    lab.dp.sh(&format!(
+        "ip route replace 192.0.2.0/24 dev {}",
+        lab.dev('k')
+    ));
+    let ping = start_ping(&lab, 300, "0.05");
     std::thread::sleep(Duration::from_secs(2));
     let mut c = Command::new("ip");
     c.args(["netns", "exec", lab.cgw.name(), "python3"])
@@ -455,7 +235,7 @@ print("sent", len(pkts))
         "flood: {}",
         text(&out)
     );
-    let (sent, received, summary) = lab.ping_result(ping, Duration::from_secs(90));
+    let (sent, received, summary) = ping_result(ping, Duration::from_secs(90));
 
     let log = lab.vpnd.output();
     assert!(
@@ -502,7 +282,7 @@ print("sent", len(pkts))
             .collect::<Vec<_>>()
             .join(" / ")
     );
-    let logs = lab.logs();
+    let logs = logs(&lab);
     assert!(
         logs.contains("IKE_SA_INIT under load: COOKIE sent"),
         "{logs}"
@@ -519,17 +299,17 @@ print("sent", len(pkts))
 /// the kind `what`, and checks that strongSwan saw them and no ping was
 /// lost.
 fn rekeys_lose_nothing(
-    lab: &Lab,
+    lab: &SwanLab,
     setup: &Setup,
     what: &str,
     seconds: u32,
-    rekeys_seen: impl Fn(&Lab) -> bool,
+    rekeys_seen: impl Fn(&SwanLab) -> bool,
 ) {
-    lab.tunnel_up(setup.options);
+    tunnel_up(lab, setup.options);
     let pings = seconds * 100;
-    let ping = lab.ping(pings, "0.01");
+    let ping = start_ping(lab, pings, "0.01");
     let (sent, received, summary) =
-        lab.ping_result(ping, Duration::from_secs(u64::from(seconds) * 3 + 60));
+        ping_result(ping, Duration::from_secs(u64::from(seconds) * 3 + 60));
     assert!(
         rekeys_seen(lab),
         "{what}: no rekey during the ping\n{}",
@@ -572,7 +352,7 @@ fn rekeys_initiated_by_strongswan_lose_no_ping() {
         child_extra: "   rekey_time = 8s\n   life_time = 60s\n   rand_time = 0s\n",
         ..Setup::default()
     };
-    let lab = Lab::new(&setup);
+    let lab = new_lab(&setup);
     rekeys_lose_nothing(&lab, &setup, "strongSwan rekeys", 45, |lab| {
         let v = lab.vpnd.output();
         count(&v, "used once the peer deletes the rekeyed SA") >= 4
@@ -590,7 +370,7 @@ fn rekeys_initiated_by_vpnd_lose_no_ping() {
         options: &["phase2_lifetime_secs=900", "phase1_lifetime_secs=1800"],
         ..Setup::default()
     };
-    let lab = Lab::new(&setup);
+    let lab = new_lab(&setup);
     rekeys_lose_nothing(&lab, &setup, "vpnd rekeys", 70, |lab| {
         let v = lab.vpnd.output();
         count(&v, "CHILD_SA established and installed") >= 4 && count(&v, "IKE_SA rekeyed") >= 1
@@ -601,8 +381,8 @@ fn rekeys_initiated_by_vpnd_lose_no_ping() {
 /// DELETE for the IKE SA (and does not wait for DPD), then vpnd exits 0.
 #[test]
 fn sigterm_sends_delete_to_the_peer_before_exit() {
-    let mut lab = Lab::new(&Setup::default());
-    lab.tunnel_up(&[]);
+    let mut lab = new_lab(&Setup::default());
+    tunnel_up(&lab, &[]);
     assert!(
         lab.vpnd.terminate(Duration::from_secs(15)),
         "vpnd did not exit after SIGTERM\n{}",
@@ -643,7 +423,7 @@ fn dataplane_packet_lifetime_triggers_child_rekeys_with_no_lost_ping() {
         rekey_packets: Some(1500),
         ..Setup::default()
     };
-    let lab = Lab::new(&setup);
+    let lab = new_lab(&setup);
     rekeys_lose_nothing(&lab, &setup, "packet lifetime rekeys", 40, |lab| {
         let v = lab.vpnd.output();
         count(&v, "byte/packet lifetime in the dataplane: rekeying it now") >= 2
@@ -659,23 +439,8 @@ fn dataplane_packet_lifetime_triggers_child_rekeys_with_no_lost_ping() {
 /// selectors do not capture the gateway's own IKE traffic.
 #[test]
 fn downloaded_strongswan_config_brings_both_tunnels_up() {
-    let lab = Lab::new(&Setup::default());
-    lab.ctl_ok(&["cgw", "create", "cgw-ops", "--ip-address", CGW]);
-    lab.ctl_ok(&[
-        "connection",
-        "create",
-        CONN,
-        "--customer-gateway",
-        "cgw-ops",
-        "--routing",
-        "static",
-        "--static-route",
-        "10.1.0.0/16",
-        "--tunnel0-outside-ip",
-        US0,
-        "--tunnel1-outside-ip",
-        US1,
-    ]);
+    let lab = new_lab(&Setup::default());
+    lab.create_connection("cgw-ops", &[], STATIC);
     lab.ctl_ok(&[
         "connection",
         "modify",
