@@ -103,7 +103,7 @@ pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,
-    PREFETCH_AHEAD, PacketIo, Worker,
+    PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PacketIo, Worker,
 };
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

@@ -56,11 +56,32 @@ pub enum Ingress {
 }
 
 /// How many packets ahead of the one being handled
-/// [`Worker::handle_burst_io`] looks up and prefetches. One packet's
-/// encryption (hundreds of nanoseconds at 1420 B) is longer than a miss
-/// to memory, so two ahead hide the misses without holding so many
-/// lines that they evict each other.
-pub const PREFETCH_AHEAD: usize = 2;
+/// [`Worker::handle_burst_io`] looks up: that far ahead it finds a
+/// packet's tunnel (or inbound SA) and prefetches the pointer to its SA,
+/// its counters and its policer; [`PREFETCH_SA_AHEAD`] packets ahead it
+/// prefetches the SA itself (per-packet state, header template, key
+/// schedule and GHASH table). One packet's encryption (hundreds of
+/// nanoseconds at 1420 B) is longer than a miss to memory, so two stages
+/// of two packets hide both dependent misses without holding so many
+/// lines in flight that they evict each other.
+pub const PREFETCH_AHEAD: usize = 4;
+
+/// See [`PREFETCH_AHEAD`].
+pub const PREFETCH_SA_AHEAD: usize = 2;
+
+const _: () = assert!(PREFETCH_SA_AHEAD >= 1 && PREFETCH_SA_AHEAD < PREFETCH_AHEAD);
+
+/// What the first prefetch stage found for a packet ahead.
+#[derive(Debug, Clone, Copy)]
+enum Hint {
+    /// Nothing to prefetch (not for a tunnel, unknown, or the same SA as
+    /// the packet before it).
+    None,
+    /// Toward this tunnel.
+    Tunnel(TunnelId),
+    /// ESP of the inbound SA at this index.
+    Inbound(u32),
+}
 
 /// What the pipeline needs from the runtime besides the packet in hand:
 /// empty buffers (for fragments and ICMP errors it originates) and a way
@@ -482,10 +503,12 @@ impl Worker {
     /// Before a packet is handled, the packet [`PREFETCH_AHEAD`] places
     /// behind it is looked up (inner destination through the FIB to its
     /// tunnel on the inside and kernel ports, SPI to its inbound SA on the
-    /// outside one) and that state is prefetched, so its misses overlap
-    /// with the work on the packets before it instead of stalling its
-    /// own. The lookups only read; what a packet does is decided when it
-    /// is handled, exactly as without them.
+    /// outside one) and the pointer to its SA, its counters and policer
+    /// are prefetched; the SA of the packet [`PREFETCH_SA_AHEAD`] places
+    /// behind is prefetched in turn. Their misses overlap with the work on
+    /// the packets before them instead of stalling their own. The lookups
+    /// only read; what a packet does is decided when it is handled,
+    /// exactly as without them.
     pub fn handle_burst_io<B, I>(
         &mut self,
         ingress: Ingress,
@@ -495,22 +518,33 @@ impl Worker {
         B: PacketBuffer,
         I: PacketIo<B>,
     {
+        const N: usize = PREFETCH_AHEAD;
         let mut burst = burst.into_iter();
-        // A ring of the next packets, each prefetched when it entered.
-        let mut ahead: [Option<B>; PREFETCH_AHEAD] = std::array::from_fn(|_| None);
+        // A ring of the next N packets with what the first stage found for
+        // each; a run of packets of one SA is prefetched once.
+        let mut ahead: [Option<(B, Hint)>; N] = std::array::from_fn(|_| None);
+        let mut last = None;
         for slot in &mut ahead {
-            *slot = burst.next();
-            if let Some(b) = slot {
-                self.prefetch_for(ingress, b.as_ref());
-            }
+            *slot = burst.next().map(|b| {
+                let hint = self.prefetch_lookup(ingress, b.as_ref(), &mut last);
+                (b, hint)
+            });
+        }
+        for (_, hint) in ahead.iter().take(PREFETCH_SA_AHEAD).flatten() {
+            self.prefetch_sa(*hint);
         }
         let mut head = 0;
-        while let Some(mut buf) = ahead[head].take() {
-            if let Some(next) = burst.next() {
-                self.prefetch_for(ingress, next.as_ref());
-                ahead[head] = Some(next);
+        while let Some((mut buf, _)) = ahead[head].take() {
+            // The packet PREFETCH_SA_AHEAD behind this one: its SA now.
+            if let Some((_, hint)) = &ahead[(head + PREFETCH_SA_AHEAD) % N] {
+                self.prefetch_sa(*hint);
             }
-            head = (head + 1) % PREFETCH_AHEAD;
+            // The one N behind: its lookup now.
+            if let Some(next) = burst.next() {
+                let hint = self.prefetch_lookup(ingress, next.as_ref(), &mut last);
+                ahead[head] = Some((next, hint));
+            }
+            head = (head + 1) % N;
             let action = match ingress {
                 Ingress::Outside => self.handle_outside_io(&mut buf, io),
                 Ingress::Inside => self.handle_inside_io(&mut buf, io),
@@ -522,43 +556,70 @@ impl Worker {
         }
     }
 
-    /// The prefetch stage of [`Worker::handle_burst_io`] for one frame:
-    /// finds what the frame will need and hints its cache lines. Reads
-    /// only; a frame it cannot make sense of is left to the pipeline.
-    fn prefetch_for(&self, ingress: Ingress, frame: &[u8]) {
+    /// First prefetch stage of [`Worker::handle_burst_io`] for one frame:
+    /// finds its tunnel (inner destination through the FIB) or inbound SA
+    /// (SPI) and prefetches what is reachable without another load: the
+    /// slot holding the SA pointer, the tunnel's counters and policer.
+    /// Reads only; a frame it cannot make sense of is left to the
+    /// pipeline. `last` is the tunnel or SPI looked up last: a packet of
+    /// the same one needs nothing more.
+    fn prefetch_lookup(&self, ingress: Ingress, frame: &[u8], last: &mut Option<u32>) -> Hint {
         match ingress {
             Ingress::Outside => {
-                if let Some(spi) = peek_esp_spi(frame)
-                    && let Some((sa, tunnel)) = self.tables.inbound_of(spi)
-                {
+                let Some(spi) = peek_esp_spi(frame) else {
+                    return Hint::None;
+                };
+                if *last == Some(spi) {
+                    return Hint::None;
+                }
+                *last = Some(spi);
+                self.tables
+                    .inbound_index(spi)
+                    .map_or(Hint::None, Hint::Inbound)
+            }
+            Ingress::Inside | Ingress::Kernel => {
+                let Some(ip) = frame.get(ETH_LEN..) else {
+                    return Hint::None;
+                };
+                let tunnel = match peek_dst(ip).and_then(|dst| self.fib.lookup(dst)) {
+                    Some(Target::Tunnel(t)) => t,
+                    Some(t @ Target::Ecmp(_)) => match self.fib.resolve(t, flow_hash(ip)) {
+                        Target::Tunnel(t) => t,
+                        _ => return Hint::None,
+                    },
+                    _ => return Hint::None,
+                };
+                if *last == Some(tunnel.0) {
+                    return Hint::None;
+                }
+                *last = Some(tunnel.0);
+                self.tables.prefetch_outbound_slot(tunnel);
+                prefetch::read(self.counters.get(Some(tunnel)));
+                self.policers.prefetch(tunnel.0 as usize);
+                Hint::Tunnel(tunnel)
+            }
+        }
+    }
+
+    /// Second prefetch stage: the SA found by the first (every cache line
+    /// of it: per-packet state, template, cipher context), and for an
+    /// inbound SA its tunnel's counters and policer.
+    fn prefetch_sa(&self, hint: Hint) {
+        match hint {
+            Hint::None => {}
+            Hint::Tunnel(t) => {
+                if let Some(sa) = self.tables.outbound_of(t) {
+                    prefetch::read_all(sa);
+                }
+            }
+            Hint::Inbound(i) => {
+                if let Some((sa, tunnel)) = self.tables.inbound_at(i) {
                     prefetch::read_all(sa);
                     prefetch::read(self.counters.get(tunnel));
                     if let Some(t) = tunnel {
                         self.policers.prefetch(t.0 as usize);
                     }
                 }
-            }
-            Ingress::Inside | Ingress::Kernel => {
-                let Some(ip) = frame.get(ETH_LEN..) else {
-                    return;
-                };
-                let target = match peek_dst(ip) {
-                    Some(dst) => self.fib.lookup(dst),
-                    None => None,
-                };
-                let tunnel = match target {
-                    Some(Target::Tunnel(t)) => t,
-                    Some(t @ Target::Ecmp(_)) => match self.fib.resolve(t, flow_hash(ip)) {
-                        Target::Tunnel(t) => t,
-                        _ => return,
-                    },
-                    _ => return,
-                };
-                if let Some(sa) = self.tables.outbound_of(tunnel) {
-                    prefetch::read_all(sa);
-                }
-                prefetch::read(self.counters.get(Some(tunnel)));
-                self.policers.prefetch(tunnel.0 as usize);
             }
         }
     }

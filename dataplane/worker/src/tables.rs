@@ -19,10 +19,11 @@ pub struct SaTables {
     /// `inbound`.
     inbound_tunnel: Vec<u32>,
     by_spi: HashMap<u32, u32>,
-    #[allow(clippy::vec_box)]
-    outbound: Vec<Box<OutboundSa>>,
-    /// Tunnel id → index into `outbound` (`u32::MAX`: none).
-    by_tunnel: Vec<u32>,
+    /// Outbound SAs by tunnel id, `capacity` slots allocated up front:
+    /// a packet's tunnel reaches its SA in one load (the pointer), which
+    /// the burst loop prefetches before it reads it.
+    outbound: Box<[Option<Box<OutboundSa>>]>,
+    outbound_len: usize,
     capacity: usize,
 }
 
@@ -36,8 +37,8 @@ impl SaTables {
             inbound: Vec::with_capacity(capacity),
             inbound_tunnel: Vec::with_capacity(capacity),
             by_spi: HashMap::with_capacity(capacity),
-            outbound: Vec::with_capacity(capacity),
-            by_tunnel: Vec::with_capacity(capacity),
+            outbound: (0..capacity).map(|_| None).collect(),
+            outbound_len: 0,
             capacity,
         }
     }
@@ -104,41 +105,20 @@ impl SaTables {
         tunnel: TunnelId,
         sa: Box<OutboundSa>,
     ) -> Result<Option<Box<OutboundSa>>, Box<OutboundSa>> {
-        let t = tunnel.0 as usize;
-        if let Some(&i) = self.by_tunnel.get(t)
-            && i != NONE
-        {
-            return Ok(Some(std::mem::replace(&mut self.outbound[i as usize], sa)));
-        }
-        if self.outbound.len() >= self.capacity || t >= self.capacity {
-            return Err(sa);
-        }
-        let Ok(index) = u32::try_from(self.outbound.len()) else {
+        let Some(slot) = self.outbound.get_mut(tunnel.0 as usize) else {
             return Err(sa);
         };
-        if self.by_tunnel.len() <= t {
-            self.by_tunnel.resize(t + 1, NONE);
+        let old = slot.replace(sa);
+        if old.is_none() {
+            self.outbound_len += 1;
         }
-        self.by_tunnel[t] = index;
-        self.outbound.push(sa);
-        Ok(None)
+        Ok(old)
     }
 
     /// Removes a tunnel's outbound SA.
     pub fn remove_outbound(&mut self, tunnel: TunnelId) -> Option<Box<OutboundSa>> {
-        let slot = self.by_tunnel.get_mut(tunnel.0 as usize)?;
-        if *slot == NONE {
-            return None;
-        }
-        let i = std::mem::replace(slot, NONE) as usize;
-        let sa = self.outbound.swap_remove(i);
-        if i < self.outbound.len() {
-            // The last SA moved to i: repoint its tunnel.
-            let moved_from = u32::try_from(self.outbound.len()).unwrap_or(NONE);
-            if let Some(s) = self.by_tunnel.iter_mut().find(|s| **s == moved_from) {
-                *s = u32::try_from(i).unwrap_or(NONE);
-            }
-        }
+        let sa = self.outbound.get_mut(tunnel.0 as usize)?.take()?;
+        self.outbound_len -= 1;
         Some(sa)
     }
 
@@ -158,22 +138,46 @@ impl SaTables {
         Some((&mut **sa, (t != NONE).then_some(TunnelId(t))))
     }
 
-    /// The inbound SA of an SPI and its tunnel, read-only (the worker's
-    /// prefetch stage).
-    #[inline]
-    pub(crate) fn inbound_of(&self, spi: u32) -> Option<(&InboundSa, Option<TunnelId>)> {
-        let i = *self.by_spi.get(&spi)? as usize;
-        let t = self.inbound_tunnel.get(i).copied().unwrap_or(NONE);
-        let sa = self.inbound.get(i)?;
-        Some((&**sa, (t != NONE).then_some(TunnelId(t))))
-    }
-
     /// The outbound SA of a tunnel, read-only (the worker's prefetch
     /// stage).
     #[inline]
     pub(crate) fn outbound_of(&self, tunnel: TunnelId) -> Option<&OutboundSa> {
-        let i = *self.by_tunnel.get(tunnel.0 as usize)?;
-        self.outbound.get(i as usize).map(|sa| &**sa)
+        self.outbound.get(tunnel.0 as usize)?.as_deref()
+    }
+
+    /// Prefetches the slot holding `tunnel`'s outbound SA pointer (the
+    /// first stage of the burst loop's prefetch; the SA itself follows
+    /// with [`SaTables::outbound_of`]).
+    #[inline]
+    pub(crate) fn prefetch_outbound_slot(&self, tunnel: TunnelId) {
+        if let Some(slot) = self.outbound.get(tunnel.0 as usize) {
+            prefetch::read(slot);
+        }
+    }
+
+    /// The index of an SPI's inbound SA (the first stage of the burst
+    /// loop's prefetch), with the slots holding its pointer and tunnel
+    /// prefetched.
+    #[inline]
+    pub(crate) fn inbound_index(&self, spi: u32) -> Option<u32> {
+        let i = *self.by_spi.get(&spi)?;
+        if let (Some(sa), Some(t)) = (
+            self.inbound.get(i as usize),
+            self.inbound_tunnel.get(i as usize),
+        ) {
+            prefetch::read(sa);
+            prefetch::read(t);
+        }
+        Some(i)
+    }
+
+    /// The inbound SA at an index from [`SaTables::inbound_index`], with
+    /// its tunnel.
+    #[inline]
+    pub(crate) fn inbound_at(&self, i: u32) -> Option<(&InboundSa, Option<TunnelId>)> {
+        let t = self.inbound_tunnel.get(i as usize).copied().unwrap_or(NONE);
+        let sa = self.inbound.get(i as usize)?;
+        Some((&**sa, (t != NONE).then_some(TunnelId(t))))
     }
 
     /// Every inbound SA with its tunnel.
@@ -187,8 +191,7 @@ impl SaTables {
     /// The outbound SA of a tunnel.
     #[inline]
     pub fn outbound_mut(&mut self, tunnel: TunnelId) -> Option<&mut OutboundSa> {
-        let i = *self.by_tunnel.get(tunnel.0 as usize)?;
-        self.outbound.get_mut(i as usize).map(|sa| &mut **sa)
+        self.outbound.get_mut(tunnel.0 as usize)?.as_deref_mut()
     }
 
     /// Every inbound SA, mutably (for ageing between bursts).
@@ -198,7 +201,7 @@ impl SaTables {
 
     /// Every outbound SA, mutably.
     pub(crate) fn outbound_iter_mut(&mut self) -> impl Iterator<Item = &mut OutboundSa> {
-        self.outbound.iter_mut().map(|sa| &mut **sa)
+        self.outbound.iter_mut().flatten().map(|sa| &mut **sa)
     }
 
     /// Inbound SAs installed.
@@ -210,7 +213,7 @@ impl SaTables {
     /// Outbound SAs installed.
     #[must_use]
     pub fn outbound_len(&self) -> usize {
-        self.outbound.len()
+        self.outbound_len
     }
 
     /// Every inbound SA.
@@ -220,9 +223,9 @@ impl SaTables {
 
     /// Every outbound SA with its tunnel.
     pub fn outbound(&self) -> impl Iterator<Item = (TunnelId, &OutboundSa)> {
-        self.by_tunnel.iter().enumerate().filter_map(|(t, &i)| {
-            let sa = self.outbound.get(i as usize)?;
-            Some((TunnelId(u32::try_from(t).ok()?), &**sa))
-        })
+        self.outbound
+            .iter()
+            .enumerate()
+            .filter_map(|(t, sa)| Some((TunnelId(u32::try_from(t).ok()?), &**sa.as_ref()?)))
     }
 }

@@ -70,8 +70,18 @@ pub(crate) struct Side {
 
 impl Side {
     pub(crate) fn new(me: Ipv4Addr, my_mac: [u8; 6], gw_mac: [u8; 6]) -> Self {
+        Self::with_capacity(me, my_mac, gw_mac, 1024)
+    }
+
+    /// A side whose worker holds `capacity` SAs each way.
+    pub(crate) fn with_capacity(
+        me: Ipv4Addr,
+        my_mac: [u8; 6],
+        gw_mac: [u8; 6],
+        capacity: usize,
+    ) -> Self {
         let (mut control, end) = channel(64);
-        let mut worker = Worker::new(end, 1024);
+        let mut worker = Worker::new(end, capacity);
         control
             .send(Command::SetAddresses(Box::new(Addresses {
                 outside_mac: my_mac,
