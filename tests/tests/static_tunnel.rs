@@ -432,6 +432,17 @@ fn two_workers_over_rss_queues_carry_every_tunnel() {
     }
     assert_eq!(counter(&stats, "stats:", "decap"), 120, "{stats}");
     assert_eq!(counter(&stats, "stats:", "encap"), 120, "{stats}");
+    // af_packet has no rte_flow: the fallback is said once, with the
+    // driver's answer, and no tunnel is steered to one worker.
+    assert_eq!(
+        stats
+            .matches("vpn-dp: dataplane: no rte_flow steering")
+            .count(),
+        1,
+        "{stats}"
+    );
+    assert!(stats.contains("rte_flow_create"), "{stats}");
+    assert!(!stats.contains("steered_worker="), "{stats}");
     let (w0, w1) = ("worker 0:", "worker 1:");
     let work = |w: &str| counter(&stats, w, "encap") + counter(&stats, w, "decap");
     assert!(work(w0) > 0 && work(w1) > 0, "one worker idle: {stats}");

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use appliance::eal_args::{self, Memory};
+use appliance::runtime::steering::{SteerTunnel, queue_for};
 use appliance::runtime::{Runtime, RuntimeConfig};
 use appliance::static_mode::{self, StaticConfig};
 use clap::Parser;
@@ -160,6 +161,25 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .send_waiting(Command::SetAddresses(Box::new(addresses)), patience)
         .context("at start-up")?;
     let tunnels: Vec<TunnelId> = sas.iter().map(|(t, _, _)| *t).collect();
+    // Each tunnel's inbound ESP to worker `id mod workers` where the
+    // outside port has flow rules (consecutive tunnels, e.g. the two of a
+    // connection, on different workers); said once either way.
+    if rt.workers() > 1 {
+        eprintln!("vpn-dp: dataplane: {}", rt.steering_mode());
+        let steer: Vec<SteerTunnel> = config
+            .tunnels
+            .iter()
+            .map(|t| SteerTunnel {
+                tunnel: TunnelId(t.id),
+                local: t.local,
+                remote: t.remote,
+                queue: queue_for(t.id, 0, rt.workers()),
+            })
+            .collect();
+        for p in rt.steer(&steer) {
+            eprintln!("vpn-dp: steering refused: {p}");
+        }
+    }
     for (tunnel, out, inb) in &sas {
         let _ = rt
             .add_inbound(Some(*tunnel), inb, patience)
@@ -202,16 +222,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let (acked, failed) = rt.commands();
-    let per_tunnel: Vec<(TunnelId, worker::TunnelSnapshot)> = tunnels
+    let per_tunnel: Vec<(TunnelId, worker::TunnelSnapshot, Option<usize>)> = tunnels
         .iter()
-        .filter_map(|t| rt.tunnel_counters(*t).map(|c| (*t, c)))
+        .filter_map(|t| {
+            rt.tunnel_counters(*t)
+                .map(|c| (*t, c, rt.steered_worker(*t)))
+        })
         .collect();
     let (each, last) = rt.shutdown_per_worker();
     println!("commands: applied {} failed {failed}", acked - failed);
     print_stats("stats:", &last.worker);
-    for (t, c) in per_tunnel {
+    for (t, c, steered) in per_tunnel {
+        let steered = steered
+            .map(|w| format!(" steered_worker={w}"))
+            .unwrap_or_default();
         println!(
-            "tunnel {}: in_packets={} in_bytes={} out_packets={} out_bytes={} dropped={}",
+            "tunnel {}: in_packets={} in_bytes={} out_packets={} out_bytes={} dropped={}{steered}",
             t.0,
             c.in_packets,
             c.in_bytes,

@@ -149,15 +149,24 @@ fn flow_error(op: &'static str, rc: i32, err: &dpdk_sys::rte_flow_error) -> Erro
                 .into_owned(),
         )
     };
-    let base = Error::from_errno(op, errno).to_string();
+    let message = match message {
+        Some(m) if !m.is_empty() => m,
+        _ => strerror(errno),
+    };
     Error::Flow {
         op,
         errno,
-        message: match message {
-            Some(m) if !m.is_empty() => format!("{m} ({base})"),
-            _ => base,
-        },
+        message: format!("{message} (errno {errno})"),
     }
+}
+
+/// `rte_strerror(errno)`.
+fn strerror(errno: i32) -> String {
+    // SAFETY: rte_strerror returns a NUL-terminated string that stays
+    // valid until the next call on this thread; it is copied out at once.
+    unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(errno)) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The spec and mask bytes of one item, kept alive for the create call.
