@@ -11,10 +11,19 @@
 //! an address) are spread by RSS as before.
 //!
 //! Where the driver has no `rte_flow` (`net_af_packet`, `net_memif`,
-//! `net_null`), or refuses the rules (`net_tap` on a kernel without the
-//! `multiq` qdisc, the `flower` classifier and the `skbedit` action, which
-//! the tap PMD turns rules into), the port stays on RSS / the driver's
-//! spreading, [`SteeringMode::Rss`] says why, and nothing is steered.
+//! `net_null`: "Function not implemented"), or refuses the rules, the port
+//! stays on RSS / the driver's spreading, [`SteeringMode::Rss`] says why,
+//! and nothing is steered. `net_tap` refuses them on a kernel built
+//! without `CONFIG_NET_SCH_MULTIQ`, `CONFIG_NET_CLS_FLOWER` and
+//! `CONFIG_NET_ACT_SKBEDIT` (the PMD turns a rule into a TC flower filter
+//! with an skbedit `queue_mapping` action under a `multiq` root qdisc of
+//! the tap interface, which selects the tun queue of what the kernel
+//! sends): at probe the PMD logs "Could not add multiq qdisc (2): No such
+//! file or directory … Disabling rte flow support", validates rules all
+//! the same, and `rte_flow_create` fails with "Kernel refused TC filter
+//! rule creation (22)" / "overlapping rules or Kernel too old for flower
+//! support". That is the case of the test machines' 6.18 kernel, so the
+//! steered path is tested there only up to this fallback.
 //! That is decided once at start by installing and removing a probe rule
 //! (`rte_flow_validate` is not enough: the tap PMD validates rules its
 //! kernel then refuses).
