@@ -484,12 +484,72 @@ fn read(path: &Path) -> Result<Vec<u8>, CertError> {
 
 fn parse_cert(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
     match X509Certificate::from_der(der) {
-        Ok(([], c)) => Ok(c),
+        Ok(([], c)) => {
+            outer_fields_match(der, c.tbs_certificate.as_ref())
+                .map_err(|why| parse_err("certificate", why))?;
+            Ok(c)
+        }
         Ok(_) => Err(parse_err(
             "certificate",
             "trailing bytes after the certificate",
         )),
         Err(e) => Err(parse_err("certificate", e)),
+    }
+}
+
+/// One DER TLV at the start of `b`: (tag octet, its content, the rest).
+/// Definite lengths of up to four octets (a certificate is smaller).
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&l0, rest) = rest.split_first()?;
+    let (len, rest) = if l0 < 0x80 {
+        (usize::from(l0), rest)
+    } else {
+        let n = usize::from(l0 & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (l, rest) = rest.split_at_checked(n)?;
+        (
+            l.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x)),
+            rest,
+        )
+    };
+    let (content, rest) = rest.split_at_checked(len)?;
+    Some((tag, content, rest))
+}
+
+/// The parts of a certificate outside the signed TBSCertificate, checked
+/// octet for octet (the parser is lenient about them, e.g. about the
+/// class of a tag, and the signature does not cover them): the outer
+/// signatureAlgorithm is the TBS one (RFC 5280 § 4.1.1.2) and the
+/// signature BIT STRING has no unused bits. Without this a certificate
+/// changed there still verifies.
+fn outer_fields_match(der: &[u8], tbs: &[u8]) -> Result<(), &'static str> {
+    const BAD: &str = "malformed signature fields outside the signed part";
+    let Some((0x30, cert, [])) = der_tlv(der) else {
+        return Err(BAD);
+    };
+    let (_, _, after_tbs) = der_tlv(cert).ok_or(BAD)?;
+    if cert.get(..cert.len() - after_tbs.len()) != Some(tbs) {
+        return Err(BAD);
+    }
+    let Some((0x30, outer_alg, after_alg)) = der_tlv(after_tbs) else {
+        return Err(BAD);
+    };
+    let Some((0x03, [0, ..], [])) = der_tlv(after_alg) else {
+        return Err(BAD);
+    };
+    // TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber,
+    // signature AlgorithmIdentifier, ... }
+    let (_, tbs_content, _) = der_tlv(tbs).ok_or(BAD)?;
+    let (tag, _, mut r) = der_tlv(tbs_content).ok_or(BAD)?;
+    if tag == 0xa0 {
+        (_, _, r) = der_tlv(r).ok_or(BAD)?;
+    }
+    match der_tlv(r) {
+        Some((0x30, inner_alg, _)) if inner_alg == outer_alg => Ok(()),
+        _ => Err("the outer signature algorithm is not the signed one (RFC 5280 4.1.1.2)"),
     }
 }
 

@@ -1024,6 +1024,37 @@ mod props {
     }
 }
 
+/// The octets after the signed TBSCertificate are checked as they are:
+/// the outer algorithm's OID under an application-class tag (0x46, which
+/// the parser takes for 0x06) used to verify (found by
+/// `mutated_certificates_are_refused`); a signature with unused bits is
+/// refused too.
+#[test]
+fn fields_outside_the_signed_part_are_checked_octet_for_octet() {
+    let p = pki(&PKCS_ECDSA_P256_SHA256, "outer");
+    let t = TrustAnchors::new(vec![p.root.der.clone()]).unwrap();
+    assert!(
+        t.verify_chain(&[&p.leaf.der, &p.inter.der], NOW_UNIX)
+            .is_ok()
+    );
+    let der = &p.leaf.der;
+    let (_, cert, _) = der_tlv(der).unwrap();
+    let (_, _, after_tbs) = der_tlv(cert).unwrap();
+    let alg_at = der.len() - after_tbs.len();
+    let (_, alg, _) = der_tlv(after_tbs).unwrap();
+    assert_eq!(der[alg_at + 2], 0x06, "the OID tag");
+    let sig_at = alg_at + 2 + alg.len();
+    assert_eq!(der[sig_at], 0x03, "the BIT STRING tag");
+    let with = |at: usize, x: u8| {
+        let mut bad = der.clone();
+        bad[at] = x;
+        t.verify_chain(&[&bad, &p.inter.der], NOW_UNIX)
+    };
+    let e = with(alg_at + 2, 0x46).unwrap_err();
+    assert!(e.to_string().contains("not the signed one"), "{e}");
+    assert!(with(sig_at + 2, 0x40).is_err(), "64 unused bits");
+}
+
 /// Each way a peer's chain can be wrong ends the same on the wire —
 /// AUTHENTICATION_FAILED to the initiator, both sides down — and the
 /// responder's log line says which rule failed.
