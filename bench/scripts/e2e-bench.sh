@@ -9,6 +9,9 @@
 # usage: bench/scripts/e2e-bench.sh [seconds-per-run]
 #   env: TUNNELS_MANY (default 10000)  SIZES (default "64 512 1420 0"; 0 = IMIX)
 #        SKIP_ESP=1 skips the in-memory bench part
+#        VPN_DP=path runs that vpn-dp binary instead (e.g. an older build,
+#        for a before/after in the same time window); binaries are taken
+#        from $CARGO_TARGET_DIR when it is set
 # Prints one JSON line per run, then a Markdown table.
 set -euo pipefail
 SECS=${1:-2}
@@ -17,8 +20,9 @@ SIZES=${SIZES:-64 512 1420 0}
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p appliance --bin vpn-dp
 cargo build --release -q -p bench --bin esp-loadgen
-DP=target/release/vpn-dp
-LG=target/release/esp-loadgen
+T=${CARGO_TARGET_DIR:-target}
+DP=${VPN_DP:-$T/release/vpn-dp}
+LG=$T/release/esp-loadgen
 
 D=$(mktemp -d /tmp/vt-e2e-bench.XXXXXX)
 DP_PID=

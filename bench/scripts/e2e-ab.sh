@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Before/after of the end-to-end bench on a shared machine: alternates two
+# (or more) vpn-dp builds run by run, 1 tunnel then TUNNELS_MANY tunnels for
+# each, so every build sees the same time window; the same esp-loadgen and
+# run as bench/scripts/e2e-bench.sh. Before each build's pair it waits (up
+# to QUIET_MAX s) until no more than two tasks are runnable for 2 s. Prints
+# one JSON line per run (with "bin"), then per build: best and median
+# Gbps/Mpps with 1 and many tunnels and the many/1 ratios (best/best,
+# median/median, median of the ratios paired round by round).
+#
+# usage: bench/scripts/e2e-ab.sh SECONDS ROUNDS "MODES" "SIZES" VPN_DP_A VPN_DP_B ...
+#   e.g. bench/scripts/e2e-ab.sh 2 10 encap 1420 /tmp/vpn-dp.before target/release/vpn-dp
+#   env: TUNNELS_MANY (default 10000), QUIET_MAX (default 30)
+set -uo pipefail
+SECS=$1; ROUNDS=$2; MODES=$3; SIZES=$4; shift 4
+BINS=("$@")
+cd "$(dirname "$0")/../.."
+cargo build --release -q -p bench --bin esp-loadgen
+LG=${CARGO_TARGET_DIR:-target}/release/esp-loadgen
+MANY=${TUNNELS_MANY:-10000}
+D=$(mktemp -d /tmp/vt-e2e-ab.XXXXXX)
+DP_PID=
+cleanup() {
+  [ -n "$DP_PID" ] && kill "$DP_PID" 2>/dev/null && wait "$DP_PID" 2>/dev/null
+  rm -rf "$D"
+}
+trap cleanup EXIT
+for t in 1 "$MANY"; do "$LG" --dir "$D" --tunnels "$t" --write-config "$D/dp-$t.toml"; done
+
+quiet() {
+  local ok=0 i=0 r
+  QUIET=0
+  while [ $i -lt $(( ${QUIET_MAX:-30} * 5 )) ]; do
+    r=$(cut -d' ' -f4 /proc/loadavg); r=${r%/*}
+    if [ "$r" -le 2 ]; then ok=$((ok + 1)); else ok=0; fi
+    [ $ok -ge 10 ] && { QUIET=1; return; }
+    sleep 0.2; i=$((i + 1))
+  done
+}
+
+run() { # bin tunnels mode size
+  local bin=$1 tunnels=$2 mode=$3 size=$4
+  rm -f "$D"/*.sock
+  "$bin" --config "$D/dp-$tunnels.toml" --lcores 0,1 --no-huge --file-prefix vt-e2e-ab-dp \
+      > "$D/dp.out" 2> "$D/dp.err" &
+  DP_PID=$!
+  for _ in $(seq 200); do [ -S "$D/in.sock" ] && [ -S "$D/out.sock" ] && break; sleep 0.05; done
+  local packets=1000000
+  [ "$size" = 64 ] && packets=3000000
+  : > "$D/lg.json"
+  "$LG" --dir "$D" --tunnels "$tunnels" --mode "$mode" --size "$size" --seconds "$SECS" \
+      --packets "$packets" --rate-mpps 0 --file-prefix vt-e2e-ab-lg > "$D/lg.json" 2> "$D/lg.err" &
+  local lg=$! line=
+  for _ in $(seq 1200); do
+    line=$(head -1 "$D/lg.json"); [ -n "$line" ] && break
+    kill -0 $lg 2>/dev/null || break
+    sleep 0.1
+  done
+  kill "$DP_PID" 2>/dev/null; wait "$DP_PID" 2>/dev/null; DP_PID=
+  wait $lg
+  if [ -z "$line" ]; then
+    echo "loadgen failed ($bin $tunnels $mode $size):" >&2; cat "$D/lg.err" "$D/dp.err" >&2; return 1
+  fi
+  echo "{\"bin\":\"$bin\",\"quiet\":$QUIET,\"at\":\"$(date -u +%T)\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",${line#\{}" \
+    | tee -a "$D/results.jsonl"
+}
+
+echo "== $(date -u '+%F %T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for _ in $(seq "$ROUNDS"); do
+  for mode in $MODES; do for size in $SIZES; do
+    for bin in "${BINS[@]}"; do quiet; for t in 1 "$MANY"; do run "$bin" "$t" "$mode" "$size"; done; done
+  done; done
+done
+python3 - "$D/results.jsonl" <<'PY'
+import collections, json, statistics as st, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+g = collections.defaultdict(list)
+for r in rows:
+    g[(r['bin'], r['mode'].lower(), r['size'], r['tunnels'] == 1)].append(r)
+print()
+print("| build | mode | inner B | runs | 1 tunnel Gbps best / median | Mpps | many Gbps best / median | Mpps | many/1 best | median | paired median |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for (b, m, s) in sorted({k[:3] for k in g}):
+    one, many = g[(b, m, s, True)], g[(b, m, s, False)]
+    if not one or not many:
+        continue
+    gb = lambda L: [x['gbps'] for x in L]
+    mp = lambda L: [x['mpps'] for x in L]
+    pr = [y['gbps'] / x['gbps'] for x, y in zip(one, many)]
+    print(f"| {b} | {m} | {s or 'IMIX'} | {len(one)} | {max(gb(one)):.2f} / {st.median(gb(one)):.2f} | "
+          f"{max(mp(one)):.2f} / {st.median(mp(one)):.2f} | {max(gb(many)):.2f} / {st.median(gb(many)):.2f} | "
+          f"{max(mp(many)):.2f} / {st.median(mp(many)):.2f} | {max(gb(many)) / max(gb(one)):.2f} | "
+          f"{st.median(gb(many)) / st.median(gb(one)):.2f} | {st.median(pr):.2f} |")
+PY
