@@ -14,6 +14,12 @@
 //!   kernel (tap) ─► Worker::handle_kernel  ─► outside (IKE from our address) or FIB ─► encap
 //! ```
 //!
+//! The runtime hands each received burst to [`Worker::handle_burst_io`],
+//! which runs the matching `handle_*_io` on every packet in order while
+//! it looks the packets ahead up and prefetches their SA, counters and
+//! policer (with thousands of tunnels each packet's state is cold; see
+//! [`PREFETCH_AHEAD`]).
+//!
 //! The `handle_*_io` variants take a [`PacketIo`]: the worker's buffer
 //! pool and a way to send the extra packets the pipeline produces (the
 //! second and later fragments of a packet fragmented before encryption,
