@@ -481,16 +481,22 @@ fn rekey_under_traffic_on_a_running_worker_thread() {
     for start in (0..N).step_by(BURST as usize) {
         if start == N / 2 {
             // Make: the new inbound SA, acknowledged by the running worker
-            // while old-SA packets are still queued for it ...
-            ctl.send(Command::AddInbound(Box::new(
-                InboundSa::new(
-                    &sa_config(0x3003, alg, Direction::Inbound, CONC, CGW, false),
-                    0,
-                )
-                .unwrap(),
-            )))
-            .unwrap();
-            wait_event(&mut ctl, &mut seen, |e| matches!(e, Event::Done { .. }));
+            // while old-SA packets are still queued for it (its own ack:
+            // the set-up commands' acks are still in the event ring) ...
+            let add = ctl
+                .send(Command::AddInbound(Box::new(
+                    InboundSa::new(
+                        &sa_config(0x3003, alg, Direction::Inbound, CONC, CGW, false),
+                        0,
+                    )
+                    .unwrap(),
+                )))
+                .unwrap();
+            wait_event(
+                &mut ctl,
+                &mut seen,
+                |e| matches!(e, Event::Done { seq } if *seq == add),
+            );
             // ... then the peer switches its outbound SA atomically.
             cgw.send(Command::SetOutbound {
                 tunnel: TunnelId(0),
