@@ -156,7 +156,8 @@ ctl modify-tunnel-options vpn-demo 0 --set "pre_shared_key=$PSK0" \
 ctl modify-tunnel-options vpn-demo 1 --set "pre_shared_key=$PSK1" \
   --set inside_ipv4_cidr=169.254.22.0/30 --set startup_action=start >/dev/null
 for i in $(seq 600); do
-  [ "$(ctl --json show bgp | grep -o '"Established"' | wc -l)" -ge 2 ] && \
+  # Both sessions up and each has the gateway's prefix (ECMP over both).
+  [ "$(ctl --json show bgp | grep -Eo '"prefixes_received": ?[1-9]' | wc -l)" -ge 2 ] && \
     ctl --json show routes | grep -q '10.1.0.0/16' && break
   sleep 0.2
 done
