@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::TunnelId;
+use rustc_hash::FxBuildHasher;
 
 /// SAs owned by one worker. Capacity is reserved up front so installing
 /// never reallocates on the worker, and SAs are boxed so the box the
@@ -18,7 +19,12 @@ pub struct SaTables {
     /// The tunnel of each inbound SA (`NONE`: not given), parallel to
     /// `inbound`.
     inbound_tunnel: Vec<u32>,
-    by_spi: HashMap<u32, u32>,
+    /// SPI → index into `inbound`. FxHash, not SipHash: every key is an
+    /// SPI this appliance chose (random per Child SA, or from the static
+    /// file), so a peer cannot pick colliding keys; a packet's SPI only
+    /// probes. Looked up twice per ESP packet (prefetch stage, pipeline),
+    /// so the hash is one multiply instead of SipHash's rounds.
+    by_spi: HashMap<u32, u32, FxBuildHasher>,
     /// Outbound SAs by tunnel id, `capacity` slots allocated up front:
     /// a packet's tunnel reaches its SA in one load (the pointer), which
     /// the burst loop prefetches before it reads it.
@@ -36,7 +42,7 @@ impl SaTables {
         Self {
             inbound: Vec::with_capacity(capacity),
             inbound_tunnel: Vec::with_capacity(capacity),
-            by_spi: HashMap::with_capacity(capacity),
+            by_spi: HashMap::with_capacity_and_hasher(capacity, FxBuildHasher),
             outbound: (0..capacity).map(|_| None).collect(),
             outbound_len: 0,
             capacity,
