@@ -33,14 +33,17 @@
 //!   device; the kernel picks the queue of what it sends by its flow hash;
 //! * `net_memif` and `net_ring` have no hash: the peer decides the queue.
 //!
-//! On top of that, where the outside port's driver has `rte_flow`, each
-//! tunnel's ESP and NAT-T is steered by flow rules to one queue, the two
-//! tunnels of a connection to different ones ([`steering`],
-//! [`Runtime::steer`]); elsewhere [`Runtime::steering_mode`] says why not.
+//! On top of that each tunnel's inbound ESP and NAT-T goes to one worker,
+//! the two tunnels of a connection to different ones ([`Runtime::steer`]):
+//! where the outside port's driver has `rte_flow`, by flow rules to that
+//! worker's queue ([`steering`]); elsewhere by hand-off, the receiving
+//! worker passing the packet over a ring to the tunnel's worker
+//! ([`handoff`]); [`Runtime::steering_mode`] says which and why.
 //!
-//! Because RSS cannot be relied on to bring every packet of an SA to one
-//! queue (see the worker crate's "One tunnel on several workers"), every
-//! tunnel is carried by every worker: [`Runtime::add_inbound`] and
+//! Because neither RSS nor steering can be relied on to bring every
+//! packet of an SA to one queue (a rule matches configured addresses, a
+//! tunnel may not be steered yet; see the worker crate's "One tunnel on
+//! several workers"), every tunnel is carried by every worker: [`Runtime::add_inbound`] and
 //! [`Runtime::set_outbound`] build one copy of the SA per worker from the
 //! same `SaConfig`, the copies sharing one sequence counter (outbound)
 //! and one anti-replay window (inbound) when there are several workers.
@@ -58,7 +61,8 @@
 //! syscall per packet (the stats copy is a fixed-size value pushed into a
 //! preallocated ring, dropped when the control core is behind); every
 //! packet freed without being sent is counted (pipeline drop reasons in
-//! [`WorkerStats`], a full tx ring in [`WorkerSnapshot::tx_full`]).
+//! [`WorkerStats`], a full tx ring in [`WorkerSnapshot::tx_full`], a full
+//! hand-off ring in [`HandoffCounts::full`]).
 //! [`Runtime::shutdown`] stops the workers, waits for them, releases ports
 //! and mempool, runs `rte_eal_cleanup` and removes the EAL's runtime
 //! directory. What it never does: decide SAs or routes (that is the
@@ -66,6 +70,7 @@
 //! commands).
 
 pub mod dataplane;
+pub mod handoff;
 pub mod steering;
 
 use std::collections::VecDeque;
@@ -85,6 +90,7 @@ use worker::{
 };
 
 use crate::eal_args::{self, Memory};
+use handoff::{Handoff, HandoffCounts};
 use steering::{SteerTunnel, Steering, SteeringMode};
 
 /// How often the worker publishes its counters.
@@ -95,6 +101,8 @@ const COMMAND_RING: usize = 4096;
 const FAILURES_KEPT: usize = 64;
 /// Lifetime events remembered to report each SA's once.
 const LIFETIME_SEEN_KEPT: usize = 4096;
+/// How long [`Runtime::steer`] waits for room on the command rings.
+const STEER_PATIENCE: Duration = Duration::from_secs(5);
 /// How often [`Runtime::poll`] asks the workers for their per-SA counters.
 const SA_SNAPSHOT_PERIOD: Duration = Duration::from_secs(1);
 
@@ -279,6 +287,14 @@ pub enum RuntimeError {
         /// DPDK's error.
         source: dpdk::Error,
     },
+    /// The rings between workers could not be created.
+    #[error("hand-off rings between {workers} workers: {source}")]
+    HandoffRings {
+        /// Workers configured.
+        workers: usize,
+        /// DPDK's error.
+        source: dpdk::Error,
+    },
     /// A worker lcore could not be launched.
     #[error("launching the worker on lcore {lcore}: {source}")]
     Launch {
@@ -360,6 +376,8 @@ pub struct WorkerSnapshot {
     pub tx_full: [u64; 3],
     /// Packets the pipeline sent to the kernel while no kernel port exists.
     pub no_kernel_port: u64,
+    /// Inbound ESP handed to or from other workers ([`handoff`]).
+    pub handoff: HandoffCounts,
     /// Seconds the worker has been running (its SA ageing clock).
     pub uptime_secs: u64,
 }
@@ -371,6 +389,7 @@ impl std::ops::AddAssign<&Self> for WorkerSnapshot {
             *a = a.wrapping_add(b);
         }
         self.no_kernel_port = self.no_kernel_port.wrapping_add(o.no_kernel_port);
+        self.handoff += &o.handoff;
         self.uptime_secs = self.uptime_secs.max(o.uptime_secs);
     }
 }
@@ -528,6 +547,7 @@ fn replicate(c: &Command) -> Result<Command, (&'static str, &'static str)> {
         Command::SetMtuOptions(m) => Command::SetMtuOptions(m.clone()),
         Command::ClearTunnelPolicy { tunnel } => Command::ClearTunnelPolicy { tunnel: *tunnel },
         Command::SetPolicing { enabled } => Command::SetPolicing { enabled: *enabled },
+        Command::SetInboundOwners(o) => Command::SetInboundOwners(o.clone()),
         Command::AddInbound(_) | Command::AddInboundForTunnel { .. } => {
             return Err(("AddInbound", "add_inbound"));
         }
@@ -654,6 +674,13 @@ impl Runtime {
             }),
         };
         self.steering = Steering::probe(&outside, &config.outside, n);
+        let mut handoffs = if matches!(self.steering.mode(), SteeringMode::Handoff { .. }) {
+            Handoff::rings(eal, n)
+                .map_err(|source| RuntimeError::HandoffRings { workers: n, source })?
+        } else {
+            Vec::new()
+        }
+        .into_iter();
         self.ports = vec![("outside", outside), ("inside", inside)];
         self.port_queues = vec![o_info, i_info];
         let mut k_q = None;
@@ -688,11 +715,18 @@ impl Runtime {
             let counters = w.counters();
             let (mut stats_tx, stats_rx) = rtrb::RingBuffer::new(4);
             let stop = self.stop.clone();
+            let handoff = handoffs.next();
             let job = eal
                 .launch(dpdk::LcoreId(lcore), move || {
-                    let (mut w, mut queues) = (w, queues);
-                    let snapshot =
-                        worker_loop(&mut w, &mut queues, &worker_pool, &stop, &mut stats_tx);
+                    let (mut w, mut queues, mut handoff) = (w, queues, handoff);
+                    let snapshot = worker_loop(
+                        &mut w,
+                        &mut queues,
+                        handoff.as_mut(),
+                        &worker_pool,
+                        &stop,
+                        &mut stats_tx,
+                    );
                     // The final counters; the control core is waiting for them.
                     let _ = stats_tx.push(snapshot);
                     0
@@ -734,13 +768,34 @@ impl Runtime {
         self.steering.mode()
     }
 
-    /// Steer each tunnel's inbound ESP and NAT-T to its queue (worker)
-    /// by flow rules on the outside port, replacing the previous set
-    /// (rules of tunnels gone or changed are removed). Without
-    /// [`SteeringMode::Flow`] nothing happens. Returns the rules the
-    /// driver refused (their tunnels stay on RSS).
+    /// Steer each tunnel's inbound ESP and NAT-T to its queue (worker),
+    /// replacing the previous set: by flow rules on the outside port
+    /// ([`SteeringMode::Flow`]; rules of tunnels gone or changed are
+    /// removed), or by hand-off between workers
+    /// ([`SteeringMode::Handoff`]: every worker gets the new owner
+    /// table). With one worker nothing happens. Returns the rules the
+    /// driver refused (their tunnels stay on RSS), or why the owner
+    /// table could not be sent.
     pub fn steer(&mut self, tunnels: &[SteerTunnel]) -> Vec<String> {
-        self.steering.steer(tunnels)
+        let mut problems = self.steering.steer(tunnels);
+        if matches!(self.steering.mode(), SteeringMode::Handoff { .. }) {
+            let len = tunnels
+                .iter()
+                .map(|t| t.tunnel.0 as usize + 1)
+                .max()
+                .unwrap_or(0);
+            let mut owners = vec![worker::NO_OWNER; len];
+            for t in tunnels {
+                if let Some(o) = owners.get_mut(t.tunnel.0 as usize) {
+                    *o = t.queue;
+                }
+            }
+            let owners: Arc<[u16]> = owners.into();
+            if let Err(e) = self.send_waiting(Command::SetInboundOwners(owners), STEER_PATIENCE) {
+                problems.push(format!("hand-off table for {} tunnels: {e}", tunnels.len()));
+            }
+        }
+        problems
     }
 
     /// The worker whose queue `tunnel`'s inbound ESP is steered to, when
@@ -1206,11 +1261,13 @@ fn remove_runtime_dir(prefix: &str) {
 }
 
 /// rx → pipeline → tx for every port, commands between bursts, SA ageing
-/// once a second, counters published every [`STATS_PERIOD_MS`]. Returns
-/// the final counters.
+/// once a second, counters published every [`STATS_PERIOD_MS`]. With
+/// `handoff`, ESP received for another worker goes onto its ring, and what
+/// the others handed over is one more input. Returns the final counters.
 fn worker_loop(
     w: &mut Worker,
     q: &mut Queues,
+    mut handoff: Option<&mut Handoff>,
     pool: &Mempool,
     stop: &AtomicBool,
     stats_tx: &mut rtrb::Producer<WorkerSnapshot>,
@@ -1227,10 +1284,11 @@ fn worker_loop(
     let mut next_tick = start + hz;
     let mut next_stats = start + stats_period;
     let mut secs = 0u64;
-    let snapshot = |w: &Worker, out: &TxSide, secs| WorkerSnapshot {
+    let snapshot = |w: &Worker, out: &TxSide, h: Option<&Handoff>, secs| WorkerSnapshot {
         worker: w.stats().clone(),
         tx_full: out.tx_full,
         no_kernel_port: out.no_kernel_port,
+        handoff: h.map(|h| h.counts).unwrap_or_default(),
         uptime_secs: secs,
     };
     while !stop.load(Ordering::Relaxed) {
@@ -1248,38 +1306,55 @@ fn worker_loop(
             next_stats = now + stats_period;
             // One slot stays free for the final counters.
             if stats_tx.slots() > 1 {
-                let _ = stats_tx.push(snapshot(w, &out, secs));
+                let _ = stats_tx.push(snapshot(w, &out, handoff.as_deref(), secs));
             }
         }
-        for side in 0..3 {
-            let queue = match side {
-                0 => &mut q.outside.0,
-                1 => &mut q.inside.0,
-                _ => match &mut q.kernel {
-                    Some(k) => &mut k.0,
+        // Side 3: what the other workers handed over (ESP of tunnels
+        // this worker owns, received on their queues).
+        for side in 0..4 {
+            let n = match side {
+                0 => q.outside.0.rx_burst_max(&mut rx, 32),
+                1 => q.inside.0.rx_burst_max(&mut rx, 32),
+                2 => match &mut q.kernel {
+                    Some(k) => k.0.rx_burst_max(&mut rx, 32),
+                    None => continue,
+                },
+                _ => match handoff.as_deref_mut() {
+                    Some(h) => h.receive(&mut rx),
                     None => continue,
                 },
             };
-            let n = queue.rx_burst_max(&mut rx, 32);
             if n == 0 {
                 continue;
             }
-            w.begin_burst(n);
             let ingress = match side {
-                0 => Ingress::Outside,
+                0 | 3 => Ingress::Outside,
                 1 => Ingress::Inside,
                 _ => Ingress::Kernel,
             };
+            // Received ESP of tunnels other workers own leaves for them
+            // first; this worker handles the rest.
+            let burst = match handoff.as_deref_mut() {
+                Some(h) if side == 0 => {
+                    h.split(w, &mut rx);
+                    &mut h.local
+                }
+                _ => &mut rx,
+            };
+            if burst.is_empty() {
+                continue;
+            }
+            w.begin_burst(burst.len());
             // Every packet, and the extra ones it produces, leaves
             // through `io` onto the tx burst of its port; the worker
             // prefetches the state of the packets ahead (see
             // `Worker::handle_burst_io`).
             let mut io = FnIo(|| pool.alloc(), |a, m| out.emit(q, a, m));
-            w.handle_burst_io(ingress, rx.drain(), &mut io);
+            w.handle_burst_io(ingress, burst.drain(), &mut io);
             out.flush(q);
         }
     }
-    snapshot(w, &out, secs)
+    snapshot(w, &out, handoff.as_deref(), secs)
 }
 
 /// Our IPv4 addresses among `addrs`.

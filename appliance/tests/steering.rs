@@ -4,17 +4,21 @@
 //!   [vt-pl-steer-<pid> netns, made by the test; the test binary re-runs itself inside it]
 //!   kernel UdpSocket 192.0.2.1:4500 ── tap vtplo ──► DPDK net_tap (2 rx queues) ──► worker 0 / worker 1
 //!        ESP-in-UDP to 192.0.2.10 (tunnel 0, SPI 0x1001) ×10
-//!        ESP-in-UDP to 192.0.2.11 (tunnel 1, SPI 0x2001) ×20   (no SAs: each counted unknown_spi
-//!                                                                by the worker that got it)
+//!        ESP-in-UDP to 192.0.2.11 (tunnel 1, SPI 0x2001) ×20   (SAs installed, but the packets are
+//!                                                                not sealed with them: each counted
+//!                                                                as an ICV failure of its tunnel by
+//!                                                                the worker that decrypted it)
+//!        ESP-in-UDP, SPI 0x3001 ×5 (no SA: unknown_spi where it arrived)
 //! ```
 //!
 //! Tunnels 0 and 1 are the two tunnels of one connection. Where the tap
 //! PMD can install flow rules (a kernel with `sch_multiq`, `cls_flower`,
-//! `act_skbedit`), each tunnel's traffic is steered to its own worker and
-//! the per-worker counters show 10 on one and 20 on the other. Where it
-//! cannot, the runtime reports the fallback with the driver's reason,
-//! installs nothing, and the traffic is still all received (spread by
-//! the tun device's own queue choice). Runs as root under nextest.
+//! `act_skbedit`), each tunnel's traffic is steered to its worker's
+//! queue; where it cannot, the runtime says why and the workers hand
+//! each tunnel's ESP to its worker over the hand-off rings. Either way
+//! the per-worker tunnel counters show tunnel 0's 10 on worker 0 alone
+//! and tunnel 1's 20 on worker 1 alone, and with hand-off what one worker
+//! handed over the other received. Runs as root under nextest.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::process::Command;
@@ -23,8 +27,12 @@ use std::time::{Duration, Instant};
 use appliance::eal_args::Memory;
 use appliance::runtime::steering::{SteerTunnel, SteeringMode, queue_for};
 use appliance::runtime::{Runtime, RuntimeConfig};
+use dataplane::crypto::EspAlgorithm;
+use dataplane::esp::SaConfig;
+use dataplane::esp::sa::{DfPolicy, Direction, Lifetimes, NatT, TunnelEndpoints};
 use fib::TunnelId;
 use worker::{Addresses, Command as WorkerCommand, Drop as DropReason};
+use zeroize::Zeroizing;
 
 const INNER: &str = "VPN_STEERING_TEST_IN_NETNS";
 const TEST: &str =
@@ -136,22 +144,42 @@ fn inner() {
             queue: queue_for(0, id as usize, 2),
         })
         .collect();
+    for (id, spi, local) in [(0u32, 0x1001, local0), (1, 0x2001, local1)] {
+        let cfg = SaConfig {
+            spi,
+            direction: Direction::Inbound,
+            algorithm: EspAlgorithm::Aes128Gcm16,
+            enc_key: Zeroizing::new((0..20u8).collect()),
+            auth_key: Zeroizing::new(Vec::new()),
+            iv_seed: Zeroizing::new([0; 16]),
+            tunnel: TunnelEndpoints::V4 { local, remote },
+            nat_t: Some(NatT {
+                local_port: 4500,
+                remote_port: 4500,
+            }),
+            esn: false,
+            replay_window: 1024,
+            lifetimes: Lifetimes::default(),
+            df: DfPolicy::CopyFromInner,
+        };
+        let t = rt
+            .add_inbound(Some(TunnelId(id)), &cfg, Duration::from_secs(5))
+            .unwrap();
+        rt.wait(t, Duration::from_secs(10)).unwrap();
+    }
     let refused = rt.steer(&tunnels);
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(rt.steered_worker(TunnelId(0)), Some(0));
+    assert_eq!(rt.steered_worker(TunnelId(1)), Some(1));
     match &mode {
-        SteeringMode::Flow => {
-            assert!(refused.is_empty(), "{refused:?}");
-            assert_eq!(rt.steered_worker(TunnelId(0)), Some(0));
-            assert_eq!(rt.steered_worker(TunnelId(1)), Some(1));
-        }
-        SteeringMode::Rss { reason } => {
+        SteeringMode::Flow => {}
+        SteeringMode::Handoff { reason } => {
             // The tap PMD's refusal, as the driver words it.
             assert!(
                 reason.contains("net_tap0") && reason.contains("rte_flow_create"),
                 "{reason}"
             );
-            assert!(refused.is_empty(), "nothing is tried without rte_flow");
-            assert_eq!(rt.steered_worker(TunnelId(0)), None);
-            assert_eq!(rt.steering_failures(), 0);
+            assert_eq!(rt.steering_failures(), 0, "no rule is tried");
         }
         SteeringMode::Single => panic!("two workers, yet no steering decision"),
     }
@@ -175,25 +203,48 @@ fn inner() {
     let sock = UdpSocket::bind((remote, 4500)).unwrap();
     send_esp(&sock, local0, 0x1001, 10);
     send_esp(&sock, local1, 0x2001, 20);
+    send_esp(&sock, local0, 0x3001, 5);
 
+    // (tunnel 0's drops, tunnel 1's drops) as counted by worker `w`.
+    let tunnel_drops = |rt: &Runtime, w: usize| {
+        let d = |t| {
+            rt.tunnel_counters_of(w, TunnelId(t))
+                .map_or(0, |c| c.total_dropped())
+        };
+        (d(0), d(1))
+    };
     let unknown = |rt: &Runtime, w: usize| {
         rt.worker_snapshot(w)
             .map_or(0, |s| s.worker.dropped(DropReason::UnknownSpi))
     };
+    let seen = |rt: &Runtime| {
+        let (a, b) = (tunnel_drops(rt, 0), tunnel_drops(rt, 1));
+        a.0 + a.1 + b.0 + b.1 + unknown(rt, 0) + unknown(rt, 1)
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while unknown(&rt, 0) + unknown(&rt, 1) < 30 && Instant::now() < deadline {
+    while seen(&rt) < 35 && Instant::now() < deadline {
         rt.poll();
         std::thread::sleep(Duration::from_millis(50));
     }
-    let each = (unknown(&rt, 0), unknown(&rt, 1));
-    println!("steering: unknown_spi per worker {each:?}");
+    let each = (tunnel_drops(&rt, 0), tunnel_drops(&rt, 1));
+    let handoff: Vec<_> = (0..2)
+        .map(|w| rt.worker_snapshot(w).map(|s| s.handoff).unwrap_or_default())
+        .collect();
+    println!("steering: (tunnel 0, tunnel 1) drops per worker {each:?}, hand-off {handoff:?}");
     assert_eq!(
-        each.0 + each.1,
-        30,
-        "every datagram reached a worker: {each:?}"
+        unknown(&rt, 0) + unknown(&rt, 1),
+        5,
+        "a packet without an SA stays where it arrived"
     );
-    if mode == SteeringMode::Flow {
-        assert_eq!(each, (10, 20), "tunnel 0 on worker 0, tunnel 1 on worker 1");
+    assert_eq!(
+        each,
+        ((10, 0), (0, 20)),
+        "tunnel 0 decrypted by worker 0 alone, tunnel 1 by worker 1 alone"
+    );
+    if matches!(mode, SteeringMode::Handoff { .. }) {
+        let sent = handoff[0].sent + handoff[1].sent;
+        assert_eq!(sent, handoff[0].received + handoff[1].received);
+        assert_eq!(handoff[0].full + handoff[1].full, 0);
     }
     rt.shutdown();
     assert!(!std::path::Path::new(&format!("/var/run/dpdk/{prefix}")).exists());

@@ -222,20 +222,30 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     let (acked, failed) = rt.commands();
-    let per_tunnel: Vec<(TunnelId, worker::TunnelSnapshot, Option<usize>)> = tunnels
+    // Per tunnel: the counters, the worker its inbound ESP is steered to,
+    // and the packets each worker decrypted for it.
+    type PerTunnel = (TunnelId, worker::TunnelSnapshot, Option<usize>, Vec<u64>);
+    let per_tunnel: Vec<PerTunnel> = tunnels
         .iter()
         .filter_map(|t| {
+            let by_worker = (0..rt.workers())
+                .map(|w| rt.tunnel_counters_of(w, *t).map_or(0, |c| c.in_packets))
+                .collect();
             rt.tunnel_counters(*t)
-                .map(|c| (*t, c, rt.steered_worker(*t)))
+                .map(|c| (*t, c, rt.steered_worker(*t), by_worker))
         })
         .collect();
     let (each, last) = rt.shutdown_per_worker();
     println!("commands: applied {} failed {failed}", acked - failed);
     print_stats("stats:", &last.worker);
-    for (t, c, steered) in per_tunnel {
-        let steered = steered
+    for (t, c, steered, by_worker) in per_tunnel {
+        let mut steered = steered
             .map(|w| format!(" steered_worker={w}"))
             .unwrap_or_default();
+        if by_worker.len() > 1 {
+            let each: Vec<String> = by_worker.iter().map(u64::to_string).collect();
+            steered.push_str(&format!(" in_by_worker={}", each.join(",")));
+        }
         println!(
             "tunnel {}: in_packets={} in_bytes={} out_packets={} out_bytes={} dropped={}{steered}",
             t.0,
@@ -246,22 +256,27 @@ fn run(args: &Args) -> anyhow::Result<()> {
             c.total_dropped()
         );
     }
-    if last.tx_full.iter().any(|&n| n > 0) || last.no_kernel_port > 0 {
+    if last.tx_full.iter().any(|&n| n > 0) || last.no_kernel_port > 0 || last.handoff.full > 0 {
         println!(
-            "drop tx_full={} no_kernel_port={}",
+            "drop tx_full={} no_kernel_port={} handoff_full={}",
             last.tx_full.iter().sum::<u64>(),
-            last.no_kernel_port
+            last.no_kernel_port,
+            last.handoff.full
         );
     }
     // Each worker's share (a line per worker even with one).
     for (i, w) in each.iter().enumerate() {
         println!(
-            "worker {i}: encap={} decap={} punted={} arp_replies={} dropped={}",
+            "worker {i}: encap={} decap={} punted={} arp_replies={} dropped={} \
+             handed_off={} handoff_received={} handoff_full={}",
             w.worker.encap_packets,
             w.worker.decap_packets,
             w.worker.punted,
             w.worker.arp_replies,
-            w.worker.total_dropped()
+            w.worker.total_dropped(),
+            w.handoff.sent,
+            w.handoff.received,
+            w.handoff.full
         );
     }
     Ok(())

@@ -541,12 +541,16 @@ impl Dataplane for DpdkDataplane {
         }
         st.drops
             .insert("no_kernel_port".to_owned(), snap.no_kernel_port);
+        st.drops
+            .insert("handoff_full".to_owned(), snap.handoff.full);
         let (applied, failed) = rt.commands();
         for (name, v) in [
             ("encap_packets", w.encap_packets),
             ("decap_packets", w.decap_packets),
             ("punted", w.punted),
             ("arp_replies", w.arp_replies),
+            ("handed_off", snap.handoff.sent),
+            ("handoff_received", snap.handoff.received),
             ("dropped", w.total_dropped()),
             ("commands_applied", applied),
             ("commands_failed", failed),

@@ -12,8 +12,11 @@
 //!
 //! Where the driver has no `rte_flow` (`net_af_packet`, `net_memif`,
 //! `net_null`: "Function not implemented"), or refuses the rules, the port
-//! stays on RSS / the driver's spreading, [`SteeringMode::Rss`] says why,
-//! and nothing is steered. `net_tap` refuses them on a kernel built
+//! stays on RSS / the driver's spreading and the workers steer in
+//! software instead: [`SteeringMode::Handoff`] says why, and the worker
+//! that receives a tunnel's ESP hands it to the tunnel's worker over a
+//! ring ([`super::handoff`]), which also catches peers behind a NAT (it
+//! goes by SPI, not addresses). `net_tap` refuses them on a kernel built
 //! without `CONFIG_NET_SCH_MULTIQ`, `CONFIG_NET_CLS_FLOWER` and
 //! `CONFIG_NET_ACT_SKBEDIT` (the PMD turns a rule into a TC flower filter
 //! with an skbedit `queue_mapping` action under a `multiq` root qdisc of
@@ -23,7 +26,8 @@
 //! the same, and `rte_flow_create` fails with "Kernel refused TC filter
 //! rule creation (22)" / "overlapping rules or Kernel too old for flower
 //! support". That is the case of the test machines' 6.18 kernel, so the
-//! steered path is tested there only up to this fallback.
+//! rule path is tested there only up to this fallback (and hand-off
+//! end to end).
 //! That is decided once at start by installing and removing a probe rule
 //! (`rte_flow_validate` is not enough: the tap PMD validates rules its
 //! kernel then refuses).
@@ -61,8 +65,10 @@ pub enum SteeringMode {
     Single,
     /// Per-tunnel `rte_flow` rules.
     Flow,
-    /// RSS or the driver's own spreading; why there are no rules.
-    Rss {
+    /// No rules (why: the driver's refusal of the probe rule); RSS or the
+    /// driver spreads, and the workers hand each tunnel's ESP to its
+    /// worker ([`super::handoff`]).
+    Handoff {
         /// The driver's refusal of the probe rule.
         reason: String,
     },
@@ -76,9 +82,10 @@ impl std::fmt::Display for SteeringMode {
                 f,
                 "each tunnel's ESP and UDP 4500 steered to one worker by rte_flow rules"
             ),
-            Self::Rss { reason } => write!(
+            Self::Handoff { reason } => write!(
                 f,
-                "no rte_flow steering, ESP spread over the workers by RSS / the driver: {reason}"
+                "no rte_flow steering, each tunnel's ESP handed to its worker by the worker \
+                 that receives it: {reason}"
             ),
         }
     }
@@ -136,7 +143,7 @@ impl Steering {
                 s.port = Some(port.clone());
             }
             Err(e) => {
-                s.mode = SteeringMode::Rss {
+                s.mode = SteeringMode::Handoff {
                     reason: format!("outside port {device}: {e}"),
                 };
             }
@@ -160,8 +167,16 @@ impl Steering {
 
     /// Make the rules those of `tunnels`: unchanged tunnels keep theirs,
     /// changed or gone ones lose them, new ones get them. Returns the
-    /// refusals (those tunnels stay on RSS).
+    /// refusals (those tunnels stay on RSS). With hand-off only the
+    /// queues are recorded (the runtime sends the workers their table).
     pub(super) fn steer(&mut self, tunnels: &[SteerTunnel]) -> Vec<String> {
+        if matches!(self.mode, SteeringMode::Handoff { .. }) {
+            self.installed = tunnels
+                .iter()
+                .map(|t| (t.tunnel, (*t, Vec::new())))
+                .collect();
+            return Vec::new();
+        }
         let Some(port) = self.port.clone() else {
             return Vec::new();
         };
@@ -237,10 +252,11 @@ mod tests {
 
     #[test]
     fn modes_say_what_they_mean() {
-        let m = SteeringMode::Rss {
+        let m = SteeringMode::Handoff {
             reason: "outside port net_null0: rte_flow_create: not supported".into(),
         };
         assert!(m.to_string().contains("no rte_flow steering"));
+        assert!(m.to_string().contains("handed to its worker"));
         assert!(m.to_string().contains("net_null0"));
         assert!(SteeringMode::Flow.to_string().contains("rte_flow rules"));
     }

@@ -73,7 +73,18 @@ pub enum Command {
         /// On or off.
         enabled: bool,
     },
+    /// Replace the table of which worker decrypts each tunnel's inbound
+    /// ESP, indexed by tunnel id ([`NO_OWNER`]: whichever receives it;
+    /// ids beyond the table likewise). Read through
+    /// [`Worker::inbound_owner`](crate::Worker::inbound_owner) by the
+    /// runtime, which hands a packet received on another worker's queue
+    /// to its owner. An empty table turns hand-off off (the default). The
+    /// old table comes back in [`Event::RetiredOwners`].
+    SetInboundOwners(Arc<[u16]>),
 }
+
+/// "No owner" in [`Command::SetInboundOwners`].
+pub const NO_OWNER: u16 = u16::MAX;
 
 /// One SA's counters as seen by one worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +120,8 @@ pub enum Event {
     RetiredOutbound(Box<OutboundSa>),
     /// The forwarding table that was replaced.
     RetiredFib(Arc<Fib>),
+    /// The inbound owner table replaced by [`Command::SetInboundOwners`].
+    RetiredOwners(Arc<[u16]>),
     /// The answer to [`Command::SnapshotSas`] (just before its
     /// [`Event::Done`]); `truncated` when there were more SAs than room.
     SaSnapshot {

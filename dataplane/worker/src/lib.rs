@@ -105,7 +105,7 @@ pub mod policy;
 mod stats;
 mod tables;
 
-pub use command::{Command, ControlEnd, Event, SaSnapshot, WorkerEnd, channel};
+pub use command::{Command, ControlEnd, Event, NO_OWNER, SaSnapshot, WorkerEnd, channel};
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,

@@ -20,7 +20,7 @@ use dataplane::wire::{EtherType, IpProtocol};
 use fib::{Fib, Target, TunnelId};
 use netbuf::PacketBuffer;
 
-use crate::command::{Command, Event, SaSnapshot, WorkerEnd};
+use crate::command::{Command, Event, NO_OWNER, SaSnapshot, WorkerEnd};
 use crate::counters::{CountersHandle, TunnelCounterBlock};
 use crate::nd;
 use crate::policy::{Dir, Policers};
@@ -229,6 +229,9 @@ pub struct Worker {
     /// packets are still to come.
     burst_epoch: u64,
     burst_left: u32,
+    /// Which worker decrypts each tunnel's inbound ESP (empty: no
+    /// hand-off; see [`Command::SetInboundOwners`]).
+    owners: Arc<[u16]>,
 }
 
 /// What a parsed frame is.
@@ -272,6 +275,7 @@ impl Worker {
             now_ms: 0,
             burst_epoch: 0,
             burst_left: 0,
+            owners: Arc::from(Vec::new()),
             counters: TunnelCounterBlock::new(capacity),
             policers: Policers::new(capacity),
         }
@@ -477,6 +481,10 @@ impl Worker {
                 }
             }
             Command::SetPolicing { enabled } => self.policers.set_enabled(enabled),
+            Command::SetInboundOwners(owners) => {
+                let old = std::mem::replace(&mut self.owners, owners);
+                self.emit(Event::RetiredOwners(old));
+            }
             Command::SetAddresses(addrs) => self.addrs = *addrs,
             Command::SetMtuOptions(options) => {
                 self.options = *options;
@@ -554,6 +562,23 @@ impl Worker {
                 io.send(action, buf);
             }
         }
+    }
+
+    /// The worker that decrypts an outside frame
+    /// ([`Command::SetInboundOwners`]): `Some` only for ESP (raw or in UDP
+    /// 4500) of a known SPI whose tunnel has an owner; anything else is
+    /// for whichever worker received it. Reads only (the SPI lookup also
+    /// prefetches the SA's slot, as the burst loop's first stage does).
+    #[inline]
+    #[must_use]
+    pub fn inbound_owner(&self, frame: &[u8]) -> Option<u16> {
+        if self.owners.is_empty() {
+            return None;
+        }
+        let spi = peek_esp_spi(frame)?;
+        let (_, tunnel) = self.tables.inbound_at(self.tables.inbound_index(spi)?)?;
+        let owner = *self.owners.get(tunnel?.0 as usize)?;
+        (owner != NO_OWNER).then_some(owner)
     }
 
     /// First prefetch stage of [`Worker::handle_burst_io`] for one frame:

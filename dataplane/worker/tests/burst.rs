@@ -21,7 +21,7 @@ use dataplane::esp::sa::Direction;
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{FibBuilder, Target, TunnelId};
 use netbuf::TestBuffer;
-use worker::{Action, Command, Ingress, Worker};
+use worker::{Action, Command, Event, Ingress, NO_OWNER, Worker};
 
 const TUNNELS: u32 = 12;
 const BURST: usize = 32;
@@ -270,4 +270,55 @@ fn empty_and_single_packet_bursts() {
     );
     assert_eq!(io.sent.len(), 1);
     assert_eq!(io.sent[0].0, Action::ToOutside);
+}
+
+/// [`Worker::inbound_owner`], what the runtime's hand-off between workers
+/// asks of each received frame: the worker of the ESP's tunnel from the
+/// table [`Command::SetInboundOwners`] gave; nothing without a table, for
+/// a tunnel marked [`NO_OWNER`] or beyond the table, for an unknown SPI or
+/// for anything that is not ESP. A new table gives the old one back.
+#[test]
+fn inbound_owner_names_the_worker_of_the_esp_s_tunnel() {
+    let mut conc = concentrator();
+    let mut cgw = gateway();
+    // ESP of tunnels 0..=3 (inbound SPIs 0x2000..=0x2003).
+    let esp: Vec<TestBuffer> = (0..4u8)
+        .map(|t| {
+            let mut p = udp_v4([203, 0, 113, 7], [198, 51, 100, 10 + t], 64);
+            fix_v4_checksum(&mut p);
+            let mut b = frame(CONC_MAC, CGW_MAC, 0x0800, &p);
+            assert_eq!(cgw.worker.handle_inside(&mut b), Action::ToOutside);
+            b
+        })
+        .collect();
+    let owners = |conc: &Side| -> Vec<Option<u16>> {
+        esp.iter()
+            .map(|b| conc.worker.inbound_owner(b.as_ref()))
+            .collect()
+    };
+    assert_eq!(owners(&conc), [None; 4], "no table: no hand-off");
+
+    conc.send(Command::SetInboundOwners(Arc::from(vec![1, 0, NO_OWNER])));
+    assert_eq!(owners(&conc), [Some(1), Some(0), None, None]);
+    let mut unknown = esp[0].duplicate();
+    unknown.as_mut()[14 + 20..14 + 24].copy_from_slice(&0x0bad_0bad_u32.to_be_bytes());
+    assert_eq!(conc.worker.inbound_owner(unknown.as_ref()), None);
+    let mut ike = udp_v4([192, 0, 2, 2], [192, 0, 2, 1], 40);
+    ike[20..24].copy_from_slice(&[17, 148, 17, 148]); // 4500 → 4500, non-ESP marker
+    fix_v4_checksum(&mut ike);
+    let ike = frame(CONC_MAC, CGW_MAC, 0x0800, &ike);
+    assert_eq!(conc.worker.inbound_owner(ike.as_ref()), None);
+    assert_eq!(conc.worker.inbound_owner(&[0x45; 9]), None);
+
+    conc.send(Command::SetInboundOwners(Arc::from(vec![0, 1, 0, 1])));
+    assert_eq!(owners(&conc), [Some(0), Some(1), Some(0), Some(1)]);
+    let retired: Vec<usize> = conc
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            Event::RetiredOwners(o) => Some(o.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retired, [0, 3], "each table replaced comes back");
 }
