@@ -378,6 +378,13 @@ pub struct WorkerSnapshot {
     pub no_kernel_port: u64,
     /// Inbound ESP handed to or from other workers ([`handoff`]).
     pub handoff: HandoffCounts,
+    /// TSC cycles spent on bursts that held packets, from the rx burst to
+    /// the last tx burst (empty polls, commands and timers excluded):
+    /// divided by the packets handled, the worker's cost per packet
+    /// whatever the offered load (see `bench/`).
+    pub busy_cycles: u64,
+    /// Packets received from the ports and the other workers.
+    pub rx_packets: u64,
     /// Seconds the worker has been running (its SA ageing clock).
     pub uptime_secs: u64,
 }
@@ -390,6 +397,8 @@ impl std::ops::AddAssign<&Self> for WorkerSnapshot {
         }
         self.no_kernel_port = self.no_kernel_port.wrapping_add(o.no_kernel_port);
         self.handoff += &o.handoff;
+        self.busy_cycles = self.busy_cycles.wrapping_add(o.busy_cycles);
+        self.rx_packets = self.rx_packets.wrapping_add(o.rx_packets);
         self.uptime_secs = self.uptime_secs.max(o.uptime_secs);
     }
 }
@@ -1284,11 +1293,14 @@ fn worker_loop(
     let mut next_tick = start + hz;
     let mut next_stats = start + stats_period;
     let mut secs = 0u64;
-    let snapshot = |w: &Worker, out: &TxSide, h: Option<&Handoff>, secs| WorkerSnapshot {
+    let (mut busy_cycles, mut rx_packets) = (0u64, 0u64);
+    let snapshot = |w: &Worker, out: &TxSide, h: Option<&Handoff>, secs, busy, rx| WorkerSnapshot {
         worker: w.stats().clone(),
         tx_full: out.tx_full,
         no_kernel_port: out.no_kernel_port,
         handoff: h.map(|h| h.counts).unwrap_or_default(),
+        busy_cycles: busy,
+        rx_packets: rx,
         uptime_secs: secs,
     };
     while !stop.load(Ordering::Relaxed) {
@@ -1306,12 +1318,20 @@ fn worker_loop(
             next_stats = now + stats_period;
             // One slot stays free for the final counters.
             if stats_tx.slots() > 1 {
-                let _ = stats_tx.push(snapshot(w, &out, handoff.as_deref(), secs));
+                let _ = stats_tx.push(snapshot(
+                    w,
+                    &out,
+                    handoff.as_deref(),
+                    secs,
+                    busy_cycles,
+                    rx_packets,
+                ));
             }
         }
         // Side 3: what the other workers handed over (ESP of tunnels
         // this worker owns, received on their queues).
         for side in 0..4 {
+            let polled = dpdk::rdtsc();
             let n = match side {
                 0 => q.outside.0.rx_burst_max(&mut rx, 32),
                 1 => q.inside.0.rx_burst_max(&mut rx, 32),
@@ -1327,6 +1347,7 @@ fn worker_loop(
             if n == 0 {
                 continue;
             }
+            rx_packets += n as u64;
             let ingress = match side {
                 0 | 3 => Ingress::Outside,
                 1 => Ingress::Inside,
@@ -1342,6 +1363,7 @@ fn worker_loop(
                 _ => &mut rx,
             };
             if burst.is_empty() {
+                busy_cycles += dpdk::rdtsc().saturating_sub(polled);
                 continue;
             }
             w.begin_burst(burst.len());
@@ -1352,9 +1374,10 @@ fn worker_loop(
             let mut io = FnIo(|| pool.alloc(), |a, m| out.emit(q, a, m));
             w.handle_burst_io(ingress, burst.drain(), &mut io);
             out.flush(q);
+            busy_cycles += dpdk::rdtsc().saturating_sub(polled);
         }
     }
-    snapshot(w, &out, handoff.as_deref(), secs)
+    snapshot(w, &out, handoff.as_deref(), secs, busy_cycles, rx_packets)
 }
 
 /// Our IPv4 addresses among `addrs`.

@@ -4,9 +4,14 @@
 # each, so every build sees the same time window; the same esp-loadgen and
 # run as bench/scripts/e2e-bench.sh. Before each build's pair it waits (up
 # to QUIET_MAX s) until no more than two tasks are runnable for 2 s. Prints
-# one JSON line per run (with "bin"), then per build: best and median
-# Gbps/Mpps with 1 and many tunnels and the many/1 ratios (best/best,
-# median/median, median of the ratios paired round by round).
+# one JSON line per run (with "bin" and "cpp", the worker's TSC cycles per
+# packet: its busy cycles — bursts that held packets, rx to tx — over the
+# packets it received, which the load generator's own speed does not
+# move), then per build: best and median Gbps/Mpps with 1 and many tunnels,
+# the many/1 ratios (best/best, median/median, median of the ratios paired
+# round by round), and the worker's cycles per packet (medians) with their
+# 1/many ratio (paired median): the many/1 throughput ratio of a worker
+# that is the bottleneck.
 #
 # usage: bench/scripts/e2e-ab.sh SECONDS ROUNDS "MODES" "SIZES" VPN_DP_A VPN_DP_B ...
 #   e.g. bench/scripts/e2e-ab.sh 2 10 encap 1420 /tmp/vpn-dp.before target/release/vpn-dp
@@ -61,7 +66,10 @@ run() { # bin tunnels mode size
   if [ -z "$line" ]; then
     echo "loadgen failed ($bin $tunnels $mode $size):" >&2; cat "$D/lg.err" "$D/dp.err" >&2; return 1
   fi
-  echo "{\"bin\":\"$bin\",\"quiet\":$QUIET,\"at\":\"$(date -u +%T)\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",${line#\{}" \
+  local cpp
+  cpp=$(awk '/^worker 0:/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+             if (v["rx"] > 0) printf "%.1f", v["busy_cycles"] / v["rx"] }' "$D/dp.out")
+  echo "{\"bin\":\"$bin\",\"quiet\":$QUIET,\"cpp\":${cpp:-0},\"at\":\"$(date -u +%T)\",\"load\":\"$(cut -d' ' -f1 /proc/loadavg)\",${line#\{}" \
     | tee -a "$D/results.jsonl"
 }
 
@@ -78,8 +86,8 @@ g = collections.defaultdict(list)
 for r in rows:
     g[(r['bin'], r['mode'].lower(), r['size'], r['tunnels'] == 1)].append(r)
 print()
-print("| build | mode | inner B | runs | 1 tunnel Gbps best / median | Mpps | many Gbps best / median | Mpps | many/1 best | median | paired median |")
-print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| build | mode | inner B | runs | 1 tunnel Gbps best / median | Mpps | many Gbps best / median | Mpps | many/1 best | median | paired median | worker cyc/pkt 1 / many | 1/many paired |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (b, m, s) in sorted({k[:3] for k in g}):
     one, many = g[(b, m, s, True)], g[(b, m, s, False)]
     if not one or not many:
@@ -87,8 +95,11 @@ for (b, m, s) in sorted({k[:3] for k in g}):
     gb = lambda L: [x['gbps'] for x in L]
     mp = lambda L: [x['mpps'] for x in L]
     pr = [y['gbps'] / x['gbps'] for x, y in zip(one, many)]
+    cpp = lambda L: [x.get('cpp', 0) for x in L]
+    cr = [x['cpp'] / y['cpp'] for x, y in zip(one, many) if x.get('cpp') and y.get('cpp')]
     print(f"| {b} | {m} | {s or 'IMIX'} | {len(one)} | {max(gb(one)):.2f} / {st.median(gb(one)):.2f} | "
           f"{max(mp(one)):.2f} / {st.median(mp(one)):.2f} | {max(gb(many)):.2f} / {st.median(gb(many)):.2f} | "
           f"{max(mp(many)):.2f} / {st.median(mp(many)):.2f} | {max(gb(many)) / max(gb(one)):.2f} | "
-          f"{st.median(gb(many)) / st.median(gb(one)):.2f} | {st.median(pr):.2f} |")
+          f"{st.median(gb(many)) / st.median(gb(one)):.2f} | {st.median(pr):.2f} | "
+          f"{st.median(cpp(one)):.0f} / {st.median(cpp(many)):.0f} | {st.median(cr) if cr else 0:.2f} |")
 PY

@@ -268,7 +268,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for (i, w) in each.iter().enumerate() {
         println!(
             "worker {i}: encap={} decap={} punted={} arp_replies={} dropped={} \
-             handed_off={} handoff_received={} handoff_full={}",
+             handed_off={} handoff_received={} handoff_full={} rx={} busy_cycles={}",
             w.worker.encap_packets,
             w.worker.decap_packets,
             w.worker.punted,
@@ -276,7 +276,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             w.worker.total_dropped(),
             w.handoff.sent,
             w.handoff.received,
-            w.handoff.full
+            w.handoff.full,
+            w.rx_packets,
+            w.busy_cycles
         );
     }
     Ok(())

@@ -67,6 +67,14 @@
 //!   [`dataplane::esp::shared`]. An SA on one worker keeps its private,
 //!   cheaper window.
 //!
+//! On top of that the runtime places each tunnel's inbound ESP on one
+//! worker, the two tunnels of a connection on different ones: by the
+//! NIC's flow rules where it has them, otherwise by hand-off — the
+//! receiving worker asks [`Worker::inbound_owner`] (SPI → tunnel → the
+//! owner table of [`Command::SetInboundOwners`]) and passes the packet to
+//! that worker. The shared window stays the safety net for what still
+//! lands elsewhere (a tunnel not placed yet, a rule that does not match).
+//!
 //! [`OutboundSa::with_shared_seq`]: dataplane::esp::OutboundSa::with_shared_seq
 //! [`InboundSa::with_shared_replay`]: dataplane::esp::InboundSa::with_shared_replay
 //!
