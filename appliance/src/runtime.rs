@@ -1328,8 +1328,9 @@ fn worker_loop(
                 ));
             }
         }
-        // Side 3: what the other workers handed over (ESP of tunnels
-        // this worker owns, received on their queues).
+        // Inputs: 0 outside, 1 inside, 2 kernel port, 3 what the other
+        // workers handed over (ESP of tunnels this worker owns that
+        // arrived on their queues).
         for side in 0..4 {
             let polled = dpdk::rdtsc();
             let n = match side {

@@ -472,6 +472,17 @@ fn two_workers_over_rss_queues_carry_every_tunnel() {
         "no packet arrived on the other worker's queue: {stats}"
     );
     assert_eq!(counter(&stats, w0, "handoff_full"), 0, "{stats}");
+    // Each worker counts what it received (ports and hand-off rings) and
+    // the cycles it spent on it: at least its encapsulated, decapsulated
+    // and handed-on packets, and some cycles for them.
+    for w in [w0, w1] {
+        let rx = counter(&stats, w, "rx");
+        let handled = counter(&stats, w, "encap")
+            + counter(&stats, w, "decap")
+            + counter(&stats, w, "handed_off");
+        assert!(rx >= handled && rx > 0, "{w} rx {rx} < {handled}: {stats}");
+        assert!(counter(&stats, w, "busy_cycles") > 0, "{w}: {stats}");
+    }
     let work = |w: &str| counter(&stats, w, "encap") + counter(&stats, w, "decap");
     assert!(work(w0) > 0 && work(w1) > 0, "one worker idle: {stats}");
     assert_eq!(
