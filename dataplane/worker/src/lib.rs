@@ -16,9 +16,9 @@
 //!
 //! The runtime hands each received burst to [`Worker::handle_burst_io`],
 //! which runs the matching `handle_*_io` on every packet in order while
-//! it looks the packets ahead up and prefetches their SA, counters and
-//! policer (with thousands of tunnels each packet's state is cold; see
-//! [`PREFETCH_AHEAD`]).
+//! it looks the packets ahead up and prefetches, stage by stage, the SPI
+//! table's line, then their SA, counters and policer (with thousands of
+//! tunnels each packet's state is cold; see [`PREFETCH_AHEAD`]).
 //!
 //! The `handle_*_io` variants take a [`PacketIo`]: the worker's buffer
 //! pool and a way to send the extra packets the pipeline produces (the
@@ -110,6 +110,7 @@ mod counters;
 mod nd;
 mod pipeline;
 pub mod policy;
+mod spi_map;
 mod stats;
 mod tables;
 
@@ -117,7 +118,7 @@ pub use command::{Command, ControlEnd, Event, NO_OWNER, SaSnapshot, WorkerEnd, c
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,
-    PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PacketIo, Worker,
+    PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PREFETCH_TABLE_AHEAD, PacketIo, Worker,
 };
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

@@ -60,23 +60,35 @@ pub enum Ingress {
 /// packet's tunnel (or inbound SA) and prefetches the pointer to its SA,
 /// its counters and its policer; [`PREFETCH_SA_AHEAD`] packets ahead it
 /// prefetches the SA itself (per-packet state, header template, key
-/// schedule and GHASH table). One packet's encryption (hundreds of
-/// nanoseconds at 1420 B) is longer than a miss to memory, so two stages
-/// of two packets hide both dependent misses without holding so many
-/// lines in flight that they evict each other.
+/// schedule and GHASH table), and [`PREFETCH_TABLE_AHEAD`] packets ahead,
+/// for ESP, the line of the SPI table the look-up reads. One packet's
+/// work (hundreds of nanoseconds) is longer than a miss to memory, so
+/// stages two packets apart hide each dependent miss without holding so
+/// many lines in flight that they evict each other.
 pub const PREFETCH_AHEAD: usize = 4;
 
 /// See [`PREFETCH_AHEAD`].
 pub const PREFETCH_SA_AHEAD: usize = 2;
 
-const _: () = assert!(PREFETCH_SA_AHEAD >= 1 && PREFETCH_SA_AHEAD < PREFETCH_AHEAD);
+/// See [`PREFETCH_AHEAD`]: also how many packets the burst loop holds.
+pub const PREFETCH_TABLE_AHEAD: usize = 8;
 
-/// What the first prefetch stage found for a packet ahead.
+const _: () = assert!(
+    PREFETCH_SA_AHEAD >= 1
+        && PREFETCH_SA_AHEAD < PREFETCH_AHEAD
+        && PREFETCH_AHEAD < PREFETCH_TABLE_AHEAD
+);
+
+/// What the prefetch stages found for a packet ahead.
 #[derive(Debug, Clone, Copy)]
 enum Hint {
     /// Nothing to prefetch (not for a tunnel, unknown, or the same SA as
     /// the packet before it).
     None,
+    /// Not looked at yet (an inside or kernel frame before the look-up).
+    Later,
+    /// ESP with this SPI, its SPI-table line prefetched.
+    Spi(u32),
     /// Toward this tunnel.
     Tunnel(TunnelId),
     /// ESP of the inbound SA at this index.
@@ -526,17 +538,20 @@ impl Worker {
         B: PacketBuffer,
         I: PacketIo<B>,
     {
-        const N: usize = PREFETCH_AHEAD;
+        const N: usize = PREFETCH_TABLE_AHEAD;
         let mut burst = burst.into_iter();
-        // A ring of the next N packets with what the first stage found for
-        // each; a run of packets of one SA is prefetched once.
+        // A ring of the next N packets with what the stages found for
+        // each; a run of packets of one SA is looked up once.
         let mut ahead: [Option<(B, Hint)>; N] = std::array::from_fn(|_| None);
         let mut last = None;
         for slot in &mut ahead {
             *slot = burst.next().map(|b| {
-                let hint = self.prefetch_lookup(ingress, b.as_ref(), &mut last);
+                let hint = self.prefetch_table(ingress, b.as_ref());
                 (b, hint)
             });
+        }
+        for (b, hint) in ahead.iter_mut().take(PREFETCH_AHEAD).flatten() {
+            *hint = self.prefetch_lookup(ingress, b.as_ref(), *hint, &mut last);
         }
         for (_, hint) in ahead.iter().take(PREFETCH_SA_AHEAD).flatten() {
             self.prefetch_sa(*hint);
@@ -547,9 +562,13 @@ impl Worker {
             if let Some((_, hint)) = &ahead[(head + PREFETCH_SA_AHEAD) % N] {
                 self.prefetch_sa(*hint);
             }
-            // The one N behind: its lookup now.
+            // The one PREFETCH_AHEAD behind: its look-up.
+            if let Some((b, hint)) = &mut ahead[(head + PREFETCH_AHEAD) % N] {
+                *hint = self.prefetch_lookup(ingress, b.as_ref(), *hint, &mut last);
+            }
+            // The one N behind: its SPI-table line.
             if let Some(next) = burst.next() {
-                let hint = self.prefetch_lookup(ingress, next.as_ref(), &mut last);
+                let hint = self.prefetch_table(ingress, next.as_ref());
                 ahead[head] = Some((next, hint));
             }
             head = (head + 1) % N;
@@ -581,19 +600,35 @@ impl Worker {
         (owner != NO_OWNER).then_some(owner)
     }
 
-    /// First prefetch stage of [`Worker::handle_burst_io`] for one frame:
+    /// First prefetch stage of [`Worker::handle_burst_io`]: for an ESP
+    /// frame on the outside port, the SPI table's line that its look-up
+    /// will read. Reads only.
+    fn prefetch_table(&self, ingress: Ingress, frame: &[u8]) -> Hint {
+        match ingress {
+            Ingress::Outside => peek_esp_spi(frame).map_or(Hint::None, |spi| {
+                self.tables.prefetch_spi(spi);
+                Hint::Spi(spi)
+            }),
+            Ingress::Inside | Ingress::Kernel => Hint::Later,
+        }
+    }
+
+    /// Second prefetch stage of [`Worker::handle_burst_io`] for one frame:
     /// finds its tunnel (inner destination through the FIB) or inbound SA
     /// (SPI) and prefetches what is reachable without another load: the
     /// slot holding the SA pointer, the tunnel's counters and policer.
     /// Reads only; a frame it cannot make sense of is left to the
     /// pipeline. `last` is the tunnel or SPI looked up last: a packet of
     /// the same one needs nothing more.
-    fn prefetch_lookup(&self, ingress: Ingress, frame: &[u8], last: &mut Option<u32>) -> Hint {
-        match ingress {
-            Ingress::Outside => {
-                let Some(spi) = peek_esp_spi(frame) else {
-                    return Hint::None;
-                };
+    fn prefetch_lookup(
+        &self,
+        ingress: Ingress,
+        frame: &[u8],
+        hint: Hint,
+        last: &mut Option<u32>,
+    ) -> Hint {
+        match (ingress, hint) {
+            (Ingress::Outside, Hint::Spi(spi)) => {
                 if *last == Some(spi) {
                     return Hint::None;
                 }
@@ -602,7 +637,7 @@ impl Worker {
                     .inbound_index(spi)
                     .map_or(Hint::None, Hint::Inbound)
             }
-            Ingress::Inside | Ingress::Kernel => {
+            (Ingress::Inside | Ingress::Kernel, Hint::Later) => {
                 let Some(ip) = frame.get(ETH_LEN..) else {
                     return Hint::None;
                 };
@@ -623,15 +658,16 @@ impl Worker {
                 self.policers.prefetch(tunnel.0 as usize);
                 Hint::Tunnel(tunnel)
             }
+            _ => Hint::None,
         }
     }
 
-    /// Second prefetch stage: the SA found by the first (every cache line
+    /// Third prefetch stage: the SA found by the second (every cache line
     /// of it: per-packet state, template, cipher context), and for an
     /// inbound SA its tunnel's counters and policer.
     fn prefetch_sa(&self, hint: Hint) {
         match hint {
-            Hint::None => {}
+            Hint::None | Hint::Later | Hint::Spi(_) => {}
             Hint::Tunnel(t) => {
                 if let Some(sa) = self.tables.outbound_of(t) {
                     prefetch::read_all(sa);

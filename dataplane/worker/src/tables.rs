@@ -1,10 +1,9 @@
 //! The worker's SA tables: inbound by SPI, outbound by tunnel.
 
-use std::collections::HashMap;
-
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::TunnelId;
-use rustc_hash::FxBuildHasher;
+
+use crate::spi_map::SpiMap;
 
 /// SAs owned by one worker. Capacity is reserved up front so installing
 /// never reallocates on the worker, and SAs are boxed so the box the
@@ -19,12 +18,10 @@ pub struct SaTables {
     /// The tunnel of each inbound SA (`NONE`: not given), parallel to
     /// `inbound`.
     inbound_tunnel: Vec<u32>,
-    /// SPI → index into `inbound`. FxHash, not SipHash: every key is an
-    /// SPI this appliance chose (random per Child SA, or from the static
-    /// file), so a peer cannot pick colliding keys; a packet's SPI only
-    /// probes. Looked up twice per ESP packet (prefetch stage, pipeline),
-    /// so the hash is one multiply instead of SipHash's rounds.
-    by_spi: HashMap<u32, u32, FxBuildHasher>,
+    /// SPI → index into `inbound`: one cache line per lookup, which the
+    /// burst loop prefetches before it looks up ([`SpiMap`]). Looked up
+    /// twice per ESP packet (prefetch stage, pipeline).
+    by_spi: SpiMap,
     /// Outbound SAs by tunnel id, `capacity` slots allocated up front:
     /// a packet's tunnel reaches its SA in one load (the pointer), which
     /// the burst loop prefetches before it reads it.
@@ -42,7 +39,7 @@ impl SaTables {
         Self {
             inbound: Vec::with_capacity(capacity),
             inbound_tunnel: Vec::with_capacity(capacity),
-            by_spi: HashMap::with_capacity_and_hasher(capacity, FxBuildHasher),
+            by_spi: SpiMap::with_capacity(capacity),
             outbound: (0..capacity).map(|_| None).collect(),
             outbound_len: 0,
             capacity,
@@ -73,7 +70,7 @@ impl SaTables {
     ) -> Result<Option<Box<InboundSa>>, Box<InboundSa>> {
         let spi = sa.spi();
         let t = tunnel.map_or(NONE, |t| t.0);
-        if let Some(&i) = self.by_spi.get(&spi) {
+        if let Some(i) = self.by_spi.get(spi) {
             self.inbound_tunnel[i as usize] = t;
             return Ok(Some(std::mem::replace(&mut self.inbound[i as usize], sa)));
         }
@@ -83,20 +80,23 @@ impl SaTables {
         let Ok(index) = u32::try_from(self.inbound.len()) else {
             return Err(sa);
         };
+        if self.by_spi.insert(spi, index).is_err() {
+            return Err(sa);
+        }
         self.inbound.push(sa);
         self.inbound_tunnel.push(t);
-        self.by_spi.insert(spi, index);
         Ok(None)
     }
 
     /// Removes an inbound SA by SPI.
     pub fn remove_inbound(&mut self, spi: u32) -> Option<Box<InboundSa>> {
-        let i = self.by_spi.remove(&spi)? as usize;
-        let sa = self.inbound.swap_remove(i);
-        self.inbound_tunnel.swap_remove(i);
-        if let Some(moved) = self.inbound.get(i) {
-            self.by_spi
-                .insert(moved.spi(), u32::try_from(i).unwrap_or(NONE));
+        let i = self.by_spi.remove(spi)?;
+        let sa = self.inbound.swap_remove(i as usize);
+        self.inbound_tunnel.swap_remove(i as usize);
+        if let Some(moved) = self.inbound.get(i as usize) {
+            // Present already (the last entry, moved into the hole):
+            // replacing its value cannot fail.
+            let _ = self.by_spi.insert(moved.spi(), i);
         }
         Some(sa)
     }
@@ -131,14 +131,14 @@ impl SaTables {
     /// The inbound SA of an SPI.
     #[inline]
     pub fn inbound_mut(&mut self, spi: u32) -> Option<&mut InboundSa> {
-        let i = *self.by_spi.get(&spi)?;
+        let i = self.by_spi.get(spi)?;
         self.inbound.get_mut(i as usize).map(|sa| &mut **sa)
     }
 
     /// The inbound SA of an SPI and the tunnel it was installed for.
     #[inline]
     pub fn inbound_with_tunnel(&mut self, spi: u32) -> Option<(&mut InboundSa, Option<TunnelId>)> {
-        let i = *self.by_spi.get(&spi)? as usize;
+        let i = self.by_spi.get(spi)? as usize;
         let t = self.inbound_tunnel.get(i).copied().unwrap_or(NONE);
         let sa = self.inbound.get_mut(i)?;
         Some((&mut **sa, (t != NONE).then_some(TunnelId(t))))
@@ -166,7 +166,7 @@ impl SaTables {
     /// prefetched.
     #[inline]
     pub(crate) fn inbound_index(&self, spi: u32) -> Option<u32> {
-        let i = *self.by_spi.get(&spi)?;
+        let i = self.by_spi.get(spi)?;
         if let (Some(sa), Some(t)) = (
             self.inbound.get(i as usize),
             self.inbound_tunnel.get(i as usize),
@@ -175,6 +175,13 @@ impl SaTables {
             prefetch::read(t);
         }
         Some(i)
+    }
+
+    /// Prefetches the line of the SPI table that looking `spi` up reads
+    /// (a stage before [`SaTables::inbound_index`]).
+    #[inline]
+    pub(crate) fn prefetch_spi(&self, spi: u32) {
+        self.by_spi.prefetch(spi);
     }
 
     /// The inbound SA at an index from [`SaTables::inbound_index`], with

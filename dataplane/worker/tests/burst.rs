@@ -175,16 +175,17 @@ fn outside_frames() -> Vec<TestBuffer> {
     v
 }
 
-/// Runs `frames` in bursts through `w`, one packet at a time or with
-/// `handle_burst_io`; returns what left, in order.
+/// Runs `frames` in bursts of `size` through `w`, one packet at a time or
+/// with `handle_burst_io`; returns what left, in order.
 fn run(
     w: &mut Worker,
     ingress: Ingress,
     frames: &[TestBuffer],
     burst: bool,
+    size: usize,
 ) -> Vec<(Action, Vec<u8>)> {
     let mut io = TestIo::with_pool(1000);
-    for chunk in frames.chunks(BURST) {
+    for chunk in frames.chunks(size) {
         w.begin_burst(chunk.len());
         let bufs = chunk.iter().map(TestBuffer::duplicate);
         if burst {
@@ -208,21 +209,29 @@ fn run(
         .collect()
 }
 
+/// Bursts shorter than each prefetch stage's distance, between them, at
+/// the burst loop's depth and past it, and the runtime's usual 32.
+const SIZES: [usize; 7] = [1, 3, 5, 7, 8, 9, BURST];
+
 fn same_through_both(ingress: Ingress, frames: &[TestBuffer]) -> usize {
-    let (mut one, mut many) = (concentrator(), concentrator());
-    let a = run(&mut one.worker, ingress, frames, false);
-    let b = run(&mut many.worker, ingress, frames, true);
-    assert_eq!(a.len(), b.len(), "as many frames out");
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert_eq!(x.0, y.0, "action of frame {i} out");
-        assert_eq!(x.1, y.1, "bytes of frame {i} out");
+    let mut out = 0;
+    for size in SIZES {
+        let (mut one, mut many) = (concentrator(), concentrator());
+        let a = run(&mut one.worker, ingress, frames, false, size);
+        let b = run(&mut many.worker, ingress, frames, true, size);
+        assert_eq!(a.len(), b.len(), "as many frames out (bursts of {size})");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x.0, y.0, "action of frame {i} out (bursts of {size})");
+            assert_eq!(x.1, y.1, "bytes of frame {i} out (bursts of {size})");
+        }
+        assert_eq!(one.worker.stats(), many.worker.stats(), "bursts of {size}");
+        let (c1, c2) = (one.worker.counters(), many.worker.counters());
+        for t in 0..TUNNELS {
+            assert_eq!(c1.tunnel(TunnelId(t)), c2.tunnel(TunnelId(t)), "tunnel {t}");
+        }
+        out = a.len();
     }
-    assert_eq!(one.worker.stats(), many.worker.stats());
-    let (c1, c2) = (one.worker.counters(), many.worker.counters());
-    for t in 0..TUNNELS {
-        assert_eq!(c1.tunnel(TunnelId(t)), c2.tunnel(TunnelId(t)), "tunnel {t}");
-    }
-    a.len()
+    out
 }
 
 #[test]
@@ -240,8 +249,8 @@ fn a_burst_through_handle_burst_io_leaves_as_one_packet_at_a_time() {
 fn every_drop_and_counter_is_the_same_in_the_burst_loop() {
     let (mut one, mut many) = (concentrator(), concentrator());
     let frames = inside_frames();
-    run(&mut one.worker, Ingress::Inside, &frames, false);
-    run(&mut many.worker, Ingress::Inside, &frames, true);
+    run(&mut one.worker, Ingress::Inside, &frames, false, BURST);
+    run(&mut many.worker, Ingress::Inside, &frames, true, BURST);
     let s = many.worker.stats();
     assert_eq!(s, one.worker.stats());
     // The mix did exercise the paths it claims to.

@@ -2,7 +2,8 @@
 //! MSS clamp, MTU check, encap or decap + reassembly check, FIB, counters)
 //! on `TestBuffer`s. Not a benchmark (those live in `bench/`): a quick
 //! number for the worker's own changes. Run with
-//! `cargo test --release -p worker --test throughput -- --ignored --nocapture`.
+//! `cargo test --release -p worker --test throughput -- --ignored --nocapture`
+//! (one of them: add its name, e.g. `decap`).
 
 #![allow(
     clippy::cast_possible_truncation,
@@ -204,4 +205,115 @@ fn encap_many_tunnels_one_at_a_time_and_in_bursts() {
             results[0][b].1 / results[1][b].1
         );
     }
+}
+
+/// The receiving end of [`tunnels`]: a worker at the customer gateway's
+/// address with the inbound SA of each of `n` tunnels.
+fn receivers(n: u32) -> Side {
+    let mut side = Side::with_capacity(CGW, CGW_MAC, CONC_MAC, n as usize);
+    for t in 0..n {
+        let cfg = sa_config(
+            0x10_0000 + t,
+            EspAlgorithm::Aes128Gcm16,
+            Direction::Inbound,
+            CGW,
+            CONC,
+            false,
+        );
+        side.send(Command::AddInbound(Box::new(
+            dataplane::esp::InboundSa::new(&cfg, 0).unwrap(),
+        )));
+        let _ = side.events();
+    }
+    side.routes(&[("10.0.0.0/8", Target::Inside)]);
+    side
+}
+
+/// Decap of ESP frames (`LEN` bytes of inner packet in the environment,
+/// 64 by default) round robin over 1 and 10,000 tunnels through the
+/// prefetching burst loop, the two alternating round by round; the best
+/// and the median of 100 rounds of 16 bursts each, and the median of the
+/// rounds' ratios. Every frame is sealed beforehand (each decapsulated
+/// once: the replay window is on) and copied into its buffer before every
+/// burst, timed with it. `SPREAD=n` sends the 10,000-SA worker's traffic
+/// round robin over its first `n` tunnels only: with `n` small all their
+/// state stays in cache, which separates the cost of a different SA per
+/// packet from that of its cache misses.
+#[test]
+#[ignore = "a measurement, run in release by hand"]
+fn decap_many_tunnels_in_bursts() {
+    const BURSTS: usize = 16;
+    const ROUNDS: usize = 100;
+    let len: usize = std::env::var("LEN")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(64);
+    let spread: u32 = std::env::var("SPREAD")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(u32::MAX);
+    let counts = [1u32, 10_000];
+    let mut sides = Vec::new();
+    for n in counts {
+        let mut sealer = tunnels(n);
+        let frames: Vec<Vec<u8>> = (0..ROUNDS * BURSTS * 32)
+            .map(|i| {
+                let t = (i as u32) % spread.clamp(1, n);
+                let inner = udp_v4(
+                    [198, 51, 100, 2],
+                    [10, (t >> 8) as u8, t as u8, 5],
+                    len - 28,
+                );
+                let mut b = frame(INSIDE_MAC, VPC_ROUTER_MAC, 0x0800, &inner);
+                assert_eq!(sealer.worker.handle_inside(&mut b), Action::ToOutside);
+                b.as_ref().to_vec()
+            })
+            .collect();
+        sides.push((receivers(n), frames));
+    }
+    let mut io = Recycle((0..32).map(|_| TestBuffer::new()).collect());
+    let mut times = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (k, (side, frames)) in sides.iter_mut().enumerate() {
+            let frames = &frames[round * BURSTS * 32..][..BURSTS * 32];
+            let t0 = Instant::now();
+            for chunk in frames.chunks(32) {
+                let mut bufs = std::mem::take(&mut io.0);
+                for (b, f) in bufs.iter_mut().zip(chunk) {
+                    b.reset(f).unwrap();
+                }
+                side.worker.begin_burst(chunk.len());
+                side.worker
+                    .handle_burst_io(Ingress::Outside, bufs.drain(..), &mut io);
+                io.0.append(&mut bufs);
+                assert_eq!(
+                    io.0.len(),
+                    32,
+                    "a frame was dropped: {:?}",
+                    side.worker.stats()
+                );
+            }
+            times[k].push(t0.elapsed().as_nanos() as f64 / (BURSTS * 32) as f64);
+        }
+    }
+    // Round by round (the two ran back to back, in the same weather).
+    let mut paired: Vec<f64> = times[0].iter().zip(&times[1]).map(|(a, b)| a / b).collect();
+    paired.sort_by(f64::total_cmp);
+    let mut results = [(0.0, 0.0); 2];
+    for (k, t) in times.iter_mut().enumerate() {
+        t.sort_by(f64::total_cmp);
+        results[k] = (t[0], t[t.len() / 2]);
+        println!(
+            "{:>5} tunnels, decap {len} B: best {:.0} ns/pkt, median {:.0} ns/pkt",
+            counts[k],
+            t[0],
+            t[t.len() / 2]
+        );
+    }
+    println!(
+        "10k/1 ratio, decap {len} B: best {:.2}, median {:.2}, paired median {:.2}",
+        results[0].0 / results[1].0,
+        results[0].1 / results[1].1,
+        paired[paired.len() / 2]
+    );
 }
