@@ -238,7 +238,10 @@ fn receivers(n: u32) -> Side {
 /// burst, timed with it. `SPREAD=n` sends the 10,000-SA worker's traffic
 /// round robin over its first `n` tunnels only: with `n` small all their
 /// state stays in cache, which separates the cost of a different SA per
-/// packet from that of its cache misses.
+/// packet from that of its cache misses. `STRIDE=k` visits the tunnels
+/// `k` apart (e.g. 7919, a prime: an order the hardware prefetcher cannot
+/// follow, unlike the default 1, where SAs neighbouring in memory come
+/// one after another, as in the end-to-end bench).
 #[test]
 #[ignore = "a measurement, run in release by hand"]
 fn decap_many_tunnels_in_bursts() {
@@ -252,13 +255,17 @@ fn decap_many_tunnels_in_bursts() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(u32::MAX);
+    let stride: u64 = std::env::var("STRIDE")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(1);
     let counts = [1u32, 10_000];
     let mut sides = Vec::new();
     for n in counts {
         let mut sealer = tunnels(n);
         let frames: Vec<Vec<u8>> = (0..ROUNDS * BURSTS * 32)
             .map(|i| {
-                let t = (i as u32) % spread.clamp(1, n);
+                let t = ((i as u64 * stride) % u64::from(spread.clamp(1, n))) as u32;
                 let inner = udp_v4(
                     [198, 51, 100, 2],
                     [10, (t >> 8) as u8, t as u8, 5],
