@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Before/after of the end-to-end bench on a shared machine: alternates two
 # (or more) vpn-dp builds run by run, 1 tunnel then TUNNELS_MANY tunnels for
-# each, so every build sees the same time window; the same esp-loadgen and
+# each (every other round in the reverse order of both), so every build
+# sees the same time window; the same esp-loadgen and
 # run as bench/scripts/e2e-bench.sh. Before each build's pair it waits (up
 # to QUIET_MAX s) until no more than two tasks are runnable for 2 s. Prints
 # one JSON line per run (with "bin" and "cpp", the worker's TSC cycles per
@@ -74,9 +75,16 @@ run() { # bin tunnels mode size
 }
 
 echo "== $(date -u '+%F %T') UTC, load: $(cut -d' ' -f1-3 /proc/loadavg)"
-for _ in $(seq "$ROUNDS"); do
+REVERSED=()
+for ((i = ${#BINS[@]} - 1; i >= 0; i--)); do REVERSED+=("${BINS[$i]}"); done
+for round in $(seq "$ROUNDS"); do
+  # Every other round in the opposite order (builds, and 1 / many
+  # tunnels), so a drift within a round, or a first run after the quiet
+  # wait that is slower than the next, favours neither side.
+  order=("${BINS[@]}") counts=(1 "$MANY")
+  if [ $((round % 2)) = 0 ]; then order=("${REVERSED[@]}") counts=("$MANY" 1); fi
   for mode in $MODES; do for size in $SIZES; do
-    for bin in "${BINS[@]}"; do quiet; for t in 1 "$MANY"; do run "$bin" "$t" "$mode" "$size"; done; done
+    for bin in "${order[@]}"; do quiet; for t in "${counts[@]}"; do run "$bin" "$t" "$mode" "$size"; done; done
   done; done
 done
 python3 - "$D/results.jsonl" <<'PY'
