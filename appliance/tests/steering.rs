@@ -134,13 +134,17 @@ fn inner() {
         .unwrap();
     rt.wait(t, Duration::from_secs(10)).unwrap();
 
-    // One connection, tunnel ids 0 and 1.
+    // One connection, tunnel ids 0 and 1. With hand-off, tunnel 1's
+    // customer gateway has no configured address (a certificate peer):
+    // hand-off goes by SPI and places it all the same (flow rules need
+    // the address, so there both tunnels have it).
+    let handoff_mode = matches!(mode, SteeringMode::Handoff { .. });
     let tunnels: Vec<SteerTunnel> = [(0u32, local0), (1, local1)]
         .iter()
         .map(|&(id, local)| SteerTunnel {
             tunnel: TunnelId(id),
-            local: IpAddr::V4(local),
-            remote: IpAddr::V4(remote),
+            local: Some(IpAddr::V4(local)),
+            remote: (id == 0 || !handoff_mode).then_some(IpAddr::V4(remote)),
             queue: queue_for(0, id as usize, 2),
         })
         .collect();

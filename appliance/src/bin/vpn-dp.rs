@@ -171,8 +171,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .iter()
             .map(|t| SteerTunnel {
                 tunnel: TunnelId(t.id),
-                local: t.local,
-                remote: t.remote,
+                local: Some(t.local),
+                remote: Some(t.remote),
                 queue: queue_for(t.id, 0, rt.workers()),
             })
             .collect();

@@ -15,8 +15,9 @@
 //! stays on RSS / the driver's spreading and the workers steer in
 //! software instead: [`SteeringMode::Handoff`] says why, and the worker
 //! that receives a tunnel's ESP hands it to the tunnel's worker over a
-//! ring ([`super::handoff`]), which also catches peers behind a NAT (it
-//! goes by SPI, not addresses). `net_tap` refuses them on a kernel built
+//! ring ([`super::handoff`]), which also places peers behind a NAT and
+//! certificate peers without a configured address (it goes by SPI, not
+//! addresses). `net_tap` refuses them on a kernel built
 //! without `CONFIG_NET_SCH_MULTIQ`, `CONFIG_NET_CLS_FLOWER` and
 //! `CONFIG_NET_ACT_SKBEDIT` (the PMD turns a rule into a TC flower filter
 //! with an skbedit `queue_mapping` action under a `multiq` root qdisc of
@@ -50,10 +51,13 @@ const NAT_T_PORT: u16 = 4500;
 pub struct SteerTunnel {
     /// The tunnel.
     pub tunnel: TunnelId,
-    /// Our outside address of the tunnel.
-    pub local: IpAddr,
-    /// The customer gateway's address.
-    pub remote: IpAddr,
+    /// Our outside address of the tunnel, when configured.
+    pub local: Option<IpAddr>,
+    /// The customer gateway's address, when configured (a certificate
+    /// peer may have none). A flow rule needs both addresses, so without
+    /// them the tunnel stays on RSS where rules steer; hand-off, which
+    /// goes by SPI, places it all the same.
+    pub remote: Option<IpAddr>,
     /// The rx queue, i.e. the worker.
     pub queue: u16,
 }
@@ -187,7 +191,10 @@ impl Steering {
             if self.installed.contains_key(&t.tunnel) {
                 continue;
             }
-            if t.local.is_ipv4() != t.remote.is_ipv4() {
+            let (Some(local), Some(remote)) = (t.local, t.remote) else {
+                continue;
+            };
+            if local.is_ipv4() != remote.is_ipv4() {
                 continue;
             }
             let mut flows = Vec::with_capacity(2);
@@ -198,8 +205,8 @@ impl Steering {
                 },
             ] {
                 let m = FlowMatch {
-                    src: Some(t.remote),
-                    dst: t.local,
+                    src: Some(remote),
+                    dst: local,
                     l4,
                 };
                 match port.flow_to_queue(&m, t.queue) {

@@ -7,7 +7,7 @@
 //! no-op, the runtime's steering mode says why).
 //!
 //! ```text
-//!   apply(config) ──► SteerTunnel per tunnel with both addresses ──► Runtime::steer
+//!   apply(config) ──► SteerTunnel per tunnel (with its addresses if known) ──► Runtime::steer
 //!                     (rules of changed/removed tunnels go, new ones come)
 //! ```
 
@@ -17,9 +17,11 @@ use control::dataplane::TunnelKey;
 use super::DpdkDataplane;
 use crate::runtime::steering::{SteerTunnel, queue_for};
 
-/// The steering wanted for `config` given its tunnel ids: tunnels whose
-/// customer gateway has no configured address (certificate peers) or
-/// whose outside address is unset are left to RSS.
+/// The steering wanted for `config` given its tunnel ids: every tunnel
+/// with an id. Those whose customer gateway has no configured address
+/// (certificate peers) or whose outside address is unset carry no
+/// address: flow rules cannot match them (they stay on RSS where rules
+/// steer), hand-off places them by SPI.
 pub(super) fn wanted(
     config: &ApplianceConfig,
     ids: &std::collections::BTreeMap<TunnelKey, fib::TunnelId>,
@@ -39,19 +41,17 @@ pub(super) fn wanted(
             })
             .copied()
         };
-        let (Some(remote), Some(t0), Some(t1)) = (remote, tid(0), tid(1)) else {
+        let (Some(t0), Some(t1)) = (tid(0), tid(1)) else {
             continue;
         };
         let base = t0.0.min(t1.0);
         for (i, (tunnel, t)) in [t0, t1].into_iter().zip(&c.tunnels).enumerate() {
-            if let Some(local) = t.outside_ip_address {
-                out.push(SteerTunnel {
-                    tunnel,
-                    local,
-                    remote,
-                    queue: queue_for(base, i, workers),
-                });
-            }
+            out.push(SteerTunnel {
+                tunnel,
+                local: t.outside_ip_address,
+                remote,
+                queue: queue_for(base, i, workers),
+            });
         }
     }
     out
@@ -96,10 +96,19 @@ mod tests {
         let w = wanted(&cfg, &ids, 2);
         assert_eq!(w.len(), 2, "{w:?}");
         assert_ne!(w[0].queue, w[1].queue);
-        assert_eq!(Some(w[0].local), c.tunnels[0].outside_ip_address);
-        assert_eq!(Some(w[1].local), c.tunnels[1].outside_ip_address);
-        assert_eq!(w[0].remote, w[1].remote);
+        assert_eq!(w[0].local, c.tunnels[0].outside_ip_address);
+        assert_eq!(w[1].local, c.tunnels[1].outside_ip_address);
+        assert!(w[0].remote.is_some() && w[0].remote == w[1].remote);
         // Without ids (not applied yet) nothing is steered.
         assert!(wanted(&cfg, &std::collections::BTreeMap::new(), 2).is_empty());
+        // A certificate peer without an address: both tunnels still get
+        // their workers (hand-off places them by SPI), with no remote
+        // address for a flow rule.
+        let mut cert = cfg.clone();
+        cert.customer_gateways[0].ip_address = None;
+        let w = wanted(&cert, &ids, 2);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_ne!(w[0].queue, w[1].queue);
+        assert_eq!((w[0].remote, w[1].remote), (None, None));
     }
 }
