@@ -14,9 +14,20 @@
 # 1/many ratio (paired median): the many/1 throughput ratio of a worker
 # that is the bottleneck.
 #
+# With ALTERNATE=N each build instead makes one run per round with
+# TUNNELS_MANY + 1 tunnels, the load generator alternating blocks of N
+# packets to tunnel 0 alone and round robin over the TUNNELS_MANY others
+# (esp-loadgen --alternate): one SA and many are then timed milliseconds
+# apart in the same run, and the table gives per build the medians of the
+# one-SA and many-SA blocks' Mpps and of the runs' many/one ratios (each
+# run's own: the median over its "many" blocks of their rate over the
+# mean of the "one" blocks around them), with their range. The machine's
+# drift, which moves separate runs by up to 2x here, cancels in it.
+#
 # usage: bench/scripts/e2e-ab.sh SECONDS ROUNDS "MODES" "SIZES" VPN_DP_A VPN_DP_B ...
 #   e.g. bench/scripts/e2e-ab.sh 2 10 encap 1420 /tmp/vpn-dp.before target/release/vpn-dp
-#   env: TUNNELS_MANY (default 10000), QUIET_MAX (default 30)
+#   env: TUNNELS_MANY (default 10000), QUIET_MAX (default 30), ALTERNATE
+#   (block size in packets, e.g. 16384; default 0: separate runs)
 set -uo pipefail
 SECS=$1; ROUNDS=$2; MODES=$3; SIZES=$4; shift 4
 BINS=("$@")
@@ -24,6 +35,8 @@ cd "$(dirname "$0")/../.."
 cargo build --release -q -p bench --bin esp-loadgen
 LG=${CARGO_TARGET_DIR:-target}/release/esp-loadgen
 MANY=${TUNNELS_MANY:-10000}
+ALT=${ALTERNATE:-0}
+MIXED=$((MANY + 1))
 D=$(mktemp -d /tmp/vt-e2e-ab.XXXXXX)
 DP_PID=
 cleanup() {
@@ -31,7 +44,7 @@ cleanup() {
   rm -rf "$D"
 }
 trap cleanup EXIT
-for t in 1 "$MANY"; do "$LG" --dir "$D" --tunnels "$t" --write-config "$D/dp-$t.toml"; done
+for t in 1 "$MANY" "$MIXED"; do "$LG" --dir "$D" --tunnels "$t" --write-config "$D/dp-$t.toml"; done
 
 quiet() {
   local ok=0 i=0 r
@@ -44,8 +57,8 @@ quiet() {
   done
 }
 
-run() { # bin tunnels mode size
-  local bin=$1 tunnels=$2 mode=$3 size=$4
+run() { # bin tunnels mode size [alternate]
+  local bin=$1 tunnels=$2 mode=$3 size=$4 alt=${5:-0}
   rm -f "$D"/*.sock
   "$bin" --config "$D/dp-$tunnels.toml" --lcores 0,1 --no-huge --file-prefix vt-e2e-ab-dp \
       > "$D/dp.out" 2> "$D/dp.err" &
@@ -55,7 +68,8 @@ run() { # bin tunnels mode size
   [ "$size" = 64 ] && packets=3000000
   : > "$D/lg.json"
   "$LG" --dir "$D" --tunnels "$tunnels" --mode "$mode" --size "$size" --seconds "$SECS" \
-      --packets "$packets" --rate-mpps 0 --file-prefix vt-e2e-ab-lg > "$D/lg.json" 2> "$D/lg.err" &
+      --packets "$packets" --rate-mpps 0 --alternate "$alt" --file-prefix vt-e2e-ab-lg \
+      > "$D/lg.json" 2> "$D/lg.err" &
   local lg=$! line=
   for _ in $(seq 1200); do
     line=$(head -1 "$D/lg.json"); [ -n "$line" ] && break
@@ -84,15 +98,33 @@ for round in $(seq "$ROUNDS"); do
   order=("${BINS[@]}") counts=(1 "$MANY")
   if [ $((round % 2)) = 0 ]; then order=("${REVERSED[@]}") counts=("$MANY" 1); fi
   for mode in $MODES; do for size in $SIZES; do
-    for bin in "${order[@]}"; do quiet; for t in "${counts[@]}"; do run "$bin" "$t" "$mode" "$size"; done; done
+    for bin in "${order[@]}"; do
+      quiet
+      if [ "$ALT" -gt 0 ]; then run "$bin" "$MIXED" "$mode" "$size" "$ALT"; continue; fi
+      for t in "${counts[@]}"; do run "$bin" "$t" "$mode" "$size"; done
+    done
   done; done
 done
 python3 - "$D/results.jsonl" <<'PY'
 import collections, json, statistics as st, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 g = collections.defaultdict(list)
+alt = collections.defaultdict(list)
 for r in rows:
-    g[(r['bin'], r['mode'].lower(), r['size'], r['tunnels'] == 1)].append(r)
+    if 'alt_ratio' in r:
+        alt[(r['bin'], r['mode'].lower(), r['size'])].append(r)
+    else:
+        g[(r['bin'], r['mode'].lower(), r['size'], r['tunnels'] == 1)].append(r)
+if alt:
+    print()
+    print("| build | mode | inner B | runs | one SA Mpps (median) | many SAs Mpps (median) | many/one, median of runs | range | block pairs per run |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (b, m, s), L in sorted(alt.items()):
+        ratios = [x['alt_ratio'] for x in L]
+        print(f"| {b} | {m} | {s or 'IMIX'} | {len(L)} | {st.median(x['one_mpps'] for x in L):.2f} | "
+              f"{st.median(x['many_mpps'] for x in L):.2f} | {st.median(ratios):.2f} | "
+              f"{min(ratios):.2f}–{max(ratios):.2f} | {min(x['alt_pairs'] for x in L)}–{max(x['alt_pairs'] for x in L)} |")
+    sys.exit(0)
 print()
 print("| build | mode | inner B | runs | 1 tunnel Gbps best / median | Mpps | many Gbps best / median | Mpps | many/1 best | median | paired median | worker cyc/pkt 1 / many | 1/many paired |")
 print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -28,8 +28,17 @@
 //! their index in the inner payload; encap packets are matched by their
 //! ESP sequence number (one SA, a freshly started `vpn-dp`).
 //!
+//! With `--alternate N` the traffic alternates blocks of `N` packets to
+//! tunnel 0 alone and blocks round robin over the other tunnels, so one
+//! SA and many are measured in the same run, milliseconds apart: the
+//! sink tells the blocks apart (decap: the inner source is the tunnel's
+//! address; encap: the SPI), times each, and reports the median ratio of
+//! each "many" block's rate to the mean of the "one" blocks around it.
+//! On a shared machine whose speed drifts by the second this ratio holds
+//! still where separate runs do not.
+//!
 //! Prints one JSON line: offered, sent, received, Mpps, Gbps of inner bytes,
-//! and latency percentiles in ns.
+//! latency percentiles in ns, and with `--alternate` the blocks' figures.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -103,6 +112,10 @@ struct Args {
     /// Paced offered load in Mpps (0 = as fast as the ring takes them).
     #[arg(long, default_value_t = 0.0)]
     rate_mpps: f64,
+    /// Alternate blocks of this many packets to tunnel 0 alone and round
+    /// robin over tunnels 1.. (0: round robin over all, no blocks).
+    #[arg(long, default_value_t = 0)]
+    alternate: usize,
     /// EAL lcore of the loadgen.
     #[arg(long, default_value = "0")]
     lcore: String,
@@ -272,6 +285,21 @@ fn checksum(h: &[u8]) -> u16 {
     !u16::try_from(s).unwrap_or(0)
 }
 
+/// The tunnel of packet `i`: round robin over the tunnels, or with
+/// `--alternate N` (`alternate > 0`, two tunnels or more) blocks of `N`
+/// packets to tunnel 0 and to the others round robin, in turn.
+fn tunnel_of(alternate: usize, tunnels: usize, i: usize) -> usize {
+    if alternate == 0 || tunnels < 2 {
+        return i % tunnels.max(1);
+    }
+    let (block, k) = (i / alternate, i % alternate);
+    if block % 2 == 0 {
+        0
+    } else {
+        1 + ((block / 2) * alternate + k) % (tunnels - 1)
+    }
+}
+
 fn tunnel_dst(t: usize) -> Ipv4Addr {
     let [_, _, h, l] = u32::try_from(t).unwrap_or(0).to_be_bytes();
     Ipv4Addr::new(10, h, l, 1)
@@ -322,7 +350,7 @@ fn prepare_esp(args: &Args, eth: ([u8; 6], [u8; 6])) -> anyhow::Result<Prepared>
     let mut frame = Vec::with_capacity(2048);
     let mut buf = TestBuffer::with_room(2048, 128);
     for i in 0..args.packets {
-        let t = i % sas.len();
+        let t = tunnel_of(args.alternate, sas.len(), i);
         inner_frame(
             &mut frame,
             eth,
@@ -349,6 +377,58 @@ struct Run {
     first_rx: Option<u64>,
     last_rx: u64,
     hist: Histogram<u64>,
+    /// With `--alternate`: the received stream cut where it changes
+    /// between tunnel 0 and the others.
+    blocks: Vec<Block>,
+}
+
+/// A run of received packets all of tunnel 0 (`one`) or all of others.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    one: bool,
+    packets: u64,
+    /// TSC of the rx bursts of its first and last packet.
+    first: u64,
+    last: u64,
+}
+
+impl Block {
+    fn mpps(&self, hz: u64) -> Option<f64> {
+        #[expect(clippy::cast_precision_loss, reason = "counters and cycles")]
+        let pps = (self.packets.checked_sub(1)? as f64) * hz as f64
+            / (self.last.checked_sub(self.first).filter(|&c| c > 0)? as f64);
+        Some(pps / 1e6)
+    }
+}
+
+/// The `--alternate` figures: medians of the "one" and "many" blocks'
+/// Mpps, and the median over "many" blocks of their rate over the mean
+/// rate of the "one" blocks before and after (which cancels a drift
+/// slower than a block). The first two blocks (warm-up) and the last
+/// (drain) are left out, and any cut short (under half a block: a
+/// stray packet of the other kind).
+fn alternate_figures(blocks: &[Block], block: usize, hz: u64) -> Option<(f64, f64, f64, usize)> {
+    let half = u64::try_from(block / 2).unwrap_or(u64::MAX);
+    let kept: Vec<(bool, f64)> = blocks
+        .get(2..blocks.len().checked_sub(1)?)?
+        .iter()
+        .filter(|b| b.packets >= half)
+        .filter_map(|b| Some((b.one, b.mpps(hz)?)))
+        .collect();
+    let mut ratios = Vec::new();
+    for w in kept.windows(3) {
+        if let [(true, a), (false, m), (true, b)] = w {
+            ratios.push(m / ((a + b) / 2.0));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let one = median(kept.iter().filter(|k| k.0).map(|k| k.1).collect())?;
+    let many = median(kept.iter().filter(|k| !k.0).map(|k| k.1).collect())?;
+    let n = ratios.len();
+    Some((one, many, median(ratios)?, n))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -419,6 +499,13 @@ fn report(args: &Args, tunnels: usize, r: &Run) {
         }
         _ => (0.0, 0.0, 0.0),
     };
+    let alt = alternate_figures(&r.blocks, args.alternate, hz).map_or_else(String::new, |f| {
+        format!(
+            ",\"alternate\":{},\"one_mpps\":{:.3},\"many_mpps\":{:.3},\
+             \"alt_ratio\":{:.3},\"alt_pairs\":{}",
+            args.alternate, f.0, f.1, f.2, f.3
+        )
+    });
     let pct = |q: f64| {
         if r.hist.is_empty() {
             0
@@ -429,7 +516,7 @@ fn report(args: &Args, tunnels: usize, r: &Run) {
     println!(
         "{{\"mode\":\"{:?}\",\"size\":{},\"tunnels\":{tunnels},\"offered\":{},\"sent\":{},\
          \"received\":{},\"seconds\":{secs:.3},\"mpps\":{mpps:.3},\"gbps\":{gbps:.3},\
-         \"rate_mpps\":{},\"latency_samples\":{},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{}}}",
+         \"rate_mpps\":{},\"latency_samples\":{},\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{}{alt}}}",
         args.mode,
         args.size,
         r.offered,
@@ -511,7 +598,11 @@ fn traffic(
         first_rx: None,
         last_rx: 0,
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        blocks: Vec::with_capacity(if args.alternate > 0 { 4096 } else { 0 }),
     };
+    let alternate = args.alternate > 0 && tunnels > 1;
+    // What tells tunnel 0's packets from the others' on the way back.
+    let (one_src, one_spi) = (tunnel_dst(0).octets(), spi(0, false).to_be_bytes());
     let mut frame = Vec::with_capacity(2048);
     let mut burst = Burst::new();
     let mut rx = Burst::new();
@@ -530,10 +621,31 @@ fn traffic(
         r.last_rx = now;
         r.received += n;
         for m in rx.drain() {
+            let d = m.as_ref();
+            if alternate {
+                // Decap: the inner source; encap: the SPI after
+                // Ethernet + IPv4.
+                let one = if rx_port_is_inside {
+                    d.get(ETH + 12..ETH + 16) == Some(&one_src[..])
+                } else {
+                    d.get(ETH + 20..ETH + 24) == Some(&one_spi[..])
+                };
+                match r.blocks.last_mut() {
+                    Some(b) if b.one == one => {
+                        b.packets += 1;
+                        b.last = now;
+                    }
+                    _ => r.blocks.push(Block {
+                        one,
+                        packets: 1,
+                        first: now,
+                        last: now,
+                    }),
+                }
+            }
             if !paced {
                 continue;
             }
-            let d = m.as_ref();
             let k = if rx_port_is_inside {
                 d.get(ETH + INDEX_AT..ETH + INDEX_AT + 8)
                     .and_then(|b| b.try_into().ok())
@@ -592,7 +704,7 @@ fn traffic(
                         &mut frame,
                         inside_eth,
                         VPC_HOST,
-                        tunnel_dst(next % tunnels),
+                        tunnel_dst(tunnel_of(args.alternate, tunnels, next)),
                         size_at(args.size, next),
                         next as u64,
                     );
