@@ -3,11 +3,15 @@
 # lcore) between two net_memif links to esp-loadgen (source + sink on the
 # other core). Encap and decap, AES-128-GCM, inner sizes 64/512/1420/IMIX,
 # with 1 tunnel and with TUNNELS_MANY tunnels; then the latency at 50 % of
-# the 1-tunnel maximum; then the in-memory ESP bench and the DPDK crypto
-# ceiling in the same run, for the ratios.
+# the 1-tunnel maximum; then the many/1 ratio once more with one SA and
+# many alternating in one run (esp-loadgen --alternate, blocks of ALTERNATE
+# packets: separate runs here differ by up to 2x, blocks milliseconds
+# apart do not); then the in-memory ESP bench and the DPDK crypto ceiling
+# in the same run, for the ratios.
 #
 # usage: bench/scripts/e2e-bench.sh [seconds-per-run]
 #   env: TUNNELS_MANY (default 10000)  SIZES (default "64 512 1420 0"; 0 = IMIX)
+#        ALTERNATE (default 16384; 0 skips the alternating runs)
 #        SKIP_ESP=1 skips the in-memory bench part
 #        VPN_DP=path runs that vpn-dp binary instead (e.g. an older build,
 #        for a before/after in the same time window); binaries are taken
@@ -17,6 +21,7 @@ set -euo pipefail
 SECS=${1:-2}
 TUNNELS_MANY=${TUNNELS_MANY:-10000}
 SIZES=${SIZES:-64 512 1420 0}
+ALTERNATE=${ALTERNATE:-16384}
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p appliance --bin vpn-dp
 cargo build --release -q -p bench --bin esp-loadgen
@@ -34,8 +39,8 @@ trap cleanup EXIT
 RESULTS=$D/results.jsonl
 
 # One run: a fresh vpn-dp (fresh SAs: sequence numbers from 1), one loadgen.
-run() { # tunnels mode size rate-mpps
-  local tunnels=$1 mode=$2 size=$3 rate=$4
+run() { # tunnels mode size rate-mpps [alternate]
+  local tunnels=$1 mode=$2 size=$3 rate=$4 alt=${5:-0}
   rm -f "$D"/*.sock
   "$DP" --config "$D/dp-$tunnels.toml" --lcores 0,1 --no-huge --file-prefix vt-e2e-dp \
       > "$D/dp.out" 2> "$D/dp.err" &
@@ -48,7 +53,8 @@ run() { # tunnels mode size rate-mpps
   # goes away).
   : > "$D/lg.json"
   "$LG" --dir "$D" --tunnels "$tunnels" --mode "$mode" --size "$size" \
-      --seconds "$SECS" --packets "$packets" --rate-mpps "$rate" --file-prefix vt-e2e-lg \
+      --seconds "$SECS" --packets "$packets" --rate-mpps "$rate" --alternate "$alt" \
+      --file-prefix vt-e2e-lg \
       > "$D/lg.json" 2> "$D/lg.err" &
   local lg=$! line=
   for _ in $(seq 1200); do
@@ -86,6 +92,15 @@ for l in open('$RESULTS'):
     run 1 "$mode" "$size" "$half"
   done
 done
+# One SA and many alternating in one run (tunnel 0 alone, then the
+# TUNNELS_MANY others round robin, block by block).
+if [ "$ALTERNATE" -gt 0 ]; then
+  mixed=$((TUNNELS_MANY + 1))
+  "$LG" --dir "$D" --tunnels "$mixed" --write-config "$D/dp-$mixed.toml"
+  for mode in encap decap; do
+    for size in $SIZES; do run "$mixed" "$mode" "$size" 0 "$ALTERNATE"; done
+  done
+fi
 
 ESP_OUT=$D/esp.out
 if [ -z "${SKIP_ESP:-}" ]; then
@@ -107,11 +122,17 @@ except FileNotFoundError:
 def name(s): return 'IMIX' if s == 0 else str(s)
 def get(t, m, s, rate0=True):
     for r in rows:
-        if r['tunnels'] == t and r['mode'].lower() == m and r['size'] == s and (r['rate_mpps'] == 0) == rate0:
+        if r['tunnels'] == t and r['mode'].lower() == m and r['size'] == s and (r['rate_mpps'] == 0) == rate0 \
+                and 'alt_ratio' not in r:
             return r
+def alternating(m, s):
+    for r in rows:
+        if 'alt_ratio' in r and r['mode'].lower() == m and r['size'] == s:
+            return f"{r['alt_ratio']:.2f}"
+    return "n/a"
 print()
-print(f"| mode | inner B | 1 tunnel Gbps | Mpps | {many} tunnels Gbps | Mpps | {many}/1 | vs in-memory | vs ring seal | vs DPDK aesni_gcm | latency p50 / p99 / p99.9 us at 50 % |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print(f"| mode | inner B | 1 tunnel Gbps | Mpps | {many} tunnels Gbps | Mpps | {many}/1 | {many}/1 alternating | vs in-memory | vs ring seal | vs DPDK aesni_gcm | latency p50 / p99 / p99.9 us at 50 % |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for m in ('encap', 'decap'):
     for s in sorted({r['size'] for r in rows}, key=lambda x: x or 10**6):
         one, lots, lat = get(1, m, s), get(many, m, s), get(1, m, s, False)
@@ -121,5 +142,5 @@ for m in ('encap', 'decap'):
         lat_s = f"{lat['p50_ns']/1e3:.1f} / {lat['p99_ns']/1e3:.1f} / {lat['p999_ns']/1e3:.1f}" if lat and lat['latency_samples'] else "n/a"
         print(f"| {m} | {name(s)} | {one['gbps']:.2f} | {one['mpps']:.2f} | "
               f"{lots['gbps'] if lots else 0:.2f} | {lots['mpps'] if lots else 0:.2f} | {ratio(lots and lots['gbps'], one['gbps'])} | "
-              f"{ratio(one['gbps'], mm.get(m))} | {ratio(one['gbps'], mm.get('seal'))} | {ratio(one['gbps'], mm.get('dpdk'))} | {lat_s} |")
+              f"{alternating(m, s)} | {ratio(one['gbps'], mm.get(m))} | {ratio(one['gbps'], mm.get('seal'))} | {ratio(one['gbps'], mm.get('dpdk'))} | {lat_s} |")
 EOF

@@ -57,8 +57,15 @@ echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') $(uname -n), $(nproc) CPUs, $(grep 
 echo "== load before: $(uptime)"
 ps -eo pcpu,comm --sort=-pcpu | awk 'NR > 1 && $1 >= 10 { printf "   busy: %s %s%%\n", $2, $1 }'
 
+# The bench's own executable: cargo also lists the package's binaries it
+# built on the way (esp-loadgen, ike-setup-peer), in no fixed order.
 BIN=$(cargo bench -q -p bench --bench esp --no-run --message-format=json 2>/dev/null \
-      | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+      | python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    t = m.get("target") or {}
+    if m.get("executable") and t.get("name") == "esp" and "bench" in t.get("kind", []):
+        print(m["executable"])' | tail -1)
 [ -x "$BIN" ] || { echo "bench binary not built" >&2; exit 1; }
 
 CSV=$(mktemp /tmp/esp-bench-dpdk.XXXXXX.csv)

@@ -759,3 +759,70 @@ fn traffic(
     drop((rx_in, tx_in, rx_out, tx_out, p_in, p_out));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_go_round_robin_or_in_alternating_blocks() {
+        let order = |alternate, tunnels| -> Vec<usize> {
+            (0..12).map(|i| tunnel_of(alternate, tunnels, i)).collect()
+        };
+        assert_eq!(order(0, 3), [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        // Blocks of 3: tunnel 0 alone, then tunnels 1..=4 round robin,
+        // carrying on where the previous "many" block stopped.
+        assert_eq!(order(3, 5), [0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 1, 2]);
+        assert_eq!(order(3, 1), [0; 12], "one tunnel: no blocks");
+    }
+
+    fn block(one: bool, packets: u64, first: u64, mpps: f64) -> Block {
+        // hz = 1e9: (packets - 1) packets in (packets - 1) / mpps µs.
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "test figures"
+        )]
+        let cycles = ((packets - 1) as f64 / mpps * 1e3) as u64;
+        Block {
+            one,
+            packets,
+            first,
+            last: first + cycles,
+        }
+    }
+
+    #[test]
+    fn the_ratio_is_each_many_block_over_the_one_blocks_around_it() {
+        let hz = 1_000_000_000;
+        // The machine slows down steadily (one-SA blocks 3.0, 2.8, 2.6,
+        // 2.4 Mpps); each many-SA block runs at 0.9 of the mean of its
+        // neighbours. A warm-up pair and a drain block at the ends, and a
+        // stray short block, are left out.
+        let blocks = [
+            block(true, 1000, 0, 1.0),
+            block(false, 1000, 0, 0.1),
+            block(true, 1000, 0, 3.0),
+            block(false, 1000, 0, 0.9 * 2.9),
+            block(true, 1000, 0, 2.8),
+            block(false, 1000, 0, 0.9 * 2.7),
+            block(true, 3, 0, 0.1),
+            block(true, 1000, 0, 2.6),
+            block(false, 1000, 0, 0.9 * 2.5),
+            block(true, 1000, 0, 2.4),
+            block(false, 10, 0, 0.1),
+        ];
+        let (one, many, ratio, pairs) = alternate_figures(&blocks, 1000, hz).unwrap();
+        assert_eq!(pairs, 3);
+        assert!((ratio - 0.9).abs() < 0.005, "{ratio}");
+        assert!(
+            (one - 2.7).abs() < 0.11 && (many - 0.9 * 2.7).abs() < 0.01,
+            "{one} {many}"
+        );
+        assert!(
+            alternate_figures(&blocks[..3], 1000, hz).is_none(),
+            "nothing to pair"
+        );
+    }
+}
