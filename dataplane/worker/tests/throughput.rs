@@ -13,12 +13,13 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
 use dataplane::crypto::EspAlgorithm;
-use dataplane::esp::OutboundSa;
+use dataplane::esp::{OutboundSa, SaConfig};
 use dataplane::esp::sa::Direction;
 use fib::{FibBuilder, Target, TunnelId};
 use netbuf::TestBuffer;
@@ -66,20 +67,26 @@ fn pipeline_ns_per_packet() {
     }
 }
 
+/// Tunnel `t`'s AES-128-GCM SA (SPI `0x10_0000 + t`) from `local` to
+/// `remote`, one way.
+fn tunnel_sa(t: u32, dir: Direction, local: Ipv4Addr, remote: Ipv4Addr) -> SaConfig {
+    sa_config(
+        0x10_0000 + t,
+        EspAlgorithm::Aes128Gcm16,
+        dir,
+        local,
+        remote,
+        false,
+    )
+}
+
 /// A concentrator worker with `n` AES-128-GCM tunnels: tunnel `t` has
 /// outbound SPI `0x10_0000 + t` and the route `10.x.y.0/24` (`x.y` = `t`).
 fn tunnels(n: u32) -> Side {
     let mut side = Side::with_capacity(CONC, CONC_MAC, CGW_MAC, n as usize);
     let mut fib = FibBuilder::new();
     for t in 0..n {
-        let cfg = sa_config(
-            0x10_0000 + t,
-            EspAlgorithm::Aes128Gcm16,
-            Direction::Outbound,
-            CONC,
-            CGW,
-            false,
-        );
+        let cfg = tunnel_sa(t, Direction::Outbound, CONC, CGW);
         side.send(Command::SetOutbound {
             tunnel: TunnelId(t),
             sa: Box::new(OutboundSa::new(&cfg, 0).unwrap()),
@@ -212,14 +219,7 @@ fn encap_many_tunnels_one_at_a_time_and_in_bursts() {
 fn receivers(n: u32) -> Side {
     let mut side = Side::with_capacity(CGW, CGW_MAC, CONC_MAC, n as usize);
     for t in 0..n {
-        let cfg = sa_config(
-            0x10_0000 + t,
-            EspAlgorithm::Aes128Gcm16,
-            Direction::Inbound,
-            CGW,
-            CONC,
-            false,
-        );
+        let cfg = tunnel_sa(t, Direction::Inbound, CGW, CONC);
         side.send(Command::AddInbound(Box::new(
             dataplane::esp::InboundSa::new(&cfg, 0).unwrap(),
         )));
