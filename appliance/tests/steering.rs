@@ -225,8 +225,22 @@ fn inner() {
         let (a, b) = (tunnel_drops(rt, 0), tunnel_drops(rt, 1));
         a.0 + a.1 + b.0 + b.1 + unknown(rt, 0) + unknown(rt, 1)
     };
+    // The tunnel counters are read live, the workers' own counters (the
+    // hand-off's among them) from the snapshots they publish every few
+    // milliseconds: wait for both to have caught up.
+    let handed = |rt: &Runtime| {
+        (0..2)
+            .filter_map(|w| rt.worker_snapshot(w))
+            .fold((0, 0), |(s, r), x| (s + x.handoff.sent, r + x.handoff.received))
+    };
+    let settled = |rt: &Runtime| {
+        let (sent, received) = handed(rt);
+        // (Nothing handed over at all would mean RSS put each tunnel on
+        // its own worker already: then this waits out the deadline.)
+        seen(rt) >= 35 && sent == received && (sent > 0 || !handoff_mode)
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while seen(&rt) < 35 && Instant::now() < deadline {
+    while !settled(&rt) && Instant::now() < deadline {
         rt.poll();
         std::thread::sleep(Duration::from_millis(50));
     }
