@@ -231,7 +231,9 @@ fn inner() {
     let handed = |rt: &Runtime| {
         (0..2)
             .filter_map(|w| rt.worker_snapshot(w))
-            .fold((0, 0), |(s, r), x| (s + x.handoff.sent, r + x.handoff.received))
+            .fold((0, 0), |(s, r), x| {
+                (s + x.handoff.sent, r + x.handoff.received)
+            })
     };
     let settled = |rt: &Runtime| {
         let (sent, received) = handed(rt);

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use common::*;
 use dataplane::crypto::EspAlgorithm;
-use dataplane::esp::{OutboundSa, SaConfig};
 use dataplane::esp::sa::Direction;
+use dataplane::esp::{OutboundSa, SaConfig};
 use fib::{FibBuilder, Target, TunnelId};
 use netbuf::TestBuffer;
 use worker::{Action, Command, Ingress, PacketIo};
