@@ -197,22 +197,48 @@ impl Daemon {
     ///
     /// # Panics
     /// When waiting fails.
-    pub fn stop(mut self) -> Output {
-        let child = self.child.take().expect("running");
-        terminate(&child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let pid = child.id();
-        let waiter = std::thread::spawn(move || child.wait_with_output());
-        while !waiter.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn stop(self) -> Output {
+        Self::stop_together(vec![self]).pop().expect("one output")
+    }
+
+    /// Stops several at once: SIGTERM to every one first, then waits for
+    /// each (up to 10 s, then SIGKILL) and returns their outputs in order.
+    /// For peers that must not see each other go while they still run:
+    /// two `net_memif` ends, where the one that closes first can crash
+    /// the other while it still polls (DPDK 22.11), if they are stopped
+    /// one after the other.
+    ///
+    /// # Panics
+    /// When waiting fails.
+    pub fn stop_together(daemons: Vec<Self>) -> Vec<Output> {
+        let children: Vec<(Child, String)> = daemons
+            .into_iter()
+            .map(|mut d| {
+                let child = d.child.take().expect("running");
+                (child, std::mem::take(&mut d.what))
+            })
+            .collect();
+        for (child, _) in &children {
+            terminate(child);
         }
-        if !waiter.is_finished() {
-            let _ = sh_ok(&format!("kill -KILL {pid}"));
-        }
-        waiter
-            .join()
-            .expect("waiter thread")
-            .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.what))
+        children
+            .into_iter()
+            .map(|(child, what)| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let pid = child.id();
+                let waiter = std::thread::spawn(move || child.wait_with_output());
+                while !waiter.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !waiter.is_finished() {
+                    let _ = sh_ok(&format!("kill -KILL {pid}"));
+                }
+                waiter
+                    .join()
+                    .expect("waiter thread")
+                    .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+            })
+            .collect()
     }
 }
 

@@ -189,9 +189,12 @@ fn memif_carries_traffic_between_two_processes() {
     );
     assert_ping(&l, "192.0.2.2");
     assert_ping(&r, "192.0.2.1");
-    // Stop both before either peer disappears (memif in 22.11 may crash
-    // when its peer vanishes while polling): only the traffic is asserted.
-    let (out_b, out_a) = (b.stop(), a.stop());
+    // Stop both at once, before either peer disappears (memif in 22.11
+    // may crash when its peer vanishes while polling; stopped one after
+    // the other, the second one did, once in CI): only the traffic is
+    // asserted.
+    let mut outs = Daemon::stop_together(vec![a, b]);
+    let (out_b, out_a) = (outs.pop().unwrap(), outs.pop().unwrap());
     assert!(summary_tx_packets(&out_a) >= 20);
     assert!(summary_tx_packets(&out_b) >= 20);
     let _ = std::fs::remove_dir_all(&dir);
