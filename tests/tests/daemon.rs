@@ -363,7 +363,16 @@ fn create_show_modify_delete_through_the_cli() {
     let file = std::fs::read_to_string(s.config()).unwrap();
     assert!(file.contains("phase2_lifetime_secs = 1800"), "{file}");
 
-    // Static routes.
+    // Static routes. One that would capture the appliance's own traffic
+    // (the default route covers its outside addresses and the tunnels'
+    // inside /30s) is refused with the field it collides with.
+    let out = s.ctl(&["static-route", "add", "vpn-e2e", "0.0.0.0/0"]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("static_routes[1]") && err.contains("gateway.outside_addresses[0]"),
+        "{err}"
+    );
     assert_eq!(
         code(&s.ctl(&["static-route", "add", "vpn-e2e", "10.2.0.0/16"])),
         0

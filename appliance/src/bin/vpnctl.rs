@@ -299,6 +299,7 @@ enum ConfigCommand {
 }
 
 /// A failure with its exit code.
+#[derive(Debug)]
 enum Fail {
     Usage(String),
     /// The error, and the daemon's reply line as received.
@@ -342,23 +343,107 @@ fn main() -> ExitCode {
 }
 
 /// Parse `KEY=VALUE` pairs into a TOML table and deserialize it as `T`.
+///
+/// A value that is not TOML is taken as a string (`--set name=branch-1`),
+/// and so is a TOML value where the field wants a string
+/// (`--set pre_shared_key=12345678`); but a number TOML cannot hold (its
+/// integers are 64-bit signed) is an error, not a string. An error names
+/// the key; values of secret fields are never echoed.
 fn patch_from_sets<T: serde::de::DeserializeOwned>(sets: &[String]) -> Result<T, Fail> {
     let mut table = toml::Table::new();
     for s in sets {
         let Some((k, v)) = s.split_once('=') else {
-            return Err(Fail::Usage(format!("--set {s:?}: expected KEY=VALUE")));
+            return Err(Fail::Usage(format!(
+                "--set {:?}: expected KEY=VALUE",
+                shorten(s)
+            )));
         };
         let k = k.trim();
         let v = v.trim();
-        let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {v}"))
             .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(v.to_owned()));
+            .and_then(|mut t| t.remove("v"));
+        let one = |value: toml::Value| {
+            toml::Value::Table(toml::Table::from_iter([(k.to_owned(), value)])).try_into::<T>()
+        };
+        let text = toml::Value::String(v.to_owned());
+        let value = match parsed.map(|p| (one(p.clone()), p)) {
+            Some((Ok(_), p)) => p,
+            None if looks_numeric(v) && one(text.clone()).is_err() => {
+                return Err(Fail::Usage(format!(
+                    "--set {}={}: not a number the configuration can hold (integers are 64-bit signed: {}..={})",
+                    shorten(k),
+                    shown(k, v),
+                    i64::MIN,
+                    i64::MAX
+                )));
+            }
+            parsed => match one(text.clone()) {
+                Ok(_) => text,
+                Err(e) => {
+                    // The TOML value's error when there was one: it says
+                    // which type the field wants.
+                    let e = match parsed {
+                        Some((Err(e), _)) => e,
+                        _ => e,
+                    };
+                    let why = if is_secret(k) {
+                        "not a valid value (not shown)".to_owned()
+                    } else {
+                        shorten_to(e.to_string().trim(), 200)
+                    };
+                    return Err(Fail::Usage(format!(
+                        "--set {}={}: {why}",
+                        shorten(k),
+                        shown(k, v)
+                    )));
+                }
+            },
+        };
         table.insert(k.to_owned(), value);
     }
     toml::Value::Table(table)
         .try_into()
-        .map_err(|e| Fail::Usage(format!("--set: {e}")))
+        .map_err(|e| Fail::Usage(format!("--set: {}", shorten_to(e.to_string().trim(), 200))))
+}
+
+/// Fields whose values are never echoed.
+fn is_secret(key: &str) -> bool {
+    key.contains("pre_shared_key") || key.contains("private_key")
+}
+
+/// A `--set` value as echoed in an error.
+fn shown(key: &str, value: &str) -> String {
+    if is_secret(key) {
+        "(redacted)".to_owned()
+    } else {
+        shorten(value)
+    }
+}
+
+/// Whether a `--set` value was meant as a number: an optional sign, then a
+/// digit.
+fn looks_numeric(v: &str) -> bool {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    digits.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// An argument echoed in an error: at most 64 characters of it.
+fn shorten(s: &str) -> String {
+    shorten_to(s, 64)
+}
+
+/// `s` with at most `max` characters: its head and tail around a note of
+/// its length.
+fn shorten_to(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_owned();
+    }
+    let half = max / 2;
+    let head: String = s.chars().take(half).collect();
+    let tail: String = s.chars().skip(n - half).collect();
+    format!("{head}…[{n} characters]…{tail}")
 }
 
 fn build_request(cmd: &Command) -> Result<Request, Fail> {
@@ -927,5 +1012,58 @@ fn human(r: &Response) -> String {
         }
         Response::ConfigText { text, .. } => text.clone(),
         other => format!("{other:?}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sets(s: &[&str]) -> Vec<String> {
+        s.iter().map(|&x| x.to_owned()).collect()
+    }
+
+    fn usage<T: serde::de::DeserializeOwned + std::fmt::Debug>(s: &[&str]) -> String {
+        match patch_from_sets::<T>(&sets(s)) {
+            Err(Fail::Usage(m)) => m,
+            other => panic!("{s:?}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    /// Issue 17: a number too large for TOML is named as such, the key is
+    /// named, secrets are not echoed, long input is shortened.
+    #[test]
+    fn set_values_give_errors_that_name_the_key() {
+        let m = usage::<TunnelOptionsPatch>(&["phase2_lifetime_secs=18446744073709551616"]);
+        assert!(m.contains("phase2_lifetime_secs"), "{m}");
+        assert!(m.contains("not a number the configuration can hold"), "{m}");
+        assert!(!m.contains("invalid type: string"), "{m}");
+
+        let m = usage::<TunnelOptionsPatch>(&["phase2_lifetime_secs=true"]);
+        assert!(m.starts_with("--set phase2_lifetime_secs=true: "), "{m}");
+
+        let long = format!("dpd_timeout_secs={}", "x".repeat(100_000));
+        let m = usage::<TunnelOptionsPatch>(&[long.as_str()]);
+        assert!(m.len() < 400, "{} bytes", m.len());
+
+        let m = usage::<TunnelOptionsPatch>(&["no_such_option=1"]);
+        assert!(m.contains("no_such_option"), "{m}");
+    }
+
+    /// A value that TOML reads as a number is a string where the field
+    /// wants one (a numeric pre-shared key).
+    #[test]
+    fn numeric_text_is_a_string_where_a_string_is_wanted() {
+        let p: TunnelOptionsPatch = patch_from_sets(&sets(&[
+            "pre_shared_key=12345678",
+            "phase2_lifetime_secs=1800",
+        ]))
+        .unwrap();
+        let q: TunnelOptionsPatch =
+            patch_from_sets(&sets(&["pre_shared_key=99999999999999999999"])).unwrap();
+        assert!(q.pre_shared_key.is_some());
+        let v = toml::Value::try_from(&p).unwrap();
+        assert_eq!(v["phase2_lifetime_secs"].as_integer(), Some(1800));
+        assert!(v.get("pre_shared_key").is_some());
     }
 }

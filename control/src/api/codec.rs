@@ -49,10 +49,19 @@ pub fn decode_request(line: &[u8]) -> Result<RequestEnvelope, DecodeError> {
     let Some(obj) = value.as_object() else {
         return Err(bad(None, "a message must be a JSON object".to_owned()));
     };
-    let id = obj.get("id").and_then(serde_json::Value::as_u64);
-    match obj.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
-        Some(v) => {
+    let id = match envelope_u64(obj, "id") {
+        Ok(Some(id)) => Some(id),
+        Ok(None) => {
+            return Err(bad(
+                None,
+                "envelope: \"id\" (unsigned integer) is missing".to_owned(),
+            ));
+        }
+        Err(e) => return Err(bad(None, e)),
+    };
+    match envelope_u64(obj, "version") {
+        Ok(Some(v)) if v == u64::from(PROTOCOL_VERSION) => {}
+        Ok(Some(v)) => {
             return Err(DecodeError {
                 id,
                 error: ApiError::new(
@@ -63,21 +72,42 @@ pub fn decode_request(line: &[u8]) -> Result<RequestEnvelope, DecodeError> {
                 ),
             });
         }
-        None => {
+        Ok(None) => {
             return Err(bad(
                 id,
                 "envelope: \"version\" (unsigned integer) is missing".to_owned(),
             ));
         }
-    }
-    if id.is_none() {
-        return Err(bad(
-            None,
-            "envelope: \"id\" (unsigned integer) is missing".to_owned(),
-        ));
+        Err(e) => return Err(bad(id, e)),
     }
     serde_json::from_value::<RequestEnvelope>(value)
         .map_err(|e| bad(id, format!("invalid request: {e}")))
+}
+
+/// An envelope field that must be an unsigned 64-bit integer: `Ok(None)`
+/// when absent, an error that says what was sent instead otherwise.
+fn envelope_u64(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<u64>, String> {
+    let Some(v) = obj.get(key) else {
+        return Ok(None);
+    };
+    v.as_u64().map(Some).ok_or_else(|| {
+        let what = match v {
+            serde_json::Value::Number(n) if n.is_i64() => "a negative number",
+            serde_json::Value::Number(n) if n.is_f64() => {
+                "a number that is not an integer below 2^64"
+            }
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Null => "null",
+            serde_json::Value::Array(_) => "an array",
+            _ => "an object",
+        };
+        let sent = crate::config::bounded(v.to_string(), 64);
+        format!("envelope: \"{key}\" must be an unsigned 64-bit integer; got {what}: {sent}")
+    })
 }
 
 /// Encode a request as one line, with its `\n`.

@@ -190,3 +190,55 @@ fn malformed_input_gives_typed_errors_with_the_id_when_readable() {
         ErrorCode::TooLarge
     );
 }
+
+/// Issue 17: an envelope field of the wrong type or range is named as
+/// such, not reported as missing.
+#[test]
+fn envelope_fields_of_the_wrong_kind_say_what_was_sent() {
+    let cases: &[(&str, Option<u64>, &[&str])] = &[
+        (
+            r#"{"version":1,"id":-1}"#,
+            None,
+            &["\"id\"", "negative number: -1"],
+        ),
+        (
+            r#"{"version":1,"id":18446744073709551616}"#,
+            None,
+            &["\"id\"", "not an integer below 2^64"],
+        ),
+        (
+            r#"{"version":1,"id":"7"}"#,
+            None,
+            &["\"id\"", "a string: \"7\""],
+        ),
+        (
+            r#"{"version":"1","id":7}"#,
+            Some(7),
+            &["\"version\"", "a string: \"1\""],
+        ),
+        (
+            r#"{"version":1.5,"id":7}"#,
+            Some(7),
+            &["\"version\"", "not an integer"],
+        ),
+        (
+            r#"{"version":null,"id":7}"#,
+            Some(7),
+            &["\"version\"", "null"],
+        ),
+    ];
+    for (input, id, needles) in cases {
+        let e = decode_request(input.as_bytes()).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::BadRequest, "{input}");
+        assert_eq!(e.id, *id, "{input}");
+        let m = &e.error.message;
+        assert!(!m.contains("missing"), "{input}: {m}");
+        for n in *needles {
+            assert!(m.contains(n), "{input}: {m:?} lacks {n:?}");
+        }
+    }
+    // What is echoed is bounded.
+    let long = format!(r#"{{"version":1,"id":"{}"}}"#, "9".repeat(50_000));
+    let m = decode_request(long.as_bytes()).unwrap_err().error.message;
+    assert!(m.len() < 300, "{} bytes", m.len());
+}

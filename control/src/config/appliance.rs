@@ -1,6 +1,6 @@
 //! The whole appliance configuration and the rules that span objects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -309,6 +309,53 @@ fn label(id: &str, index: usize) -> String {
         index.to_string()
     } else {
         id.to_owned()
+    }
+}
+
+/// Every tunnel's inside CIDR with the field path that configures it,
+/// ordered by network address so that the ones a route overlaps are one
+/// range look-up away.
+struct InsideCidrs {
+    v4: BTreeMap<Ipv4Net, String>,
+    v6: BTreeMap<Ipv6Net, String>,
+}
+
+impl InsideCidrs {
+    /// One inside CIDR that `route` overlaps (contains, or lies in).
+    ///
+    /// Inside CIDRs are disjoint /30s or /126s, so a route overlaps one
+    /// exactly when it contains that CIDR's network address, or when the
+    /// route is longer and the inside CIDR truncated to its length is it.
+    fn overlapping(&self, route: IpNet) -> Option<(IpNet, &str)> {
+        fn find<N: Ord + Copy>(
+            map: &BTreeMap<N, String>,
+            lo: N,
+            hi: N,
+            within: N,
+        ) -> Option<(N, &str)> {
+            map.range(lo..=hi)
+                .next()
+                .or_else(|| map.get_key_value(&within))
+                .map(|(n, p)| (*n, p.as_str()))
+        }
+        match route {
+            IpNet::V4(r) => {
+                let lo = Ipv4Net::new(r.network(), 0).ok()?;
+                let hi = Ipv4Net::new(r.broadcast(), 32).ok()?;
+                let within = Ipv4Net::new(r.network(), inside::INSIDE_IPV4_PREFIX_LEN)
+                    .ok()?
+                    .trunc();
+                find(&self.v4, lo, hi, within).map(|(n, p)| (IpNet::V4(n), p))
+            }
+            IpNet::V6(r) => {
+                let lo = Ipv6Net::new(r.network(), 0).ok()?;
+                let hi = Ipv6Net::new(r.broadcast(), 128).ok()?;
+                let within = Ipv6Net::new(r.network(), inside::INSIDE_IPV6_PREFIX_LEN)
+                    .ok()?
+                    .trunc();
+                find(&self.v6, lo, hi, within).map(|(n, p)| (IpNet::V6(n), p))
+            }
+        }
     }
 }
 
@@ -747,6 +794,88 @@ impl ApplianceConfig {
                         inside_v6.insert(n, here);
                     }
                 }
+            }
+        }
+
+        let inside = InsideCidrs {
+            v4: inside_v4.into_iter().collect(),
+            v6: inside_v6.into_iter().collect(),
+        };
+        for (ci, conn) in self.connections.iter().enumerate() {
+            if conn.static_routes.is_empty() {
+                continue;
+            }
+            let p = format!("connections[{}]", label(&conn.id, ci));
+            let remote = cgws
+                .get(conn.customer_gateway_id.as_str())
+                .and_then(|c| c.ip_address);
+            self.validate_static_routes(&mut errs.nested(&p), conn, remote, &inside);
+        }
+    }
+
+    /// A static route must not capture traffic the appliance itself needs
+    /// to deliver elsewhere (spec §10: the VGW routes the VPC's own CIDR
+    /// locally, BGP and the tunnels' inside addresses ride the inside
+    /// /30s, IKE and ESP go to the outside addresses). Each rule is an
+    /// overlap in either direction: `0.0.0.0/0` covers them all.
+    fn validate_static_routes(
+        &self,
+        ce: &mut Errors<'_>,
+        conn: &VpnConnection,
+        remote: Option<IpAddr>,
+        inside: &InsideCidrs,
+    ) {
+        let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
+        for (i, r) in conn.static_routes.iter().enumerate() {
+            let f = format!("static_routes[{i}]");
+            if let Some((j, n)) = self
+                .gateway
+                .local_networks
+                .iter()
+                .enumerate()
+                .find(|(_, n)| overlaps(r, n))
+            {
+                ce.conflict(
+                    &f,
+                    r,
+                    format!(
+                        "gateway.local_networks[{j}] = {n}: traffic to the appliance's own networks would be sent into the tunnel"
+                    ),
+                );
+            }
+            if let Some((j, a)) = self
+                .gateway
+                .outside_addresses
+                .iter()
+                .enumerate()
+                .find(|(_, a)| r.contains(*a))
+            {
+                ce.conflict(
+                    &f,
+                    r,
+                    format!(
+                        "gateway.outside_addresses[{j}] = {a}: the appliance's outside address (IKE and ESP) cannot be routed into a tunnel"
+                    ),
+                );
+            }
+            if let Some(a) = remote.filter(|a| r.contains(a)) {
+                ce.conflict(
+                    &f,
+                    r,
+                    format!(
+                        "customer_gateways[{}].ip_address = {a}: the tunnels' own outer destination cannot be routed into them",
+                        conn.customer_gateway_id
+                    ),
+                );
+            }
+            if let Some((cidr, path)) = inside.overlapping(*r) {
+                ce.conflict(
+                    &f,
+                    r,
+                    format!(
+                        "{path} = {cidr}: a tunnel's inside addresses (BGP, DPD pings) cannot be routed into a tunnel"
+                    ),
+                );
             }
         }
     }

@@ -131,6 +131,52 @@ impl ConfigError {
         }
     }
 
+    /// The three texts of any variant: field path, value, rule.
+    fn parts_mut(&mut self) -> (&mut String, &mut String, &mut String) {
+        match self {
+            Self::OutOfRange {
+                field,
+                value,
+                allowed,
+            }
+            | Self::NotAllowed {
+                field,
+                value,
+                allowed,
+            }
+            | Self::Invalid {
+                field,
+                value,
+                allowed,
+            }
+            | Self::Reserved {
+                field,
+                value,
+                allowed,
+            }
+            | Self::Missing {
+                field,
+                value,
+                allowed,
+            }
+            | Self::Duplicate {
+                field,
+                value,
+                allowed,
+            }
+            | Self::Conflict {
+                field,
+                value,
+                allowed,
+            }
+            | Self::UnknownReference {
+                field,
+                value,
+                allowed,
+            } => (field, value, allowed),
+        }
+    }
+
     /// The allowed range, values or rule.
     #[must_use]
     pub fn allowed(&self) -> &str {
@@ -145,6 +191,25 @@ impl ConfigError {
             | Self::UnknownReference { allowed, .. } => allowed,
         }
     }
+}
+
+/// Longest text of one part (field path, value or rule) of a
+/// [`ConfigError`]; longer ones keep their head and tail.
+pub(crate) const MAX_ECHO_CHARS: usize = 256;
+
+/// `s` unchanged when it has at most `max` characters; otherwise its
+/// first and last `max / 2` characters around a note of how long it was.
+/// Both ends are kept: a field path's leaf and a value's start say most.
+#[must_use]
+pub(crate) fn bounded(s: String, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s;
+    }
+    let half = max / 2;
+    let head: String = s.chars().take(half).collect();
+    let tail: String = s.chars().skip(n - half).collect();
+    format!("{head}…[{n} characters, shortened]…{tail}")
 }
 
 /// `prefix.field`, or `field` alone when `prefix` is empty.
@@ -184,7 +249,14 @@ impl<'a> Errors<'a> {
         join(&self.prefix, field)
     }
 
-    pub(crate) fn push(&mut self, e: ConfigError) {
+    /// Records `e` with every text in it bounded by [`bounded`]: field
+    /// paths and values echo what the operator sent, which may be of any
+    /// size (a 5 MB identifier must not make a 5 MB error).
+    pub(crate) fn push(&mut self, mut e: ConfigError) {
+        let (field, value, allowed) = e.parts_mut();
+        for part in [field, value, allowed] {
+            *part = bounded(std::mem::take(part), MAX_ECHO_CHARS);
+        }
         self.out.push(e);
     }
 

@@ -104,6 +104,7 @@ pub use appliance::{
 pub use certificates::{CertConfigError, CertificateAuthority, CertificatesConfig};
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};
 pub use error::ConfigError;
+pub(crate) use error::bounded;
 pub use gateway::{
     CustomerGateway, DEFAULT_GATEWAY_ASN, GATEWAY_ASN_RANGES, RESERVED_CUSTOMER_ASNS,
     is_gateway_asn,

@@ -1718,3 +1718,108 @@ fn tunnel_policing_defaults_on_and_stays_on_for_a_concentrator() {
         &["false", "concentrator", "not adjustable"],
     );
 }
+
+/// Issue 17: a static route over the appliance's own networks, outside
+/// addresses or a tunnel's inside addresses black-holes traffic; each is
+/// refused with the field it collides with.
+#[test]
+fn static_routes_that_would_capture_the_appliance_s_own_traffic() {
+    let mut c = example();
+    c.connections[0].routing = RoutingType::Static;
+    c.connections[0].bgp = None;
+    let route = |c: &mut ApplianceConfig, r: &str| {
+        c.connections[0].static_routes = vec![r.parse().unwrap()];
+        c.validate().err().unwrap_or_default()
+    };
+    let f = "connections[vpn-branch1].static_routes[0]";
+
+    // The gateway's local network, a part of it, a supernet of it.
+    for r in ["10.2.0.0/16", "10.2.3.0/24", "10.0.0.0/8"] {
+        assert_err(
+            &route(&mut c, r),
+            f,
+            &[r, "gateway.local_networks[0] = 10.2.0.0/16"],
+        );
+    }
+    // The default route collides with everything at once.
+    let errs = route(&mut c, "0.0.0.0/0");
+    assert_err(&errs, f, &["gateway.local_networks[0]"]);
+    assert_err(&errs, f, &["gateway.outside_addresses[0] = 198.51.100.10"]);
+    assert_err(
+        &errs,
+        f,
+        &["customer_gateways[cgw-branch1].ip_address = 203.0.113.20"],
+    );
+    assert_err(
+        &errs,
+        f,
+        &["connections[vpn-branch1].tunnels[0].inside_ipv4_cidr = 169.254.21.0/30"],
+    );
+    // Outside addresses, ours and the peer's.
+    assert_err(
+        &route(&mut c, "198.51.100.0/24"),
+        f,
+        &[
+            "gateway.outside_addresses[0] = 198.51.100.10",
+            "IKE and ESP",
+        ],
+    );
+    assert_err(
+        &route(&mut c, "203.0.113.20/32"),
+        f,
+        &["customer_gateways[cgw-branch1].ip_address"],
+    );
+    // A tunnel's inside /30: the whole link-local block, the /30 itself,
+    // one address in it.
+    assert_err(
+        &route(&mut c, "169.254.0.0/16"),
+        f,
+        &["connections[vpn-branch1].tunnels[0].inside_ipv4_cidr = 169.254.21.0/30"],
+    );
+    for r in ["169.254.22.0/30", "169.254.22.2/32"] {
+        assert_err(
+            &route(&mut c, r),
+            f,
+            &["connections[vpn-branch1].tunnels[1].inside_ipv4_cidr = 169.254.22.0/30"],
+        );
+    }
+    // Neighbours of each are fine.
+    for r in [
+        "10.1.0.0/16",
+        "10.3.0.0/16",
+        "169.254.22.4/30",
+        "203.0.113.21/32",
+    ] {
+        assert_eq!(route(&mut c, r), Vec::new(), "{r}");
+    }
+}
+
+/// Issue 17: errors echo what the operator sent, bounded: a 100,000
+/// character identifier yields an error of a few hundred bytes that
+/// still names the field and the rule.
+#[test]
+fn echoed_values_are_bounded() {
+    let mut c = example();
+    let long = "x".repeat(100_000);
+    c.connections[0].id.clone_from(&long);
+    let errs = c.validate().unwrap_err();
+    assert!(!errs.is_empty());
+    for e in &errs {
+        let m = e.to_string();
+        assert!(m.len() < 1_200, "{} bytes: {}", m.len(), &m[..200]);
+        assert!(!m.contains(&long[..1_000]));
+    }
+    let id_err = errs
+        .iter()
+        .find(|e| e.field().ends_with(".id"))
+        .expect("an error on the connection's id");
+    assert!(id_err.value().contains("characters, shortened"), "{id_err}");
+    assert!(id_err.field().starts_with("connections[xxx"), "{id_err}");
+
+    assert_eq!(bounded("short".into(), 8), "short");
+    let b = bounded("abcdefghij".into(), 4);
+    assert_eq!(b, "ab…[10 characters, shortened]…ij");
+    // Multi-byte characters are cut on character boundaries.
+    let b = bounded("é".repeat(10), 4);
+    assert_eq!(b, "éé…[10 characters, shortened]…éé");
+}

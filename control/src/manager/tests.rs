@@ -111,6 +111,24 @@ fn create_show_modify_delete_each_persisted() {
         },
     })
     .unwrap();
+    // A route over the gateway's own network is refused, with the field
+    // it collides with, and nothing is written (issue 17).
+    let before = std::fs::read(dir.path().join("vpnd.toml")).unwrap();
+    let err = m
+        .handle(Request::AddStaticRoute {
+            connection_id: "vpn-2".into(),
+            prefix: "0.0.0.0/0".parse().unwrap(),
+        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ValidationFailed, "{err:?}");
+    assert!(
+        err.errors
+            .iter()
+            .any(|e| e.field == "connections[vpn-2].static_routes[0]"
+                && e.allowed.contains("gateway.local_networks")),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("vpnd.toml")).unwrap(), before);
     m.handle(Request::AddStaticRoute {
         connection_id: "vpn-2".into(),
         prefix: "10.50.0.0/16".parse().unwrap(),
