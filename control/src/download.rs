@@ -566,11 +566,20 @@ mod tests {
         let p = ike_proposals(&t);
         let parts: Vec<&str> = p.split(", ").collect();
         assert_eq!(parts.len(), 2, "{p}");
-        assert!(parts[0].contains("gcm16") && parts[0].contains("prfsha256"));
-        assert!(!parts[1].contains("gcm") && parts[1].starts_with("aes128-aes256-sha1"));
-        assert!(parts[1].contains("modp1024"));
+        // The strongest first (issue 17): GCM, SHA2-256, the curves and
+        // MODP-2048 before anything else, MODP-1024 and SHA-1 last.
+        assert!(
+            parts[0].starts_with("aes256gcm16-aes128gcm16-prfsha256-")
+                && parts[0].contains("-ecp256-ecp384-ecp521-modp2048-"),
+            "{p}"
+        );
+        assert!(
+            !parts[1].contains("gcm") && parts[1].starts_with("aes256-aes128-sha256-"),
+            "{p}"
+        );
+        assert!(parts[1].ends_with("-modp1024"), "{p}");
         let e = esp_proposals(&t);
-        assert!(e.contains("aes128gcm16-aes256gcm16-modp1024"), "{e}");
+        assert!(e.starts_with("aes256gcm16-aes128gcm16-ecp256-"), "{e}");
     }
 
     #[test]

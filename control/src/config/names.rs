@@ -128,6 +128,15 @@ spelled_enum! {
 }
 
 impl EncryptionAlgorithm {
+    /// Every value in the default preference order: the AEADs first, the
+    /// longer key first within each kind.
+    pub const PREFERENCE: &'static [Self] = &[
+        Self::Aes256Gcm16,
+        Self::Aes128Gcm16,
+        Self::Aes256,
+        Self::Aes128,
+    ];
+
     /// Whether the algorithm is an AEAD (GCM), which needs no integrity
     /// algorithm.
     #[must_use]
@@ -149,6 +158,14 @@ spelled_enum! {
         /// HMAC-SHA2-512-256.
         Sha2_512 => "SHA2-512",
     }
+}
+
+impl IntegrityAlgorithm {
+    /// Every value in the default preference order: SHA2-256 (the usual
+    /// pairing, and the PRF every IKEv2 peer has), the longer SHA-2
+    /// digests, SHA-1 last.
+    pub const PREFERENCE: &'static [Self] =
+        &[Self::Sha2_256, Self::Sha2_384, Self::Sha2_512, Self::Sha1];
 }
 
 spelled_enum! {
@@ -405,6 +422,42 @@ impl DhGroup {
         Self::Modp1024S160,
         Self::Modp2048S224,
         Self::Modp2048S256,
+    ];
+
+    /// [`Self::PHASE1_ALLOWED`] in the default preference order: the
+    /// NIST curves and 2048-bit MODP first, the larger MODP groups, the
+    /// RFC 5114 groups, MODP-1024 last.
+    pub const PHASE1_PREFERENCE: &'static [Self] = &[
+        Self::Ecp256,
+        Self::Ecp384,
+        Self::Ecp521,
+        Self::Modp2048,
+        Self::Modp3072,
+        Self::Modp4096,
+        Self::Modp6144,
+        Self::Modp8192,
+        Self::Modp2048S256,
+        Self::Modp2048S224,
+        Self::Modp1024S160,
+        Self::Modp1024,
+    ];
+
+    /// [`Self::PHASE2_ALLOWED`] in the default preference order (as
+    /// phase 1, with MODP-1536 before MODP-1024).
+    pub const PHASE2_PREFERENCE: &'static [Self] = &[
+        Self::Ecp256,
+        Self::Ecp384,
+        Self::Ecp521,
+        Self::Modp2048,
+        Self::Modp3072,
+        Self::Modp4096,
+        Self::Modp6144,
+        Self::Modp8192,
+        Self::Modp2048S256,
+        Self::Modp2048S224,
+        Self::Modp1024S160,
+        Self::Modp1536,
+        Self::Modp1024,
     ];
 
     /// The registry number.

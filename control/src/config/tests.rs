@@ -91,7 +91,7 @@ fn tunnel_defaults_match_spec() {
     let names = |v: &[EncryptionAlgorithm]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
     assert_eq!(
         names(&t.phase1_encryption_algorithms),
-        ["AES128", "AES256", "AES128-GCM-16", "AES256-GCM-16"]
+        ["AES256-GCM-16", "AES128-GCM-16", "AES256", "AES128"]
     );
     assert_eq!(
         t.phase1_encryption_algorithms,
@@ -102,16 +102,16 @@ fn tunnel_defaults_match_spec() {
         .iter()
         .map(ToString::to_string)
         .collect();
-    assert_eq!(integ, ["SHA1", "SHA2-256", "SHA2-384", "SHA2-512"]);
+    assert_eq!(integ, ["SHA2-256", "SHA2-384", "SHA2-512", "SHA1"]);
     assert_eq!(t.phase1_integrity_algorithms, t.phase2_integrity_algorithms);
     let nums = |v: &[DhGroup]| v.iter().map(|g| g.number()).collect::<Vec<_>>();
     assert_eq!(
         nums(&t.phase1_dh_groups),
-        [2, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
+        [19, 20, 21, 14, 15, 16, 17, 18, 24, 23, 22, 2]
     );
     assert_eq!(
         nums(&t.phase2_dh_groups),
-        [2, 5, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24]
+        [19, 20, 21, 14, 15, 16, 17, 18, 24, 23, 22, 5, 2]
     );
     assert!(
         t.inside_ipv4_cidr.is_none() && t.inside_ipv6_cidr.is_none() && t.pre_shared_key.is_none()
@@ -1822,4 +1822,32 @@ fn echoed_values_are_bounded() {
     // Multi-byte characters are cut on character boundaries.
     let b = bounded("é".repeat(10), 4);
     assert_eq!(b, "éé…[10 characters, shortened]…éé");
+}
+
+/// The preference lists hold exactly the allowed values, each once.
+#[test]
+fn preference_orders_are_permutations_of_the_allowed_sets() {
+    fn same<T: Ord + Clone>(a: &[T], b: &[T]) -> bool {
+        let (mut a, mut b) = (a.to_vec(), b.to_vec());
+        a.sort();
+        b.sort();
+        a == b
+    }
+    assert!(same(
+        EncryptionAlgorithm::PREFERENCE,
+        EncryptionAlgorithm::ALL
+    ));
+    assert!(same(
+        IntegrityAlgorithm::PREFERENCE,
+        IntegrityAlgorithm::ALL
+    ));
+    let n = |v: &[DhGroup]| v.iter().map(|g| g.number()).collect::<Vec<_>>();
+    assert!(same(
+        &n(DhGroup::PHASE1_PREFERENCE),
+        &n(DhGroup::PHASE1_ALLOWED)
+    ));
+    assert!(same(
+        &n(DhGroup::PHASE2_PREFERENCE),
+        &n(DhGroup::PHASE2_ALLOWED)
+    ));
 }

@@ -127,24 +127,30 @@ pub struct TunnelOptions {
     /// stores keys in this file), or fetched from the secret store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_shared_key: Option<PreSharedKey>,
-    /// Phase 1 encryption algorithms. Default: all four.
+    /// Phase 1 encryption algorithms, in preference order. Default: all
+    /// four, GCM first ([`EncryptionAlgorithm::PREFERENCE`]).
     #[serde(default = "all_encryption")]
     pub phase1_encryption_algorithms: Vec<EncryptionAlgorithm>,
-    /// Phase 2 encryption algorithms. Default: all four.
+    /// Phase 2 encryption algorithms, in preference order. Default: all
+    /// four, GCM first.
     #[serde(default = "all_encryption")]
     pub phase2_encryption_algorithms: Vec<EncryptionAlgorithm>,
-    /// Phase 1 integrity algorithms. Default: all four. Never empty: IKE
+    /// Phase 1 integrity algorithms, in preference order. Default: all
+    /// four, SHA-1 last ([`IntegrityAlgorithm::PREFERENCE`]). Never empty: IKE
     /// derives its PRF from them even when the cipher is GCM.
     #[serde(default = "all_integrity")]
     pub phase1_integrity_algorithms: Vec<IntegrityAlgorithm>,
-    /// Phase 2 integrity algorithms. Default: all four. May be empty only
+    /// Phase 2 integrity algorithms, in preference order. Default: all
+    /// four, SHA-1 last. May be empty only
     /// when every phase 2 encryption algorithm is GCM.
     #[serde(default = "all_integrity")]
     pub phase2_integrity_algorithms: Vec<IntegrityAlgorithm>,
-    /// Phase 1 DH groups: 2, 14–24. Default: all.
+    /// Phase 1 DH groups: 2, 14–24, in preference order. Default: all,
+    /// 19, 20, 21, 14 first and 2 last ([`DhGroup::PHASE1_PREFERENCE`]).
     #[serde(default = "phase1_groups")]
     pub phase1_dh_groups: Vec<DhGroup>,
-    /// Phase 2 (PFS) DH groups: 2, 5, 14–24. Default: all.
+    /// Phase 2 (PFS) DH groups: 2, 5, 14–24, in preference order.
+    /// Default: all, 19, 20, 21, 14 first, 5 and 2 last.
     #[serde(default = "phase2_groups")]
     pub phase2_dh_groups: Vec<DhGroup>,
     /// IKE SA lifetime, 900–28800 s. Default 28800.
@@ -192,17 +198,24 @@ pub struct TunnelOptions {
     pub enable_tunnel_lifecycle_control: bool,
 }
 
+// The default lists hold every value the spec allows, in preference
+// order: the strongest first (AES-GCM before AES-CBC, elliptic curves
+// and 2048-bit MODP before MODP-1024). Our choice as responder follows
+// our list order, not the peer's (spec §25: "independent of the peer's
+// proposal order"; see `ike::proposal`), and the first group is the one
+// our initiator sends a KE payload for, so this order is what a peer
+// gets when both sides leave their defaults.
 fn all_encryption() -> Vec<EncryptionAlgorithm> {
-    EncryptionAlgorithm::ALL.to_vec()
+    EncryptionAlgorithm::PREFERENCE.to_vec()
 }
 fn all_integrity() -> Vec<IntegrityAlgorithm> {
-    IntegrityAlgorithm::ALL.to_vec()
+    IntegrityAlgorithm::PREFERENCE.to_vec()
 }
 fn phase1_groups() -> Vec<DhGroup> {
-    DhGroup::PHASE1_ALLOWED.to_vec()
+    DhGroup::PHASE1_PREFERENCE.to_vec()
 }
 fn phase2_groups() -> Vec<DhGroup> {
-    DhGroup::PHASE2_ALLOWED.to_vec()
+    DhGroup::PHASE2_PREFERENCE.to_vec()
 }
 fn all_ike_versions() -> Vec<IkeVersion> {
     IkeVersion::ALL.to_vec()

@@ -1789,6 +1789,60 @@ fn proposal_selection_prefers_our_order() {
     assert!(select_esp(&ours, &other.esp_proposals(1, None), None).is_none());
 }
 
+/// With every option at its default, a peer that offers AES-GCM gets
+/// AES-GCM, whichever order it offers it in; with the old defaults
+/// (AES128, SHA1 and MODP-1024 first) it got AES-CBC-128/SHA-1/MODP-1024
+/// (issue 17).
+#[test]
+fn default_options_choose_gcm_and_a_strong_group() {
+    use super::proposal::{AlgorithmSet, select_esp, select_ike};
+    let ours_1 = AlgorithmSet::phase1(&TunnelOptions::default());
+    let ours_2 = AlgorithmSet::phase2(&TunnelOptions::default());
+    // A peer like strongSwan's default: an AEAD proposal and a CBC one,
+    // each with MODP-1024 among its groups.
+    for gcm_first in [true, false] {
+        let gcm = AlgorithmSet {
+            encr: vec![Encr::AesGcm16 { key_len: 16 }],
+            integ: vec![Integ::HmacSha256_128],
+            dh: vec![2, 19, 14],
+        };
+        let cbc = AlgorithmSet {
+            encr: vec![Encr::AesCbc { key_len: 16 }],
+            integ: vec![Integ::HmacSha1_96, Integ::HmacSha256_128],
+            dh: vec![2, 19, 14],
+        };
+        let (a, b) = if gcm_first {
+            (&gcm, &cbc)
+        } else {
+            (&cbc, &gcm)
+        };
+        let mut props = a.ike_proposals(2);
+        props.extend(b.ike_proposals(2));
+        for (i, p) in props.iter_mut().enumerate() {
+            p.number = u8::try_from(i + 1).unwrap();
+        }
+        // KE payload for a group we rank low: the proposal is still ours.
+        let (_, s) = select_ike(&ours_1, &props, 2).unwrap();
+        assert_eq!(
+            s.encr,
+            Encr::AesGcm16 { key_len: 16 },
+            "gcm first: {gcm_first}"
+        );
+        assert_eq!(s.prf, Prf::HmacSha256);
+        // The peer's KE group is taken when allowed (no INVALID_KE round
+        // trip), otherwise our first common group.
+        assert_eq!(s.dh, 2);
+        let (_, s) = select_ike(&ours_1, &props, 0).unwrap();
+        assert_eq!(s.dh, 19);
+        let mut esp = a.esp_proposals(7, None);
+        esp.extend(b.esp_proposals(8, None));
+        let (_, s) = select_esp(&ours_2, &esp, None).unwrap();
+        assert_eq!(s.encr, Encr::AesGcm16 { key_len: 16 });
+    }
+    // Our own offer as initiator starts with the strongest group.
+    assert_eq!(ours_1.dh[0], 19);
+}
+
 /// A customer gateway that restarts and connects again with
 /// INITIAL_CONTACT replaces its old IKE SA: one IKE SA per tunnel.
 #[test]
