@@ -33,7 +33,7 @@ use control::ike::endpoint::Endpoint;
 use control::ike::sa::IkeConfig;
 use e2e::charon::CharonConf;
 use e2e::swan_lab::{Auth, CGW, CGW_LAN, Options, SwanLab, US0, vpn_conf};
-use e2e::{Proc, bounded, text, wait_until};
+use e2e::{Proc, bounded, sh_ok, text, wait_until};
 
 const PSK: &str = "vtx.PSK_0123456789abc";
 const CONN: &str = "vpn-ops";
@@ -173,6 +173,52 @@ fn sa_init_requests(n: usize) -> String {
     out
 }
 
+/// A scapy sender in the gateway's namespace of `n` well-formed
+/// IKE_SA_INIT requests to vpnd's outside address, `inter` seconds apart:
+/// every one spoofs the gateway's address (from another port), or with
+/// `mixed` every other one comes from one of 200 addresses that are no
+/// configured peer. Prints "sent N".
+fn sa_init_sender(lab: &SwanLab, name: &str, n: usize, inter: f64, mixed: bool) -> Command {
+    let dir = lab.dir.path();
+    let hex = dir.join(format!("{name}.hex"));
+    std::fs::write(&hex, sa_init_requests(n)).expect("requests");
+    let mac = String::from_utf8_lossy(
+        &lab.dp
+            .sh(&format!("cat /sys/class/net/{}/address", lab.dev('o')))
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let script = dir.join(format!("{name}.py"));
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+from scapy.all import Ether, IP, UDP, Raw, sendp, conf
+conf.verb = 0
+reqs = [bytes.fromhex(l) for l in open("{hex}").read().split()]
+pkts = []
+for i, r in enumerate(reqs):
+    if i % 2 == 0 or not {mixed}:
+        src, sport = "{CGW}", 10000 + i          # spoofs the configured gateway
+    else:
+        src, sport = "192.0.2.%d" % (10 + i % 200), 500   # no configured peer
+    pkts.append(Ether(dst="{mac}")/IP(src=src, dst="{US0}")/UDP(sport=sport, dport=500)/Raw(r))
+sendp(pkts, iface="{kc}", inter={inter})
+print("sent", len(pkts))
+"#,
+            hex = hex.display(),
+            mixed = if mixed { "True" } else { "False" },
+            kc = lab.dev('c'),
+        ),
+    )
+    .expect("script");
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", lab.cgw.name(), "python3"])
+        .arg(script);
+    c
+}
+
 /// A flood of IKE_SA_INIT from many source addresses while the tunnel
 /// forwards pings: half of the requests spoof the gateway's address (each
 /// would cost vpnd a DH and a half-open SA), half come from 200 addresses
@@ -184,38 +230,7 @@ fn ike_sa_init_flood_gets_cookies_and_the_tunnel_keeps_forwarding() {
     let lab = new_lab(&Setup::default());
     tunnel_up(&lab, &[]);
 
-    let dir = lab.dir.path();
-    std::fs::write(dir.join("inits.hex"), sa_init_requests(400)).expect("inits");
-    let mac = String::from_utf8_lossy(
-        &lab.dp
-            .sh(&format!("cat /sys/class/net/{}/address", lab.dev('o')))
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    std::fs::write(
-        dir.join("flood.py"),
-        format!(
-            r#"
-import random, sys
-from scapy.all import Ether, IP, UDP, Raw, sendp, conf
-conf.verb = 0
-reqs = [bytes.fromhex(l) for l in open("{d}/inits.hex").read().split()]
-pkts = []
-for i, r in enumerate(reqs):
-    if i % 2 == 0:
-        src, sport = "{CGW}", 10000 + i          # spoofs the configured gateway
-    else:
-        src, sport = "192.0.2.%d" % (10 + i % 200), 500   # no configured peer
-    pkts.append(Ether(dst="{mac}")/IP(src=src, dst="{US0}")/UDP(sport=sport, dport=500)/Raw(r))
-sendp(pkts, iface="{kc}", inter=0.002)
-print("sent", len(pkts))
-"#,
-            d = dir.display(),
-            kc = lab.dev('c'),
-        ),
-    )
-    .expect("flood.py");
+    let flood = sa_init_sender(&lab, "flood", 400, 0.002, true);
 
     // The flood's unknown sources are in 192.0.2.0/24: a route back via
     // the tap, or the kernel's strict reverse-path filter would drop them
@@ -226,10 +241,7 @@ print("sent", len(pkts))
     ));
     let ping = start_ping(&lab, 300, "0.05");
     std::thread::sleep(Duration::from_secs(2));
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", lab.cgw.name(), "python3"])
-        .arg(dir.join("flood.py"));
-    let out = bounded(c, Duration::from_secs(60));
+    let out = bounded(flood, Duration::from_secs(60));
     assert!(
         out.status.success() && text(&out).contains("sent 400"),
         "flood: {}",
@@ -476,4 +488,86 @@ fn downloaded_strongswan_config_brings_both_tunnels_up() {
         "no ping through the downloaded tunnels\n{}",
         lab.diagnostics()
     );
+}
+
+/// A well-formed IKE_SA_INIT spoofed from the gateway's address every
+/// 2 s, while strongSwan deletes its IKE SA: vpnd (startup action
+/// `start`) re-initiates within seconds. Each spoofed request leaves a
+/// half-open responder SA; before issue 17's fix vpnd waited for those to
+/// time out before re-initiating (31.6 s), and this stream of them kept
+/// the tunnel down for good.
+#[test]
+fn a_spoofed_ike_sa_init_does_not_hold_a_start_tunnel_down() {
+    let lab = new_lab(&Setup::default());
+    tunnel_up(&lab, &[]);
+    lab.vpnd_initiates();
+
+    let mut spoofer = Proc::spawn(
+        sa_init_sender(&lab, "spoof", 15, 2.0, false),
+        &lab.dir.path().join("spoof.log"),
+    );
+    // The first spoofed requests are in: vpnd holds half-open SAs.
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out) = lab.swanctl("--terminate --ike vpn");
+    assert!(ok, "swanctl --terminate: {out}");
+    let t0 = Instant::now();
+    let back = wait_until(Duration::from_secs(20), || {
+        lab.vpnd.output().contains("re-initiating IKE_SA")
+            && lab.tunnel(0)["status"] == "UP"
+            && lab.swanctl("--list-sas").1.contains("INSTALLED")
+    });
+    let took = t0.elapsed();
+    let spoofing = spoofer.running();
+    spoofer.stop(Duration::from_secs(5));
+    assert!(
+        back && spoofing,
+        "tunnel not back within 20 s of the peer's DELETE while spoofed requests arrived \
+         (back: {back}, spoofer still sending: {spoofing})\n{}",
+        lab.diagnostics()
+    );
+    eprintln!("tunnel back {took:?} after the peer's DELETE");
+    assert!(
+        lab.vpc
+            .sh_ok(&format!("ping -c 1 -W 5 {CGW_LAN} >/dev/null")),
+        "no ping after re-initiation\n{}",
+        lab.diagnostics()
+    );
+}
+
+/// Dead peer detection with action `clear` on a `start` tunnel: the
+/// tunnel goes DOWN and vpnd does not re-initiate (issue 17: it did,
+/// which made `clear` the same as `restart`); it comes back when the
+/// peer initiates.
+#[test]
+fn dpd_clear_on_a_start_tunnel_stays_down_until_the_peer_initiates() {
+    let lab = new_lab(&Setup::default());
+    tunnel_up(&lab, &["dpd_timeout_secs=30"]);
+    lab.vpnd_initiates();
+    // The peer freezes: DPD (30 s, the spec's minimum) declares it dead.
+    assert!(
+        sh_ok(&format!("kill -STOP {}", lab.charon.id())),
+        "SIGSTOP charon"
+    );
+    let down = wait_until(Duration::from_secs(90), || {
+        logs(&lab).contains("AWS tunnel DPD timed out") && lab.tunnel(0)["status"] == "DOWN"
+    });
+    let _ = sh_ok(&format!("kill -CONT {}", lab.charon.id()));
+    assert!(
+        down,
+        "DPD never took the tunnel down\n{}",
+        lab.diagnostics()
+    );
+    // It has thawed; nothing initiates for 10 s (vpnd's restart delay is
+    // 1 s).
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        !lab.vpnd.output().contains("re-initiating IKE_SA"),
+        "vpnd re-initiated after DPD clear\n{}",
+        lab.diagnostics()
+    );
+    assert_eq!(lab.tunnel(0)["status"], "DOWN", "{}", lab.diagnostics());
+    // strongSwan still thinks its SA is up; it re-initiates when told.
+    let _ = lab.swanctl("--terminate --ike vpn --force");
+    lab.initiate();
+    lab.wait_status(0, "UP", "the peer initiates again");
 }

@@ -297,11 +297,16 @@ impl Endpoint {
             .collect();
         self.restarts.retain(|(t, _)| *t > now);
         for p in due {
-            // The peer may have re-initiated meanwhile.
-            let busy = self
-                .sas
-                .iter()
-                .any(|s| s.config().remote == p && !s.is_closed());
+            // The peer may have re-initiated meanwhile: an SA we started,
+            // or one that got past IKE_SA_INIT, makes ours redundant. A
+            // half-open responder SA does not: anyone can make one by
+            // sending a single IKE_SA_INIT from the peer's address, and
+            // it must not hold the tunnel down until it times out.
+            let busy = self.sas.iter().any(|s| {
+                s.config().remote == p
+                    && !s.is_closed()
+                    && (s.is_initiator() || s.phase1_state() != PhaseState::Negotiating)
+            });
             if !busy {
                 self.events
                     .push_back((p, Event::Log("re-initiating IKE_SA".to_owned())));
@@ -372,10 +377,16 @@ impl Endpoint {
         self.schedule_restarts(seen);
     }
 
-    /// Tunnel behaviour from the options (spec § 3.1, § 6): DPD action
-    /// restart re-initiates (until the tunnel is up again); a `start` tunnel re-initiates whenever its
-    /// IKE SA goes away (peer DELETE, failure), retrying forever with a
-    /// backoff up to [`MAX_RETRY_DELAY`].
+    /// Tunnel behaviour from the options (spec § 3.1, § 6):
+    ///
+    /// * DPD timeout: `restart` re-initiates (until the tunnel is up
+    ///   again); `clear` tears the tunnel down and leaves it down until
+    ///   the peer initiates, also for a `start` tunnel (the startup action
+    ///   says who brings a new or modified tunnel up; after `clear` our
+    ///   side re-initiating would make it `restart`); `none` keeps the SA.
+    /// * Otherwise a `start` tunnel re-initiates whenever its IKE SA goes
+    ///   away (peer DELETE, failure), retrying forever with a backoff up
+    ///   to [`MAX_RETRY_DELAY`].
     fn schedule_restarts(&mut self, seen: usize) {
         let Some(now) = self.now else { return };
         let mut add = Vec::new();
@@ -392,9 +403,10 @@ impl Endpoint {
                         || self.failures.iter().any(|(p, _)| p == peer);
                     let again = match reason {
                         DownReason::Rekeyed | DownReason::Closed => false,
-                        DownReason::DpdTimeout => {
-                            cfg.dpd_action == DpdTimeoutAction::Restart || start
-                        }
+                        // `clear` ends the tunnel until the peer comes
+                        // back on its own, `start` or not: otherwise it
+                        // would be `restart` (spec § 3.1, § 6).
+                        DownReason::DpdTimeout => cfg.dpd_action == DpdTimeoutAction::Restart,
                         _ => start,
                     };
                     if again {

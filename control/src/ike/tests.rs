@@ -1627,6 +1627,94 @@ fn startup_start_reinitiates_after_peer_delete() {
     assert!(Harness::logs(&h.a_events).contains(&"re-initiating IKE_SA"));
 }
 
+/// `clear` on a `start` tunnel: DPD tears the tunnel down and it stays
+/// down until the peer initiates (issue 17: it re-initiated, which made
+/// `clear` the same as `restart`); the peer's own initiation brings it
+/// back.
+#[test]
+fn dpd_clear_on_a_start_tunnel_waits_for_the_peer() {
+    let mut oa = dpd_options(DpdTimeoutAction::Clear);
+    oa.startup_action = crate::config::StartupAction::Start;
+    let ob = dpd_options(DpdTimeoutAction::Clear);
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    h.a.start(h.now, &mut h.rng);
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 1);
+    h.drop = Box::new(|from_a, _| !from_a);
+    h.run(Duration::from_secs(300));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DpdTimeout));
+    assert!(h.a.sas().is_empty(), "clear: no re-initiation");
+    assert!(!Harness::logs(&h.a_events).contains(&"re-initiating IKE_SA"));
+    // The peer returns and initiates: the tunnel is back.
+    h.drop = Box::new(|_, _| false);
+    h.b = Endpoint::new(&mut h.rng, 32);
+    h.b.add_tunnel(cfg(&ob, B, A));
+    assert!(h.b.initiate(h.now, &mut h.rng, A));
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 2);
+}
+
+/// One IKE_SA_INIT spoofed from the customer gateway's address leaves a
+/// half-open responder SA; it must not keep a `start` tunnel from
+/// re-initiating after the peer deletes its SA (issue 17: re-initiation
+/// waited for the half-open SA to time out, 31.6 s instead of 1 s, and
+/// one such packet every 10 s kept the tunnel down for good).
+#[test]
+fn a_spoofed_half_open_sa_does_not_delay_reinitiation() {
+    let mut oa = dpd_options(DpdTimeoutAction::Clear);
+    oa.startup_action = crate::config::StartupAction::Start;
+    let ob = dpd_options(DpdTimeoutAction::Clear);
+    let mut h = Harness::new(cfg(&oa, A, B), cfg(&ob, B, A), 32);
+    h.a.start(h.now, &mut h.rng);
+    h.run(Duration::from_secs(5));
+    assert_eq!(Harness::children(&h.a_events).len(), 1);
+
+    // A well-formed IKE_SA_INIT from B's address and another port, sent
+    // by someone who never sees the answer.
+    let mut spoofer = Endpoint::new(&mut h.rng, 32);
+    spoofer.add_tunnel(cfg(&ob, B, A));
+    let spoof = |h: &mut Harness, spoofer: &mut Endpoint| {
+        assert!(spoofer.initiate(h.now, &mut h.rng, A));
+        let t = spoofer.poll_transmit().unwrap();
+        let src = SocketAddr::new(t.local.ip(), 40_000);
+        h.a.handle_datagram(
+            h.now,
+            &mut h.rng,
+            Datagram {
+                local: t.remote,
+                remote: src,
+                payload: &t.payload,
+            },
+        );
+        // Our answer goes nowhere.
+        while h.a.poll_transmit().is_some() {}
+    };
+    spoof(&mut h, &mut spoofer);
+    assert_eq!(h.a.half_open(), 1);
+
+    // The customer gateway deletes its SA; a spoofed request every 10 s.
+    h.b.close(h.now, &mut h.rng, A);
+    h.run(Duration::from_millis(100));
+    assert_eq!(Harness::down(&h.a_events), Some(DownReason::DeletedByPeer));
+    for _ in 0..3 {
+        spoof(&mut h, &mut spoofer);
+        h.run(Duration::from_secs(3));
+    }
+    // Back up within RESTART_DELAY plus a round trip, not after the
+    // half-open SAs' timeout.
+    assert_eq!(
+        Harness::children(&h.a_events).len(),
+        2,
+        "{:?}",
+        Harness::logs(&h.a_events)
+    );
+    assert!(
+        h.now - h.start < Duration::from_secs(20),
+        "{:?}",
+        h.now - h.start
+    );
+}
+
 /// Both sides rekey the same Child SA at the same instant (fuzz 0):
 /// RFC 7296 § 2.8.1 leaves exactly one new SA on each side, paired.
 #[test]
