@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   # DPDK 22.11 (libraries, PMDs, dpdk-testpmd, dpdk-test-crypto-perf) and what bindgen needs
   dpdk dpdk-dev libdpdk-dev pkg-config clang libclang-dev
+  # intel-ipsec-mb 1.3: the second ESP crypto backend (ffi/ipsec-mb-sys binds it)
+  libipsec-mb-dev
   # test plumbing: namespaces, veth, captures, ping
   iproute2 ethtool tcpdump iputils-ping procps python3 python3-pip python3-venv
   # real peers for the interop tests: strongSwan with userspace ESP (kernel-libipsec), BIRD 2

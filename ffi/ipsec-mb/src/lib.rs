@@ -1,0 +1,71 @@
+//! A thin safe layer over intel-ipsec-mb 1.3 (through `ipsec-mb-sys`).
+//!
+//! Layer: below the dataplane's ESP transforms, beside `ring`/`aws-lc-rs`.
+//! It knows AES-GCM, AES-CBC and HMAC-SHA1/SHA2 on byte slices; it knows
+//! nothing about ESP, SAs or packet buffers.
+//!
+//! Three parts:
+//! * [`Manager`]: one `IMB_MGR`, allocated and initialised for the best
+//!   code path of this CPU (`init_mb_mgr_auto`: SSE, AVX, AVX2 or
+//!   AVX-512, see [`Arch`]). It carries the job API's scratch state (the
+//!   out-of-order multi-buffer lanes), so it is `Send` but not `Sync`: one
+//!   per worker thread.
+//! * [`GcmKey`]: an expanded AES-GCM key (`gcm_key_data`, 64-byte aligned,
+//!   boxed, zeroised on drop) that captures the manager's GCM *direct API*
+//!   function pointers once, so [`GcmKey::seal`] / [`GcmKey::open`] need no
+//!   manager and work from any thread (`Send + Sync`).
+//! * The job API ([`Manager::run_cbc_hmac`], [`Manager::run_gcm`]): up to
+//!   any number of independent operations submitted in one call; the
+//!   library interleaves them across its SIMD lanes (multi-buffer), which
+//!   is what makes CBC encryption and HMAC fast (both are serial within a
+//!   buffer). Keys for it: [`CbcHmacKey`] (expanded AES encrypt/decrypt
+//!   schedules and the HMAC inner/outer hash states, zeroised on drop).
+//!
+//! Guarantees: no allocation, lock or syscall per operation (keys and the
+//! manager allocate once, at setup); no panic on any input length; tags
+//! are compared in constant time ([`subtle`]); on an authentication failure
+//! in [`GcmKey::open`] the ciphertext is restored, so no unauthenticated
+//! plaintext is left behind.
+//!
+//! All `unsafe` code of this binding lives here, each block with a
+//! `// SAFETY:` comment naming the invariants it relies on.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![warn(missing_docs)]
+
+mod cbc;
+mod gcm;
+mod mgr;
+
+pub use cbc::{CbcHmacJob, CbcHmacKey, HashAlg};
+pub use gcm::{GCM_IV_LEN, GCM_TAG_LEN, GcmJob, GcmKey};
+pub use mgr::{Arch, Manager};
+
+/// What failed in the binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `alloc_mb_mgr` returned NULL (out of memory).
+    #[error("intel-ipsec-mb: alloc_mb_mgr failed")]
+    Alloc,
+    /// The installed library is older than the 1.3 we were built for.
+    #[error("intel-ipsec-mb: library version {0:#x} is older than 1.3")]
+    OldVersion(u32),
+    /// `init_mb_mgr_auto` found no usable code path (no AES-NI).
+    #[error("intel-ipsec-mb: no AES-NI code path on this CPU")]
+    NoAesNi,
+    /// The manager's table lacks a function we need.
+    #[error("intel-ipsec-mb: the manager has no `{0}` function")]
+    MissingFunction(&'static str),
+    /// A key has the wrong length for the algorithm.
+    #[error("intel-ipsec-mb: key has the wrong length")]
+    BadKeyLength,
+    /// A buffer, range or tag length is invalid for the operation.
+    #[error("intel-ipsec-mb: invalid length or range")]
+    BadLength,
+    /// A tag did not verify.
+    #[error("intel-ipsec-mb: authentication tag did not verify")]
+    AuthFailed,
+    /// The library rejected a job (its `imb_get_errno`, or the job status).
+    #[error("intel-ipsec-mb: job failed (error {0})")]
+    Job(i32),
+}
