@@ -8,7 +8,7 @@ use ipsec_mb_sys as sys;
 use subtle::ConstantTimeEq;
 
 use crate::gcm::MAX_JOB_BURST;
-use crate::{Error, Manager};
+use crate::{Direct, Error, Manager};
 
 /// AES block and CBC IV length.
 const BLOCK: usize = 16;
@@ -120,21 +120,19 @@ impl CbcHmacKey {
     ///
     /// # Errors
     /// [`Error::BadKeyLength`], [`Error::BadLength`] for an unsupported
-    /// tag length, [`Error::MissingFunction`].
+    /// tag length.
     pub fn new(
-        mgr: &Manager,
+        api: &Direct,
         aes_key: &[u8],
         hash: HashAlg,
         hmac_key: &[u8],
         tag_len: usize,
     ) -> Result<Self, Error> {
-        let t = mgr.table();
         let keyexp = match aes_key.len() {
-            16 => t.keyexp_128,
-            32 => t.keyexp_256,
+            16 => api.keyexp_128,
+            32 => api.keyexp_256,
             _ => return Err(Error::BadKeyLength),
-        }
-        .ok_or(Error::MissingFunction("keyexp"))?;
+        };
         if hmac_key.len() > hash.block_len() {
             return Err(Error::BadKeyLength);
         }
@@ -142,12 +140,11 @@ impl CbcHmacKey {
             return Err(Error::BadLength);
         }
         let one_block = match hash {
-            HashAlg::Sha1 => t.sha1_one_block,
-            HashAlg::Sha256 => t.sha256_one_block,
-            HashAlg::Sha384 => t.sha384_one_block,
-            HashAlg::Sha512 => t.sha512_one_block,
-        }
-        .ok_or(Error::MissingFunction("one-block hash"))?;
+            HashAlg::Sha1 => api.sha1_one_block,
+            HashAlg::Sha256 => api.sha256_one_block,
+            HashAlg::Sha384 => api.sha384_one_block,
+            HashAlg::Sha512 => api.sha512_one_block,
+        };
         let mut data = Box::new(KeyData {
             enc: [0; 240],
             dec: [0; 240],

@@ -7,7 +7,7 @@ use core::ptr;
 use ipsec_mb_sys as sys;
 use subtle::ConstantTimeEq;
 
-use crate::{Error, Manager};
+use crate::{Direct, Error, Manager};
 
 /// GCM IV length: salt (4) || explicit IV (8), RFC 4106 § 4; the library
 /// appends the 32-bit block counter itself.
@@ -15,7 +15,7 @@ pub const GCM_IV_LEN: usize = 12;
 /// GCM tag length (the only one we use: RFC 4106's "-16").
 pub const GCM_TAG_LEN: usize = 16;
 
-type EncDecFn = unsafe extern "C" fn(
+pub(crate) type EncDecFn = unsafe extern "C" fn(
     *const sys::gcm_key_data,
     *mut sys::gcm_context_data,
     *mut u8,
@@ -64,19 +64,16 @@ impl Drop for GcmKey {
 }
 
 impl GcmKey {
-    /// Expands a 16- or 32-byte AES key for GCM with `mgr`'s code path.
+    /// Expands a 16- or 32-byte AES key for GCM with the code path of
+    /// the manager `api` was taken from.
     ///
     /// # Errors
-    /// [`Error::BadKeyLength`]; [`Error::MissingFunction`].
-    pub fn new(mgr: &Manager, key: &[u8]) -> Result<Self, Error> {
-        let t = mgr.table();
+    /// [`Error::BadKeyLength`].
+    pub fn new(api: &Direct, key: &[u8]) -> Result<Self, Error> {
         let (pre, enc, dec) = match key.len() {
-            16 => (t.gcm128_pre, t.gcm128_enc, t.gcm128_dec),
-            32 => (t.gcm256_pre, t.gcm256_enc, t.gcm256_dec),
+            16 => (api.gcm128_pre, api.gcm128_enc, api.gcm128_dec),
+            32 => (api.gcm256_pre, api.gcm256_enc, api.gcm256_dec),
             _ => return Err(Error::BadKeyLength),
-        };
-        let (Some(pre), Some(enc), Some(dec)) = (pre, enc, dec) else {
-            return Err(Error::MissingFunction("gcm direct API"));
         };
         let mut data = Box::<sys::gcm_key_data>::default();
         // SAFETY: `key` holds `key.len()` bytes matching the chosen
@@ -176,6 +173,8 @@ impl GcmKey {
         }
     }
 }
+
+pub(crate) type PreFn = unsafe extern "C" fn(*const core::ffi::c_void, *mut sys::gcm_key_data);
 
 /// Direction of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

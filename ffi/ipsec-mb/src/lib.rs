@@ -10,10 +10,13 @@
 //!   AVX-512, see [`Arch`]). It carries the job API's scratch state (the
 //!   out-of-order multi-buffer lanes), so it is `Send` but not `Sync`: one
 //!   per worker thread.
+//! * [`Direct`]: the manager's stateless functions (key expansion,
+//!   one-block hashes, the GCM *direct API*) captured once into a `Copy`
+//!   value, usable from any thread and after the manager is gone.
 //! * [`GcmKey`]: an expanded AES-GCM key (`gcm_key_data`, 64-byte aligned,
-//!   boxed, zeroised on drop) that captures the manager's GCM *direct API*
-//!   function pointers once, so [`GcmKey::seal`] / [`GcmKey::open`] need no
-//!   manager and work from any thread (`Send + Sync`).
+//!   boxed, zeroised on drop) holding its [`Direct`] functions, so
+//!   [`GcmKey::seal`] / [`GcmKey::open`] need no manager and work from any
+//!   thread (`Send + Sync`).
 //! * The job API ([`Manager::run_cbc_hmac`], [`Manager::run_gcm`]): up to
 //!   any number of independent operations submitted in one call; the
 //!   library interleaves them across its SIMD lanes (multi-buffer), which
@@ -38,7 +41,7 @@ mod mgr;
 
 pub use cbc::{CbcHmacJob, CbcHmacKey, HashAlg};
 pub use gcm::{GCM_IV_LEN, GCM_TAG_LEN, GcmJob, GcmKey};
-pub use mgr::{Arch, Manager};
+pub use mgr::{Arch, Direct, Manager};
 
 /// What failed in the binding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use ipsec_mb_sys as sys;
 
 use crate::Error;
+use crate::gcm::{EncDecFn, PreFn};
 
 /// The code path `init_mb_mgr_auto` picked for this CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +130,7 @@ impl Manager {
         {
             return Err(Error::MissingFunction("job API"));
         }
+        Direct::from_table(t)?;
         Ok(this)
     }
 
@@ -136,6 +138,17 @@ impl Manager {
     #[must_use]
     pub const fn arch(&self) -> Arch {
         self.arch
+    }
+
+    /// The manager's stateless functions (key expansion, one-block
+    /// hashes, the GCM direct API), captured into a plain `Copy` value that
+    /// outlives the manager and may be shared between threads.
+    #[must_use]
+    pub fn direct(&self) -> Direct {
+        // Checked in `new`; the fallback is unreachable.
+        let mut d = Direct::from_table(self.table()).unwrap_or_else(|_| unreachable_direct());
+        d.arch = self.arch;
+        d
     }
 
     /// The library's version string (`imb_get_version_str`).
@@ -227,5 +240,73 @@ impl Manager {
             }
             report(c);
         }
+    }
+}
+
+/// Never called: `Manager::new` already checked the table.
+#[cold]
+fn unreachable_direct() -> Direct {
+    // A manager whose table lost functions after `new` checked them cannot
+    // exist; abort rather than call a null pointer later.
+    std::process::abort()
+}
+
+/// The stateless functions of a manager's table, for the CPU path it
+/// chose: they take no manager argument (the key schedules and a stack
+/// context carry all state), so this is `Copy + Send + Sync` and remains
+/// valid after the manager is freed (they are code in the shared library).
+#[derive(Clone, Copy)]
+pub struct Direct {
+    arch: Arch,
+    pub(crate) gcm128_pre: PreFn,
+    pub(crate) gcm256_pre: PreFn,
+    pub(crate) gcm128_enc: EncDecFn,
+    pub(crate) gcm256_enc: EncDecFn,
+    pub(crate) gcm128_dec: EncDecFn,
+    pub(crate) gcm256_dec: EncDecFn,
+    pub(crate) keyexp_128: KeyExpFn,
+    pub(crate) keyexp_256: KeyExpFn,
+    pub(crate) sha1_one_block: OneBlockFn,
+    pub(crate) sha256_one_block: OneBlockFn,
+    pub(crate) sha384_one_block: OneBlockFn,
+    pub(crate) sha512_one_block: OneBlockFn,
+}
+
+pub(crate) type KeyExpFn = unsafe extern "C" fn(*const c_void, *mut c_void, *mut c_void);
+pub(crate) type OneBlockFn = unsafe extern "C" fn(*const c_void, *mut c_void);
+
+impl core::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Direct")
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Direct {
+    fn from_table(t: &sys::IMB_MGR) -> Result<Self, Error> {
+        let miss = Error::MissingFunction;
+        let arch = Arch::Avx512; // replaced by the caller's arch below
+        Ok(Self {
+            arch,
+            gcm128_pre: t.gcm128_pre.ok_or(miss("gcm128_pre"))?,
+            gcm256_pre: t.gcm256_pre.ok_or(miss("gcm256_pre"))?,
+            gcm128_enc: t.gcm128_enc.ok_or(miss("gcm128_enc"))?,
+            gcm256_enc: t.gcm256_enc.ok_or(miss("gcm256_enc"))?,
+            gcm128_dec: t.gcm128_dec.ok_or(miss("gcm128_dec"))?,
+            gcm256_dec: t.gcm256_dec.ok_or(miss("gcm256_dec"))?,
+            keyexp_128: t.keyexp_128.ok_or(miss("keyexp_128"))?,
+            keyexp_256: t.keyexp_256.ok_or(miss("keyexp_256"))?,
+            sha1_one_block: t.sha1_one_block.ok_or(miss("sha1_one_block"))?,
+            sha256_one_block: t.sha256_one_block.ok_or(miss("sha256_one_block"))?,
+            sha384_one_block: t.sha384_one_block.ok_or(miss("sha384_one_block"))?,
+            sha512_one_block: t.sha512_one_block.ok_or(miss("sha512_one_block"))?,
+        })
+    }
+
+    /// The code path these functions belong to.
+    #[must_use]
+    pub const fn arch(&self) -> Arch {
+        self.arch
     }
 }

@@ -9,7 +9,10 @@
 //!   on random keys, lengths (0 and odd included), AAD of 8/12 bytes, in
 //!   mixed bursts through the job API.
 
-#![allow(clippy::cast_possible_truncation, reason = "test patterns wrap on purpose")]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "test patterns wrap on purpose"
+)]
 
 use aws_lc_rs::cipher::{AES_128, AES_256, EncryptingKey, EncryptionContext, UnboundCipherKey};
 use aws_lc_rs::iv::FixedLength;
@@ -31,7 +34,7 @@ const K: [u8; 16] = hex!("feffe9928665731c6d6a8f9467308308");
 const IV: [u8; 12] = hex!("cafebabefacedbaddecaf888");
 
 fn gcm_check(m: &mut Manager, key: &[u8], iv: &[u8; 12], aad: &[u8], p: &[u8], c: &[u8], t: &[u8]) {
-    let k = GcmKey::new(m, key).unwrap();
+    let k = GcmKey::new(&m.direct(), key).unwrap();
     // Direct API.
     let mut buf = p.to_vec();
     let tag = k.seal(iv, aad, &mut buf);
@@ -154,7 +157,7 @@ fn gcm_spec_test_cases_14_15_16() {
 #[test]
 fn gcm_bad_tag_fails_and_restores_ciphertext() {
     let mut m = mgr();
-    let k = GcmKey::new(&m, &K).unwrap();
+    let k = GcmKey::new(&m.direct(), &K).unwrap();
     let mut buf = P.to_vec();
     let mut tag = k.seal(&IV, &A, &mut buf);
     let ct = buf.clone();
@@ -179,7 +182,7 @@ fn gcm_bad_tag_fails_and_restores_ciphertext() {
     m.run_gcm(&mut jobs);
     assert_eq!(jobs[0].result, Err(Error::AuthFailed));
     assert!(matches!(
-        GcmKey::new(&m, &[0; 24]),
+        GcmKey::new(&m.direct(), &[0; 24]),
         Err(Error::BadKeyLength)
     ));
 }
@@ -193,7 +196,7 @@ fn manager_reports_an_arch() {
 }
 
 fn hmac_only(m: &mut Manager, hash: HashAlg, key: &[u8], data: &[u8]) -> Vec<u8> {
-    let k = CbcHmacKey::new(m, &[0; 16], hash, key, hash.digest_len()).unwrap();
+    let k = CbcHmacKey::new(&m.direct(), &[0; 16], hash, key, hash.digest_len()).unwrap();
     let mut buf = data.to_vec();
     let len = buf.len();
     let mut jobs = [CbcHmacJob {
@@ -266,7 +269,7 @@ fn cbc_rfc3602_cases_1_2() {
             hex!("d296cd94c2cccf8a3a863028b5e1dc0a7586602d253cfff91b8266bea6d61ab1").to_vec(),
         ),
     ] {
-        let k = CbcHmacKey::new(&m, &key, HashAlg::Sha256, &[9; 32], 16).unwrap();
+        let k = CbcHmacKey::new(&m.direct(), &key, HashAlg::Sha256, &[9; 32], 16).unwrap();
         let mut buf = p.clone();
         let len = buf.len();
         let mut jobs = [CbcHmacJob {
@@ -347,7 +350,7 @@ proptest! {
             .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut want)
             .unwrap();
 
-        let k = GcmKey::new(&m, key).unwrap();
+        let k = GcmKey::new(&m.direct(), key).unwrap();
         let mut got = p.clone();
         let tag = k.seal(&iv, aad, &mut got);
         prop_assert_eq!(&got, &want);
@@ -383,7 +386,7 @@ proptest! {
         for (i, &(k256, hash, blocks, iv, seed, hdr)) in specs.iter().enumerate() {
             let aes: Vec<u8> = (0..if k256 { 32 } else { 16 }).map(|b| seed.wrapping_add(b)).collect();
             let mac: Vec<u8> = (0..hash.digest_len()).map(|b| seed ^ (b as u8)).collect();
-            keys.push((CbcHmacKey::new(&m, &aes, hash, &mac, hash.ipsec_tag_len()).unwrap(), iv, hdr, blocks * 16));
+            keys.push((CbcHmacKey::new(&m.direct(), &aes, hash, &mac, hash.ipsec_tag_len()).unwrap(), iv, hdr, blocks * 16));
             let buf: Vec<u8> = (0..hdr + blocks * 16).map(|b| (b as u8) ^ (i as u8)).collect();
             // Oracle.
             let mut c = buf.clone();

@@ -119,7 +119,7 @@ impl AesGcm {
 /// Builds the RFC 4106 § 5 AAD from the ESP header bytes; returns the
 /// buffer and the number of bytes used (8, or 12 with ESN).
 #[inline]
-fn aad(header: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
+pub(crate) fn aad(header: &[u8], seq: u64, esn: bool) -> ([u8; 12], usize) {
     let mut a = [0u8; 12];
     if esn {
         // SPI || Seq high || Seq low (RFC 4106 § 5, Figure 4)

@@ -24,7 +24,9 @@ use super::shared::{SharedReplayWindow, SharedSeq, reserve};
 
 use super::hdr::{IPV4_LEN, IPV6_LEN, PROTO_ESP, PROTO_UDP, UDP_LEN};
 use super::replay::{MAX_WINDOW, MIN_WINDOW, ReplayWindow};
-use crate::crypto::{CryptoError, ESP_HEADER_LEN, EspAlgorithm, EspTransform, Transform};
+use crate::crypto::{
+    CryptoBackend, CryptoError, ESP_HEADER_LEN, EspAlgorithm, EspTransform, Transform,
+};
 
 /// Which way an SA carries traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +152,7 @@ pub enum SaError {
 }
 
 impl SaConfig {
-    fn validate(&self, dir: Direction) -> Result<Transform, SaError> {
+    fn validate(&self, dir: Direction, backend: CryptoBackend) -> Result<Transform, SaError> {
         if self.spi < 256 {
             return Err(SaError::ReservedSpi(self.spi));
         }
@@ -160,7 +162,8 @@ impl SaConfig {
         if self.direction != dir {
             return Err(SaError::WrongDirection);
         }
-        Ok(Transform::new(
+        Ok(Transform::with_backend(
+            backend,
             self.algorithm,
             &self.enc_key,
             &self.auth_key,
@@ -360,7 +363,7 @@ pub struct OutboundSa {
     // --- line 2: read per packet ---
     pub(crate) template: HeaderTemplate,
     // --- lines 3+: the cipher context (ring's AES-GCM key: key schedule
-    // and GHASH table) ---
+    // and GHASH table; intel-ipsec-mb's is boxed, 64-byte aligned) ---
     pub(crate) transform: Transform,
 }
 
@@ -400,12 +403,26 @@ const _: () = assert!(size_of::<OutboundSa>() <= 1024);
 const _: () = assert!(size_of::<InboundSa>() <= 1280);
 
 impl OutboundSa {
-    /// Builds the runtime SA from the cold record (cold path).
+    /// Builds the runtime SA from the cold record (cold path), with the
+    /// `ring` crypto backend; see [`Self::new_with`].
     ///
     /// # Errors
     /// [`SaError`] for an invalid record or key.
     pub fn new(cfg: &SaConfig, installed_at_secs: u64) -> Result<Self, SaError> {
-        let transform = cfg.validate(Direction::Outbound)?;
+        Self::new_with(cfg, installed_at_secs, CryptoBackend::Ring)
+    }
+
+    /// Builds the runtime SA from the cold record (cold path), its cipher
+    /// on `backend` (the one the process chose at start).
+    ///
+    /// # Errors
+    /// [`SaError`] for an invalid record or key.
+    pub fn new_with(
+        cfg: &SaConfig,
+        installed_at_secs: u64,
+        backend: CryptoBackend,
+    ) -> Result<Self, SaError> {
+        let transform = cfg.validate(Direction::Outbound, backend)?;
         Ok(Self {
             seq: 0,
             shared_seq: None,
@@ -543,12 +560,26 @@ impl OutboundSa {
 }
 
 impl InboundSa {
-    /// Builds the runtime SA from the cold record (cold path).
+    /// Builds the runtime SA from the cold record (cold path), with the
+    /// `ring` crypto backend; see [`Self::new_with`].
     ///
     /// # Errors
     /// [`SaError`] for an invalid record or key.
     pub fn new(cfg: &SaConfig, installed_at_secs: u64) -> Result<Self, SaError> {
-        let transform = cfg.validate(Direction::Inbound)?;
+        Self::new_with(cfg, installed_at_secs, CryptoBackend::Ring)
+    }
+
+    /// Builds the runtime SA from the cold record (cold path), its cipher
+    /// on `backend` (the one the process chose at start).
+    ///
+    /// # Errors
+    /// [`SaError`] for an invalid record or key.
+    pub fn new_with(
+        cfg: &SaConfig,
+        installed_at_secs: u64,
+        backend: CryptoBackend,
+    ) -> Result<Self, SaError> {
+        let transform = cfg.validate(Direction::Inbound, backend)?;
         Ok(Self {
             life: LifetimeState::new(&cfg.lifetimes, installed_at_secs),
             spi: cfg.spi,
