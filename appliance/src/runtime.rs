@@ -79,6 +79,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use ::dataplane::crypto::{BackendChoice, BackendPreference, CryptoBackend, select_backend};
 use ::dataplane::esp::sa::LifetimeEvent;
 use ::dataplane::esp::{InboundSa, OutboundSa, SaConfig, SharedReplayWindow, shared_seq};
 use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConfig, PortStats, RxQueue, TxQueue};
@@ -133,6 +134,9 @@ pub struct RuntimeConfig {
     pub sa_capacity: usize,
     /// Mbufs in the pool.
     pub mbufs: u32,
+    /// Which ESP crypto library (`dataplane.crypto_backend`); resolved
+    /// against this CPU by [`Runtime::start`].
+    pub crypto_backend: BackendPreference,
 }
 
 impl RuntimeConfig {
@@ -150,6 +154,7 @@ impl RuntimeConfig {
             kernel: None,
             sa_capacity: 16 * 1024,
             mbufs: 8191,
+            crypto_backend: BackendPreference::Auto,
         }
     }
 
@@ -279,6 +284,10 @@ pub enum RuntimeError {
         /// Workers configured.
         workers: usize,
     },
+    /// `dataplane.crypto_backend = "ipsec-mb"` on a CPU or system where
+    /// intel-ipsec-mb cannot run.
+    #[error("dataplane.crypto_backend = \"ipsec-mb\": {0}")]
+    CryptoBackend(ipsec_mb::Error),
     /// The mbuf pool could not be created.
     #[error("mbuf pool of {count} mbufs: {source}")]
     Mempool {
@@ -479,6 +488,9 @@ pub struct Runtime {
     sa_snapshot_at: Instant,
     started: Instant,
     prefix: String,
+    /// The ESP crypto library every SA of this process is built on, and
+    /// why it was chosen.
+    crypto: BackendChoice,
     eal: Option<Eal>,
 }
 
@@ -573,6 +585,7 @@ impl Runtime {
     /// [`RuntimeError`] naming the step that failed. The EAL can be
     /// initialised once per process: a second `start` fails.
     pub fn start(config: &RuntimeConfig) -> Result<Self, RuntimeError> {
+        let crypto = select_backend(config.crypto_backend).map_err(RuntimeError::CryptoBackend)?;
         let args = config.eal_args();
         let eal = Eal::init(&args).map_err(|source| RuntimeError::Eal {
             args: args.clone(),
@@ -594,6 +607,7 @@ impl Runtime {
             sa_snapshot_at: Instant::now(),
             started: Instant::now(),
             prefix: config.file_prefix.clone(),
+            crypto,
             eal: None,
         };
         match rt.start_on(&eal, config) {
@@ -770,6 +784,19 @@ impl Runtime {
         &self.port_queues
     }
 
+    /// The ESP crypto library this process chose at start (see
+    /// [`::dataplane::crypto::select_backend`]).
+    #[must_use]
+    pub fn crypto_backend(&self) -> CryptoBackend {
+        self.crypto.backend
+    }
+
+    /// Why [`Self::crypto_backend`] was chosen (for the log).
+    #[must_use]
+    pub fn crypto_backend_reason(&self) -> &str {
+        &self.crypto.reason
+    }
+
     /// How the outside port spreads inbound ESP over the workers
     /// (decided at start, see [`steering`]).
     #[must_use]
@@ -941,10 +968,11 @@ impl Runtime {
         patience: Duration,
     ) -> Result<Ticket, RuntimeError> {
         let now = self.now_secs();
+        let backend = self.crypto.backend;
         let shared =
             (self.workers.len() > 1).then(|| SharedReplayWindow::new(cfg.replay_window, cfg.esn));
         self.broadcast(patience, &mut |_| {
-            let mut sa = InboundSa::new(cfg, now).map_err(|e| RuntimeError::Sa {
+            let mut sa = InboundSa::new_with(cfg, now, backend).map_err(|e| RuntimeError::Sa {
                 spi: cfg.spi,
                 reason: e.to_string(),
             })?;
@@ -972,9 +1000,10 @@ impl Runtime {
         patience: Duration,
     ) -> Result<Ticket, RuntimeError> {
         let now = self.now_secs();
+        let backend = self.crypto.backend;
         let shared = (self.workers.len() > 1).then(shared_seq);
         self.broadcast(patience, &mut |_| {
-            let mut sa = OutboundSa::new(cfg, now).map_err(|e| RuntimeError::Sa {
+            let mut sa = OutboundSa::new_with(cfg, now, backend).map_err(|e| RuntimeError::Sa {
                 spi: cfg.spi,
                 reason: e.to_string(),
             })?;

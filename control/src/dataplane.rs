@@ -142,6 +142,11 @@ pub struct DataplaneStats {
     /// or RSS and why); empty with one worker or no dataplane.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub steering: String,
+    /// The ESP crypto library the dataplane chose at start (`ring`, or
+    /// `ipsec-mb/<path>` with intel-ipsec-mb's code path for this CPU,
+    /// e.g. `ipsec-mb/avx512`); empty with no dataplane.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub crypto_backend: String,
 }
 
 impl DataplaneStats {

@@ -1062,12 +1062,20 @@ enabled = false
         st["ports"]["kernel"]["rx_packets"].as_u64().unwrap() >= 3,
         "{st}"
     );
+    // The ESP crypto library chosen at start (`auto`): intel-ipsec-mb on
+    // an AVX2-or-better path, else ring.
+    let backend = st["crypto_backend"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        backend == "ring" || backend.starts_with("ipsec-mb/"),
+        "crypto_backend: {st}"
+    );
     let table = s.ctl(&["show", "stats"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
         text.contains("no_outbound_sa") && text.contains("lan") && text.contains("arp_replies"),
         "{text}"
     );
+    assert!(text.contains(&format!("crypto: {backend}")), "{text}");
 
     // Deleted: no route again.
     assert_eq!(code(&s.ctl(&["connection", "delete", "vpn-dp"])), 0);

@@ -22,6 +22,8 @@ struct Case {
     nat_t: bool,
     /// (outbound key, outbound auth, inbound key, inbound auth) from our side.
     keys: [&'static str; 4],
+    /// `vpn-dp --crypto-backend`.
+    backend: &'static str,
 }
 
 fn run_case(case: &Case) {
@@ -80,6 +82,7 @@ target = "inside"
     let mut cmd = dp.command(&bin("vpn-dp"));
     cmd.arg("--config").arg(&path);
     cmd.args(["--no-huge", "--file-prefix", &format!("vt-sd-{t}")]);
+    cmd.args(["--crypto-backend", case.backend]);
     let daemon = Daemon::spawn(cmd, "vpn-dp");
     // Up when it answers ARP for its outside address.
     assert!(
@@ -114,6 +117,14 @@ target = "inside"
         stats.contains("decap=20") && stats.contains("encap=20"),
         "{stats}"
     );
+    // The backend asked for is the one that ran (`ring`, `ipsec-mb/avx512`;
+    // `auto` names what it chose).
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    let want = match case.backend {
+        "auto" => "vpn-dp: crypto: ".to_owned(),
+        b => format!("vpn-dp: crypto: {b}"),
+    };
+    assert!(err.contains(&want), "{err}");
 }
 
 #[test]
@@ -127,6 +138,23 @@ fn aes_gcm_raw_esp_through_the_dataplane() {
             "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3",
             "",
         ],
+        backend: "ring",
+    });
+}
+
+/// The same with the SAs on intel-ipsec-mb.
+#[test]
+fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
+    run_case(&Case {
+        alg: "aes256gcm16",
+        nat_t: false,
+        keys: [
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223",
+            "",
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3",
+            "",
+        ],
+        backend: "ipsec-mb",
     });
 }
 
@@ -141,6 +169,7 @@ fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
             "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf",
             "6162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80",
         ],
+        backend: "auto",
     });
 }
 
@@ -383,9 +412,23 @@ fn assert_flows(result: &serde_json::Value, count: u64, stats: &str) {
 /// through a tunnel per ESP algorithm, raw ESP and NAT-T alternating.
 #[test]
 fn every_esp_algorithm_udp_and_icmp_both_ways() {
-    let lab = Lab::start(&ALGORITHMS, "", "", &[]);
+    every_esp_algorithm_on("ring");
+}
+
+/// The same with the SAs on intel-ipsec-mb.
+#[test]
+fn every_esp_algorithm_udp_and_icmp_both_ways_ipsec_mb() {
+    every_esp_algorithm_on("ipsec-mb");
+}
+
+fn every_esp_algorithm_on(backend: &str) {
+    let lab = Lab::start(&ALGORITHMS, "", "", &["--crypto-backend", backend]);
     let result = lab.cgw(3, false);
     let stats = lab.stop();
+    assert!(
+        stats.contains(&format!("vpn-dp: crypto: {backend}")),
+        "{stats}"
+    );
     assert_flows(&result, 3, &stats);
     // Each tunnel: 3 echo requests + 3 UDP + 3 echo replies + 3 UDP
     // echoes in, the same out; nothing dropped.

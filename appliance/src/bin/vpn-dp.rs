@@ -16,7 +16,9 @@
 //! worker on each other lcore; `--lcores 0@0,1@1,2@1` is passed to the
 //! EAL as `--lcores` (several lcores on one cpu, for functional tests on
 //! small machines). The counters printed at exit are the workers' sums
-//! (`stats:`), then each worker's (`worker N:`).
+//! (`stats:`), then each worker's (`worker N:`). `--crypto-backend`
+//! picks the ESP crypto library (default `auto`); the choice and its
+//! reason are printed at start (`vpn-dp: crypto: ipsec-mb/avx512 (…)`).
 //!
 //! Exit codes: 0 stopped by a signal or `--duration`, 1 bad configuration
 //! or set-up failure.
@@ -32,6 +34,7 @@ use appliance::runtime::steering::{SteerTunnel, queue_for};
 use appliance::runtime::{Runtime, RuntimeConfig};
 use appliance::static_mode::{self, StaticConfig};
 use clap::Parser;
+use dataplane::crypto::BackendPreference;
 use fib::TunnelId;
 use worker::{Addresses, Command, Drop, Event, WorkerStats};
 
@@ -60,6 +63,14 @@ struct Args {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// The ESP crypto library: `auto` (intel-ipsec-mb where its code path
+    /// for this CPU is AVX2 or better, else ring), `ipsec-mb` or `ring`.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    crypto_backend: BackendPreference,
+}
+
+fn parse_backend(s: &str) -> Result<BackendPreference, String> {
+    BackendPreference::parse(s).ok_or_else(|| format!("{s:?}: one of auto, ipsec-mb, ring"))
 }
 
 fn main() {
@@ -144,7 +155,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.lcores.contains('@') {
         rc.lcore_map = Some(args.lcores.clone());
     }
+    rc.crypto_backend = args.crypto_backend;
     let mut rt = Runtime::start(&rc)?;
+    eprintln!(
+        "vpn-dp: crypto: {} ({})",
+        rt.crypto_backend(),
+        rt.crypto_backend_reason()
+    );
     for p in rt.port_queues() {
         eprintln!("vpn-dp: {p}");
     }

@@ -943,6 +943,9 @@ fn human(r: &Response) -> String {
             if !stats.steering.is_empty() {
                 let _ = writeln!(out, "steering: {}", stats.steering);
             }
+            if !stats.crypto_backend.is_empty() {
+                let _ = writeln!(out, "crypto: {}", stats.crypto_backend);
+            }
             out.push('\n');
             if !stats.ports.is_empty() {
                 let rows: Vec<Vec<String>> = stats

@@ -176,6 +176,11 @@ fn run(args: &Args) -> i32 {
                 if rt.workers() > 1 {
                     eprintln!("vpnd: dataplane: {}", rt.steering_mode());
                 }
+                eprintln!(
+                    "vpnd: crypto: {} ({})",
+                    rt.crypto_backend(),
+                    rt.crypto_backend_reason()
+                );
                 Box::new(DpdkDataplane::new(rt))
             }
             Err(e) => {
@@ -378,6 +383,7 @@ fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, Str
     rc.main_lcore = d.main_lcore;
     rc.worker_lcores.clone_from(&d.worker_lcores);
     rc.lcore_map = d.lcore_map();
+    rc.crypto_backend = d.crypto_backend_preference();
     Ok(rc)
 }
 

@@ -523,6 +523,7 @@ impl Dataplane for DpdkDataplane {
         if rt.workers() > 1 {
             st.steering = rt.steering_mode().to_string();
         }
+        st.crypto_backend = rt.crypto_backend().to_string();
         let snap = rt.worker_stats();
         let w = &snap.worker;
         for reason in Drop::ALL {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use dataplane::crypto::BackendPreference;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +140,11 @@ pub struct DataplaneConfig {
     /// whose per-tunnel cap is not adjustable (spec §11.2).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub tunnel_policing: bool,
+    /// The ESP crypto library: `auto` (default: intel-ipsec-mb where its
+    /// code path for this CPU is AVX2 or better, else `ring`),
+    /// `ipsec-mb` (refused at start where it cannot run) or `ring`.
+    #[serde(default = "default_crypto_backend", skip_serializing_if = "is_auto")]
+    pub crypto_backend: String,
 }
 
 impl DataplaneConfig {
@@ -155,6 +161,12 @@ impl DataplaneConfig {
             map.push_str(&format!(",{lcore}@{cpu}"));
         }
         Some(map)
+    }
+
+    /// `crypto_backend` parsed; `Auto` for a value validation refuses.
+    #[must_use]
+    pub fn crypto_backend_preference(&self) -> BackendPreference {
+        BackendPreference::parse(&self.crypto_backend).unwrap_or_default()
     }
 }
 
@@ -185,6 +197,15 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
         return Err("six two-digit hex bytes separated by ':'".to_owned());
     }
     Ok(mac)
+}
+
+fn default_crypto_backend() -> String {
+    "auto".to_owned()
+}
+
+#[allow(clippy::ptr_arg, reason = "serde's skip_serializing_if signature")]
+fn is_auto(s: &String) -> bool {
+    s == "auto"
 }
 
 fn default_huge_dir() -> PathBuf {
@@ -453,6 +474,13 @@ impl ApplianceConfig {
             );
         }
         errs.range("main_lcore", d.main_lcore, 0, MAX_LCORE_ID);
+        if BackendPreference::parse(&d.crypto_backend).is_none() {
+            errs.invalid(
+                "crypto_backend",
+                format!("{:?}", d.crypto_backend),
+                "one of \"auto\", \"ipsec-mb\", \"ring\"",
+            );
+        }
         if !d.tunnel_policing && self.gateway.kind == GatewayKind::Concentrator {
             errs.conflict(
                 "tunnel_policing",

@@ -33,7 +33,8 @@
 //! ```toml
 //! [gateway]            # id, kind, asn, outside_addresses, local_networks
 //! [dataplane]          # hugepages_dir, file_prefix, main_lcore, worker_lcores,
-//!                      # next-hop MACs, inside_addresses, tunnel_policing
+//!                      # next-hop MACs, inside_addresses, tunnel_policing,
+//!                      # crypto_backend
 //! [[dataplane.ports]]  # name, device, role, rx_queues, tx_queues
 //! [management]         # socket_path, socket_group
 //! [metrics]            # enabled, listen

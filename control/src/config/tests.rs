@@ -1851,3 +1851,42 @@ fn preference_orders_are_permutations_of_the_allowed_sets() {
         &n(DhGroup::PHASE2_ALLOWED)
     ));
 }
+
+/// `dataplane.crypto_backend`: `auto` by default (not written out),
+/// `ipsec-mb` and `ring` accepted, anything else refused by field path.
+#[test]
+fn crypto_backend_defaults_auto_and_refuses_unknown_names() {
+    use dataplane::crypto::BackendPreference;
+    let mut c = example();
+    assert_eq!(c.dataplane.crypto_backend, "auto");
+    assert_eq!(
+        c.dataplane.crypto_backend_preference(),
+        BackendPreference::Auto
+    );
+    assert!(!c.to_toml_string().unwrap().contains("crypto_backend"));
+    for (name, pref) in [
+        ("ipsec-mb", BackendPreference::IpsecMb),
+        ("ring", BackendPreference::Ring),
+    ] {
+        c.dataplane.crypto_backend = name.to_owned();
+        assert_eq!(c.dataplane.crypto_backend_preference(), pref);
+        assert!(
+            c.to_toml_string()
+                .unwrap()
+                .contains(&format!("crypto_backend = \"{name}\""))
+        );
+        if let Err(errs) = c.validate() {
+            assert!(
+                on(&errs, "dataplane.crypto_backend").is_empty(),
+                "{errs:#?}"
+            );
+        }
+    }
+    c.dataplane.crypto_backend = "openssl".to_owned();
+    let errs = c.validate().unwrap_err();
+    assert_err(
+        &errs,
+        "dataplane.crypto_backend",
+        &["openssl", "auto", "ipsec-mb", "ring"],
+    );
+}
