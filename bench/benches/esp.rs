@@ -41,13 +41,14 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use dataplane::crypto::{AesCbcHmac, EspAlgorithm, Integrity};
+use dataplane::crypto::{AesCbcHmac, CryptoBackend, EspAlgorithm, Integrity};
 use dataplane::esp::burst::{Verdict, decap_burst, encap_burst};
 use dataplane::esp::replay::DEFAULT_WINDOW;
 use dataplane::esp::sa::{DfPolicy, Direction, Lifetimes, TunnelEndpoints};
 use dataplane::esp::{DropCounters, InboundSa, OutboundSa, SaConfig};
 use hdrhistogram::Histogram;
-use netbuf::{Append, TestBuffer, TrimFromEnd};
+use ipsec_mb::{CbcHmacJob, CbcHmacKey, GcmJob, GcmKey, HashAlg, Manager};
+use netbuf::{Append, Prepend, TestBuffer, TrimFromEnd, TrimFromStart};
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use zeroize::Zeroizing;
@@ -85,8 +86,11 @@ fn main() -> Res<()> {
     for &alg in &suites {
         for &size in &sizes {
             cases.push(Case::new(Kind::Esp(alg), size)?);
+            cases.push(Case::new(Kind::EspMb(alg), size)?);
             cases.push(Case::new(Kind::Raw(alg), size)?);
+            cases.push(Case::new(Kind::RawMbBurst(alg), size)?);
             if alg.integrity().is_none() {
+                cases.push(Case::new(Kind::RawMb(alg), size)?);
                 cases.push(Case::new(Kind::RawEspLen(alg), size)?);
                 cases.push(Case::new(Kind::RawAlign16(alg), size)?);
             }
@@ -234,8 +238,17 @@ impl Size {
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
-    /// The ESP pipeline: encap_burst + decap_burst.
+    /// The ESP pipeline: encap_burst + decap_burst (`ring` backend).
     Esp(EspAlgorithm),
+    /// The same pipeline with the SAs on intel-ipsec-mb.
+    EspMb(EspAlgorithm),
+    /// intel-ipsec-mb AES-GCM, direct API, one packet per call (tag
+    /// after the data, as `Raw`).
+    RawMb(EspAlgorithm),
+    /// intel-ipsec-mb through its job API, the whole burst submitted at
+    /// once: AES-GCM, or AES-CBC + HMAC-SHA256 over an ESP-like layout
+    /// (8 header bytes + IV authenticated, data padded to 16, 16-byte tag).
+    RawMbBurst(EspAlgorithm),
     /// The raw crypto of the same suite: ring AES-GCM, or aws-lc CBC + ring HMAC.
     Raw(EspAlgorithm),
     /// ring AES-GCM over exactly the bytes ESP encrypts: inner + padding
@@ -309,7 +322,13 @@ impl Case {
 
     fn alg(&self) -> EspAlgorithm {
         match self.kind {
-            Kind::Esp(a) | Kind::Raw(a) | Kind::RawEspLen(a) | Kind::RawAlign16(a) => a,
+            Kind::Esp(a)
+            | Kind::EspMb(a)
+            | Kind::Raw(a)
+            | Kind::RawMb(a)
+            | Kind::RawMbBurst(a)
+            | Kind::RawEspLen(a)
+            | Kind::RawAlign16(a) => a,
         }
     }
 
@@ -324,7 +343,10 @@ impl Case {
     fn label(&self) -> String {
         let (k, a) = match self.kind {
             Kind::Esp(a) => ("esp", a),
+            Kind::EspMb(a) => ("esp-mb", a),
             Kind::Raw(a) => ("raw", a),
+            Kind::RawMb(a) => ("raw-mb", a),
+            Kind::RawMbBurst(a) => ("raw-mb-burst", a),
             Kind::RawEspLen(a) => ("raw-esplen", a),
             Kind::RawAlign16(a) => ("raw-align16", a),
         };
@@ -340,6 +362,7 @@ impl Case {
             }
             eng.forward(pool)?;
             if let Engine::Esp { .. } = eng {
+                // (both backends)
                 // The outer packet must be bigger than the inner one.
                 for (b, t) in pool.iter().zip(ph) {
                     if b.len() <= t.len() + ESP_OFF {
@@ -423,6 +446,21 @@ enum Engine {
         seq: u64,
         lens: [usize; BURST],
     },
+    /// intel-ipsec-mb GCM; `mgr`: through the job API, else direct.
+    MbGcm {
+        key: Box<GcmKey>,
+        mgr: Option<Box<Manager>>,
+        salt: [u8; 4],
+        seq: u64,
+        seqs: [u64; BURST],
+    },
+    /// intel-ipsec-mb CBC + HMAC-SHA256 through the job API.
+    MbCbc {
+        key: Box<CbcHmacKey>,
+        mgr: Box<Manager>,
+        seq: u64,
+        lens: [usize; BURST],
+    },
 }
 
 const SA_IDX: [u32; BURST] = [0; BURST];
@@ -431,12 +469,59 @@ const ESP_OFFS: [usize; BURST] = [ESP_OFF; BURST];
 impl Engine {
     fn new(kind: Kind) -> Res<Self> {
         Ok(match kind {
-            Kind::Esp(alg) => Self::Esp {
-                out: vec![OutboundSa::new(&sa_cfg(alg, Direction::Outbound), 0)?],
-                inb: vec![InboundSa::new(&sa_cfg(alg, Direction::Inbound), 0)?],
-                verdicts: [Ok(()); BURST],
-                drops: DropCounters::default(),
-            },
+            Kind::Esp(alg) | Kind::EspMb(alg) => {
+                let backend = match kind {
+                    Kind::EspMb(_) => CryptoBackend::ipsec_mb()?,
+                    _ => CryptoBackend::Ring,
+                };
+                Self::Esp {
+                    out: vec![OutboundSa::new_with(
+                        &sa_cfg(alg, Direction::Outbound),
+                        0,
+                        backend,
+                    )?],
+                    inb: vec![InboundSa::new_with(
+                        &sa_cfg(alg, Direction::Inbound),
+                        0,
+                        backend,
+                    )?],
+                    verdicts: [Ok(()); BURST],
+                    drops: DropCounters::default(),
+                }
+            }
+            Kind::RawMb(alg @ (EspAlgorithm::Aes128Gcm16 | EspAlgorithm::Aes256Gcm16))
+            | Kind::RawMbBurst(alg @ (EspAlgorithm::Aes128Gcm16 | EspAlgorithm::Aes256Gcm16)) => {
+                let k = key_bytes(alg.enc_key_len(), 7);
+                let n = alg.enc_key_len() - 4;
+                let mgr = Manager::new()?;
+                let key = Box::new(GcmKey::new(&mgr.direct(), &k[..n])?);
+                let mut salt = [0u8; 4];
+                salt.copy_from_slice(&k[n..]);
+                Self::MbGcm {
+                    key,
+                    mgr: matches!(kind, Kind::RawMbBurst(_)).then(|| Box::new(mgr)),
+                    salt,
+                    seq: 0,
+                    seqs: [0; BURST],
+                }
+            }
+            Kind::RawMbBurst(alg) => {
+                let mgr = Manager::new()?;
+                let key = CbcHmacKey::new(
+                    &mgr.direct(),
+                    &key_bytes(alg.enc_key_len(), 7),
+                    HashAlg::Sha256,
+                    &key_bytes(32, 13),
+                    16,
+                )?;
+                Self::MbCbc {
+                    key: Box::new(key),
+                    mgr: Box::new(mgr),
+                    seq: 0,
+                    lens: [0; BURST],
+                }
+            }
+            Kind::RawMb(_) => return Err("raw-mb: GCM only".into()),
             Kind::Raw(alg @ (EspAlgorithm::Aes128Gcm16 | EspAlgorithm::Aes256Gcm16))
             | Kind::RawEspLen(alg)
             | Kind::RawAlign16(alg) => {
@@ -538,6 +623,101 @@ impl Engine {
                     b.append(16)?.copy_from_slice(&tag.as_ref()[..16]);
                 }
             }
+            Self::MbGcm {
+                key,
+                mgr: None,
+                salt,
+                seq,
+                seqs,
+            } => {
+                for (b, s) in pool.iter_mut().zip(seqs.iter_mut()) {
+                    *seq += 1;
+                    *s = *seq;
+                    let (iv, aad) = mb_iv_aad(salt, *seq);
+                    let tag = key.seal(&iv, &aad, b.as_mut());
+                    b.append(16)?.copy_from_slice(&tag);
+                }
+            }
+            Self::MbGcm {
+                key,
+                mgr: Some(mgr),
+                salt,
+                seq,
+                seqs,
+            } => {
+                let mut ivs = [[0u8; 12]; BURST];
+                let mut aads = [[0u8; 8]; BURST];
+                for i in 0..BURST {
+                    *seq += 1;
+                    seqs[i] = *seq;
+                    (ivs[i], aads[i]) = mb_iv_aad(salt, *seq);
+                }
+                for b in pool.iter_mut() {
+                    b.append(16)?;
+                }
+                let mut it = pool.iter_mut().zip(ivs.iter().zip(aads.iter()));
+                let mut jobs: [GcmJob<'_>; BURST] = std::array::from_fn(|_| {
+                    let (b, (iv, aad)) = it.next().expect("pool holds BURST buffers");
+                    let len = b.len() - 16;
+                    GcmJob {
+                        key,
+                        iv: *iv,
+                        aad,
+                        buf: b.as_mut(),
+                        offset: 0,
+                        len,
+                        tag: [0; 16],
+                        open: false,
+                        result: Ok(()),
+                    }
+                });
+                mgr.run_gcm(&mut jobs);
+                for j in jobs {
+                    j.result?;
+                    j.buf[j.len..].copy_from_slice(&j.tag);
+                }
+            }
+            Self::MbCbc {
+                key,
+                mgr,
+                seq,
+                lens,
+            } => {
+                let mut ivs = [[0u8; 16]; BURST];
+                for ((b, l), iv) in pool.iter_mut().zip(lens.iter_mut()).zip(ivs.iter_mut()) {
+                    *seq += 1;
+                    *l = b.len();
+                    let padded = (b.len() + 2).next_multiple_of(16);
+                    b.append(padded - b.len() + 16)?;
+                    iv[8..].copy_from_slice(&seq.to_be_bytes());
+                    let h = b.prepend(24)?;
+                    h[..8].fill(0);
+                    h[8..].copy_from_slice(iv);
+                }
+                let mut it = pool.iter_mut().zip(ivs.iter());
+                let mut jobs: [CbcHmacJob<'_>; BURST] = std::array::from_fn(|_| {
+                    let (b, iv) = it.next().expect("pool holds BURST buffers");
+                    let covered = b.len() - 16;
+                    CbcHmacJob {
+                        key,
+                        iv: *iv,
+                        buf: b.as_mut(),
+                        cipher_offset: 24,
+                        cipher_len: covered - 24,
+                        hash_offset: 0,
+                        hash_len: covered,
+                        tag: [0; 64],
+                        open: false,
+                        result: Ok(()),
+                    }
+                });
+                mgr.run_cbc_hmac(&mut jobs);
+                for j in jobs {
+                    j.result?;
+                    let c = j.hash_len;
+                    j.buf[c..].copy_from_slice(&j.tag[..16]);
+                }
+            }
         }
         Ok(())
     }
@@ -598,6 +778,93 @@ impl Engine {
                     b.trim_from_end(pad)?;
                 }
             }
+            Self::MbGcm {
+                key,
+                mgr: None,
+                salt,
+                seqs,
+                ..
+            } => {
+                for (b, s) in pool.iter_mut().zip(seqs.iter()) {
+                    let (iv, aad) = mb_iv_aad(salt, *s);
+                    let n = b.len() - 16;
+                    let (body, t) = b.as_mut().split_at_mut(n);
+                    let mut tag = [0u8; 16];
+                    tag.copy_from_slice(t);
+                    key.open(&iv, &aad, body, &tag).map_err(|_| "mb open")?;
+                    b.trim_from_end(16)?;
+                }
+            }
+            Self::MbGcm {
+                key,
+                mgr: Some(mgr),
+                salt,
+                seqs,
+                ..
+            } => {
+                let mut it = pool.iter_mut().zip(seqs.iter());
+                let mut aads = [[0u8; 8]; BURST];
+                for (a, s) in aads.iter_mut().zip(seqs.iter()) {
+                    *a = mb_iv_aad(salt, *s).1;
+                }
+                let mut ai = aads.iter();
+                let mut jobs: [GcmJob<'_>; BURST] = std::array::from_fn(|_| {
+                    let (b, s) = it.next().expect("pool holds BURST buffers");
+                    let len = b.len() - 16;
+                    let mut tag = [0u8; 16];
+                    tag.copy_from_slice(&b.as_ref()[len..]);
+                    GcmJob {
+                        key,
+                        iv: mb_iv_aad(salt, *s).0,
+                        aad: ai.next().expect("BURST aads"),
+                        buf: b.as_mut(),
+                        offset: 0,
+                        len,
+                        tag,
+                        open: true,
+                        result: Ok(()),
+                    }
+                });
+                mgr.run_gcm(&mut jobs);
+                for j in jobs {
+                    j.result?;
+                }
+                for b in pool.iter_mut() {
+                    b.trim_from_end(16)?;
+                }
+            }
+            Self::MbCbc { key, mgr, lens, .. } => {
+                let mut it = pool.iter_mut();
+                let mut jobs: [CbcHmacJob<'_>; BURST] = std::array::from_fn(|_| {
+                    let b = it.next().expect("pool holds BURST buffers");
+                    let covered = b.len() - 16;
+                    let mut tag = [0u8; 64];
+                    tag[..16].copy_from_slice(&b.as_ref()[covered..]);
+                    let mut iv = [0u8; 16];
+                    iv.copy_from_slice(&b.as_ref()[8..24]);
+                    CbcHmacJob {
+                        key,
+                        iv,
+                        buf: b.as_mut(),
+                        cipher_offset: 24,
+                        cipher_len: covered - 24,
+                        hash_offset: 0,
+                        hash_len: covered,
+                        tag,
+                        open: true,
+                        result: Ok(()),
+                    }
+                });
+                mgr.run_cbc_hmac(&mut jobs);
+                for j in jobs {
+                    j.result?;
+                }
+                for (b, l) in pool.iter_mut().zip(lens.iter()) {
+                    b.trim_from_start(24)?;
+                    let extra = b.len() - l;
+                    b.trim_from_end(extra)?;
+                }
+            }
         }
         Ok(())
     }
@@ -622,6 +889,18 @@ fn gcm_nonce_aad(salt: &[u8; 4], seq: u64) -> (Nonce, [u8; 8]) {
     aad[..4].copy_from_slice(&SPI.to_be_bytes());
     aad[4..].copy_from_slice(&seq.to_be_bytes()[4..]);
     (Nonce::assume_unique_for_key(n), aad)
+}
+
+/// intel-ipsec-mb's 12-byte IV (salt || 64-bit sequence number) and the
+/// 8-byte ESP AAD, as `gcm_nonce_aad`.
+fn mb_iv_aad(salt: &[u8; 4], seq: u64) -> ([u8; 12], [u8; 8]) {
+    let mut n = [0u8; 12];
+    n[..4].copy_from_slice(salt);
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    let mut aad = [0u8; 8];
+    aad[..4].copy_from_slice(&SPI.to_be_bytes());
+    aad[4..].copy_from_slice(&seq.to_be_bytes()[4..]);
+    (n, aad)
 }
 
 fn key_bytes(len: usize, mul: usize) -> Vec<u8> {
@@ -775,6 +1054,88 @@ fn paired_ratio(a: &Case, b: &Case, pa: fn(&Round) -> u64, pb: fn(&Round) -> u64
     median(&v).unwrap_or(f64::NAN)
 }
 
+/// Two tables (seal/encap, open/decap): per suite and size, the raw
+/// rates of each engine (ring one packet per call, intel-ipsec-mb direct
+/// one per call, intel-ipsec-mb job API one burst per call, and DPDK's
+/// aesni_gcm PMD when measured), the fastest of them, the pipeline on each
+/// backend, and the two target ratios: pipeline on ipsec-mb over the
+/// fastest raw rate (Gbps) and over ipsec-mb's raw burst rate (packets/s).
+fn backend_tables(s: &mut String, cases: &[Case], hz: f64, dpdk: &DpdkCeiling) {
+    let find = |want: Kind, size: &str| {
+        cases.iter().find(|c| {
+            std::mem::discriminant(&c.kind) == std::mem::discriminant(&want)
+                && c.alg() == want_alg(want)
+                && c.size.label() == size
+        })
+    };
+    for (dir, pick, step) in [
+        ("seal", (|r: &Round| r.fwd) as fn(&Round) -> u64, "encap"),
+        ("open", |r: &Round| r.back, "decap"),
+    ] {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "| suite | inner B | raw ring {dir} Gbps | raw mb {dir} | raw mb burst {dir} | dpdk | fastest raw | {step} ring Gbps | {step} mb Gbps | {step} mb Mpps | mb burst Mpps | {step} ring / fastest | {step} mb / fastest | {step} mb / mb burst (pps) |"
+        );
+        let _ = writeln!(
+            s,
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for c in cases.iter().filter(|c| matches!(c.kind, Kind::Esp(_))) {
+            let alg = c.alg();
+            let size = c.size.label();
+            let g = |k: Kind| find(k, &size).map(|x| stat(&x.rounds, hz, pick));
+            let ring = g(Kind::Raw(alg));
+            let mb = g(Kind::RawMb(alg));
+            let burst = g(Kind::RawMbBurst(alg));
+            let dp = (dir == "seal")
+                .then(|| c.key_bits().and_then(|k| dpdk.gbps(k, &size)))
+                .flatten()
+                .map(|d| d.0);
+            let fastest = [
+                ring.map(|x| x.gbps),
+                mb.map(|x| x.gbps),
+                burst.map(|x| x.gbps),
+                dp,
+            ]
+            .into_iter()
+            .flatten()
+            .fold(f64::NAN, f64::max);
+            let esp_ring = stat(&c.rounds, hz, pick);
+            let esp_mb = g(Kind::EspMb(alg));
+            let f = |x: Option<f64>| x.map_or_else(|| "-".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {size} | {} | {} | {} | {} | {fastest:.2} | {:.2} | {} | {} | {} | {:.2} | {} | {} |",
+                alg_name(alg),
+                f(ring.map(|x| x.gbps)),
+                f(mb.map(|x| x.gbps)),
+                f(burst.map(|x| x.gbps)),
+                f(dp),
+                esp_ring.gbps,
+                f(esp_mb.map(|x| x.gbps)),
+                f(esp_mb.map(|x| x.mpps)),
+                f(burst.map(|x| x.mpps)),
+                esp_ring.gbps / fastest,
+                f(esp_mb.map(|x| x.gbps / fastest)),
+                f(esp_mb.zip(burst).map(|(e, b)| e.mpps / b.mpps)),
+            );
+        }
+    }
+}
+
+fn want_alg(k: Kind) -> EspAlgorithm {
+    match k {
+        Kind::Esp(a)
+        | Kind::EspMb(a)
+        | Kind::Raw(a)
+        | Kind::RawMb(a)
+        | Kind::RawMbBurst(a)
+        | Kind::RawEspLen(a)
+        | Kind::RawAlign16(a) => a,
+    }
+}
+
 fn print_report(
     cases: &[Case],
     hz: f64,
@@ -863,6 +1224,9 @@ fn print_report(
             gcm(ratio(dec.gbps, dp)),
         );
     }
+
+    // Backends: ring vs intel-ipsec-mb, raw and through the pipeline.
+    backend_tables(&mut s, cases, hz, dpdk);
 
     // Detail: every timed step.
     let _ = writeln!(s);

@@ -15,8 +15,12 @@
 # half-way through its rounds and after its last round (the bench calls
 # this script back with --cp-round). The bench, pinned with taskset,
 # prints the table with the crypto-perf medians (ratios encap/decap vs
-# ring raw seal and vs DPDK aesni_gcm).
-# Takes about a minute after the build.
+# ring raw seal and vs DPDK aesni_gcm), then the backend tables: raw
+# AES-GCM on ring, intel-ipsec-mb direct (one packet per call) and
+# intel-ipsec-mb's job API (one burst per call), the fastest of those and
+# DPDK, the pipeline on each backend, and the target ratios (pipeline on
+# ipsec-mb / fastest raw Gbps; / ipsec-mb raw burst packets per second).
+# Takes about two minutes after the build.
 set -euo pipefail
 MODE=bench
 if [ "${1:-}" = --cp-round ]; then MODE=cp; CSV=$2; shift 2; fi
@@ -54,6 +58,7 @@ cp_round() {
 if [ "$MODE" = cp ]; then cp_round; exit 0; fi
 
 echo "== $(date -u '+%Y-%m-%d %H:%M:%S UTC') $(uname -n), $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "== lscpu: $(lscpu | sed -n 's/^Model name: *//p'); AES/AVX flags: $(grep -m1 -o -w -E 'aes|avx2|avx512f|vaes|vpclmulqdq|sha_ni' /proc/cpuinfo | sort -u | paste -sd' ')"
 echo "== load before: $(uptime)"
 ps -eo pcpu,comm --sort=-pcpu | awk 'NR > 1 && $1 >= 10 { printf "   busy: %s %s%%\n", $2, $1 }'
 

@@ -52,6 +52,8 @@ impl core::fmt::Display for Arch {
 pub struct Manager {
     mgr: NonNull<sys::IMB_MGR>,
     arch: Arch,
+    /// The stateless functions, captured at the end of `new`.
+    direct: Option<Direct>,
     /// `!Sync` (the job API mutates the manager through `&mut self`
     /// only, but keep the type honest should a `&self` method ever reach
     /// the scratch state).
@@ -108,6 +110,7 @@ impl Manager {
         let mut this = Self {
             mgr,
             arch: Arch::NoAesNi,
+            direct: None,
             _not_sync: PhantomData,
         };
         // SAFETY: valid manager.
@@ -130,7 +133,8 @@ impl Manager {
         {
             return Err(Error::MissingFunction("job API"));
         }
-        Direct::from_table(t)?;
+        let direct = Direct::from_table(t, this.arch)?;
+        this.direct = Some(direct);
         Ok(this)
     }
 
@@ -145,10 +149,12 @@ impl Manager {
     /// outlives the manager and may be shared between threads.
     #[must_use]
     pub fn direct(&self) -> Direct {
-        // Checked in `new`; the fallback is unreachable.
-        let mut d = Direct::from_table(self.table()).unwrap_or_else(|_| unreachable_direct());
-        d.arch = self.arch;
-        d
+        // `Some` from the end of `new` on: a `Manager` is only handed out
+        // by a successful `new`.
+        match self.direct {
+            Some(d) => d,
+            None => unreachable_direct(),
+        }
     }
 
     /// The library's version string (`imb_get_version_str`).
@@ -243,11 +249,9 @@ impl Manager {
     }
 }
 
-/// Never called: `Manager::new` already checked the table.
+/// Never called: every `Manager` handed out has its `Direct`.
 #[cold]
 fn unreachable_direct() -> Direct {
-    // A manager whose table lost functions after `new` checked them cannot
-    // exist; abort rather than call a null pointer later.
     std::process::abort()
 }
 
@@ -284,9 +288,8 @@ impl core::fmt::Debug for Direct {
 }
 
 impl Direct {
-    fn from_table(t: &sys::IMB_MGR) -> Result<Self, Error> {
+    fn from_table(t: &sys::IMB_MGR, arch: Arch) -> Result<Self, Error> {
         let miss = Error::MissingFunction;
-        let arch = Arch::Avx512; // replaced by the caller's arch below
         Ok(Self {
             arch,
             gcm128_pre: t.gcm128_pre.ok_or(miss("gcm128_pre"))?,

@@ -18,13 +18,15 @@
 //!
 //! Guarantees: no allocation, no syscall, no lock and no panic per packet;
 //! ICVs are compared in constant time (`ring` verifies the GCM tag itself,
-//! HMAC tags go through [`subtle::ConstantTimeEq`]).
+//! intel-ipsec-mb's GCM tags and HMAC tags go through
+//! [`subtle::ConstantTimeEq`]).
 //!
 //! Key material: the cold SA record keeps raw keys in
 //! [`zeroize::Zeroizing`]. The expanded key objects of `ring` and
 //! `aws-lc-rs` are opaque and cannot be zeroised by us; `aws-lc-rs` clears
 //! its own key schedules on drop, `ring` does not. Accepted (same position
-//! as rustls).
+//! as rustls). intel-ipsec-mb's key schedules are ours
+//! ([`ipsec_mb::GcmKey`]) and are zeroised on drop.
 //!
 //! [RFC 4303 § 2]: https://www.rfc-editor.org/rfc/rfc4303#section-2
 //! [RFC 4106]: https://www.rfc-editor.org/rfc/rfc4106
