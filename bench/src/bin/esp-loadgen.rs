@@ -39,6 +39,11 @@
 //!
 //! Prints one JSON line: offered, sent, received, Mpps, Gbps of inner bytes,
 //! latency percentiles in ns, and with `--alternate` the blocks' figures.
+//!
+//! `--capture FILE` writes a sample of the received frames (every
+//! `--capture-every`-th, at most `--capture-count`) to a pcap file, for an
+//! independent check of what the gateway under test sent (the anchor
+//! benchmark decrypts it with scapy).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -121,6 +126,21 @@ struct Args {
     lcore: String,
     #[arg(long, default_value = "esp-loadgen")]
     file_prefix: String,
+    /// Write a sample of the received frames to this pcap file.
+    #[arg(long, value_name = "FILE")]
+    capture: Option<PathBuf>,
+    /// Sample every this many received frames.
+    #[arg(long, default_value_t = 1)]
+    capture_every: u64,
+    /// At most this many frames in the sample.
+    #[arg(long, default_value_t = 256)]
+    capture_count: usize,
+    /// Decap: keep the prepared ESP in this file and take it from there
+    /// when it exists (same tunnels, size and count: the caller names the
+    /// file after them). Every run of a fresh gateway may replay the same
+    /// sequence numbers.
+    #[arg(long, value_name = "FILE")]
+    esp_cache: Option<PathBuf>,
 }
 
 fn main() {
@@ -342,6 +362,38 @@ struct Prepared {
     frames: Vec<(usize, usize)>,
 }
 
+impl Prepared {
+    /// File layout: the frames' (offset, length) pairs as little-endian
+    /// u64, preceded by their count, then the arena.
+    fn save(&self, path: &PathBuf) -> anyhow::Result<()> {
+        let mut out = Vec::with_capacity(8 + self.frames.len() * 16 + self.arena.len());
+        out.extend_from_slice(&(self.frames.len() as u64).to_le_bytes());
+        for &(off, len) in &self.frames {
+            out.extend_from_slice(&(off as u64).to_le_bytes());
+            out.extend_from_slice(&(len as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&self.arena);
+        std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
+    }
+
+    fn load(path: &PathBuf) -> anyhow::Result<Self> {
+        let mut data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let word = |d: &[u8], i: usize| -> anyhow::Result<usize> {
+            let b = d.get(i * 8..i * 8 + 8).context("ESP cache truncated")?;
+            Ok(usize::try_from(u64::from_le_bytes(b.try_into()?))?)
+        };
+        let count = word(&data, 0)?;
+        let frames = (0..count)
+            .map(|k| Ok((word(&data, 1 + 2 * k)?, word(&data, 2 + 2 * k)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let arena = data.split_off(8 + count * 16);
+        if frames.iter().any(|&(off, len)| off + len > arena.len()) {
+            bail!("ESP cache {} is damaged", path.display());
+        }
+        Ok(Self { arena, frames })
+    }
+}
+
 fn prepare_esp(args: &Args, eth: ([u8; 6], [u8; 6])) -> anyhow::Result<Prepared> {
     let mut sas = peer_sas(args)?;
     let largest = if args.size == 0 { 1500 } else { args.size };
@@ -380,6 +432,8 @@ struct Run {
     /// With `--alternate`: the received stream cut where it changes
     /// between tunnel 0 and the others.
     blocks: Vec<Block>,
+    /// With `--capture`: the sampled frames.
+    sample: Vec<Vec<u8>>,
 }
 
 /// A run of received packets all of tunnel 0 (`one`) or all of others.
@@ -443,7 +497,15 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let prepared = match args.mode {
         Mode::Decap => {
             let t0 = Instant::now();
-            let p = prepare_esp(args, (DP_OUTSIDE_MAC, LG_OUTSIDE_MAC))?;
+            let p = match &args.esp_cache {
+                Some(path) if path.exists() => Prepared::load(path)?,
+                Some(path) => {
+                    let p = prepare_esp(args, (DP_OUTSIDE_MAC, LG_OUTSIDE_MAC))?;
+                    p.save(path)?;
+                    p
+                }
+                None => prepare_esp(args, (DP_OUTSIDE_MAC, LG_OUTSIDE_MAC))?,
+            };
             eprintln!(
                 "esp-loadgen: {} ESP packets prepared in {:.2} s",
                 p.frames.len(),
@@ -531,6 +593,22 @@ fn report(args: &Args, tunnels: usize, r: &Run) {
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
+/// A classic pcap file (microsecond format, Ethernet) of `frames`.
+fn write_pcap(path: &PathBuf, frames: &[Vec<u8>]) -> anyhow::Result<()> {
+    let mut out = Vec::new();
+    for word in [0xa1b2_c3d4_u32, 0x0004_0002, 0, 0, 65_535, 1] {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    for f in frames {
+        let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+        for word in [0, 0, len, len] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(f);
+    }
+    std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
+}
+
 fn start_port(eal: &Eal, id: u16, pool: &Mempool) -> anyhow::Result<(Port, RxQueue, TxQueue)> {
     let port = Port::configure(eal, PortId(id), &PortConfig::default(), pool)
         .with_context(|| format!("configure port {id}"))?;
@@ -599,7 +677,16 @@ fn traffic(
         last_rx: 0,
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
         blocks: Vec::with_capacity(if args.alternate > 0 { 4096 } else { 0 }),
+        sample: Vec::new(),
     };
+    let (capture_every, capture_count) = (
+        args.capture_every.max(1),
+        if args.capture.is_some() {
+            args.capture_count
+        } else {
+            0
+        },
+    );
     let alternate = args.alternate > 0 && tunnels > 1;
     // What tells tunnel 0's packets from the others' on the way back.
     let (one_src, one_spi) = (tunnel_dst(0).octets(), spi(0, false).to_be_bytes());
@@ -619,9 +706,13 @@ fn traffic(
         }
         r.first_rx.get_or_insert(now);
         r.last_rx = now;
+        let first = r.received;
         r.received += n;
-        for m in rx.drain() {
+        for (i, m) in rx.drain().enumerate() {
             let d = m.as_ref();
+            if r.sample.len() < capture_count && (first + i as u64).is_multiple_of(capture_every) {
+                r.sample.push(d.to_vec());
+            }
             if alternate {
                 // Decap: the inner source; encap: the SPI after
                 // Ethernet + IPv4.
@@ -748,6 +839,9 @@ fn traffic(
             sink(&mut rx, &mut r, &sent_at, &mut first_seq);
         }
     }
+    if let Some(path) = &args.capture {
+        write_pcap(path, &r.sample)?;
+    }
     report(args, tunnels, &r);
     // net_memif can crash the side still polling when its peer goes away
     // (see the lab notes): stop polling, let vpn-dp (stopped by the script
@@ -774,6 +868,26 @@ mod tests {
         // carrying on where the previous "many" block stopped.
         assert_eq!(order(3, 5), [0, 0, 0, 1, 2, 3, 0, 0, 0, 4, 1, 2]);
         assert_eq!(order(3, 1), [0; 12], "one tunnel: no blocks");
+    }
+
+    #[test]
+    fn the_esp_cache_gives_back_the_frames_and_refuses_a_damaged_file() {
+        let dir = std::env::temp_dir().join(format!("esp-cache-test-{}", std::process::id()));
+        let p = Prepared {
+            arena: (0..=255).collect(),
+            frames: vec![(0, 14), (14, 100), (114, 142)],
+        };
+        p.save(&dir).unwrap();
+        let q = Prepared::load(&dir).unwrap();
+        assert_eq!((q.arena, q.frames), (p.arena, p.frames));
+        let mut bytes = std::fs::read(&dir).unwrap();
+        bytes.truncate(bytes.len() - 1);
+        std::fs::write(&dir, bytes).unwrap();
+        assert!(
+            Prepared::load(&dir).is_err(),
+            "last frame runs past the arena"
+        );
+        std::fs::remove_file(&dir).unwrap();
     }
 
     fn block(one: bool, packets: u64, first: u64, mpps: f64) -> Block {
