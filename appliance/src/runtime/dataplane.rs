@@ -364,10 +364,11 @@ impl Dataplane for DpdkDataplane {
                 })
             })
             .collect();
+        let wanted: std::collections::HashSet<&TunnelKey> = keys.iter().collect();
         let gone: Vec<TunnelKey> = self
             .ids
             .keys()
-            .filter(|k| !keys.contains(k))
+            .filter(|k| !wanted.contains(k))
             .cloned()
             .collect();
         for k in gone {
@@ -377,14 +378,18 @@ impl Dataplane for DpdkDataplane {
             self.ids.remove(&k);
             self.states.remove(&k);
         }
+        // New tunnels take the lowest free ids: ids index the worker's
+        // counter block and the FIB's tunnel table, both bounded.
+        let mut used: Option<std::collections::HashSet<u32>> = None;
+        let mut next = 0u32;
         for k in keys {
             if !self.ids.contains_key(&k) {
-                // The lowest free id: ids index the worker's counter block
-                // and the FIB's tunnel table, both bounded.
-                let used: std::collections::BTreeSet<u32> =
-                    self.ids.values().map(|t| t.0).collect();
-                let id = (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
-                self.ids.insert(k, TunnelId(id));
+                let used = used.get_or_insert_with(|| self.ids.values().map(|t| t.0).collect());
+                while used.contains(&next) {
+                    next += 1;
+                }
+                used.insert(next);
+                self.ids.insert(k, TunnelId(next));
             }
         }
         self.port_names = config

@@ -635,13 +635,14 @@ impl ApplianceConfig {
 
     fn validate_customer_gateways(&self, errs: &mut Errors<'_>) {
         let mut seen_ip: HashMap<IpAddr, String> = HashMap::new();
+        let mut seen_id: HashMap<&str, usize> = HashMap::new();
         for (i, c) in self.customer_gateways.iter().enumerate() {
             let p = format!("customer_gateways[{}]", label(&c.id, i));
             c.validate_into(&mut errs.nested(&p));
-            if let Some(j) = self.customer_gateways[..i]
-                .iter()
-                .position(|d| d.id == c.id)
-            {
+            if let Some(j) = seen_id.get(c.id.as_str()).copied().or_else(|| {
+                seen_id.insert(&c.id, i);
+                None
+            }) {
                 let first = format!("customer_gateways[{j}].id");
                 errs.duplicate(&format!("{p}.id"), &c.id, first);
             }
@@ -673,11 +674,15 @@ impl ApplianceConfig {
         let mut pairs: HashMap<(IpAddr, IpAddr), String> = HashMap::new();
         let kind = self.gateway.kind;
 
+        let mut seen_id: HashMap<&str, usize> = HashMap::new();
         for (ci, conn) in self.connections.iter().enumerate() {
             let p = format!("connections[{}]", label(&conn.id, ci));
             let mut ce = errs.nested(&p);
             conn.validate_into(&mut ce);
-            if let Some(j) = self.connections[..ci].iter().position(|d| d.id == conn.id) {
+            if let Some(j) = seen_id.get(conn.id.as_str()).copied().or_else(|| {
+                seen_id.insert(&conn.id, ci);
+                None
+            }) {
                 ce.duplicate("id", &conn.id, format!("connections[{j}].id"));
             }
             if conn.target != self.gateway.id {
@@ -1110,5 +1115,233 @@ impl ApplianceConfig {
         next.connections[ci] = next.connections[ci].patched_options(patch);
         next.validate()?;
         Ok(next)
+    }
+}
+
+/// Validation and generated values for one change, at a cost that does not
+/// grow with the configuration beyond one pass over the other objects
+/// without allocation (the management plane's per-change path).
+impl ApplianceConfig {
+    /// This configuration's appliance-wide sections with only the given
+    /// customer gateways and connections: validating it checks every rule
+    /// local to them, and the rules tying a connection to its gateway.
+    fn with_only(
+        &self,
+        customer_gateways: Vec<CustomerGateway>,
+        connections: Vec<VpnConnection>,
+    ) -> Self {
+        Self {
+            gateway: self.gateway.clone(),
+            dataplane: self.dataplane.clone(),
+            management: self.management.clone(),
+            metrics: self.metrics.clone(),
+            logging: self.logging.clone(),
+            customer_gateways,
+            connections,
+            certificates: self.certificates.clone(),
+        }
+    }
+
+    /// Check that `self` with `conn` added (its id is not configured) or
+    /// replacing the connection with its id still validates, given that
+    /// `self` validates. The same rules as [`Self::validate`], with
+    /// appliance-wide uniqueness checked against the other connections.
+    ///
+    /// # Errors
+    /// Every broken rule, with field paths under `connections[<id>]`.
+    pub fn validate_put_connection(&self, conn: &VpnConnection) -> Result<(), Vec<ConfigError>> {
+        let cgw = self
+            .customer_gateways
+            .iter()
+            .find(|g| g.id == conn.customer_gateway_id);
+        let mut out = self
+            .with_only(cgw.into_iter().cloned().collect(), vec![conn.clone()])
+            .validate()
+            .err()
+            .unwrap_or_default();
+        self.check_connection_unique(conn, cgw, &mut out);
+        finish(out)
+    }
+
+    /// Check that `self` with `cgw` added (its id is not configured) or
+    /// replacing the customer gateway with its id still validates, given
+    /// that `self` validates: its own rules, its address's uniqueness, and
+    /// the rules of every connection that uses it.
+    ///
+    /// # Errors
+    /// Every broken rule.
+    pub fn validate_put_customer_gateway(
+        &self,
+        cgw: &CustomerGateway,
+    ) -> Result<(), Vec<ConfigError>> {
+        let users: Vec<VpnConnection> = self
+            .connections
+            .iter()
+            .filter(|c| c.customer_gateway_id == cgw.id)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        {
+            let mut errs = Errors::new("", &mut out);
+            let p = format!("customer_gateways[{}]", cgw.id);
+            if self.gateway.kind == GatewayKind::Concentrator
+                && let Some(a) = cgw.ip_address
+                && let Some(other) = self
+                    .customer_gateways
+                    .iter()
+                    .find(|g| g.id != cgw.id && g.ip_address == Some(a))
+            {
+                errs.duplicate(
+                    &format!("{p}.ip_address"),
+                    a,
+                    format!("customer_gateways[{}].ip_address (gateway.kind = concentrator: each customer gateway needs a unique IP address)", other.id),
+                );
+            }
+        }
+        let mini = self.with_only(vec![cgw.clone()], users);
+        if let Err(e) = mini.validate() {
+            out.extend(e);
+        }
+        for conn in &mini.connections {
+            self.check_connection_unique(conn, Some(cgw), &mut out);
+        }
+        finish(out)
+    }
+
+    /// Appliance-wide uniqueness of `conn`'s tunnels against every other
+    /// connection: inside CIDRs, and (outside address, peer address)
+    /// pairs. `cgw` is `conn`'s customer gateway as it will be.
+    fn check_connection_unique(
+        &self,
+        conn: &VpnConnection,
+        cgw: Option<&CustomerGateway>,
+        out: &mut Vec<ConfigError>,
+    ) {
+        let p = format!("connections[{}]", conn.id);
+        let mut errs = Errors::new(p, out);
+        // Customer gateways (other than conn's own, as it will be) with the
+        // same peer address: their connections' tunnels must not use the
+        // same outside address as ours.
+        let remote = cgw.and_then(|g| g.ip_address);
+        let same_peer: Vec<&str> = match remote {
+            Some(r) => self
+                .customer_gateways
+                .iter()
+                .filter(|g| cgw.is_none_or(|c| c.id != g.id) && g.ip_address == Some(r))
+                .map(|g| g.id.as_str())
+                .chain(cgw.map(|c| c.id.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        for other in self.connections.iter().filter(|o| o.id != conn.id) {
+            let peer_clash = same_peer.contains(&other.customer_gateway_id.as_str());
+            for (ti, t) in conn.tunnels.iter().enumerate() {
+                for (oi, o) in other.tunnels.iter().enumerate() {
+                    let first =
+                        |field: &str| format!("connections[{}].tunnels[{oi}].{field}", other.id);
+                    if let Some(n) = t.inside_ipv4_cidr
+                        && o.inside_ipv4_cidr == Some(n)
+                    {
+                        errs.duplicate(
+                            &format!("tunnels[{ti}].inside_ipv4_cidr"),
+                            n,
+                            first("inside_ipv4_cidr"),
+                        );
+                    }
+                    if let Some(n) = t.inside_ipv6_cidr
+                        && o.inside_ipv6_cidr == Some(n)
+                    {
+                        errs.duplicate(
+                            &format!("tunnels[{ti}].inside_ipv6_cidr"),
+                            n,
+                            first("inside_ipv6_cidr"),
+                        );
+                    }
+                    if peer_clash
+                        && let (Some(a), Some(r)) = (t.outside_ip_address, remote)
+                        && o.outside_ip_address == Some(a)
+                    {
+                        errs.duplicate(
+                            &format!("tunnels[{ti}].outside_ip_address"),
+                            a,
+                            format!("{} towards the same customer gateway address {r}; IKE could not tell the tunnels apart", first("outside_ip_address")),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`Self::assign_generated`] for one connection that is not (yet) in
+    /// `self`: inside CIDRs free among the configured connections, and
+    /// pre-shared keys. Returns the paths of the fields assigned.
+    ///
+    /// # Errors
+    /// If the inside address pool is exhausted (`conn` is then unchanged).
+    pub fn assign_generated_for(
+        &self,
+        conn: &mut VpnConnection,
+        fill: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<Vec<String>, Vec<ConfigError>> {
+        let used4 = |n: Ipv4Net| {
+            self.connections
+                .iter()
+                .chain(std::iter::once(&*conn))
+                .any(|c| c.tunnels.iter().any(|t| t.inside_ipv4_cidr == Some(n)))
+        };
+        let used6 = |n: Ipv6Net| {
+            self.connections
+                .iter()
+                .chain(std::iter::once(&*conn))
+                .any(|c| c.tunnels.iter().any(|t| t.inside_ipv6_cidr == Some(n)))
+        };
+        let mut next = conn.clone();
+        let p = format!("connections[{}]", conn.id);
+        let v6 = next.tunnel_inside_ip_version == TunnelInsideIpVersion::Ipv6;
+        let store_psk = next.pre_shared_key_storage == PreSharedKeyStorage::Standard;
+        let mut assigned = Vec::new();
+        let mut errors = Vec::new();
+        for ti in 0..next.tunnels.len() {
+            let tp = format!("{p}.tunnels[{ti}]");
+            if next.tunnels[ti].inside_ipv4_cidr.is_none() {
+                let taken = |n: Ipv4Net| {
+                    used4(n) || next.tunnels.iter().any(|t| t.inside_ipv4_cidr == Some(n))
+                };
+                match inside::allocate_inside_ipv4_cidr_with(&taken, fill) {
+                    Some(n) => {
+                        next.tunnels[ti].inside_ipv4_cidr = Some(n);
+                        assigned.push(format!("{tp}.inside_ipv4_cidr"));
+                    }
+                    None => errors.push(ConfigError::Missing {
+                        field: format!("{tp}.inside_ipv4_cidr"),
+                        value: "(absent)".to_owned(),
+                        allowed: "no free /30 is left in 169.254.0.0/16".to_owned(),
+                    }),
+                }
+            }
+            if v6 && next.tunnels[ti].inside_ipv6_cidr.is_none() {
+                let taken = |n: Ipv6Net| {
+                    used6(n) || next.tunnels.iter().any(|t| t.inside_ipv6_cidr == Some(n))
+                };
+                match inside::allocate_inside_ipv6_cidr_with(&taken, fill) {
+                    Some(n) => {
+                        next.tunnels[ti].inside_ipv6_cidr = Some(n);
+                        assigned.push(format!("{tp}.inside_ipv6_cidr"));
+                    }
+                    None => errors.push(ConfigError::Missing {
+                        field: format!("{tp}.inside_ipv6_cidr"),
+                        value: "(absent)".to_owned(),
+                        allowed: "no free /126 found in fd00::/8".to_owned(),
+                    }),
+                }
+            }
+            if store_psk && next.tunnels[ti].pre_shared_key.is_none() {
+                next.tunnels[ti].pre_shared_key = Some(PreSharedKey::generate(fill));
+                assigned.push(format!("{tp}.pre_shared_key"));
+            }
+        }
+        finish(errors)?;
+        *conn = next;
+        Ok(assigned)
     }
 }

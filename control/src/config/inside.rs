@@ -173,15 +173,29 @@ pub fn allocate_inside_ipv4_cidr(
     used: &HashSet<Ipv4Net>,
     fill: &mut dyn FnMut(&mut [u8]),
 ) -> Option<Ipv4Net> {
+    allocate_inside_ipv4_cidr_with(&|n| used.contains(&n), fill)
+}
+
+/// [`allocate_inside_ipv4_cidr`] with the used blocks given by a test
+/// (`used(n)` is true when `n` is taken), for callers without a set.
+#[must_use]
+pub fn allocate_inside_ipv4_cidr_with(
+    used: &dyn Fn(Ipv4Net) -> bool,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> Option<Ipv4Net> {
     let mut b = [0u8; 2];
     fill(&mut b);
-    scan_v4(used, u32::from(u16::from_be_bytes(b)))
+    scan_v4_with(used, u32::from(u16::from_be_bytes(b)))
 }
 
 fn scan_v4(used: &HashSet<Ipv4Net>, start: u32) -> Option<Ipv4Net> {
+    scan_v4_with(&|n| used.contains(&n), start)
+}
+
+fn scan_v4_with(used: &dyn Fn(Ipv4Net) -> bool, start: u32) -> Option<Ipv4Net> {
     (0..V4_BLOCKS)
         .map(|i| v4_block(start.wrapping_add(i)))
-        .find(|n| !is_reserved_inside_ipv4_cidr(*n) && !used.contains(n))
+        .find(|n| !is_reserved_inside_ipv4_cidr(*n) && !used(*n))
 }
 
 /// The lowest free /126 strictly after `after` (or from fd00::/126 when
@@ -209,6 +223,15 @@ pub fn allocate_inside_ipv6_cidr(
     used: &HashSet<Ipv6Net>,
     fill: &mut dyn FnMut(&mut [u8]),
 ) -> Option<Ipv6Net> {
+    allocate_inside_ipv6_cidr_with(&|n| used.contains(&n), fill)
+}
+
+/// [`allocate_inside_ipv6_cidr`] with the used blocks given by a test.
+#[must_use]
+pub fn allocate_inside_ipv6_cidr_with(
+    used: &dyn Fn(Ipv6Net) -> bool,
+    fill: &mut dyn FnMut(&mut [u8]),
+) -> Option<Ipv6Net> {
     let mut b = [0u8; 16];
     fill(&mut b[1..]);
     b[0] = 0xfd;
@@ -216,7 +239,7 @@ pub fn allocate_inside_ipv6_cidr(
     // Bounded probe; in practice the first candidate is free.
     for _ in 0..4096 {
         let net = v6_126(Ipv6Addr::from(n));
-        if INSIDE_IPV6_POOL.contains(&net) && !used.contains(&net) {
+        if INSIDE_IPV6_POOL.contains(&net) && !used(net) {
             return Some(net);
         }
         n = n.wrapping_add(4);
