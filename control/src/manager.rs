@@ -2,24 +2,37 @@
 //! to the [`ApplianceConfig`], persists, and tells the [`Dataplane`].
 //!
 //! ```text
-//!   request ──► Manager::handle ──► next = f(current)      (a copy)
-//!                                   next.validate()        ── Err ─► validation_failed, nothing changed
-//!                                   store.save(&next)      ── Err ─► internal, nothing changed
-//!                                   dataplane.apply(&next)
-//!                                   current = next
+//!   request ──► Manager::handle ──► change = the new state of the one
+//!                                   object changed (or its removal)
+//!                                   validate the change against the rest
+//!                                            ── Err ─► validation_failed, nothing changed
+//!                                   journal.append(change) + fdatasync
+//!                                            ── Err ─► internal, nothing changed
+//!                                   config.apply_change(change)
+//!                                   dataplane.apply(&config)
+//!                                   compact the journal when it has grown
 //!                                   ◄── success reply (only now)
 //! ```
 //!
-//! What it guarantees: a change is acknowledged only after the whole
-//! resulting configuration validated and was written crash-safely by the
-//! [`ConfigStore`] (temp file, fsync, rename, directory fsync), so an
-//! acknowledged change survives `kill -9` and power loss; a rejected change
-//! leaves memory, disk and dataplane untouched. Queries never change
-//! anything.
+//! What it guarantees: a change is acknowledged only after it validated
+//! against the whole configuration and its journal record was written and
+//! synced by the [`Journal`], so an acknowledged change survives `kill -9`
+//! and power loss; a rejected change leaves memory, disk and dataplane
+//! untouched. Queries never change anything. The cost of a change in
+//! here is the change's size plus one pass without allocation over the
+//! other connections (uniqueness of inside CIDRs and address pairs): no
+//! copy, re-validation or re-serialisation of the whole configuration.
+//!
+//! Persistence: the store (`<stem>.snapshot` + `<stem>.journal` next to
+//! the TOML file, see [`crate::config::journal`]) is the configuration once
+//! it exists; the TOML file is read only when there is no store (first
+//! start, or an operator who removed the store to start from a file).
+//! `config_export` renders the current configuration as TOML and
+//! `config_import` replaces it (validated, written as a new snapshot).
 //!
 //! What it never does: read the clock or a socket. Randomness (generated
 //! keys, inside CIDR allocation) comes from the injected `fill` function.
-//! The only I/O is the store's file.
+//! The only I/O is the store's files (and the TOML file at start).
 
 use std::fmt;
 
@@ -28,8 +41,8 @@ use crate::api::{
     Request, Response, TunnelStatus,
 };
 use crate::config::{
-    ApplianceConfig, ConfigError, ConfigStore, LoadedFrom, StoreError, TunnelInsideIpVersion,
-    VpnConnection,
+    ApplianceConfig, Change, ConfigError, ConfigStore, CustomerGateway, Journal, JournalError,
+    LoadedFrom, OpenReport, StoreError, StorePaths, TunnelInsideIpVersion, VpnConnection,
 };
 use crate::dataplane::{Dataplane, RouteEntry, TunnelKey, TunnelUpDown};
 use crate::download;
@@ -45,9 +58,18 @@ pub enum StartError {
     /// The configuration breaks rules.
     #[error("the configuration is invalid ({} error(s)): {}", .0.len(), join_errors(.0))]
     Invalid(Vec<ConfigError>),
-    /// Generated values were assigned but could not be saved.
-    #[error("cannot save generated values: {0}")]
-    Save(#[source] StoreError),
+    /// The store cannot be opened or created.
+    #[error("configuration store: {0}")]
+    Store(#[source] JournalError),
+}
+
+/// Where [`Manager::start`] found the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    /// The store (snapshot + journal); what its opening found.
+    Store(OpenReport),
+    /// The TOML file (no store existed; one was created from it).
+    Toml(LoadedFrom),
 }
 
 fn join_errors(errors: &[ConfigError]) -> String {
@@ -65,8 +87,9 @@ pub type Fill = Box<dyn FnMut(&mut [u8]) + Send>;
 /// ring; applies [`Request`]s.
 pub struct Manager<D: Dataplane> {
     config: ApplianceConfig,
-    store: ConfigStore,
+    journal: Journal,
     dataplane: D,
+    warnings: Vec<String>,
     logs: LogRing,
     fill: Fill,
     bgp_neighbors: Vec<BgpNeighbor>,
@@ -76,55 +99,88 @@ pub struct Manager<D: Dataplane> {
 impl<D: Dataplane + fmt::Debug> fmt::Debug for Manager<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manager")
-            .field("store", &self.store)
+            .field("journal", &self.journal)
             .field("connections", &self.config.connections.len())
             .field("dataplane", &self.dataplane)
             .finish_non_exhaustive()
     }
 }
 
+/// First line of an exported configuration.
+const EXPORT_HEADER: &str =
+    "# Appliance configuration, exported by vpnd. Import with `vpnctl config import FILE`.\n";
+
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::new(ErrorCode::NotFound, format!("{what} {id:?} does not exist"))
 }
 
 impl<D: Dataplane> Manager<D> {
-    /// Load the configuration from `store` (falling back to `<file>.prev`
-    /// if the file is damaged), assign generated values (inside CIDRs,
-    /// keys) and save them if any were assigned, validate, and apply it to
-    /// `dataplane`.
+    /// Open the store next to `toml`'s file and load the configuration
+    /// from it; without a store, load the TOML file (falling back to
+    /// `<file>.prev` if it is damaged) and create the store from it. Then
+    /// assign generated values (inside CIDRs, keys; persisted if any were
+    /// assigned), validate, and apply it to `dataplane`.
     ///
     /// # Errors
-    /// The file cannot be loaded, breaks rules, or the generated values
-    /// cannot be saved.
+    /// The store or the file cannot be read, the configuration breaks
+    /// rules, or the store cannot be written.
     pub fn start(
-        store: ConfigStore,
+        toml: &ConfigStore,
         dataplane: D,
         mut fill: Fill,
-    ) -> Result<(Self, LoadedFrom), StartError> {
-        let (mut config, from) = store.load_or_prev().map_err(StartError::Load)?;
+    ) -> Result<(Self, Loaded), StartError> {
+        let paths = StorePaths::next_to(toml.path());
+        let (journal, mut config, loaded) =
+            match Journal::open(paths.clone()).map_err(StartError::Store)? {
+                Some((j, c, report)) => (Some(j), c, Loaded::Store(report)),
+                None => {
+                    let (c, from) = toml.load_or_prev().map_err(StartError::Load)?;
+                    (None, c, Loaded::Toml(from))
+                }
+            };
         let assigned = config
             .assign_generated(&mut *fill)
             .map_err(StartError::Invalid)?;
         config.validate().map_err(StartError::Invalid)?;
-        if !assigned.is_empty() || from != LoadedFrom::Current {
-            store.save(&config).map_err(StartError::Save)?;
-        }
-        Ok((Self::new(config, store, dataplane, fill), from))
+        let journal = match journal {
+            Some(mut j) => {
+                if !assigned.is_empty() {
+                    j.compact(&config).map_err(StartError::Store)?;
+                }
+                j
+            }
+            None => Journal::create(paths, &config).map_err(StartError::Store)?,
+        };
+        Ok((Self::new(config, journal, dataplane, fill), loaded))
     }
 
-    /// A manager over an already valid `config` (not re-validated).
+    /// A manager over an already valid `config` (not re-validated) that
+    /// `journal` holds.
     #[must_use]
-    pub fn new(config: ApplianceConfig, store: ConfigStore, mut dataplane: D, fill: Fill) -> Self {
+    pub fn new(config: ApplianceConfig, journal: Journal, mut dataplane: D, fill: Fill) -> Self {
         dataplane.apply(&config);
         Self {
             config,
-            store,
+            journal,
             dataplane,
+            warnings: Vec::new(),
             logs: LogRing::default(),
             fill,
             bgp_neighbors: Vec::new(),
             control_metrics: Vec::new(),
         }
+    }
+
+    /// Problems that did not fail a request (a compaction that could not
+    /// be written), oldest first, for the daemon to log; drained.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The store's journal.
+    #[must_use]
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// The current (acknowledged) configuration.
@@ -169,21 +225,65 @@ impl<D: Dataplane> Manager<D> {
         self.control_metrics = metrics;
     }
 
-    /// Validate `next`, persist it, apply it, make it current.
-    fn commit(&mut self, next: ApplianceConfig) -> Result<(), ApiError> {
-        next.validate().map_err(|e| ApiError::validation(&e))?;
-        self.store.save(&next).map_err(|e| {
+    /// Persist `change` (validated by the caller), apply it, make it
+    /// current.
+    fn commit(&mut self, change: Change) -> Result<(), ApiError> {
+        self.journal.append(&change).map_err(|e| {
             ApiError::new(
                 ErrorCode::Internal,
+                format!("cannot save the change: {e}; nothing was changed"),
+            )
+        })?;
+        self.config.apply_change(&change);
+        self.dataplane.apply(&self.config);
+        self.compact_if_due();
+        Ok(())
+    }
+
+    /// Rewrite the snapshot once the journal has grown past it. The
+    /// change that triggers it is already durable, so a failure is only a
+    /// warning (the journal keeps growing, the next change retries).
+    fn compact_if_due(&mut self) {
+        if self.journal.wants_compaction()
+            && let Err(e) = self.journal.compact(&self.config)
+        {
+            self.warnings
+                .push(format!("cannot compact the configuration journal: {e}"));
+        }
+    }
+
+    /// Replace the whole configuration (`config_import`): parse, assign
+    /// generated values, validate, write it as the store's new snapshot,
+    /// apply.
+    fn import(&mut self, toml: &str) -> Result<Response, ApiError> {
+        let mut next = ApplianceConfig::from_toml_str(toml).map_err(|e| {
+            ApiError::new(
+                ErrorCode::ValidationFailed,
                 format!(
-                    "cannot save the configuration to {}: {e}; nothing was changed",
-                    self.store.path().display()
+                    "the file is not a configuration: line {}, column {}: {}",
+                    e.line, e.column, e.message
                 ),
             )
         })?;
+        next.assign_generated(&mut *self.fill)
+            .map_err(|e| ApiError::validation(&e))?;
+        next.validate().map_err(|e| ApiError::validation(&e))?;
+        let generation = self.journal.generation();
+        if let Err(e) = self.journal.compact(&next) {
+            if self.journal.generation() == generation {
+                return Err(ApiError::new(
+                    ErrorCode::Internal,
+                    format!("cannot save the configuration: {e}; nothing was changed"),
+                ));
+            }
+            // The snapshot is in place (only its fresh journal failed; the
+            // next change retries it): the import is done.
+            self.warnings
+                .push(format!("configuration imported, but: {e}"));
+        }
         self.dataplane.apply(&next);
         self.config = next;
-        Ok(())
+        Ok(Response::Ok)
     }
 
     fn connection_view(&self, id: &str) -> Response {
@@ -228,20 +328,22 @@ impl<D: Dataplane> Manager<D> {
                         format!("customer gateway {:?} already exists", customer_gateway.id),
                     ));
                 }
-                let mut next = self.config.clone();
-                next.customer_gateways.push(customer_gateway.clone());
-                self.commit(next)?;
+                self.config
+                    .validate_put_customer_gateway(&customer_gateway)
+                    .map_err(|e| ApiError::validation(&e))?;
+                self.commit(Change::PutCustomerGateway {
+                    customer_gateway: customer_gateway.clone(),
+                })?;
                 Ok(Response::CustomerGateway { customer_gateway })
             }
             Request::ModifyCustomerGateway { id, changes } => {
-                let gi = self
+                let mut g: CustomerGateway = self
                     .config
                     .customer_gateways
                     .iter()
-                    .position(|g| g.id == id)
-                    .ok_or_else(|| not_found("customer gateway", &id))?;
-                let mut next = self.config.clone();
-                let g = &mut next.customer_gateways[gi];
+                    .find(|g| g.id == id)
+                    .ok_or_else(|| not_found("customer gateway", &id))?
+                    .clone();
                 let CustomerGatewayPatch {
                     ip_address,
                     bgp_asn,
@@ -260,17 +362,20 @@ impl<D: Dataplane> Manager<D> {
                 if certificate.is_some() {
                     g.certificate = certificate;
                 }
-                let customer_gateway = g.clone();
-                self.commit(next)?;
-                Ok(Response::CustomerGateway { customer_gateway })
+                self.config
+                    .validate_put_customer_gateway(&g)
+                    .map_err(|e| ApiError::validation(&e))?;
+                self.commit(Change::PutCustomerGateway {
+                    customer_gateway: g.clone(),
+                })?;
+                Ok(Response::CustomerGateway {
+                    customer_gateway: g,
+                })
             }
             Request::DeleteCustomerGateway { id } => {
-                let gi = self
-                    .config
-                    .customer_gateways
-                    .iter()
-                    .position(|g| g.id == id)
-                    .ok_or_else(|| not_found("customer gateway", &id))?;
+                if !self.config.customer_gateways.iter().any(|g| g.id == id) {
+                    return Err(not_found("customer gateway", &id));
+                }
                 let users: Vec<&str> = self
                     .config
                     .connections
@@ -287,9 +392,7 @@ impl<D: Dataplane> Manager<D> {
                         allowed: format!("connections {}: delete them first", users.join(", ")),
                     }]));
                 }
-                let mut next = self.config.clone();
-                next.customer_gateways.remove(gi);
-                self.commit(next)?;
+                self.commit(Change::DeleteCustomerGateway { id })?;
                 Ok(Response::Ok)
             }
             Request::ShowCustomerGateways { id } => {
@@ -314,12 +417,9 @@ impl<D: Dataplane> Manager<D> {
                 connection_id,
                 options,
             } => {
-                self.require_connection(&connection_id)?;
-                let next = self
-                    .config
-                    .modify_connection_options(&connection_id, options)
-                    .map_err(|e| ApiError::validation(&e))?;
-                self.commit(next)?;
+                let ci = self.require_connection(&connection_id)?;
+                let conn = self.config.connections[ci].patched_options(options);
+                self.put_connection(conn)?;
                 Ok(self.connection_view(&connection_id))
             }
             Request::ModifyTunnelOptions {
@@ -327,19 +427,22 @@ impl<D: Dataplane> Manager<D> {
                 tunnel,
                 options,
             } => {
-                self.require_connection(&connection_id)?;
-                let next = self
-                    .config
-                    .modify_tunnel_options(&connection_id, tunnel, *options)
-                    .map_err(|e| ApiError::validation(&e))?;
-                self.commit(next)?;
+                let ci = self.require_connection(&connection_id)?;
+                if tunnel > 1 {
+                    return Err(ApiError::validation(&[ConfigError::OutOfRange {
+                        field: format!("connections[{connection_id}].tunnels"),
+                        value: tunnel.to_string(),
+                        allowed: "tunnel index 0..=1".to_owned(),
+                    }]));
+                }
+                let mut conn = self.config.connections[ci].clone();
+                conn.tunnels[tunnel] = conn.tunnels[tunnel].patched(*options);
+                self.put_connection(conn)?;
                 Ok(self.connection_view(&connection_id))
             }
             Request::DeleteConnection { id } => {
-                let ci = self.require_connection(&id)?;
-                let mut next = self.config.clone();
-                next.connections.remove(ci);
-                self.commit(next)?;
+                self.require_connection(&id)?;
+                self.commit(Change::DeleteConnection { id })?;
                 Ok(Response::Ok)
             }
             Request::ShowConnections { id } => {
@@ -367,9 +470,9 @@ impl<D: Dataplane> Manager<D> {
                         format!("connection {connection_id:?} already has static route {prefix}"),
                     ));
                 }
-                let mut next = self.config.clone();
-                next.connections[ci].static_routes.push(prefix);
-                self.commit(next)?;
+                let mut conn = self.config.connections[ci].clone();
+                conn.static_routes.push(prefix);
+                self.put_connection(conn)?;
                 Ok(self.connection_view(&connection_id))
             }
             Request::DeleteStaticRoute {
@@ -387,9 +490,9 @@ impl<D: Dataplane> Manager<D> {
                         &prefix.to_string(),
                     ));
                 };
-                let mut next = self.config.clone();
-                next.connections[ci].static_routes.remove(ri);
-                self.commit(next)?;
+                let mut conn = self.config.connections[ci].clone();
+                conn.static_routes.remove(ri);
+                self.put_connection(conn)?;
                 Ok(self.connection_view(&connection_id))
             }
             Request::ShowTunnels { connection_id } => {
@@ -455,6 +558,18 @@ impl<D: Dataplane> Manager<D> {
                     .map_err(|e| ApiError::new(ErrorCode::NotFound, e.to_string()))?;
                 Ok(Response::ConfigText { device, text })
             }
+            Request::ConfigExport {} => {
+                let toml = self.config.to_toml_string().map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        format!("cannot render the configuration as TOML: {e}"),
+                    )
+                })?;
+                Ok(Response::ConfigToml {
+                    toml: format!("{EXPORT_HEADER}{toml}"),
+                })
+            }
+            Request::ConfigImport { toml } => self.import(&toml),
         }
     }
 
@@ -476,26 +591,37 @@ impl<D: Dataplane> Manager<D> {
             }
         }
         let id = conn.id.clone();
-        let mut next = self.config.clone();
-        next.connections.push(conn);
-        next.assign_generated(&mut *self.fill)
+        self.config
+            .assign_generated_for(&mut conn, &mut *self.fill)
             .map_err(|e| ApiError::validation(&e))?;
-        self.commit(next)?;
+        self.put_connection(conn)?;
         Ok(self.connection_view(&id))
+    }
+
+    /// Validate `conn` (new, or replacing the one with its id) against
+    /// the configuration and commit it.
+    fn put_connection(&mut self, conn: VpnConnection) -> Result<(), ApiError> {
+        self.config
+            .validate_put_connection(&conn)
+            .map_err(|e| ApiError::validation(&e))?;
+        self.commit(Change::PutConnection {
+            connection: Box::new(conn),
+        })
     }
 
     fn tunnel_statuses(&self, only: Option<&str>) -> Vec<TunnelStatus> {
         let mut out = Vec::new();
+        let peers: std::collections::HashMap<&str, Option<std::net::IpAddr>> = self
+            .config
+            .customer_gateways
+            .iter()
+            .map(|g| (g.id.as_str(), g.ip_address))
+            .collect();
         for c in &self.config.connections {
             if only.is_some_and(|o| o != c.id) {
                 continue;
             }
-            let peer = self
-                .config
-                .customer_gateways
-                .iter()
-                .find(|g| g.id == c.customer_gateway_id)
-                .and_then(|g| g.ip_address);
+            let peer = peers.get(c.customer_gateway_id.as_str()).copied().flatten();
             for (i, t) in c.tunnels.iter().enumerate() {
                 let st = self.dataplane.tunnel_state(&TunnelKey {
                     connection_id: c.id.clone(),

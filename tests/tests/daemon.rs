@@ -2,7 +2,8 @@
 //! binaries, talking over the real management socket.
 //!
 //! ```text
-//!   test ──► vpnctl (child process, maybe as uid 65534) ──unix socket──► vpnd ──► <dir>/vpnd.toml (+ .prev)
+//!   test ──► vpnctl (child process, maybe as uid 65534) ──unix socket──► vpnd ──► <dir>/vpnd.snapshot + vpnd.journal
+//!                                                                              (from <dir>/vpnd.toml when absent)
 //!   test ──► raw UnixStream (garbage, truncated, oversized lines) ──────►  │
 //!   test ──► kill -9 / SIGTERM ──────────────────────────────────────────►  │
 //! ```
@@ -359,8 +360,10 @@ fn create_show_modify_delete_through_the_cli() {
     assert_eq!(t[1]["phase1_dh_groups"], serde_json::json!([20, 21]));
     // Tunnel 0 untouched.
     assert_eq!(t[0]["phase2_lifetime_secs"], 3600);
-    // And persisted: the file on disk has it.
-    let file = std::fs::read_to_string(s.config()).unwrap();
+    // And persisted: the exported configuration has it.
+    let out = s.ctl(&["config", "export"]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let file = String::from_utf8_lossy(&out.stdout);
     assert!(file.contains("phase2_lifetime_secs = 1800"), "{file}");
 
     // Static routes. One that would capture the appliance's own traffic
@@ -533,12 +536,14 @@ fn unreachable_daemon_is_exit_code_3() {
 
 /// Concurrent `vpnctl` calls change the configuration while `vpnd` is
 /// killed with SIGKILL at a different moment in each round. After a
-/// restart every change that was acknowledged (exit 0) is there, and the
-/// file (and its `.prev`) always parse.
+/// restart every change that was acknowledged (exit 0) is there, loaded
+/// from the store (a record torn by the kill is dropped, never a failed
+/// start), and the operator's TOML file is untouched.
 #[test]
 fn acknowledged_changes_survive_kill_9_during_a_burst() {
     require_root();
     let s = Arc::new(Setup::new("crash", "vpnd", ""));
+    let toml_before = std::fs::read_to_string(s.config()).unwrap();
     {
         let _d = s.start();
         create_gateway_and_connection(&s);
@@ -548,7 +553,7 @@ fn acknowledged_changes_survive_kill_9_during_a_burst() {
     for round in 0..4u64 {
         let mut d = s.start();
         let log = d.log_text();
-        assert!(log.contains("(Current)"), "round {round}: {log}");
+        assert!(log.contains("(store, generation"), "round {round}: {log}");
         // Everything acknowledged before is still there.
         check_acknowledged(&s, &acked_gateways, acked_dpd);
 
@@ -619,15 +624,117 @@ fn acknowledged_changes_survive_kill_9_during_a_burst() {
             reached && this_round >= target,
             "round {round}: only {this_round} change(s) acknowledged before kill -9 of {pid}"
         );
-        // The file and its previous version parse, whatever the moment.
-        for f in [s.config(), s.dir.join("vpnd.toml.prev")] {
-            let text = std::fs::read_to_string(&f).unwrap();
-            text.parse::<toml::Table>()
-                .unwrap_or_else(|e| panic!("round {round}: {} is corrupt: {e}", f.display()));
-        }
+        // The operator's file is only read when there is no store.
+        assert_eq!(std::fs::read_to_string(s.config()).unwrap(), toml_before);
+        assert!(s.dir.join("vpnd.snapshot").exists() && s.dir.join("vpnd.journal").exists());
     }
     let _d = s.start();
     check_acknowledged(&s, &acked_gateways, acked_dpd);
+}
+
+/// A change torn by a crash in the middle of its journal append (simulated
+/// by appending part of a record after a kill -9): the restart drops the
+/// torn record with a log line, keeps every acknowledged change, and the
+/// journal takes changes again after it.
+#[test]
+fn a_torn_journal_record_is_dropped_and_acknowledged_changes_are_kept() {
+    require_root();
+    let s = Setup::new("torn", "vpnd", "");
+    let mut d = s.start();
+    create_gateway_and_connection(&s);
+    let acked: Vec<String> = (0..5)
+        .map(|i| {
+            let id = format!("cgw-torn-{i}");
+            let ip = format!("203.0.113.{}", 100 + i);
+            let out = s.ctl(&["cgw", "create", &id, "--ip-address", &ip]);
+            assert_eq!(code(&out), 0, "{}", describe(&out));
+            id
+        })
+        .collect();
+    d.kill9();
+    let journal = s.dir.join("vpnd.journal");
+    let whole = std::fs::read(&journal).unwrap();
+    // Half of a record: a length, a checksum and some of the payload.
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&200u32.to_le_bytes());
+    torn.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    torn.extend_from_slice(br#"{"op":"put_customer_gateway","customer_gat"#);
+    std::fs::write(&journal, &torn).unwrap();
+
+    let d = s.start();
+    let log = d.log_text();
+    assert!(
+        log.contains("dropped a torn or corrupt last record")
+            && log.contains(&format!("from offset {}", whole.len())),
+        "{log}"
+    );
+    check_acknowledged(&s, &acked, 40);
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        whole,
+        "cut back to the last whole record"
+    );
+    // Changes are journaled after the cut and survive another crash.
+    let out = s.ctl(&[
+        "cgw",
+        "create",
+        "cgw-after",
+        "--ip-address",
+        "203.0.113.200",
+    ]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    drop(d);
+    let d = s.start();
+    assert!(!d.log_text().contains("dropped"), "{}", d.log_text());
+    let mut all = acked;
+    all.push("cgw-after".to_owned());
+    check_acknowledged(&s, &all, 40);
+}
+
+/// `vpnctl config export` writes the configuration as TOML, `config
+/// import` replaces it (after validation: a broken file changes nothing),
+/// and the imported configuration survives a restart.
+#[test]
+fn config_export_and_import_round_trip() {
+    require_root();
+    let s = Setup::new("export", "vpnd", "");
+    let mut d = s.start();
+    create_gateway_and_connection(&s);
+    let exported = s.dir.join("exported.toml");
+    let out = s.ctl(&["config", "export", "--output", exported.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    let text = std::fs::read_to_string(&exported).unwrap();
+    assert!(
+        text.contains("cgw-e2e") && text.contains("vpn-e2e"),
+        "{text}"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&exported).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the export holds pre-shared keys");
+    }
+    let before = s.json(&["show", "connections"])["response"].clone();
+
+    // Change things, then import the exported file: back as exported.
+    assert_eq!(code(&s.ctl(&["connection", "delete", "vpn-e2e"])), 0);
+    assert_eq!(code(&s.ctl(&["cgw", "delete", "cgw-e2e"])), 0);
+    let out = s.ctl(&["config", "import", exported.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", describe(&out));
+    assert_eq!(s.json(&["show", "connections"])["response"], before);
+
+    // A broken file is refused with the field path; nothing changes.
+    let broken = s.dir.join("broken.toml");
+    std::fs::write(&broken, text.replace("asn = 64512", "asn = 1")).unwrap();
+    let out = s.ctl(&["config", "import", broken.to_str().unwrap()]);
+    assert_eq!(code(&out), 2, "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway.asn"), "{err}");
+    assert_eq!(s.json(&["show", "connections"])["response"], before);
+
+    // Imported state is the store's: it survives a restart.
+    assert!(d.terminate().success(), "{}", d.log_text());
+    let _d = s.start();
+    assert_eq!(s.json(&["show", "connections"])["response"], before);
 }
 
 fn check_acknowledged(s: &Setup, gateways: &[String], dpd_at_least: u64) {

@@ -296,6 +296,23 @@ enum ConfigCommand {
         #[arg(long, value_enum, default_value = "generic")]
         device: DeviceArg,
     },
+    /// Print the daemon's whole configuration as a TOML file (contains the
+    /// pre-shared keys), or write it to --output (mode 0600, replaced
+    /// atomically).
+    Export {
+        /// Write to this file instead of standard output.
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Replace the daemon's whole configuration with a TOML file: validated
+    /// by the daemon (every broken rule is listed, nothing changes), then
+    /// saved atomically and applied. Sections other than customer gateways
+    /// and connections (ports, lcores, socket) take effect at the next
+    /// start of vpnd.
+    Import {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 /// A failure with its exit code.
@@ -568,6 +585,24 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
             connection_id: connection.clone(),
             lines: Some(*lines),
         },
+        Command::Config(ConfigCommand::Export { .. }) => Request::ConfigExport {},
+        Command::Config(ConfigCommand::Import { file }) => {
+            let toml = std::fs::read_to_string(file)
+                .map_err(|e| Fail::Usage(format!("{}: {e}", file.display())))?;
+            // The request is one line of at most MAX_MESSAGE_BYTES, with the
+            // TOML as an escaped JSON string.
+            if toml.len() + toml.len() / 8 + 256 > api::MAX_MESSAGE_BYTES {
+                return Err(Fail::Usage(format!(
+                    "{}: {} bytes: an import is one API message of at most {} bytes; \
+                     for a larger configuration stop vpnd, remove its store \
+                     (<stem>.snapshot, <stem>.journal) and start it from the file",
+                    file.display(),
+                    toml.len(),
+                    api::MAX_MESSAGE_BYTES
+                )));
+            }
+            Request::ConfigImport { toml }
+        }
         Command::Config(ConfigCommand::Download { connection, device }) => {
             Request::ConfigDownload {
                 connection_id: connection.clone(),
@@ -631,12 +666,48 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     let response = reply
         .into_result()
         .map_err(|e| Fail::Rejected(e, raw.clone()))?;
+    if let (
+        Command::Config(ConfigCommand::Export { output: Some(path) }),
+        Response::ConfigToml { toml },
+    ) = (&cli.command, &response)
+    {
+        return write_private_file(path, toml.as_bytes())
+            .map_err(|e| Fail::Usage(format!("{}: {e}", path.display())));
+    }
     if cli.json {
         println!("{raw}");
     } else {
         print!("{}", human(&response));
     }
     Ok(())
+}
+
+/// Write `bytes` to `path` with mode 0600: a temp file in the same
+/// directory, fsync, rename (readers see the old or the new file).
+fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `logs --follow`: ask every second, print what was not printed yet (one
@@ -1014,6 +1085,7 @@ fn human(r: &Response) -> String {
             out
         }
         Response::ConfigText { text, .. } => text.clone(),
+        Response::ConfigToml { toml } => toml.clone(),
         other => format!("{other:?}\n"),
     }
 }

@@ -1,7 +1,10 @@
 //! `vpnd`: the appliance daemon.
 //!
-//! Reads the configuration (`--config`, default `/etc/vpn/vpnd.toml`),
-//! starts the DPDK dataplane (`appliance::runtime`: EAL, the ports of
+//! Reads the configuration from its store next to the TOML file
+//! (`--config`, default `/etc/vpn/vpnd.toml`: `vpnd.snapshot` and
+//! `vpnd.journal` in the same directory, see `control::config::journal`),
+//! or from the TOML file itself when no store exists (first start; the
+//! store is then created from it), starts the DPDK dataplane (`appliance::runtime`: EAL, the ports of
 //! `[dataplane]`, a worker lcore) unless `--no-dataplane`, serves the
 //! management API (`control::api`, newline-delimited JSON) on the unix
 //! socket named by `management.socket_path`, and Prometheus metrics on
@@ -62,9 +65,10 @@ use appliance::runtime::dataplane::DpdkDataplane;
 use appliance::runtime::{Runtime, RuntimeConfig};
 use clap::Parser;
 use control::api::{self, ApiError, ErrorCode, MAX_MESSAGE_BYTES};
-use control::config::{ConfigStore, DataplaneConfig, PortRole};
+use control::config::journal::{DroppedTail, Journal, OpenReport};
+use control::config::{ApplianceConfig, ConfigStore, DataplaneConfig, PortRole, StorePaths};
 use control::dataplane::{Dataplane, InMemoryDataplane};
-use control::manager::{Fill, Manager};
+use control::manager::{Fill, Loaded, Manager};
 use rustix::fs::Mode;
 
 /// Command line.
@@ -78,9 +82,10 @@ use rustix::fs::Mode;
                   70 no randomness."
 )]
 struct Args {
-    /// The configuration file (TOML). Changes made through the API are
-    /// written back to it atomically; the previous version is kept as
-    /// `<file>.prev`.
+    /// The configuration file (TOML), read only when no store exists next
+    /// to it. Changes made through the API go to the store (`<stem>.snapshot`
+    /// and `<stem>.journal` in the same directory); `vpnctl config export`
+    /// and `vpnctl config import` move the configuration between the two.
     #[arg(long, short = 'c', default_value = "/etc/vpn/vpnd.toml")]
     config: PathBuf,
     /// Run without DPDK: an in-memory stand-in takes the configuration,
@@ -143,8 +148,8 @@ fn run(args: &Args) -> i32 {
         eprintln!("vpnd: --no-dataplane: the in-memory stand-in takes the configuration");
         Box::new(InMemoryDataplane::new())
     } else {
-        let cfg = match store.load_or_prev() {
-            Ok((c, _)) => c,
+        let cfg = match startup_config(&store) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("vpnd: {}: {e}", args.config.display());
                 return 1;
@@ -189,16 +194,32 @@ fn run(args: &Args) -> i32 {
             }
         }
     };
-    let (manager, from) = match Manager::start(store, dataplane, fill) {
+    let (manager, loaded) = match Manager::start(&store, dataplane, fill) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("vpnd: {}: {e}", args.config.display());
             return 1;
         }
     };
+    let paths = manager.journal().paths();
+    let source = match loaded {
+        Loaded::Store(report) => {
+            log_open_report(paths, &report);
+            format!(
+                "{} (store, generation {}, {} change(s) replayed)",
+                paths.snapshot.display(),
+                report.generation,
+                report.replayed
+            )
+        }
+        Loaded::Toml(from) => format!(
+            "{} ({from:?}; no store existed: created {})",
+            args.config.display(),
+            paths.snapshot.display()
+        ),
+    };
     eprintln!(
-        "vpnd: loaded {} ({from:?}): {} customer gateway(s), {} connection(s)",
-        args.config.display(),
+        "vpnd: loaded {source}: {} customer gateway(s), {} connection(s)",
         manager.config().customer_gateways.len(),
         manager.config().connections.len()
     );
@@ -288,7 +309,11 @@ fn run(args: &Args) -> i32 {
         std::thread::spawn(move || {
             loop {
                 std::thread::sleep(Duration::from_millis(20));
-                lock(&m).dataplane_mut().poll();
+                let mut guard = lock(&m);
+                guard.dataplane_mut().poll();
+                for w in guard.take_warnings() {
+                    eprintln!("vpnd: warning: {w}");
+                }
             }
         });
     }
@@ -344,6 +369,44 @@ fn run(args: &Args) -> i32 {
         }
     }
     0
+}
+
+/// The configuration the dataplane starts with, read before the manager
+/// (the EAL needs the ports first): the store's if it exists (a read-only
+/// look; the manager opens it for writing, dropping a torn tail), else the
+/// TOML file's.
+fn startup_config(toml: &ConfigStore) -> Result<ApplianceConfig, String> {
+    let paths = StorePaths::next_to(toml.path());
+    if paths.exists() {
+        // The dataplane section only: opening the store here would also
+        // repair it, which is the manager's job; the snapshot has it.
+        return Journal::read_snapshot(&paths).map_err(|e| e.to_string());
+    }
+    toml.load_or_prev()
+        .map(|(c, _)| c)
+        .map_err(|e| e.to_string())
+}
+
+/// Log what opening the store found beyond the normal case.
+fn log_open_report(paths: &StorePaths, report: &OpenReport) {
+    if let Some(DroppedTail {
+        offset,
+        bytes,
+        reason,
+    }) = report.dropped_tail
+    {
+        eprintln!(
+            "vpnd: {}: dropped a torn or corrupt last record ({reason:?}): {bytes} byte(s) from offset {offset}; \
+             a change interrupted before it was acknowledged",
+            paths.journal.display()
+        );
+    }
+    if report.journal_reset {
+        eprintln!(
+            "vpnd: {}: missing or older than the snapshot (a compaction was interrupted): started empty",
+            paths.journal.display()
+        );
+    }
 }
 
 /// How long SIGTERM waits for IKE to send DELETE to the peers.

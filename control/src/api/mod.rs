@@ -298,6 +298,16 @@ pub enum Request {
         /// The device kind.
         device: Device,
     },
+    /// The whole configuration as the TOML file format (pre-shared keys
+    /// included).
+    ConfigExport {},
+    /// Replace the whole configuration with a TOML document: validated
+    /// (every broken rule reported, nothing changed), then written
+    /// atomically as the store's new snapshot and applied.
+    ConfigImport {
+        /// The TOML document.
+        toml: String,
+    },
 }
 
 impl Request {
@@ -315,6 +325,7 @@ impl Request {
                 | Self::DeleteConnection { .. }
                 | Self::AddStaticRoute { .. }
                 | Self::DeleteStaticRoute { .. }
+                | Self::ConfigImport { .. }
         )
     }
 }
@@ -489,6 +500,11 @@ pub enum Response {
         device: Device,
         /// The text.
         text: String,
+    },
+    /// The whole configuration (`config_export`), in the TOML file format.
+    ConfigToml {
+        /// The TOML document.
+        toml: String,
     },
 }
 

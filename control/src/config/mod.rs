@@ -4,7 +4,7 @@
 //! Layer: pure control-plane logic. It never touches DPDK, sockets or the
 //! clock; randomness (pre-shared keys, inside CIDR allocation) is injected
 //! as a byte-filling function `&mut dyn FnMut(&mut [u8])`. The only I/O is
-//! in [`store`], on the one file it is given.
+//! in [`store`] and [`journal`], on the files they are given.
 //!
 //! What it guarantees:
 //!
@@ -24,9 +24,12 @@
 //!   [`ApplianceConfig::modify_tunnel_options`],
 //!   [`ApplianceConfig::modify_connection_options`]) build a new value and
 //!   validate it; nothing is half-applied.
-//! * [`ConfigStore`] replaces the file atomically (temp file, fsync,
-//!   rename, directory fsync) and keeps the previous version as
-//!   `<name>.prev`.
+//! * [`Journal`] persists a change at the cost of the change's size: one
+//!   record appended and synced, on top of a snapshot that is rewritten
+//!   atomically once the journal outgrows it ([`journal`]); a torn last
+//!   record is dropped at open. [`ConfigStore`] reads (and writes, for
+//!   tools) the TOML file atomically (temp file, fsync, rename, directory
+//!   fsync, the previous version kept as `<name>.prev`).
 //!
 //! File layout (TOML, `snake_case` keys):
 //!
@@ -89,6 +92,7 @@ mod connection;
 mod error;
 mod gateway;
 pub mod inside;
+pub mod journal;
 mod names;
 mod psk;
 pub mod store;
@@ -110,6 +114,7 @@ pub use gateway::{
     CustomerGateway, DEFAULT_GATEWAY_ASN, GATEWAY_ASN_RANGES, RESERVED_CUSTOMER_ASNS,
     is_gateway_asn,
 };
+pub use journal::{Change, Journal, JournalError, OpenReport, StorePaths};
 pub use names::{
     DhGroup, DpdTimeoutAction, EncryptionAlgorithm, GatewayKind, IkeVersion, IntegrityAlgorithm,
     LogFormat, LogLevel, OutsideIpAddressType, PortRole, PreSharedKeyStorage, RoutingType,

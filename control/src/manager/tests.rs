@@ -24,15 +24,21 @@ fn start(dir: &tempfile::TempDir) -> Manager<InMemoryDataplane> {
     let path = dir.path().join("vpnd.toml");
     std::fs::write(&path, EXAMPLE).unwrap();
     let (m, from) =
-        Manager::start(ConfigStore::new(&path), InMemoryDataplane::new(), fill()).unwrap();
-    assert_eq!(from, LoadedFrom::Current);
+        Manager::start(&ConfigStore::new(&path), InMemoryDataplane::new(), fill()).unwrap();
+    assert_eq!(from, Loaded::Toml(LoadedFrom::Current));
     m
 }
 
+/// What a restart would load: the store's configuration.
 fn on_disk(dir: &tempfile::TempDir) -> ApplianceConfig {
-    ConfigStore::new(dir.path().join("vpnd.toml"))
-        .load()
+    Journal::open(StorePaths::next_to(&dir.path().join("vpnd.toml")))
         .unwrap()
+        .expect("a store")
+        .1
+}
+
+fn journal_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    std::fs::read(dir.path().join("vpnd.journal")).unwrap()
 }
 
 fn cgw(id: &str, ip: &str) -> CustomerGateway {
@@ -187,7 +193,7 @@ fn validation_errors_name_field_and_range_and_nothing_is_half_applied() {
     let dir = tempfile::tempdir().unwrap();
     let mut m = start(&dir);
     let before = m.config().clone();
-    let file_before = std::fs::read(dir.path().join("vpnd.toml")).unwrap();
+    let file_before = journal_bytes(&dir);
     let applies = m.dataplane().apply_count();
 
     // Two broken rules in one change: both reported, neither applied (and
@@ -222,10 +228,7 @@ fn validation_errors_name_field_and_range_and_nothing_is_half_applied() {
         "{e:?}"
     );
     assert_eq!(m.config(), &before);
-    assert_eq!(
-        std::fs::read(dir.path().join("vpnd.toml")).unwrap(),
-        file_before
-    );
+    assert_eq!(journal_bytes(&dir), file_before);
     assert_eq!(m.dataplane().apply_count(), applies);
 
     // Unknown objects.
@@ -253,18 +256,17 @@ fn validation_errors_name_field_and_range_and_nothing_is_half_applied() {
         "{e:?}"
     );
     assert_eq!(m.config(), &before);
-    assert_eq!(
-        std::fs::read(dir.path().join("vpnd.toml")).unwrap(),
-        file_before
-    );
+    assert_eq!(journal_bytes(&dir), file_before);
 }
 
 #[test]
 fn a_failed_save_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = ApplianceConfig::from_toml_str(EXAMPLE).unwrap();
-    let store = ConfigStore::new(dir.path().join("missing-dir").join("vpnd.toml"));
-    let mut m = Manager::new(config.clone(), store, InMemoryDataplane::new(), fill());
+    let mut journal =
+        Journal::create(StorePaths::next_to(&dir.path().join("vpnd.toml")), &config).unwrap();
+    journal.fail_appends();
+    let mut m = Manager::new(config.clone(), journal, InMemoryDataplane::new(), fill());
     let e = m
         .handle(Request::CreateCustomerGateway {
             customer_gateway: cgw("cgw-9", "203.0.113.99"),
@@ -476,4 +478,184 @@ fn static_routes_show_their_up_tunnels() {
     let r = route(&mut m);
     assert_eq!(r.tunnel, Some(0));
     assert_eq!(r.ecmp, ["vpn-2/0", "vpn-2/1"]);
+}
+
+/// What validating the whole configuration says of `request` applied to
+/// `config` the way the manager applied changes before it validated them
+/// one by one: `Some(true)` valid, `Some(false)` invalid, `None` when the
+/// request is refused before validation (unknown or existing object).
+fn whole_verdict(config: &ApplianceConfig, request: &Request) -> Option<bool> {
+    let mut next = config.clone();
+    match request {
+        Request::CreateCustomerGateway { customer_gateway } => {
+            if next
+                .customer_gateways
+                .iter()
+                .any(|g| g.id == customer_gateway.id)
+            {
+                return None;
+            }
+            next.customer_gateways.push(customer_gateway.clone());
+        }
+        Request::ModifyCustomerGateway { id, changes } => {
+            let g = next.customer_gateways.iter_mut().find(|g| g.id == *id)?;
+            if changes.ip_address.is_some() {
+                g.ip_address = changes.ip_address;
+            }
+            if changes.bgp_asn.is_some() {
+                g.bgp_asn = changes.bgp_asn;
+            }
+        }
+        Request::CreateConnection { connection } => {
+            if next.connections.iter().any(|c| c.id == connection.id) {
+                return None;
+            }
+            let mut c = (**connection).clone();
+            c.target.clone_from(&next.gateway.id);
+            next.connections.push(c);
+        }
+        Request::ModifyTunnelOptions {
+            connection_id,
+            tunnel,
+            options,
+        } => {
+            next.connections.iter().find(|c| c.id == *connection_id)?;
+            return Some(
+                config
+                    .modify_tunnel_options(connection_id, *tunnel, (**options).clone())
+                    .is_ok(),
+            );
+        }
+        Request::AddStaticRoute {
+            connection_id,
+            prefix,
+        } => {
+            let c = next
+                .connections
+                .iter_mut()
+                .find(|c| c.id == *connection_id)?;
+            if c.static_routes.contains(prefix) {
+                return None;
+            }
+            c.static_routes.push(*prefix);
+        }
+        Request::DeleteConnection { id } => {
+            let i = next.connections.iter().position(|c| c.id == *id)?;
+            next.connections.remove(i);
+        }
+        _ => unreachable!("not generated"),
+    }
+    Some(next.validate().is_ok())
+}
+
+/// The per-change validation agrees with validating the whole result, on
+/// a long pseudo-random sequence of changes over a few ids, addresses and
+/// inside CIDRs (so that many collide): every change the manager accepts
+/// leaves a configuration that validates as a whole, and every change it
+/// rejects as invalid would have broken a rule of the whole configuration.
+#[test]
+fn per_change_validation_agrees_with_validating_the_whole() {
+    for kind in ["transit-gateway", "virtual-private-gateway"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vpnd.toml");
+        std::fs::write(
+            &path,
+            EXAMPLE.replace("kind = \"transit-gateway\"", &format!("kind = \"{kind}\"")),
+        )
+        .unwrap();
+        let (mut m, _) =
+            Manager::start(&ConfigStore::new(&path), InMemoryDataplane::new(), fill()).unwrap();
+        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let (mut accepted, mut rejected) = (0, 0);
+        for step in 0..600 {
+            let cgw_id = format!("cgw-{}", next(4));
+            let conn_id = format!("vpn-{}", next(5));
+            let ip = format!("203.0.113.{}", 1 + next(3));
+            let cidr =
+                |k: u64| -> ipnet::Ipv4Net { format!("169.254.10.{}/30", 4 * k).parse().unwrap() };
+            let request = match next(7) {
+                0 => Request::CreateCustomerGateway {
+                    customer_gateway: CustomerGateway {
+                        bgp_asn: (next(4) != 0).then_some(65001),
+                        ..cgw(&cgw_id, &ip)
+                    },
+                },
+                1 => Request::ModifyCustomerGateway {
+                    id: cgw_id,
+                    changes: CustomerGatewayPatch {
+                        ip_address: (next(2) == 0).then(|| ip.parse().unwrap()),
+                        bgp_asn: (next(2) == 0).then_some(if next(3) == 0 { 64512 } else { 65002 }),
+                        ..CustomerGatewayPatch::default()
+                    },
+                },
+                2 | 3 => {
+                    let mut c = VpnConnection::new(&conn_id, &cgw_id, "");
+                    c.routing = if next(2) == 0 {
+                        RoutingType::Static
+                    } else {
+                        RoutingType::Dynamic
+                    };
+                    let a = next(6);
+                    let b = next(6);
+                    for (t, k) in c.tunnels.iter_mut().zip([a, b]) {
+                        t.inside_ipv4_cidr = Some(cidr(k));
+                        t.pre_shared_key = Some(crate::config::PreSharedKey::generate(
+                            &mut |b: &mut [u8]| b.fill(b'k'),
+                        ));
+                    }
+                    c.tunnels[0].outside_ip_address = Some("198.51.100.10".parse().unwrap());
+                    c.tunnels[1].outside_ip_address = Some(
+                        if next(5) == 0 {
+                            "198.51.100.10"
+                        } else {
+                            "198.51.100.11"
+                        }
+                        .parse()
+                        .unwrap(),
+                    );
+                    Request::CreateConnection {
+                        connection: Box::new(c),
+                    }
+                }
+                4 => Request::ModifyTunnelOptions {
+                    connection_id: conn_id,
+                    tunnel: usize::try_from(next(2)).unwrap(),
+                    options: Box::new(TunnelOptionsPatch {
+                        inside_ipv4_cidr: Some(cidr(next(6))),
+                        ..TunnelOptionsPatch::default()
+                    }),
+                },
+                5 => Request::AddStaticRoute {
+                    connection_id: conn_id,
+                    prefix: format!("10.{}.0.0/16", next(4)).parse().unwrap(),
+                },
+                _ => Request::DeleteConnection { id: conn_id },
+            };
+            let whole = whole_verdict(m.config(), &request);
+            let got = m.handle(request.clone());
+            m.config().validate().unwrap_or_else(|e| {
+                panic!("{kind} step {step}: {request:?} left an invalid configuration: {e:?}")
+            });
+            match (&got, whole) {
+                (Ok(_), Some(true)) => accepted += 1,
+                (Err(e), Some(false)) if e.code == ErrorCode::ValidationFailed => rejected += 1,
+                (Err(e), None) if e.code != ErrorCode::ValidationFailed => {}
+                _ => panic!(
+                    "{kind} step {step}: {request:?}: manager {got:?}, whole configuration {whole:?}"
+                ),
+            }
+        }
+        assert!(
+            accepted > 50 && rejected > 50,
+            "{kind}: {accepted} accepted, {rejected} rejected"
+        );
+        // And the store holds what the manager holds.
+        assert_eq!(&on_disk(&dir), m.config());
+    }
 }
