@@ -53,7 +53,7 @@ use control::bgp::{
     Action, Advert, BgpLogEvent, ConnId, Direction, NeighborSnapshot, PeerConfig, Rib,
     RouteLogStatus, RouteTarget, Session, Source, State, Steering, TunnelId,
 };
-use control::config::{ApplianceConfig, RoutingType};
+use control::config::{ApplianceConfig, CustomerGateway, RoutingType};
 use control::dataplane::{Dataplane, DynamicRoute, TunnelKey, TunnelRuntimeState, TunnelUpDown};
 use control::logs::{
     ActivityContext, BgpLog, BgpLogMessage, BgpLogStatus, BgpLogType, IkePhaseState, LogEntry,
@@ -111,15 +111,16 @@ pub struct BgpSpec {
 pub fn bgp_specs(config: &ApplianceConfig) -> (Vec<BgpSpec>, Vec<String>) {
     let mut specs = Vec::new();
     let mut skipped = Vec::new();
+    let cgws: std::collections::HashMap<&str, &CustomerGateway> = config
+        .customer_gateways
+        .iter()
+        .map(|g| (g.id.as_str(), g))
+        .collect();
     for c in &config.connections {
         if c.routing != RoutingType::Dynamic {
             continue;
         }
-        let Some(cgw) = config
-            .customer_gateways
-            .iter()
-            .find(|g| g.id == c.customer_gateway_id)
-        else {
+        let Some(&cgw) = cgws.get(c.customer_gateway_id.as_str()) else {
             skipped.push(format!(
                 "{}: customer gateway {} does not exist",
                 c.id, c.customer_gateway_id
@@ -442,14 +443,6 @@ impl BgpService {
         self.logs.push_back(entry);
     }
 
-    /// The lowest RIB handle no peer uses.
-    fn free_tunnel_id(&self) -> TunnelId {
-        let id = (0..)
-            .find(|i| !self.peers.iter().any(|p| p.tunnel.0 == *i))
-            .unwrap_or(u32::MAX);
-        TunnelId(id)
-    }
-
     /// Make the sessions match the configuration and the tunnels' IPsec
     /// state in `m`, then [`publish`](Self::publish).
     pub fn reconcile(&mut self, now: Instant, m: &mut dyn RoutingSink) {
@@ -476,12 +469,16 @@ impl BgpService {
 
         // Removed or changed peers stop (Cease 6/3, de-configured); a change
         // of what we advertise only re-advertises.
+        // By key, so that this pass stays linear in the number of tunnels
+        // (it runs under the manager's lock, every RECONCILE_PERIOD).
+        let by_key: std::collections::HashMap<&TunnelKey, &BgpSpec> =
+            specs.iter().map(|s| (&s.key, s)).collect();
         let mut i = 0;
         while i < self.peers.len() {
             let p = &mut self.peers[i];
-            let same = specs
-                .iter()
-                .find(|s| s.key == p.spec.key)
+            let same = by_key
+                .get(&p.spec.key)
+                .copied()
                 .filter(|s| s.peer == p.spec.peer && s.resource_id == p.spec.resource_id);
             match same {
                 Some(s) => {
@@ -505,11 +502,23 @@ impl BgpService {
                 }
             }
         }
+        drop(by_key);
+        let present: std::collections::HashSet<TunnelKey> =
+            self.peers.iter().map(|p| p.spec.key.clone()).collect();
+        let mut used_ids: Option<std::collections::HashSet<u32>> = None;
+        let mut next_id = 0u32;
         for s in specs {
-            if self.peers.iter().any(|p| p.spec.key == s.key) {
+            if present.contains(&s.key) {
                 continue;
             }
-            let tunnel = self.free_tunnel_id();
+            // The lowest RIB handle no peer uses.
+            let used =
+                used_ids.get_or_insert_with(|| self.peers.iter().map(|p| p.tunnel.0).collect());
+            while used.contains(&next_id) {
+                next_id += 1;
+            }
+            used.insert(next_id);
+            let tunnel = TunnelId(next_id);
             self.rib.add_tunnel(tunnel);
             let mut session = Session::new(s.peer.clone());
             session.set_advertised(now, s.adverts.iter().cloned());
