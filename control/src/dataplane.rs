@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use dataplane::esp::SaConfig;
 use dataplane::esp::sa::TunnelEndpoints;
 
-use crate::config::{ApplianceConfig, RoutingType};
+use crate::config::{ApplianceConfig, Change, RoutingType};
 use crate::logs::IkePhaseState;
 
 /// Identifies one tunnel: connection id plus index 0 or 1.
@@ -354,6 +354,14 @@ pub enum DataplaneError {
 pub trait Dataplane: Send {
     /// Make the runtime match `config` (add/remove tunnels, SAs, routes).
     fn apply(&mut self, config: &ApplianceConfig);
+    /// Follow one accepted change: `config` is the configuration with
+    /// `change` already applied. The default applies the whole
+    /// configuration; a runtime that can follow the one object changed
+    /// overrides it, so that a change costs its own size.
+    fn apply_change(&mut self, config: &ApplianceConfig, change: &Change) {
+        let _ = change;
+        self.apply(config);
+    }
     /// State of one tunnel (DOWN with no SA when unknown).
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState;
     /// Installed SAs.
@@ -430,6 +438,9 @@ pub trait Dataplane: Send {
 impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     fn apply(&mut self, config: &ApplianceConfig) {
         (**self).apply(config);
+    }
+    fn apply_change(&mut self, config: &ApplianceConfig, change: &Change) {
+        (**self).apply_change(config, change);
     }
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
         (**self).tunnel_state(key)
@@ -559,6 +570,18 @@ impl Dataplane for InMemoryDataplane {
         self.sas
             .retain(|s| config.connections.iter().any(|c| c.id == s.connection_id));
         self.applied = Some(config.clone());
+        self.applies += 1;
+    }
+
+    fn apply_change(&mut self, config: &ApplianceConfig, change: &Change) {
+        match &mut self.applied {
+            Some(applied) => applied.apply_change(change),
+            None => self.applied = Some(config.clone()),
+        }
+        if let Change::DeleteConnection { id } = change {
+            self.states.retain(|k, _| k.connection_id != *id);
+            self.sas.retain(|s| s.connection_id != *id);
+        }
         self.applies += 1;
     }
 

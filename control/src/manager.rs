@@ -9,7 +9,7 @@
 //!                                   journal.append(change) + fdatasync
 //!                                            ── Err ─► internal, nothing changed
 //!                                   config.apply_change(change)
-//!                                   dataplane.apply(&config)
+//!                                   dataplane.apply_change(&config, change)
 //!                                   compact the journal when it has grown
 //!                                   ◄── success reply (only now)
 //! ```
@@ -235,7 +235,7 @@ impl<D: Dataplane> Manager<D> {
             )
         })?;
         self.config.apply_change(&change);
-        self.dataplane.apply(&self.config);
+        self.dataplane.apply_change(&self.config, &change);
         self.compact_if_due();
         Ok(())
     }

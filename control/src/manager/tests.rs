@@ -655,7 +655,9 @@ fn per_change_validation_agrees_with_validating_the_whole() {
             accepted > 50 && rejected > 50,
             "{kind}: {accepted} accepted, {rejected} rejected"
         );
-        // And the store holds what the manager holds.
+        // And the store and the dataplane (following change by change)
+        // hold what the manager holds.
         assert_eq!(&on_disk(&dir), m.config());
+        assert_eq!(m.dataplane().applied(), Some(m.config()));
     }
 }
