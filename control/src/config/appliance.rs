@@ -1208,9 +1208,10 @@ impl ApplianceConfig {
         finish(out)
     }
 
-    /// Appliance-wide uniqueness of `conn`'s tunnels against every other
-    /// connection: inside CIDRs, and (outside address, peer address)
-    /// pairs. `cgw` is `conn`'s customer gateway as it will be.
+    /// Appliance-wide rules between `conn` and every other connection:
+    /// unique inside CIDRs and (outside address, peer address) pairs, and
+    /// no static route over another tunnel's inside CIDR (either way).
+    /// `cgw` is `conn`'s customer gateway as it will be.
     fn check_connection_unique(
         &self,
         conn: &VpnConnection,
@@ -1233,7 +1234,58 @@ impl ApplianceConfig {
                 .collect(),
             None => Vec::new(),
         };
+        let overlaps = |a: &IpNet, b: &IpNet| a.contains(b) || b.contains(a);
         for other in self.connections.iter().filter(|o| o.id != conn.id) {
+            // Static routes never cover a tunnel's inside CIDR, in either
+            // direction (see validate_static_routes).
+            for (oi, o) in other.tunnels.iter().enumerate() {
+                let cidrs = [
+                    o.inside_ipv4_cidr
+                        .map(IpNet::V4)
+                        .map(|n| (n, "inside_ipv4_cidr")),
+                    o.inside_ipv6_cidr
+                        .map(IpNet::V6)
+                        .map(|n| (n, "inside_ipv6_cidr")),
+                ];
+                for (n, field) in cidrs.into_iter().flatten() {
+                    for (i, r) in conn.static_routes.iter().enumerate() {
+                        if overlaps(r, &n) {
+                            errs.conflict(
+                                &format!("static_routes[{i}]"),
+                                r,
+                                format!(
+                                    "connections[{}].tunnels[{oi}].{field} = {n}: a tunnel's inside addresses (BGP, DPD pings) cannot be routed into a tunnel",
+                                    other.id
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            for (ti, t) in conn.tunnels.iter().enumerate() {
+                let cidrs = [
+                    t.inside_ipv4_cidr
+                        .map(IpNet::V4)
+                        .map(|n| (n, "inside_ipv4_cidr")),
+                    t.inside_ipv6_cidr
+                        .map(IpNet::V6)
+                        .map(|n| (n, "inside_ipv6_cidr")),
+                ];
+                for (n, field) in cidrs.into_iter().flatten() {
+                    for (i, r) in other.static_routes.iter().enumerate() {
+                        if overlaps(r, &n) {
+                            errs.conflict(
+                                &format!("tunnels[{ti}].{field}"),
+                                n,
+                                format!(
+                                    "connections[{}].static_routes[{i}] = {r}: a tunnel's inside addresses (BGP, DPD pings) cannot be routed into a tunnel",
+                                    other.id
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
             let peer_clash = same_peer.contains(&other.customer_gateway_id.as_str());
             for (ti, t) in conn.tunnels.iter().enumerate() {
                 for (oi, o) in other.tunnels.iter().enumerate() {

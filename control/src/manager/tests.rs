@@ -577,8 +577,13 @@ fn per_change_validation_agrees_with_validating_the_whole() {
             let cgw_id = format!("cgw-{}", next(4));
             let conn_id = format!("vpn-{}", next(5));
             let ip = format!("203.0.113.{}", 1 + next(3));
-            let cidr =
-                |k: u64| -> ipnet::Ipv4Net { format!("169.254.10.{}/30", 4 * k).parse().unwrap() };
+            // Two /24s, so that a static route can cover the inside CIDRs
+            // of other connections but not its own.
+            let cidr = |k: u64| -> ipnet::Ipv4Net {
+                format!("169.254.{}.{}/30", 10 + 10 * (k % 2), 4 * k)
+                    .parse()
+                    .unwrap()
+            };
             let request = match next(7) {
                 0 => Request::CreateCustomerGateway {
                     customer_gateway: CustomerGateway {
@@ -633,7 +638,13 @@ fn per_change_validation_agrees_with_validating_the_whole() {
                 },
                 5 => Request::AddStaticRoute {
                     connection_id: conn_id,
-                    prefix: format!("10.{}.0.0/16", next(4)).parse().unwrap(),
+                    // Some over the inside CIDRs in play, of this connection
+                    // or another.
+                    prefix: match next(6) {
+                        0 => "169.254.10.0/24".parse().unwrap(),
+                        1 => "169.254.20.0/24".parse().unwrap(),
+                        k => format!("10.{k}.0.0/16").parse().unwrap(),
+                    },
                 },
                 _ => Request::DeleteConnection { id: conn_id },
             };
