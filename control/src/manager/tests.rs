@@ -606,8 +606,8 @@ fn per_change_validation_agrees_with_validating_the_whole() {
                     } else {
                         RoutingType::Dynamic
                     };
-                    let a = next(6);
-                    let b = next(6);
+                    let a = next(16);
+                    let b = next(16);
                     for (t, k) in c.tunnels.iter_mut().zip([a, b]) {
                         t.inside_ipv4_cidr = Some(cidr(k));
                         t.pre_shared_key = Some(crate::config::PreSharedKey::generate(
@@ -632,7 +632,7 @@ fn per_change_validation_agrees_with_validating_the_whole() {
                     connection_id: conn_id,
                     tunnel: usize::try_from(next(2)).unwrap(),
                     options: Box::new(TunnelOptionsPatch {
-                        inside_ipv4_cidr: Some(cidr(next(6))),
+                        inside_ipv4_cidr: Some(cidr(next(16))),
                         ..TunnelOptionsPatch::default()
                     }),
                 },
@@ -671,4 +671,66 @@ fn per_change_validation_agrees_with_validating_the_whole() {
         assert_eq!(&on_disk(&dir), m.config());
         assert_eq!(m.dataplane().applied(), Some(m.config()));
     }
+}
+
+/// A static route may not cover another connection's inside CIDR, in
+/// either order of the two changes.
+#[test]
+fn static_routes_and_inside_cidrs_of_other_connections_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    for (id, ip) in [
+        ("cgw-a", "203.0.113.31"),
+        ("cgw-b", "203.0.113.32"),
+        ("cgw-c", "203.0.113.33"),
+    ] {
+        m.handle(Request::CreateCustomerGateway {
+            customer_gateway: cgw(id, ip),
+        })
+        .unwrap();
+    }
+    let conn = |id: &str, cidrs: [&str; 2]| {
+        let mut c = static_conn(id, &id.replace("vpn", "cgw"));
+        for (t, n) in c.tunnels.iter_mut().zip(cidrs) {
+            t.inside_ipv4_cidr = Some(n.parse().unwrap());
+        }
+        Request::CreateConnection {
+            connection: Box::new(c),
+        }
+    };
+    m.handle(conn("vpn-a", ["169.254.10.0/30", "169.254.10.4/30"]))
+        .unwrap();
+    m.handle(Request::AddStaticRoute {
+        connection_id: "vpn-a".into(),
+        prefix: "169.254.20.0/24".parse().unwrap(),
+    })
+    .unwrap();
+    let e = m
+        .handle(conn("vpn-b", ["169.254.20.4/30", "169.254.30.0/30"]))
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed);
+    assert!(
+        e.errors.iter().any(
+            |f| f.field == "connections[vpn-b].tunnels[0].inside_ipv4_cidr"
+                && f.allowed.contains("connections[vpn-a].static_routes[0]")
+        ),
+        "{e:?}"
+    );
+    m.handle(conn("vpn-c", ["169.254.30.0/30", "169.254.30.4/30"]))
+        .unwrap();
+    let e = m
+        .handle(Request::AddStaticRoute {
+            connection_id: "vpn-a".into(),
+            prefix: "169.254.30.0/24".parse().unwrap(),
+        })
+        .unwrap_err();
+    assert!(
+        e.errors
+            .iter()
+            .any(|f| f.field == "connections[vpn-a].static_routes[1]"
+                && f.allowed
+                    .contains("connections[vpn-c].tunnels[0].inside_ipv4_cidr")),
+        "{e:?}"
+    );
+    m.config().validate().unwrap();
 }
