@@ -8,14 +8,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::super::cert::{self, signed_octets};
-use super::super::crypto::psk_auth;
+use super::super::crypto::{ct_eq, psk_auth};
 use super::super::frag::{FragOutcome, split_messages};
 use super::super::wire::{
     AuthMethod, Identification, Message, Notify, NotifyType, Payload, find_notify, parse_chain,
 };
-use super::{
-    AuthVerified, IkeConfig, IkeSa, NAT_T_PORT, SaKeys, Transmit, add_marker, auth_of, verify_psk,
-};
+use super::{AuthVerified, IkeConfig, IkeSa, NAT_T_PORT, SaKeys, Transmit, add_marker};
 
 /// IKE_SA_INIT request notifies: IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383
 /// § 2.3) and, with certificates, SIGNATURE_HASH_ALGORITHMS (RFC 7427 § 4).
@@ -298,4 +296,47 @@ impl IkeSa {
             }
         }
     }
+}
+
+fn auth_of(p: &[Payload]) -> Option<&Vec<u8>> {
+    p.iter().find_map(|p| match p {
+        Payload::Auth {
+            method: AuthMethod::SharedKeyMic,
+            data,
+        } => Some(data),
+        _ => None,
+    })
+}
+
+/// Verifies the peer's PSK AUTH (RFC 7296 § 2.15). `peer_is_initiator`
+/// selects SK_pi vs SK_pr; `real_message` is the peer's IKE_SA_INIT
+/// message and `our_nonce` our nonce.
+fn verify_psk(
+    keys: &SaKeys,
+    cfg: &IkeConfig,
+    real_message: &[u8],
+    our_nonce: &[u8],
+    peer_is_initiator: bool,
+    peer_id: &Identification,
+    auth: &[u8],
+) -> Option<AuthVerified> {
+    if let Some(want) = &cfg.remote_id
+        && want != peer_id
+    {
+        return None;
+    }
+    let sk_p = if peer_is_initiator {
+        &keys.sk_pi
+    } else {
+        &keys.sk_pr
+    };
+    let expect = psk_auth(
+        keys.suite.prf,
+        &cfg.psk,
+        real_message,
+        our_nonce,
+        sk_p,
+        &peer_id.body(),
+    );
+    ct_eq(&expect, auth).then_some(AuthVerified(()))
 }
