@@ -3,7 +3,10 @@
 //!
 //! Everything a test makes is named after the test process, lives only in
 //! namespaces the test created, and is removed on drop, also when the test
-//! fails. Traffic stays between those namespaces.
+//! fails. Traffic stays between those namespaces. So every test needs a
+//! process of its own: each starts with `testkit::own_process()`, a no-op
+//! under `cargo nextest` that re-runs the test alone under plain
+//! `cargo test`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

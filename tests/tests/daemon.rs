@@ -297,6 +297,9 @@ fn create_gateway_and_connection(s: &Setup) {
 
 #[test]
 fn create_show_modify_delete_through_the_cli() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("cli", "vpnd", "");
     let mut d = s.start();
@@ -424,6 +427,9 @@ fn create_show_modify_delete_through_the_cli() {
 
 #[test]
 fn validation_errors_name_field_value_and_range_with_exit_code_2() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("valid", "vpnd", "");
     let _d = s.start();
@@ -527,6 +533,9 @@ fn validation_errors_name_field_value_and_range_with_exit_code_2() {
 
 #[test]
 fn unreachable_daemon_is_exit_code_3() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("unreach", "vpnd", "");
     let out = s.ctl(&["ping"]);
@@ -541,6 +550,9 @@ fn unreachable_daemon_is_exit_code_3() {
 /// start), and the operator's TOML file is untouched.
 #[test]
 fn acknowledged_changes_survive_kill_9_during_a_burst() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Arc::new(Setup::new("crash", "vpnd", ""));
     let toml_before = std::fs::read_to_string(s.config()).unwrap();
@@ -764,6 +776,9 @@ fn check_acknowledged(s: &Setup, gateways: &[String], dpd_at_least: u64) {
 /// Only root, the daemon's user and the socket group may use the API.
 #[test]
 fn api_access_from_a_non_permitted_user_is_refused() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     // The socket group is "nogroup" (gid 65534) here so that both sides of
     // the rule can be shown with setpriv.
@@ -853,6 +868,9 @@ fn assert_pong(v: &Value) {
 
 #[test]
 fn bad_input_on_the_socket_gets_error_replies_and_the_daemon_keeps_serving() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("fuzz", "vpnd", "");
     let mut d = s.start();
@@ -952,6 +970,9 @@ fn bad_input_on_the_socket_gets_error_replies_and_the_daemon_keeps_serving() {
 /// `vpnd` without a usable configuration exits with the documented code.
 #[test]
 fn invalid_configuration_is_exit_code_1() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("badcfg", "vpnd", "");
     let text = std::fs::read_to_string(s.config()).unwrap();
@@ -998,6 +1019,9 @@ fn drops(s: &Setup, reason: &str) -> u64 {
 /// up and removes the socket.
 #[test]
 fn the_real_dataplane_follows_configuration_changes() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let t = tag();
     let (peer, dp, vpc) = (
@@ -1211,6 +1235,9 @@ enabled = false
 /// and STOPPING=1 on SIGTERM (as systemd's `NOTIFY_SOCKET` protocol).
 #[test]
 fn readiness_and_stopping_are_notified_to_the_service_manager() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("notify", "vpnd", "");
     let notify_path = s.dir.join("notify.sock");
@@ -1249,6 +1276,9 @@ fn readiness_and_stopping_are_notified_to_the_service_manager() {
 /// connection, data counters, drops.
 #[test]
 fn metrics_are_served_in_prometheus_text_format() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     // A free loopback port (the tiny race with other processes is
     // acceptable for a test on loopback).
@@ -1303,6 +1333,9 @@ fn metrics_are_served_in_prometheus_text_format() {
 /// gets an error reply, and once they go the daemon serves again.
 #[test]
 fn too_many_idle_clients_are_refused_and_the_daemon_recovers() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("clients", "vpnd", "");
     let _d = s.start();
@@ -1333,6 +1366,9 @@ fn too_many_idle_clients_are_refused_and_the_daemon_recovers() {
 /// is exit code 3, with the reason, and leaves no socket behind.
 #[test]
 fn a_dataplane_that_cannot_start_is_exit_code_3() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("nodp", "vpnd", "");
     let text = std::fs::read_to_string(s.config()).unwrap();
@@ -1376,6 +1412,9 @@ fn a_dataplane_that_cannot_start_is_exit_code_3() {
 /// reported, and SIGTERM cleans up.
 #[test]
 fn two_workers_share_one_cpu_through_worker_cpus() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let s = Setup::new("cpus", "vpnd", "");
     let text = std::fs::read_to_string(s.config()).unwrap();

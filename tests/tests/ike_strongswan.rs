@@ -267,6 +267,9 @@ fn teardown(lab: &Lab, peer: &mut Proc) {
 
 #[test]
 fn strongswan_initiates_proposal_matrix() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("a");
     for (n, c) in matrix().iter().enumerate() {
         lab.load(c);
@@ -286,6 +289,9 @@ fn strongswan_initiates_proposal_matrix() {
 
 #[test]
 fn we_initiate_proposal_matrix() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("b");
     for (n, c) in matrix().iter().enumerate() {
         lab.load(c);
@@ -298,6 +304,9 @@ fn we_initiate_proposal_matrix() {
 
 #[test]
 fn wrong_psk_is_refused_and_logged() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("c");
     let c = &matrix()[0];
     lab.load(c);
@@ -357,6 +366,9 @@ fn check_ike_rekeyed(lab: &Lab, peer: &Proc) {
 /// again (over the new IKE SA): we answer each, and the keys still match.
 #[test]
 fn strongswan_rekeys_child_and_ike_sa() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("d");
     // aes256gcm16-prfsha384-ecp521, with PFS (ecp521) on Child SA rekeys.
     let mut c = matrix().swap_remove(6);
@@ -425,6 +437,9 @@ fn strongswan_rekeys_child_and_ike_sa() {
 /// `phase2 − margin`, the IKE SA at `phase1 − margin` (fuzz 0).
 #[test]
 fn we_rekey_child_and_ike_sa_on_our_timers() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("e");
     // aes128-sha256-ecp521, with PFS (ecp521) on Child SA rekeys: the
     // spec's phase 2 DH groups are always offered when we rekey.
@@ -475,6 +490,9 @@ fn we_rekey_child_and_ike_sa_on_our_timers() {
 /// by ourselves once it runs again (SIGCONT).
 #[test]
 fn dpd_timeout_with_restart_against_a_frozen_strongswan() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("f");
     let c = &matrix()[1]; // aes128gcm16-prfsha256-ecp256
     lab.load(c);
@@ -520,6 +538,9 @@ fn peer_with(lab: &Lab, c: &Case, extra: &[&str], log: &str) -> Proc {
 /// log and strongSwan say why.
 #[test]
 fn no_common_proposal_is_refused_and_logged() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("g");
     // strongSwan: AES-128-CBC/SHA-256/MODP-3072; we: AES-256-GCM/SHA-512/ECP-256.
     let theirs = Case {
@@ -567,6 +588,9 @@ fn no_common_proposal_is_refused_and_logged() {
 /// SA comes up, the Child SA does not, and the log says TS_UNACCEPTABLE.
 #[test]
 fn bad_traffic_selectors_are_refused_and_logged() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("h");
     let c = &matrix()[1];
     lab.load_ts(c, "192.168.0.0/16", "172.16.0.0/12");

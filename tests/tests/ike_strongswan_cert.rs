@@ -184,6 +184,9 @@ fn check_fragments(lab: &Lab, what: &str, mark: usize) {
 
 #[test]
 fn strongswan_initiates_with_certificates() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("a");
     for (n, alg) in [Alg::Rsa, Alg::Ecdsa].into_iter().enumerate() {
         let what = format!("strongSwan initiates, {alg:?}");
@@ -213,6 +216,9 @@ fn strongswan_initiates_with_certificates() {
 
 #[test]
 fn we_initiate_with_certificates() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("b");
     for (n, alg) in [Alg::Rsa, Alg::Ecdsa].into_iter().enumerate() {
         let what = format!("we initiate, {alg:?}");
@@ -239,6 +245,9 @@ fn we_initiate_with_certificates() {
 /// log and AUTHENTICATION_FAILED to strongSwan.
 #[test]
 fn cgw_certificate_without_spec_extensions_is_refused() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new("c");
     let dir = lab.load("run0", Alg::Ecdsa, false, "yes");
     let peer = lab.peer(&dir, false, "peer0");
@@ -267,6 +276,9 @@ fn cgw_certificate_without_spec_extensions_is_refused() {
 /// with method 9 too (strongSwan sent no SIGNATURE_HASH_ALGORITHMS).
 #[test]
 fn classic_signature_methods_interoperate() {
+    if !testkit::own_process() {
+        return;
+    }
     let mut lab = Lab::with_charon_options("d", "signature_authentication = no");
     // An FQDN identity, matched against the certificate's subjectAltName.
     lab.sw_id = Some("cgw.vt.example");

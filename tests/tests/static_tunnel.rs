@@ -129,6 +129,9 @@ target = "inside"
 
 #[test]
 fn aes_gcm_raw_esp_through_the_dataplane() {
+    if !testkit::own_process() {
+        return;
+    }
     run_case(&Case {
         alg: "aes128gcm16",
         nat_t: false,
@@ -145,6 +148,9 @@ fn aes_gcm_raw_esp_through_the_dataplane() {
 /// The same with the SAs on intel-ipsec-mb.
 #[test]
 fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
+    if !testkit::own_process() {
+        return;
+    }
     run_case(&Case {
         alg: "aes256gcm16",
         nat_t: false,
@@ -160,6 +166,9 @@ fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
 
 #[test]
 fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
+    if !testkit::own_process() {
+        return;
+    }
     run_case(&Case {
         alg: "aes256cbc-sha256",
         nat_t: true,
@@ -412,12 +421,18 @@ fn assert_flows(result: &serde_json::Value, count: u64, stats: &str) {
 /// through a tunnel per ESP algorithm, raw ESP and NAT-T alternating.
 #[test]
 fn every_esp_algorithm_udp_and_icmp_both_ways() {
+    if !testkit::own_process() {
+        return;
+    }
     every_esp_algorithm_on("ring");
 }
 
 /// The same with the SAs on intel-ipsec-mb.
 #[test]
 fn every_esp_algorithm_udp_and_icmp_both_ways_ipsec_mb() {
+    if !testkit::own_process() {
+        return;
+    }
     every_esp_algorithm_on("ipsec-mb");
 }
 
@@ -456,6 +471,9 @@ fn every_esp_algorithm_on(backend: &str) {
 /// rest handed over between the workers.
 #[test]
 fn two_workers_over_rss_queues_carry_every_tunnel() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::start(&ALGORITHMS, "", "", &["--lcores", "0@0,1@0,2@1"]);
     let result = lab.cgw(3, false);
     let stats = lab.stop();
@@ -546,6 +564,9 @@ fn two_workers_over_rss_queues_carry_every_tunnel() {
 /// and traffic flows afterwards.
 #[test]
 fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::start(&ALGORITHMS[..2], "", "", &[]);
     let result = lab.cgw(3, true);
     let stats = lab.stop();
@@ -570,6 +591,9 @@ fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
 /// queues the two workers poll and send on.
 #[test]
 fn kernel_port_gets_ike_and_answers_pings_through_the_tunnel() {
+    if !testkit::own_process() {
+        return;
+    }
     let t = tag();
     let lab = Lab::start(
         &ALGORITHMS[..1],
@@ -688,6 +712,9 @@ target = "local"
 /// for an address that is not ours is ignored and counted.
 #[test]
 fn the_peer_resolves_our_outside_ipv6_address() {
+    if !testkit::own_process() {
+        return;
+    }
     require_root();
     let t = tag();
     let (peer, dp) = (

@@ -710,6 +710,9 @@ fn ping_counts(out: &str) -> (u64, u64) {
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn bgp_over_tunnels_with_bird_failover_and_limits() {
+    if !testkit::own_process() {
+        return;
+    }
     let mut lab = Lab::new(&TWO_TUNNELS);
 
     // 1. Both tunnels up (strongSwan initiates); BGP over each.
@@ -894,6 +897,9 @@ fn ecmp_members(r: &Value) -> Vec<String> {
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn azure_active_active_four_tunnels_ecmp_with_bird() {
+    if !testkit::own_process() {
+        return;
+    }
     let started = Instant::now();
     let lab = Lab::new(&AZURE_AA);
     let n = AZURE_AA.tunnels.len();
@@ -1096,6 +1102,9 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
 fn static_routing_ecmp_failover_and_back() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = Lab::new(&STATIC_TWO);
     let conn = STATIC_TWO.tunnels[0].conn;
     let tunnel_up = |i: usize| {

@@ -50,6 +50,9 @@ fn new_lab(kind: &str) -> SwanLab {
 
 #[test]
 fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = new_lab("transit-gateway");
 
     // The connection, through vpnctl: static routing to the gateway's LAN,
@@ -118,6 +121,9 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
 /// both for the appliance and in the tunnel's drops.
 #[test]
 fn policer_at_the_concentrator_cap_counts_policed_drops_in_show_stats() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = new_lab("concentrator");
     lab.create_connection("cgw-sw", &["--bgp-asn", "65010"], &["--routing", "dynamic"]);
     lab.set_tunnel_options(

@@ -1,5 +1,7 @@
-//! EAL set-up for tests: one EAL per test process (run tests under
-//! `cargo nextest`, which gives every test its own process).
+//! EAL set-up for tests: one EAL per test process. `cargo nextest` gives
+//! every test its own process; under plain `cargo test` a binary with
+//! several EAL tests starts each with `testkit::own_process()`, which
+//! re-runs the test in a process of its own.
 
 use crate::eal::Eal;
 use crate::error::Result;

@@ -1,8 +1,10 @@
 //! The safe layer against a real EAL with virtual devices.
 //!
-//! Each test initialises its own EAL, so run these under `cargo nextest`
-//! (one process per test); `--no-pci --no-huge` and a unique file prefix
-//! are always passed (see `dpdk::testing::test_eal`).
+//! Each test initialises its own EAL, which DPDK allows once per process:
+//! `cargo nextest` runs every test in a process of its own, and under plain
+//! `cargo test` each test re-runs itself in one ([`testkit::own_process`]).
+//! `--no-pci --no-huge` and a unique file prefix are always passed (see
+//! `dpdk::testing::test_eal`).
 
 #![allow(clippy::cast_possible_truncation)] // test patterns are deliberately byte-truncated
 
@@ -40,6 +42,9 @@ fn seq_of(m: &Mbuf) -> u32 {
 
 #[test]
 fn eal_initialises_once_with_virtual_devices() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("init", &["--vdev=net_null0", "--vdev=net_null1"]).unwrap();
     assert_eq!(dpdk::port_count(&eal), 2);
     assert_eq!(dpdk::port_by_name(&eal, "net_null1").unwrap(), PortId(1));
@@ -53,6 +58,9 @@ fn eal_initialises_once_with_virtual_devices() {
 
 #[test]
 fn mbuf_grows_and_shrinks_through_dpdk_helpers() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("mbuf", &[]).unwrap();
     let pool = pool(&eal, "mbuf", 63);
     let mut m = pool.alloc().unwrap();
@@ -79,6 +87,9 @@ fn mbuf_grows_and_shrinks_through_dpdk_helpers() {
 
 #[test]
 fn packets_round_trip_through_a_ring_port_pair() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("ringpair", &[]).unwrap();
     let pool = pool(&eal, "ringpair", 2047);
     let (a, b) = MbufRing::port_pair(&eal, "rp", 1024).unwrap();
@@ -124,6 +135,9 @@ fn packets_round_trip_through_a_ring_port_pair() {
 
 #[test]
 fn full_tx_ring_frees_and_counts_the_rest() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("txfull", &[]).unwrap();
     let pool = pool(&eal, "txfull", 1023);
     // 64-slot rings hold 63 packets.
@@ -162,6 +176,9 @@ fn full_tx_ring_frees_and_counts_the_rest() {
 
 #[test]
 fn no_mbuf_leaks_after_many_bursts() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("leak", &[]).unwrap();
     let pool = pool(&eal, "leak", 4095);
     let (a, b) = MbufRing::port_pair(&eal, "lk", 256).unwrap();
@@ -196,6 +213,9 @@ fn no_mbuf_leaks_after_many_bursts() {
 
 #[test]
 fn spsc_ring_hands_packets_to_a_worker_lcore() {
+    if !testkit::own_process() {
+        return;
+    }
     let eal = test_eal("lcore", &["-l", "0-1"]).unwrap();
     let pool = pool(&eal, "lcore", 2047);
     let (mut producer, mut consumer) = MbufRing::spsc(&eal, "handoff", 512).unwrap();
@@ -248,6 +268,9 @@ fn spsc_ring_hands_packets_to_a_worker_lcore() {
 
 #[test]
 fn flow_rules_are_refused_with_the_driver_s_reason() {
+    if !testkit::own_process() {
+        return;
+    }
     use dpdk::{FlowL4, FlowMatch};
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
