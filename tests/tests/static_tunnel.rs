@@ -132,6 +132,9 @@ fn aes_gcm_raw_esp_through_the_dataplane() {
     if !testkit::own_process() {
         return;
     }
+    if !testkit::scapy_available() {
+        return;
+    }
     run_case(&Case {
         alg: "aes128gcm16",
         nat_t: false,
@@ -151,6 +154,9 @@ fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
     if !testkit::own_process() {
         return;
     }
+    if !testkit::scapy_available() {
+        return;
+    }
     run_case(&Case {
         alg: "aes256gcm16",
         nat_t: false,
@@ -167,6 +173,9 @@ fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
 #[test]
 fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
     if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
         return;
     }
     run_case(&Case {
@@ -424,6 +433,9 @@ fn every_esp_algorithm_udp_and_icmp_both_ways() {
     if !testkit::own_process() {
         return;
     }
+    if !testkit::scapy_available() {
+        return;
+    }
     every_esp_algorithm_on("ring");
 }
 
@@ -431,6 +443,9 @@ fn every_esp_algorithm_udp_and_icmp_both_ways() {
 #[test]
 fn every_esp_algorithm_udp_and_icmp_both_ways_ipsec_mb() {
     if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
         return;
     }
     every_esp_algorithm_on("ipsec-mb");
@@ -472,6 +487,9 @@ fn every_esp_algorithm_on(backend: &str) {
 #[test]
 fn two_workers_over_rss_queues_carry_every_tunnel() {
     if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
         return;
     }
     let lab = Lab::start(&ALGORITHMS, "", "", &["--lcores", "0@0,1@0,2@1"]);
@@ -567,6 +585,9 @@ fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
     if !testkit::own_process() {
         return;
     }
+    if !testkit::scapy_available() {
+        return;
+    }
     let lab = Lab::start(&ALGORITHMS[..2], "", "", &[]);
     let result = lab.cgw(3, true);
     let stats = lab.stop();
@@ -592,6 +613,9 @@ fn bad_packets_are_counted_by_reason_and_traffic_still_flows() {
 #[test]
 fn kernel_port_gets_ike_and_answers_pings_through_the_tunnel() {
     if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
         return;
     }
     let t = tag();

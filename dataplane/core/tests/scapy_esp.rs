@@ -172,12 +172,9 @@ fn scapy_cross_check_both_ways_ipsec_mb() {
 
 fn run(backend: CryptoBackend) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/esp/scapy_esp.py");
+    // No up-front scapy check: the script installs scapy when it can.
     if Command::new("python3").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the scapy cross-check: python3 not found"
-        );
-        eprintln!("SKIPPED scapy cross-check: python3 not found");
+        testkit::tool_missing("python3");
         return;
     }
     let mut cases = Vec::new();
@@ -257,11 +254,7 @@ fn run(backend: CryptoBackend) {
         .status()
         .unwrap();
     if status.code() == Some(77) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the scapy cross-check: scapy could not be installed"
-        );
-        eprintln!("SKIPPED scapy cross-check: scapy not installable here");
+        testkit::tool_missing("scapy (scapy_esp.py could not install it)");
         return;
     }
     assert!(status.success(), "scapy_esp.py failed: {status}");

