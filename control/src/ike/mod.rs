@@ -10,6 +10,7 @@
 //! | [`proposal`] | proposals from the tunnel options; selection |
 //! | [`sa`] | one IKE SA with its Child SAs: handshake typestate, retransmission, NAT-T, DPD, rekey |
 //! | [`endpoint`] | dispatch of datagrams to IKE SAs; COOKIE under load |
+//! | [`tunnels`] | the configured tunnels as IKE runs them: one endpoint each, SAs into the dataplane through [`tunnels::TunnelSink`], tunnel state and logs |
 //!
 //! Time, randomness and sockets are the caller's: see [`sa::IkeSa`] for
 //! the call order.
@@ -74,6 +75,7 @@ pub mod endpoint;
 pub mod frag;
 pub mod proposal;
 pub mod sa;
+pub mod tunnels;
 pub mod wire;
 
 #[cfg(test)]

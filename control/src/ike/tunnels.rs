@@ -1,0 +1,1482 @@
+//! The tunnels IKE runs, without sockets, threads or clocks: the
+//! per-tunnel logic between the sans-IO engine ([`super::endpoint`],
+//! [`super::sa`]) and the rest of the control core. The daemon
+//! (`appliance::ike_service`) reads the sockets and the clocks and calls
+//! [`TunnelSet`] in this order:
+//!
+//! ```text
+//!   every reconcile period: tunnel_specs(config) ──► TunnelSet::reconcile
+//!                           dataplane SA events  ──► TunnelSet::handle_sa_events
+//!   a datagram            ──► TunnelSet::handle_datagram ─► the tunnel's Endpoint
+//!   a timer               ──► TunnelSet::handle_timeout     (by local/peer address)
+//!   TunnelSet::poll_transmit ──► send_to
+//!   TunnelSet::collect_events? ──► TunnelSet::apply (the sink locked):
+//!       ChildSaUp       ─► install_child_sa (make before break), or
+//!                          add_child_inbound when we answered the peer's
+//!                          rekey (RFC 7296 § 2.8)
+//!       ChildSaOutbound ─► install_child_sa (the peer deleted the rekeyed
+//!                          SA: send with the new one)
+//!       ChildSaDown     ─► remove_child_sa (the installed pair),
+//!                          remove_child_inbound (any other SA)
+//!       Log             ─► the tunnel's activity log
+//!       state           ─► set_tunnel_state (the FIB follows the UP tunnels)
+//!   TunnelSet::poll_log ──► the daemon's log
+//! ```
+//!
+//! One [`Endpoint`] per tunnel (a `Runner`), keyed by (our outside
+//! address, customer gateway address): the two tunnels of a connection go
+//! to the same peer from different outside addresses, and each keeps its
+//! own IKE SA, retries and DPD. A tunnel whose IKE-relevant options
+//! change (or that is removed) is closed (DELETE sent, SAs removed) and,
+//! if still configured, started afresh.
+//!
+//! # Under an IKE_SA_INIT flood (RFC 7296 § 2.6)
+//!
+//! The half-open budget is the appliance's, not a tunnel's: the control
+//! core's DH work is what a flood exhausts. [`TunnelSet`] counts the
+//! half-open responder SAs of all tunnels; from
+//! [`DEFAULT_HALF_OPEN_THRESHOLD`] on, every tunnel answers a new
+//! IKE_SA_INIT with a stateless COOKIE (no DH, no state) until the count
+//! falls again (SAs complete or time out). IKE_SA_INIT from an address
+//! that is no configured customer gateway is dropped unanswered and
+//! counted ([`IkeCounters::init_unknown_peer`]; why: see
+//! [`super::endpoint`]). Transitions into and out of cookie mode are
+//! logged, and each tunnel whose endpoint sent cookies says so in its
+//! activity log (at most every [`COOKIE_LOG_PERIOD`]).
+//!
+//! What it never does: read a clock (time comes in as [`Now`]), touch a
+//! socket, or reach the dataplane, the state table or the log ring except
+//! through [`TunnelSink`] (implemented by [`Manager`]). Certificate files
+//! are read when a tunnel (re)starts ([`TunnelSpec::ike_config_loaded`]),
+//! as the configuration code reads them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dataplane::esp::SaConfig;
+use dataplane::esp::sa::{Direction, LifetimeLimits};
+use ipnet::IpNet;
+
+use super::cert::WallClock;
+use super::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
+use super::sa::{
+    ChildSa, Datagram, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS, Transmit,
+};
+use super::{Rng, SystemRng};
+use crate::config::{
+    ApplianceConfig, CertConfigError, CertificatesConfig, IkeVersion, RoutingType,
+    TunnelInsideIpVersion, TunnelOptions,
+};
+use crate::dataplane::{
+    ChildSaPair, Dataplane, DataplaneError, SaLifetimeEvent, TunnelKey, TunnelRuntimeState,
+    TunnelUpDown,
+};
+use crate::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
+use crate::manager::Manager;
+use crate::metrics::ControlMetric;
+
+/// A Child SA the dataplane could not install is tried again after this
+/// long.
+const INSTALL_RETRY: Duration = Duration::from_secs(1);
+
+/// The soft lifetime limits of an installed Child SA: without ESN, rekey
+/// before the 32-bit sequence number cycles; `test_packets` (test mode)
+/// lowers the packet limit.
+#[must_use]
+pub fn soft_limits(esn: bool, test_packets: Option<u64>) -> LifetimeLimits {
+    let seq = (!esn).then_some(SEQ_REKEY_PACKETS);
+    let packets = match (seq, test_packets) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    LifetimeLimits {
+        packets,
+        ..LifetimeLimits::default()
+    }
+}
+
+/// A tunnel's activity log mentions cookies at most this often.
+pub const COOKIE_LOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// When a call happens: the monotonic instant the timers run on, and the
+/// wall clock for log timestamps, status-change times and certificate
+/// validity. The caller reads both clocks; nothing here does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time.
+    pub instant: Instant,
+    /// Unix time, milliseconds.
+    pub unix_ms: u64,
+}
+
+/// The IKE service's counters (`vpnd: ike: counters …` in the log, and
+/// `vpn_ike_*` in the metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IkeCounters {
+    /// Datagrams that matched no running tunnel (by local and peer
+    /// address).
+    pub unmatched: u64,
+    /// Of those, IKE_SA_INIT requests (from no configured peer): dropped
+    /// unanswered.
+    pub init_unknown_peer: u64,
+    /// COOKIE notifications sent, all tunnels.
+    pub cookies_sent: u64,
+    /// IKE_SA_INIT requests taken with a valid cookie, all tunnels.
+    pub cookies_accepted: u64,
+    /// IKE_SA_INIT requests refused (no proposal, wrong group, malformed).
+    pub init_refused: u64,
+    /// Datagrams dropped because the receive queue was full.
+    pub rx_queue_full: u64,
+    /// Half-open responder IKE SAs now, all tunnels.
+    pub half_open: u64,
+}
+
+impl IkeCounters {
+    /// As Prometheus metrics.
+    #[must_use]
+    pub fn metrics(&self) -> Vec<ControlMetric> {
+        let m = |name, help, gauge, value| ControlMetric {
+            name,
+            help,
+            gauge,
+            value,
+        };
+        vec![
+            m(
+                "vpn_ike_cookies_sent_total",
+                "IKE_SA_INIT requests answered with a COOKIE (RFC 7296 2.6).",
+                false,
+                self.cookies_sent,
+            ),
+            m(
+                "vpn_ike_cookies_accepted_total",
+                "IKE_SA_INIT requests taken with a valid COOKIE while cookies were required.",
+                false,
+                self.cookies_accepted,
+            ),
+            m(
+                "vpn_ike_init_unknown_peer_total",
+                "IKE_SA_INIT requests from addresses that are no configured customer gateway, dropped.",
+                false,
+                self.init_unknown_peer,
+            ),
+            m(
+                "vpn_ike_init_refused_total",
+                "IKE_SA_INIT requests refused (no proposal, wrong group, malformed).",
+                false,
+                self.init_refused,
+            ),
+            m(
+                "vpn_ike_unmatched_datagrams_total",
+                "IKE datagrams that matched no running tunnel.",
+                false,
+                self.unmatched,
+            ),
+            m(
+                "vpn_ike_rx_queue_full_total",
+                "IKE datagrams dropped because the IKE thread was behind.",
+                false,
+                self.rx_queue_full,
+            ),
+            m(
+                "vpn_ike_half_open_sas",
+                "Half-open responder IKE SAs, all tunnels.",
+                true,
+                self.half_open,
+            ),
+        ]
+    }
+}
+
+/// What IKE needs from the rest of the daemon: the dataplane's SA and
+/// state calls and the log ring. Implemented by [`Manager`].
+pub trait TunnelSink {
+    /// Install (or replace, make before break) a tunnel's Child SA pair.
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError>;
+    /// Remove a tunnel's Child SA pair.
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError>;
+    /// Add only the inbound SA of the tunnel's next Child SA
+    /// ([`Dataplane::add_child_inbound`]).
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError>;
+    /// Remove an inbound SA that is not the installed pair's
+    /// ([`Dataplane::remove_child_inbound`]).
+    ///
+    /// # Errors
+    /// The dataplane's.
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError>;
+    /// The tunnel's state as last recorded.
+    fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState;
+    /// Record a tunnel's state.
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState);
+    /// Record a tunnel log entry.
+    fn record_log(&mut self, entry: LogEntry);
+    /// SA lifetime events from the dataplane since the last call (soft
+    /// byte/packet limits ask for a rekey).
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        Vec::new()
+    }
+    /// Publish the IKE service's counters (metrics).
+    fn publish_ike_counters(&mut self, _counters: &IkeCounters) {}
+}
+
+impl<D: Dataplane> TunnelSink for Manager<D> {
+    fn install_child_sa(
+        &mut self,
+        key: &TunnelKey,
+        pair: &ChildSaPair,
+    ) -> Result<(), DataplaneError> {
+        self.dataplane_mut().install_child_sa(key, pair)
+    }
+    fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+        self.dataplane_mut().remove_child_sa(key)
+    }
+    fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
+        self.dataplane_mut().add_child_inbound(key, sa)
+    }
+    fn remove_child_inbound(&mut self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        self.dataplane_mut().remove_child_inbound(key, spi)
+    }
+    fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
+        self.dataplane().tunnel_state(key)
+    }
+    fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+        self.dataplane_mut().set_tunnel_state(key, state);
+    }
+    fn record_log(&mut self, entry: LogEntry) {
+        Self::record_log(self, entry);
+    }
+    fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        self.dataplane_mut().poll_sa_events()
+    }
+    fn publish_ike_counters(&mut self, c: &IkeCounters) {
+        self.set_control_metrics(c.metrics());
+    }
+}
+
+/// One tunnel as IKE runs it, derived from the configuration. Two specs
+/// are equal when IKE would behave the same: options IKE does not use
+/// (bandwidth, logs, inside CIDRs) are left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    /// Which tunnel.
+    pub key: TunnelKey,
+    /// Our outside address (the tunnel's `outside_ip_address`).
+    pub local: IpAddr,
+    /// The customer gateway's address.
+    pub remote: IpAddr,
+    /// Static or BGP (for UP/DOWN).
+    pub routing: RoutingType,
+    /// Appliance-side traffic selectors.
+    pub local_ts: Vec<IpNet>,
+    /// Customer-side traffic selectors.
+    pub remote_ts: Vec<IpNet>,
+    /// The tunnel's options, IKE-relevant fields only.
+    options: TunnelOptions,
+    /// Certificate authentication: the customer gateway's private
+    /// certificate name and the `[certificates]` section (None: PSK).
+    pub certificate: Option<(String, CertificatesConfig)>,
+}
+
+impl TunnelSpec {
+    /// The engine's configuration of this tunnel.
+    #[must_use]
+    pub fn ike_config(&self) -> IkeConfig {
+        IkeConfig::from_tunnel(
+            &self.options,
+            self.local,
+            self.remote,
+            self.local_ts.clone(),
+            self.remote_ts.clone(),
+        )
+    }
+
+    /// The engine's configuration with certificate authentication loaded
+    /// from its files (validity checked against `now`'s wall clock, then
+    /// advanced by the engine's monotonic time).
+    ///
+    /// # Errors
+    /// [`CertConfigError`] naming the file that does not load.
+    pub fn ike_config_loaded(&self, now: Now) -> Result<IkeConfig, CertConfigError> {
+        let mut cfg = self.ike_config();
+        if let Some((name, certs)) = &self.certificate {
+            let unix = i64::try_from(now.unix_ms / 1000).unwrap_or(i64::MAX);
+            cfg.cert = Some(certs.cert_auth(name, WallClock::new(now.instant, unix))?);
+        }
+        Ok(cfg)
+    }
+
+    /// `<connection-id>_<outside-ip>` (spec § 20.3).
+    #[must_use]
+    pub fn resource_id(&self) -> String {
+        resource_id(&self.key.connection_id, &self.local.to_string())
+    }
+}
+
+/// The tunnels IKE runs for `config`, and why others are not run (one
+/// message per skipped tunnel).
+#[must_use]
+pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) {
+    let mut specs = Vec::new();
+    let mut skipped = Vec::new();
+    for c in &config.connections {
+        let cgw = config
+            .customer_gateways
+            .iter()
+            .find(|g| g.id == c.customer_gateway_id);
+        let remote = cgw.and_then(|g| g.ip_address);
+        let certificate = cgw
+            .and_then(|g| g.certificate.clone())
+            .map(|name| (name, config.certificates.clone()));
+        let Some(remote) = remote else {
+            skipped.push(format!(
+                "{}: customer gateway {} has no IP address",
+                c.id, c.customer_gateway_id
+            ));
+            continue;
+        };
+        let (local_ts, remote_ts) = match c.tunnel_inside_ip_version {
+            TunnelInsideIpVersion::Ipv6 => (
+                vec![IpNet::V6(c.remote_ipv6_network_cidr)],
+                vec![IpNet::V6(c.local_ipv6_network_cidr)],
+            ),
+            _ => (
+                vec![IpNet::V4(c.remote_ipv4_network_cidr)],
+                vec![IpNet::V4(c.local_ipv4_network_cidr)],
+            ),
+        };
+        for (i, t) in c.tunnels.iter().enumerate() {
+            let what = format!("{}/{i}", c.id);
+            let Some(local) = t.outside_ip_address else {
+                skipped.push(format!("{what}: no outside address"));
+                continue;
+            };
+            if t.pre_shared_key.is_none() && certificate.is_none() {
+                skipped.push(format!("{what}: no pre-shared key"));
+                continue;
+            }
+            if !t.ike_versions.contains(&IkeVersion::Ikev2) {
+                skipped.push(format!("{what}: IKEv1 only (this build speaks IKEv2)"));
+                continue;
+            }
+            let mut options = t.clone();
+            // Not IKE's business: changing them must not restart IKE.
+            options.inside_ipv4_cidr = None;
+            options.inside_ipv6_cidr = None;
+            options.tunnel_bandwidth = TunnelOptions::default().tunnel_bandwidth;
+            options.log = TunnelOptions::default().log;
+            options.enable_tunnel_lifecycle_control = false;
+            specs.push(TunnelSpec {
+                key: TunnelKey {
+                    connection_id: c.id.clone(),
+                    tunnel: i,
+                },
+                local,
+                remote,
+                routing: c.routing,
+                local_ts: local_ts.clone(),
+                remote_ts: remote_ts.clone(),
+                options,
+                certificate: certificate.clone(),
+            });
+        }
+    }
+    (specs, skipped)
+}
+
+fn phase(p: PhaseState) -> IkePhaseState {
+    match p {
+        PhaseState::Established => IkePhaseState::Established,
+        PhaseState::Rekeying => IkePhaseState::Rekeying,
+        PhaseState::Negotiating => IkePhaseState::Negotiating,
+        PhaseState::Down => IkePhaseState::Down,
+    }
+}
+
+/// Best of two states (Established > Rekeying > Negotiating > Down).
+fn best(a: IkePhaseState, b: IkePhaseState) -> IkePhaseState {
+    let rank = |s| match s {
+        IkePhaseState::Established => 3,
+        IkePhaseState::Rekeying => 2,
+        IkePhaseState::Negotiating => 1,
+        IkePhaseState::Down => 0,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// One running tunnel.
+#[derive(Debug)]
+struct Runner {
+    spec: TunnelSpec,
+    endpoint: Endpoint,
+    /// The installed pair: (inbound SPI, outbound SPI).
+    installed: Option<(u32, u32)>,
+    /// The next Child SA, only its inbound SA installed: we answered the
+    /// peer's rekey; its outbound SA follows on
+    /// [`Event::ChildSaOutbound`].
+    deferred: Option<Box<ChildSa>>,
+    nat_t: bool,
+    /// Events taken from the endpoint, not yet applied.
+    pending: Vec<Event>,
+    /// A Child SA the dataplane refused (e.g. a stalled worker did not
+    /// acknowledge in time), tried again at the instant given.
+    retry: Option<(Instant, Box<ChildSa>)>,
+    /// What was last recorded.
+    reported: Option<(IkePhaseState, IkePhaseState, bool)>,
+    /// Cookies sent as of the last activity-log line about them, and when.
+    cookies_logged: (u64, Option<Instant>),
+    /// Test mode: soft packet limit of installed Child SAs.
+    rekey_packets: Option<u64>,
+    /// Daemon log lines (its activity-log lines as text), for
+    /// [`TunnelSet::poll_log`].
+    lines: VecDeque<String>,
+}
+
+impl Runner {
+    fn new(spec: TunnelSpec, now: Now, rng: &mut dyn Rng, lifetime_divisor: u32) -> Self {
+        let mut endpoint = Endpoint::new(rng, DEFAULT_HALF_OPEN_THRESHOLD);
+        let mut pending = Vec::new();
+        // Certificate files are read here, once per (re)configured tunnel,
+        // not on every reconciliation (which holds the manager's lock).
+        let mut cfg = spec.ike_config_loaded(now).unwrap_or_else(|e| {
+            // No credentials at all: the peer's AUTH fails and the tunnel
+            // log says why.
+            pending.push(Event::Log(format!(
+                "AWS tunnel cannot load its certificate authentication: {e}"
+            )));
+            let mut c = spec.ike_config();
+            c.psk = zeroize::Zeroizing::new(Vec::new());
+            c
+        });
+        if lifetime_divisor > 1 {
+            cfg.phase1_lifetime /= lifetime_divisor;
+            cfg.phase2_lifetime /= lifetime_divisor;
+            cfg.rekey_margin /= lifetime_divisor;
+        }
+        endpoint.add_tunnel(cfg);
+        endpoint.start(now.instant, rng);
+        Self {
+            spec,
+            endpoint,
+            installed: None,
+            deferred: None,
+            nat_t: false,
+            pending,
+            retry: None,
+            reported: None,
+            cookies_logged: (0, None),
+            rekey_packets: None,
+            lines: VecDeque::new(),
+        }
+    }
+
+    /// An activity-log line when this tunnel's endpoint sent cookies since
+    /// the last one (at most every [`COOKIE_LOG_PERIOD`]).
+    fn cookies_to_log(&self, now: Instant) -> bool {
+        let (n, at) = self.cookies_logged;
+        self.endpoint.counters().cookies_sent > n && at.is_none_or(|t| now >= t + COOKIE_LOG_PERIOD)
+    }
+
+    fn log_cookies(&mut self, now: Now, sink: &mut dyn TunnelSink) {
+        let c = self.endpoint.counters();
+        let fresh = c.cookies_sent - self.cookies_logged.0;
+        self.cookies_logged = (c.cookies_sent, Some(now.instant));
+        self.log(
+            sink,
+            now,
+            format!(
+                "IKE_SA_INIT under load: COOKIE sent to {fresh} request(s) from {} ({} in all, {} returned with a valid cookie)",
+                self.spec.remote, c.cookies_sent, c.cookies_accepted
+            ),
+        );
+    }
+
+    fn phases(&self) -> (IkePhaseState, IkePhaseState) {
+        let mut p1 = IkePhaseState::Down;
+        let mut p2 = IkePhaseState::Down;
+        for s in self.endpoint.sas() {
+            p1 = best(p1, phase(s.phase1_state()));
+            p2 = best(p2, phase(s.phase2_state()));
+        }
+        // Up only with the pair in the dataplane.
+        if self.installed.is_none()
+            && matches!(p2, IkePhaseState::Established | IkePhaseState::Rekeying)
+        {
+            p2 = IkePhaseState::Negotiating;
+        }
+        if self.installed.is_some() && p2 == IkePhaseState::Down {
+            p2 = IkePhaseState::Established;
+        }
+        (p1, p2)
+    }
+
+    fn context(&self) -> ActivityContext {
+        let (p1, p2) = self.phases();
+        ActivityContext {
+            dpd_enabled: self.spec.options.dpd_timeout_secs > 0,
+            nat_t_detected: self.nat_t,
+            ike_phase1_state: p1,
+            ike_phase2_state: p2,
+        }
+    }
+
+    fn log(&mut self, sink: &mut dyn TunnelSink, now: Now, details: String) {
+        let entry = TunnelActivityLog::new(
+            self.spec.resource_id(),
+            now.unix_ms,
+            self.context(),
+            details,
+        );
+        let entry = LogEntry::Activity(entry);
+        self.lines.push_back(entry.render_text());
+        sink.record_log(entry);
+    }
+
+    fn retry_due(&self, now: Instant) -> bool {
+        self.retry.as_ref().is_some_and(|(at, _)| *at <= now)
+    }
+
+    fn apply(&mut self, now: Now, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
+        let key = self.spec.key.clone();
+        if self.cookies_to_log(now.instant) {
+            self.log_cookies(now, sink);
+        }
+        if self.retry_due(now.instant)
+            && let Some((_, c)) = self.retry.take()
+        {
+            self.pending.insert(0, Event::ChildSaUp(c));
+        }
+        for e in std::mem::take(&mut self.pending) {
+            // A Child SA that goes away is not retried.
+            if let Event::ChildSaDown { inbound_spi, .. } = &e
+                && self
+                    .retry
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.inbound.spi == *inbound_spi)
+            {
+                self.retry = None;
+            }
+            match e {
+                Event::IkeSaUp { nat_detected, .. } => {
+                    self.nat_t = nat_detected;
+                    self.log(sink, now, "IKE_SA established".to_owned());
+                }
+                Event::ChildSaUp(c) => self.install(c, now, rng, sink),
+                Event::ChildSaOutbound { inbound_spi, .. } => {
+                    if let Some(mut c) = self.deferred.take_if(|c| c.inbound.spi == inbound_spi) {
+                        c.outbound_deferred = false;
+                        self.install(c, now, rng, sink);
+                    }
+                }
+                // The installed pair goes: the tunnel has no SA left.
+                Event::ChildSaDown { inbound_spi, .. }
+                    if self.installed.is_some_and(|(i, _)| i == inbound_spi) =>
+                {
+                    if let Err(e) = sink.remove_child_sa(&key) {
+                        self.log(
+                            sink,
+                            now,
+                            format!("removing CHILD_SA {inbound_spi:08x}: {e}"),
+                        );
+                    }
+                    self.installed = None;
+                    self.deferred = None;
+                    self.log(sink, now, format!("CHILD_SA {inbound_spi:08x} removed"));
+                }
+                // A rekeyed SA whose DELETE is done, or a next SA that
+                // never got to send: only its inbound SA is installed.
+                Event::ChildSaDown { inbound_spi, .. } => {
+                    if self
+                        .deferred
+                        .as_ref()
+                        .is_some_and(|c| c.inbound.spi == inbound_spi)
+                    {
+                        self.deferred = None;
+                    }
+                    if let Err(e) = sink.remove_child_inbound(&key, inbound_spi) {
+                        self.log(
+                            sink,
+                            now,
+                            format!("removing inbound SA {inbound_spi:08x}: {e}"),
+                        );
+                    }
+                }
+                Event::IkeSaDown { reason } => {
+                    self.log(sink, now, format!("IKE_SA down: {reason:?}"));
+                }
+                Event::IkeSaRekeyed { spi_i, spi_r } => {
+                    self.log(
+                        sink,
+                        now,
+                        format!("IKE_SA rekeyed: new SPIs {spi_i:016x}_i {spi_r:016x}_r"),
+                    );
+                }
+                Event::Log(line) => self.log(sink, now, line),
+            }
+        }
+        self.report(now, sink);
+    }
+
+    /// Put a Child SA into the dataplane: both directions, or only the
+    /// inbound SA when its outbound SA is deferred. A refusal is retried
+    /// after [`INSTALL_RETRY`] (both directions then).
+    fn install(
+        &mut self,
+        mut c: Box<ChildSa>,
+        now: Now,
+        rng: &mut dyn Rng,
+        sink: &mut dyn TunnelSink,
+    ) {
+        let key = self.spec.key.clone();
+        let mut seeds = [[0u8; 16]; 2];
+        rng.fill(&mut seeds[0]);
+        rng.fill(&mut seeds[1]);
+        let pair = c
+            .sa_config(Direction::Inbound, seeds[0])
+            .zip(c.sa_config(Direction::Outbound, seeds[1]));
+        let Some((mut inbound, mut outbound)) = pair else {
+            self.log(
+                sink,
+                now,
+                format!(
+                    "CHILD_SA {:08x}/{:08x} cannot be expressed for the dataplane",
+                    c.inbound.spi, c.outbound.spi
+                ),
+            );
+            return;
+        };
+        // Soft limits: the dataplane reports them and the Child SA is
+        // rekeyed (handle_sa_events).
+        let soft = soft_limits(c.suite.esn, self.rekey_packets);
+        inbound.lifetimes.soft = soft;
+        outbound.lifetimes.soft = soft;
+        self.nat_t |= c.nat_t;
+        let (spi_i, spi_o) = (c.inbound.spi, c.outbound.spi);
+        let done = if c.outbound_deferred {
+            sink.add_child_inbound(&key, &inbound).map(|()| {
+                format!(
+                    "CHILD_SA established: inbound SA {spi_i:08x} installed, outbound SA \
+                     {spi_o:08x} used once the peer deletes the rekeyed SA"
+                )
+            })
+        } else {
+            sink.install_child_sa(&key, &ChildSaPair { inbound, outbound })
+                .map(|()| {
+                    format!("CHILD_SA established and installed: SPIs {spi_i:08x}_i {spi_o:08x}_o")
+                })
+        };
+        match done {
+            Ok(line) => {
+                if c.outbound_deferred {
+                    self.deferred = Some(c);
+                } else {
+                    self.installed = Some((spi_i, spi_o));
+                }
+                self.log(sink, now, line);
+            }
+            Err(e) => {
+                self.log(
+                    sink,
+                    now,
+                    format!(
+                        "CHILD_SA {spi_i:08x}/{spi_o:08x} cannot be installed (retrying in {} s): {e}",
+                        INSTALL_RETRY.as_secs()
+                    ),
+                );
+                c.outbound_deferred = false;
+                self.retry = Some((now.instant + INSTALL_RETRY, c));
+            }
+        }
+    }
+
+    /// Record the state if it changed.
+    fn report(&mut self, now: Now, sink: &mut dyn TunnelSink) {
+        let (p1, p2) = self.phases();
+        let seen = (p1, p2, self.nat_t);
+        if self.reported == Some(seen) {
+            return;
+        }
+        let key = self.spec.key.clone();
+        let mut state = sink.tunnel_state(&key);
+        let was = state.up_down(self.spec.routing);
+        state.ike_phase1_state = p1;
+        state.ike_phase2_state = p2;
+        state.nat_t_detected = self.nat_t;
+        let is = state.up_down(self.spec.routing);
+        if was != is || state.last_status_change_ms.is_none() {
+            state.last_status_change_ms = Some(now.unix_ms);
+        }
+        sink.set_tunnel_state(key, state);
+        self.reported = Some(seen);
+        if was != is {
+            let s = if is == TunnelUpDown::Up { "UP" } else { "DOWN" };
+            self.log(sink, now, format!("tunnel status changed to {s}"));
+        }
+    }
+
+    /// DELETE to the peer, SAs out of the dataplane, state DOWN.
+    fn close(&mut self, now: Now, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
+        self.endpoint.close(now.instant, rng, self.spec.remote);
+        while let Some((_, e)) = self.endpoint.poll_event() {
+            self.pending.push(e);
+        }
+        self.apply(now, rng, sink);
+        if self.installed.take().is_some()
+            && let Err(e) = sink.remove_child_sa(&self.spec.key)
+        {
+            self.log(sink, now, format!("removing the CHILD_SA: {e}"));
+        }
+        let mut state = sink.tunnel_state(&self.spec.key);
+        state.ike_phase1_state = IkePhaseState::Down;
+        state.ike_phase2_state = IkePhaseState::Down;
+        sink.set_tunnel_state(self.spec.key.clone(), state);
+    }
+}
+
+/// The tunnels IKE runs, without sockets: datagrams and time in,
+/// datagrams and dataplane calls out (see the module docs for the order).
+#[derive(Debug)]
+pub struct TunnelSet {
+    rng: SystemRng,
+    runners: BTreeMap<TunnelKey, Runner>,
+    transmits: VecDeque<Transmit>,
+    skipped: Vec<String>,
+    counters: IkeCounters,
+    /// Half-open responder SAs of all tunnels (kept up to date per
+    /// datagram, recounted on every timer run).
+    half_open: usize,
+    /// Cookies are required by every tunnel (the half-open count reached
+    /// the threshold).
+    under_load: bool,
+    half_open_threshold: usize,
+    /// Test mode: lifetimes and rekey margin divided by this.
+    lifetime_divisor: u32,
+    /// Test mode: soft packet lifetime of the Child SAs.
+    rekey_packets: Option<u64>,
+    /// Daemon log lines, for [`poll_log`](Self::poll_log).
+    lines: VecDeque<String>,
+}
+
+impl Default for TunnelSet {
+    fn default() -> Self {
+        Self {
+            rng: SystemRng,
+            runners: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            skipped: Vec::new(),
+            counters: IkeCounters::default(),
+            half_open: 0,
+            under_load: false,
+            half_open_threshold: DEFAULT_HALF_OPEN_THRESHOLD,
+            lifetime_divisor: 1,
+            rekey_packets: None,
+            lines: VecDeque::new(),
+        }
+    }
+}
+
+impl TunnelSet {
+    /// No tunnels.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No tunnels; cookies from `threshold` half-open SAs on (all
+    /// tunnels together).
+    #[must_use]
+    pub fn with_half_open_threshold(threshold: usize) -> Self {
+        Self {
+            half_open_threshold: threshold,
+            ..Self::default()
+        }
+    }
+
+    /// Test mode: installed Child SAs get a soft lifetime of `packets`
+    /// packets; tunnels started from now on.
+    pub fn set_rekey_packets(&mut self, packets: u64) {
+        self.rekey_packets = Some(packets);
+    }
+
+    /// Soft byte/packet lifetime events from the dataplane: the Child SA
+    /// is rekeyed now rather than on its timer (hard ones too: the
+    /// dataplane already drops its traffic, a new SA is the way out).
+    pub fn handle_sa_events(
+        &mut self,
+        now: Now,
+        events: Vec<SaLifetimeEvent>,
+        sink: &mut dyn TunnelSink,
+    ) {
+        for ev in events {
+            let Some(r) = ev.tunnel.as_ref().and_then(|k| self.runners.get_mut(k)) else {
+                continue;
+            };
+            let known = r.endpoint.expedite_child_rekey(now.instant, ev.spi);
+            let what = format!(
+                "CHILD_SA SPI {:08x} ({:?}) reached its {:?} byte/packet lifetime in the dataplane",
+                ev.spi, ev.direction, ev.event
+            );
+            let line = if known {
+                format!("{what}: rekeying it now")
+            } else {
+                format!("{what}: no longer in use, nothing to do")
+            };
+            r.log(sink, now, line);
+        }
+    }
+
+    /// Test mode: divide every tunnel's IKE and Child SA lifetimes and its
+    /// rekey margin by `divisor` (tunnels started from now on).
+    pub fn set_lifetime_divisor(&mut self, divisor: u32) {
+        self.lifetime_divisor = divisor.max(1);
+    }
+
+    /// Recount the half-open SAs and switch cookie mode on or off.
+    fn update_load(&mut self, half_open: usize) {
+        self.half_open = half_open;
+        let busy = half_open >= self.half_open_threshold;
+        if busy != self.under_load {
+            self.under_load = busy;
+            let line = if busy {
+                format!(
+                    "{half_open} half-open IKE_SAs (threshold {}): IKE_SA_INIT must carry a COOKIE",
+                    self.half_open_threshold
+                )
+            } else {
+                format!(
+                    "{half_open} half-open IKE_SAs: cookies no longer required; {:?}",
+                    self.counters()
+                )
+            };
+            self.lines.push_back(line);
+            for r in self.runners.values_mut() {
+                r.endpoint.set_cookies_required(busy);
+            }
+        }
+    }
+
+    /// Make the running tunnels match `specs`: new ones start (initiating
+    /// when their startup action is `start`), changed ones are closed and
+    /// started again, removed ones are closed. `skipped` are reasons why
+    /// configured tunnels do not run (logged when they change).
+    pub fn reconcile(
+        &mut self,
+        now: Now,
+        specs: Vec<TunnelSpec>,
+        skipped: Vec<String>,
+        sink: &mut dyn TunnelSink,
+    ) {
+        if skipped != self.skipped {
+            for s in skipped.iter().filter(|s| !self.skipped.contains(s)) {
+                self.lines.push_back(format!("not running {s}"));
+            }
+            self.skipped = skipped;
+        }
+        let wanted: BTreeMap<TunnelKey, TunnelSpec> =
+            specs.into_iter().map(|s| (s.key.clone(), s)).collect();
+        let stale: Vec<TunnelKey> = self
+            .runners
+            .iter()
+            .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(mut r) = self.runners.remove(&k) {
+                r.close(now, &mut self.rng, sink);
+                self.transmits
+                    .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+                self.lines
+                    .push_back(format!("{}/{} stopped", k.connection_id, k.tunnel));
+                self.lines.extend(r.lines.drain(..));
+            }
+        }
+        for (k, spec) in wanted {
+            if self.runners.contains_key(&k) {
+                continue;
+            }
+            self.lines.push_back(format!(
+                "{}/{} runs {} -> {} ({:?})",
+                k.connection_id, k.tunnel, spec.local, spec.remote, spec.options.startup_action
+            ));
+            let mut r = Runner::new(spec, now, &mut self.rng, self.lifetime_divisor);
+            r.rekey_packets = self.rekey_packets;
+            r.endpoint.set_cookies_required(self.under_load);
+            while let Some((_, e)) = r.endpoint.poll_event() {
+                r.pending.push(e);
+            }
+            r.apply(now, &mut self.rng, sink);
+            self.runners.insert(k, r);
+        }
+    }
+
+    /// Close every tunnel (DELETE to its peer, SAs out of the dataplane),
+    /// as on shutdown.
+    pub fn close_all(&mut self, now: Now, sink: &mut dyn TunnelSink) {
+        for (_, mut r) in std::mem::take(&mut self.runners) {
+            r.close(now, &mut self.rng, sink);
+            self.transmits
+                .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+            self.lines.extend(r.lines.drain(..));
+        }
+    }
+
+    /// How many tunnels run.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runners.len()
+    }
+
+    /// Whether no tunnel runs.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runners.is_empty()
+    }
+
+    /// Datagrams the daemon's receivers dropped on a full queue, for
+    /// [`counters`](Self::counters).
+    pub fn set_rx_queue_full(&mut self, dropped: u64) {
+        self.counters.rx_queue_full = dropped;
+    }
+
+    /// The next line for the daemon's log: service events (tunnels
+    /// started and stopped, cookie mode) and every tunnel's activity-log
+    /// lines as text.
+    pub fn poll_log(&mut self) -> Option<String> {
+        if let Some(l) = self.lines.pop_front() {
+            return Some(l);
+        }
+        self.runners.values_mut().find_map(|r| r.lines.pop_front())
+    }
+
+    /// The outside addresses the running tunnels use.
+    #[must_use]
+    pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
+        self.runners.values().map(|r| r.spec.local).collect()
+    }
+
+    /// A datagram from one of the IKE sockets, to the tunnel of its
+    /// (local, remote) addresses.
+    pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) {
+        let r = self
+            .runners
+            .values_mut()
+            .find(|r| r.spec.local == d.local.ip() && r.spec.remote == d.remote.ip());
+        match r {
+            Some(r) => {
+                let before = r.endpoint.half_open();
+                r.endpoint.handle_datagram(now, &mut self.rng, d);
+                let after = r.endpoint.half_open();
+                let total = (self.half_open + after).saturating_sub(before);
+                self.update_load(total);
+            }
+            None => {
+                self.counters.unmatched += 1;
+                if is_sa_init_request(d) {
+                    self.counters.init_unknown_peer += 1;
+                }
+            }
+        }
+    }
+
+    /// Run the timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut half_open = 0;
+        for r in self.runners.values_mut() {
+            if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                r.endpoint.handle_timeout(now, &mut self.rng);
+            }
+            half_open += r.endpoint.half_open();
+        }
+        self.update_load(half_open);
+    }
+
+    /// The counters, summed over the tunnels.
+    #[must_use]
+    pub fn counters(&self) -> IkeCounters {
+        let mut c = self.counters;
+        for r in self.runners.values() {
+            let e = r.endpoint.counters();
+            c.cookies_sent += e.cookies_sent;
+            c.cookies_accepted += e.cookies_accepted;
+            c.init_refused += e.init_refused;
+            c.init_unknown_peer += e.init_unknown_peer;
+        }
+        c.half_open = u64::try_from(self.half_open).unwrap_or(u64::MAX);
+        c
+    }
+
+    /// The earliest timer.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.runners
+            .values()
+            .filter_map(|r| r.endpoint.poll_timeout())
+            .min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(t);
+        }
+        self.runners
+            .values_mut()
+            .find_map(|r| r.endpoint.poll_transmit())
+    }
+
+    /// Take the engines' events; `true` when some must be applied (call
+    /// [`apply`](Self::apply) with the manager locked).
+    pub fn collect_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for r in self.runners.values_mut() {
+            while let Some((_, e)) = r.endpoint.poll_event() {
+                r.pending.push(e);
+            }
+            any |= !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now);
+        }
+        any
+    }
+
+    /// Apply the collected events: SAs into the dataplane, state, logs.
+    pub fn apply(&mut self, now: Now, sink: &mut dyn TunnelSink) {
+        for r in self.runners.values_mut() {
+            if !r.pending.is_empty() || r.retry_due(now.instant) || r.cookies_to_log(now.instant) {
+                r.apply(now, &mut self.rng, sink);
+            }
+        }
+    }
+
+    /// Datagrams that matched no tunnel.
+    #[must_use]
+    pub fn unmatched(&self) -> u64 {
+        self.counters.unmatched
+    }
+}
+
+/// An IKE_SA_INIT request (header only: exchange 34, not a response)?
+fn is_sa_init_request(d: Datagram<'_>) -> bool {
+    use super::wire::{ExchangeType, Header, Reader};
+    let body = if d.local.port() == NAT_T_PORT {
+        match d.payload {
+            [0, 0, 0, 0, rest @ ..] => rest,
+            _ => return false,
+        }
+    } else {
+        d.payload
+    };
+    Header::parse(&mut Reader::new(body))
+        .is_ok_and(|(h, _, _)| h.exchange == ExchangeType::IkeSaInit && !h.is_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::config::{PreSharedKey, StartupAction};
+
+    /// `instant` with a fixed wall clock (2026-01-01).
+    fn at(instant: Instant) -> Now {
+        Now {
+            instant,
+            unix_ms: 1_767_225_600_000,
+        }
+    }
+
+    /// Records what IKE asks of the dataplane.
+    #[derive(Default)]
+    struct Sink {
+        installed: BTreeMap<TunnelKey, (u32, u32)>,
+        /// Inbound SAs besides the installed pairs'.
+        extra_inbound: Vec<(TunnelKey, u32)>,
+        states: BTreeMap<TunnelKey, TunnelRuntimeState>,
+        logs: Vec<String>,
+    }
+
+    impl TunnelSink for Sink {
+        fn install_child_sa(
+            &mut self,
+            key: &TunnelKey,
+            pair: &ChildSaPair,
+        ) -> Result<(), DataplaneError> {
+            // As the dataplane: the previous pair's inbound SA stays.
+            self.extra_inbound
+                .retain(|(k, s)| (k, *s) != (key, pair.inbound.spi));
+            if let Some((old, _)) = self
+                .installed
+                .insert(key.clone(), (pair.inbound.spi, pair.outbound.spi))
+                && old != pair.inbound.spi
+            {
+                self.extra_inbound.push((key.clone(), old));
+            }
+            Ok(())
+        }
+        fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
+            self.installed.remove(key);
+            self.extra_inbound.retain(|(k, _)| k != key);
+            Ok(())
+        }
+        fn add_child_inbound(
+            &mut self,
+            key: &TunnelKey,
+            sa: &SaConfig,
+        ) -> Result<(), DataplaneError> {
+            self.extra_inbound.push((key.clone(), sa.spi));
+            Ok(())
+        }
+        fn remove_child_inbound(
+            &mut self,
+            key: &TunnelKey,
+            spi: u32,
+        ) -> Result<(), DataplaneError> {
+            self.extra_inbound.retain(|(k, s)| (k, *s) != (key, spi));
+            Ok(())
+        }
+        fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
+            self.states.get(key).cloned().unwrap_or_default()
+        }
+        fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+            self.states.insert(key, state);
+        }
+        fn record_log(&mut self, entry: LogEntry) {
+            self.logs.push(entry.render_text());
+        }
+    }
+
+    fn spec(local: &str, remote: &str, start: bool) -> TunnelSpec {
+        let any: IpNet = "0.0.0.0/0".parse().unwrap();
+        TunnelSpec {
+            key: TunnelKey {
+                connection_id: "vpn-t".to_owned(),
+                tunnel: 0,
+            },
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            routing: RoutingType::Static,
+            local_ts: vec![any],
+            remote_ts: vec![any],
+            options: TunnelOptions {
+                pre_shared_key: Some(PreSharedKey::new("vtx.unit_0123456789".to_owned()).unwrap()),
+                startup_action: if start {
+                    StartupAction::Start
+                } else {
+                    StartupAction::Add
+                },
+                ..TunnelOptions::default()
+            },
+            certificate: None,
+        }
+    }
+
+    /// Moves every datagram of `from` to `to`, as the network would.
+    fn deliver(now: Instant, from: &mut TunnelSet, to: &mut TunnelSet) {
+        while let Some(t) = from.poll_transmit() {
+            to.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    payload: &t.payload,
+                },
+            );
+        }
+    }
+
+    /// IKE_SA_INIT requests as a flood would send them: well-formed, a
+    /// fresh SPI each, for the tunnel `spec` describes (seen from the peer).
+    fn flood(spec: &TunnelSpec, n: usize) -> Vec<Transmit> {
+        let mut rng = SystemRng;
+        let mut x = Endpoint::new(&mut rng, usize::MAX);
+        x.add_tunnel(spec.ike_config());
+        for _ in 0..n {
+            assert!(x.initiate(Instant::now(), &mut rng, spec.remote));
+        }
+        std::iter::from_fn(|| x.poll_transmit()).collect()
+    }
+
+    /// The half-open budget is the appliance's: requests spoofing two
+    /// configured peers fill it together, then both tunnels answer with
+    /// COOKIE; requests from an unconfigured address get no answer.
+    #[test]
+    fn cookies_under_a_flood_across_tunnels_and_unknown_sources_dropped() {
+        let mut set = TunnelSet::with_half_open_threshold(3);
+        let mut sink = Sink::default();
+        let mut b = spec("192.0.2.1", "192.0.2.9", false);
+        b.key.tunnel = 1;
+        set.reconcile(
+            at(Instant::now()),
+            vec![spec("192.0.2.1", "192.0.2.2", false), b],
+            vec![],
+            &mut sink,
+        );
+        // As the peers would send them (their local = our remote).
+        let from_a = flood(&spec("192.0.2.2", "192.0.2.1", false), 4);
+        let from_b = flood(&spec("192.0.2.9", "192.0.2.1", false), 2);
+        let now = Instant::now();
+        let send = |set: &mut TunnelSet, t: &Transmit, src: &str| {
+            set.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: SocketAddr::new(src.parse().unwrap(), t.local.port()),
+                    payload: &t.payload,
+                },
+            );
+        };
+        send(&mut set, &from_a[0], "192.0.2.2");
+        send(&mut set, &from_a[1], "192.0.2.2");
+        send(&mut set, &from_b[0], "192.0.2.9");
+        assert_eq!(set.counters().half_open, 3);
+        send(&mut set, &from_a[2], "192.0.2.2");
+        send(&mut set, &from_b[1], "192.0.2.9");
+        for t in &from_a {
+            send(&mut set, t, "203.0.113.7");
+        }
+        let out: Vec<Transmit> = std::iter::from_fn(|| set.poll_transmit()).collect();
+        assert!(
+            out.iter()
+                .all(|t| t.remote.ip().to_string() != "203.0.113.7")
+        );
+        let c = set.counters();
+        assert_eq!(out.len(), 5, "3 IKE_SA_INIT responses, 2 cookies");
+        assert_eq!(
+            (
+                c.half_open,
+                c.cookies_sent,
+                c.init_unknown_peer,
+                c.unmatched
+            ),
+            (3, 2, 4, 4),
+            "{c:?}"
+        );
+        // The tunnel's activity log says so.
+        assert!(set.collect_events(Instant::now()));
+        set.apply(at(Instant::now()), &mut sink);
+        assert!(
+            sink.logs
+                .iter()
+                .any(|l| l.contains("IKE_SA_INIT under load: COOKIE sent to 1 request(s)")),
+            "{:?}",
+            sink.logs
+        );
+    }
+
+    /// Two appliances, one `start`, one `add`: both install the pair
+    /// (mirrored SPIs) and report the tunnel UP; closing it (a changed
+    /// configuration) removes the pair on both sides.
+    #[test]
+    fn a_start_tunnel_and_an_add_tunnel_come_up_and_install_mirrored_sas() {
+        let (mut a, mut b) = (TunnelSet::new(), TunnelSet::new());
+        let (mut sa, mut sb) = (Sink::default(), Sink::default());
+        let mut now = Instant::now();
+        a.reconcile(
+            at(now),
+            vec![spec("192.0.2.1", "192.0.2.2", true)],
+            vec![],
+            &mut sa,
+        );
+        b.reconcile(
+            at(now),
+            vec![spec("192.0.2.2", "192.0.2.1", false)],
+            vec![],
+            &mut sb,
+        );
+        for _ in 0..500 {
+            now += Duration::from_millis(10);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            for (set, sink) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+                if set.collect_events(now) {
+                    set.apply(at(now), sink);
+                }
+            }
+            if sa.installed.len() == 1 && sb.installed.len() == 1 {
+                break;
+            }
+        }
+        let key = spec("192.0.2.1", "192.0.2.2", true).key;
+        let (ai, ao) = sa.installed[&key];
+        let (bi, bo) = sb.installed[&key];
+        assert_eq!((ai, ao), (bo, bi), "mirrored SPIs");
+        for s in [&sa, &sb] {
+            assert_eq!(
+                s.states[&key].up_down(RoutingType::Static),
+                TunnelUpDown::Up,
+                "{:?}",
+                s.logs
+            );
+        }
+        assert!(
+            sa.logs
+                .iter()
+                .any(|l| l.contains("tunnel status changed to UP"))
+        );
+
+        // The tunnel is removed from A's configuration: DELETE, pair gone.
+        a.reconcile(at(now), vec![], vec![], &mut sa);
+        assert!(sa.installed.is_empty());
+        assert_eq!(
+            sa.states[&key].up_down(RoutingType::Static),
+            TunnelUpDown::Down
+        );
+        deliver(now, &mut a, &mut b);
+        assert!(b.collect_events(now));
+        b.apply(at(now), &mut sb);
+        assert!(sb.installed.is_empty(), "{:?}", sb.logs);
+        assert_eq!(
+            sb.states[&key].up_down(RoutingType::Static),
+            TunnelUpDown::Down
+        );
+    }
+
+    /// A's dataplane reports a soft lifetime: A rekeys the Child SA and B
+    /// answers. B adds only the new inbound SA and keeps sending with the
+    /// old pair until A's DELETE of it arrives (A installs the new SAs only
+    /// when B's answer arrives: RFC 7296 § 2.8); A keeps the old inbound
+    /// SA until B answered that DELETE. Each step is checked in the
+    /// dataplane calls both sides made.
+    #[test]
+    fn child_rekey_switches_the_answering_side_after_the_delete() {
+        let (mut a, mut b) = (TunnelSet::new(), TunnelSet::new());
+        let (mut sa, mut sb) = (Sink::default(), Sink::default());
+        let mut now = Instant::now();
+        a.reconcile(
+            at(now),
+            vec![spec("192.0.2.1", "192.0.2.2", true)],
+            vec![],
+            &mut sa,
+        );
+        b.reconcile(
+            at(now),
+            vec![spec("192.0.2.2", "192.0.2.1", false)],
+            vec![],
+            &mut sb,
+        );
+        let key = spec("192.0.2.1", "192.0.2.2", true).key;
+        for _ in 0..500 {
+            now += Duration::from_millis(10);
+            a.handle_timeout(now);
+            b.handle_timeout(now);
+            deliver(now, &mut a, &mut b);
+            deliver(now, &mut b, &mut a);
+            for (set, sink) in [(&mut a, &mut sa), (&mut b, &mut sb)] {
+                if set.collect_events(now) {
+                    set.apply(at(now), sink);
+                }
+            }
+            if sa.installed.len() == 1 && sb.installed.len() == 1 {
+                break;
+            }
+        }
+        let old_a = sa.installed[&key];
+        let old_b = sb.installed[&key];
+        let step = |from: &mut TunnelSet, to: &mut TunnelSet, sink: &mut Sink| {
+            deliver(now, from, to);
+            if to.collect_events(now) {
+                to.apply(at(now), sink);
+            }
+        };
+        a.handle_sa_events(
+            at(now),
+            vec![SaLifetimeEvent {
+                tunnel: Some(key.clone()),
+                spi: old_a.0,
+                direction: crate::dataplane::SaDirection::Inbound,
+                event: dataplane::esp::sa::LifetimeEvent::SoftExpired,
+            }],
+            &mut sa,
+        );
+        a.handle_timeout(now);
+        // CREATE_CHILD_SA request → B: the new inbound SA only.
+        step(&mut a, &mut b, &mut sb);
+        assert_eq!(sb.installed[&key], old_b, "B still sends with the old SA");
+        let new_b_in = sb
+            .extra_inbound
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| *s)
+            .expect("B added the new inbound SA");
+        assert!(
+            sb.logs
+                .iter()
+                .any(|l| l.contains(&format!("inbound SA {new_b_in:08x} installed, outbound SA"))),
+            "{:?}",
+            sb.logs
+        );
+        // The answer → A: the new pair, the old inbound SA kept.
+        step(&mut b, &mut a, &mut sa);
+        let new_a = sa.installed[&key];
+        assert_eq!(new_a.1, new_b_in);
+        assert_eq!(sa.extra_inbound, [(key.clone(), old_a.0)]);
+        // A's DELETE of the old SA → B: it switches, the old one goes.
+        step(&mut a, &mut b, &mut sb);
+        assert_eq!(sb.installed[&key], (new_b_in, new_a.0));
+        assert!(sb.extra_inbound.is_empty(), "{:?}", sb.extra_inbound);
+        // B's answer → A: A's old inbound SA goes.
+        step(&mut b, &mut a, &mut sa);
+        assert_eq!(sa.installed[&key], new_a);
+        assert!(sa.extra_inbound.is_empty(), "{:?}", sa.extra_inbound);
+    }
+
+    /// A customer gateway with a private certificate makes its tunnels
+    /// use certificate authentication (no PSK needed); files that do not
+    /// load are named in the tunnel's log when it starts.
+    #[test]
+    fn certificate_tunnels_need_loadable_files() {
+        let mut c =
+            ApplianceConfig::from_toml_str(include_str!("../../examples/appliance.toml")).unwrap();
+        let (specs, _) = tunnel_specs(&c);
+        assert!(!specs.is_empty() && specs.iter().all(|s| s.certificate.is_none()));
+        c.customer_gateways[0].certificate = Some("cgw-cert".into());
+        c.certificates = CertificatesConfig {
+            endpoint_certificate_file: Some("/nonexistent/vt-ikc/endpoint.pem".into()),
+            endpoint_private_key_file: Some("/nonexistent/vt-ikc/endpoint.key".into()),
+            authorities: vec![crate::config::CertificateAuthority {
+                certificate: "cgw-cert".into(),
+                ca_chain_file: "/nonexistent/vt-ikc/chain.pem".into(),
+            }],
+        };
+        for conn in &mut c.connections {
+            for t in &mut conn.tunnels {
+                t.pre_shared_key = None;
+            }
+        }
+        let (specs, _) = tunnel_specs(&c);
+        let cgw = c.customer_gateways[0].id.clone();
+        let n = c
+            .connections
+            .iter()
+            .filter(|k| k.customer_gateway_id == cgw)
+            .count();
+        let certs: Vec<_> = specs.iter().filter(|s| s.certificate.is_some()).collect();
+        assert_eq!(certs.len(), 2 * n);
+        let now = Instant::now();
+        let e = certs[0].ike_config_loaded(at(now)).unwrap_err();
+        assert!(e.to_string().contains("endpoint.pem"), "{e}");
+        let mut rng = SystemRng;
+        let mut r = Runner::new(certs[0].clone(), at(now), &mut rng, 1);
+        assert!(
+            r.pending.iter().any(|e| matches!(e, Event::Log(l)
+                if l.contains("cannot load its certificate authentication")
+                    && l.contains("endpoint.pem"))),
+            "{:?}",
+            r.pending
+        );
+        r.pending.clear();
+    }
+}
