@@ -9,6 +9,10 @@
 //! permission denied, …); 3 the daemon cannot be reached or its reply
 //! cannot be read.
 
+// The clap arguments' doc comments are the CLI's help text, written for
+// the terminal: `tunnels[0]` or `[[connections]]` there are not links.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use std::fmt::Write as _;
 use std::io::{BufReader, Write};
 use std::net::IpAddr;
