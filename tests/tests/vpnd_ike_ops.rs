@@ -519,6 +519,12 @@ fn downloaded_strongswan_config_brings_both_tunnels_up() {
 /// the tunnel down for good.
 #[test]
 fn a_spoofed_ike_sa_init_does_not_hold_a_start_tunnel_down() {
+    if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
+        return;
+    }
     let lab = new_lab(&Setup::default());
     tunnel_up(&lab, &[]);
     lab.vpnd_initiates();
@@ -561,6 +567,9 @@ fn a_spoofed_ike_sa_init_does_not_hold_a_start_tunnel_down() {
 /// peer initiates.
 #[test]
 fn dpd_clear_on_a_start_tunnel_stays_down_until_the_peer_initiates() {
+    if !testkit::own_process() {
+        return;
+    }
     let lab = new_lab(&Setup::default());
     tunnel_up(&lab, &["dpd_timeout_secs=30"]);
     lab.vpnd_initiates();
