@@ -469,8 +469,22 @@ enabled = false
     /// # Panics
     /// When it does not come up.
     pub fn vpnd_initiates(&self) {
+        // The tunnel may be UP already (the peer initiated): wait for UP
+        // with other SPIs than now, or a stale UP seen before vpnd applies
+        // the change (up to 250 ms later) would pass for ours.
+        let before = self.spis(0);
         self.set_tunnel_options(0, &["startup_action=start"]);
-        self.wait_status(0, "UP", "vpnd initiates");
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.tunnel(0)["status"] == "UP" && {
+                let now = self.spis(0);
+                !now.is_empty() && now.iter().all(|s| !before.contains(s))
+            }
+        });
+        assert!(
+            ok,
+            "vpnd initiates: tunnel 0 never UP with new SAs\n{}",
+            self.diagnostics()
+        );
         assert!(
             wait_until(Duration::from_secs(10), || self
                 .swanctl("--list-sas")
@@ -479,6 +493,22 @@ enabled = false
             "strongSwan has no Child SA after we initiated\n{}",
             self.diagnostics()
         );
+    }
+
+    /// The SPIs `show sas` lists for tunnel `index` of the lab's
+    /// connection.
+    #[must_use]
+    pub fn spis(&self, index: usize) -> Vec<u64> {
+        let v = self.json(&["show", "sas"]);
+        v["response"]["sas"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["connection_id"] == self.conn.as_str() && s["tunnel"] == index)
+                    .filter_map(|s| s["spi"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// `show tunnels`' entry for tunnel `index` of the lab's connection
