@@ -331,6 +331,9 @@ struct Peer {
     connecting: Option<Connecting>,
     /// The session state last written to the tunnel's state.
     published_state: Option<State>,
+    /// `bgp{connection, tunnel, neighbor}`: the parent of this peer's log
+    /// events.
+    span: tracing::Span,
 }
 
 impl Peer {
@@ -357,12 +360,12 @@ impl Peer {
         let addr = SocketAddr::new(self.local(), BGP_PORT);
         match listen_on(addr) {
             Ok(l) => {
-                eprintln!("vpnd: bgp: {} listening on {addr}", self.what());
+                tracing::info!(parent: &self.span, "bgp: {} listening on {addr}", self.what());
                 self.listener = Some(l);
                 self.listen_failed_at = None;
             }
             Err(e) => {
-                eprintln!("vpnd: bgp: {} cannot listen on {addr}: {e}", self.what());
+                tracing::warn!(parent: &self.span, "bgp: {} cannot listen on {addr}: {e}", self.what());
                 self.listen_failed_at = Some(now);
             }
         }
@@ -435,7 +438,7 @@ impl BgpService {
     }
 
     fn push_log(&mut self, entry: LogEntry) {
-        eprintln!("vpnd: bgp: {}", entry.render_text());
+        tracing::info!("bgp: {}", entry.render_text());
         if self.logs.len() == MAX_PENDING_LOGS {
             self.logs.pop_front();
             self.logs_dropped += 1;
@@ -449,7 +452,7 @@ impl BgpService {
         let (specs, skipped) = bgp_specs(m.config());
         if skipped != self.skipped {
             for s in skipped.iter().filter(|s| !self.skipped.contains(s)) {
-                eprintln!("vpnd: bgp: no session for {s}");
+                tracing::info!("bgp: no session for {s}");
             }
             self.skipped = skipped;
         }
@@ -490,7 +493,7 @@ impl BgpService {
                 }
                 None => {
                     let mut p = self.peers.remove(i);
-                    eprintln!("vpnd: bgp: {} session removed", p.what());
+                    tracing::info!(parent: &p.span, "bgp: {} session removed", p.what());
                     p.session.handle_stop(now, CeaseSubcode::PeerDeconfigured);
                     self.drive_peer_outputs(now, &mut p);
                     p.close_all();
@@ -522,8 +525,15 @@ impl BgpService {
             self.rib.add_tunnel(tunnel);
             let mut session = Session::new(s.peer.clone());
             session.set_advertised(now, s.adverts.iter().cloned());
-            eprintln!(
-                "vpnd: bgp: {}/{} session {} (AS {}) -> {} (AS {})",
+            let span = tracing::info_span!(
+                "bgp",
+                connection = %s.key.connection_id,
+                tunnel = s.key.tunnel,
+                neighbor = %s.peer.peer_addr
+            );
+            tracing::info!(
+                parent: &span,
+                "bgp: {}/{} session {} (AS {}) -> {} (AS {})",
                 s.key.connection_id,
                 s.key.tunnel,
                 s.peer.local_addr,
@@ -541,6 +551,7 @@ impl BgpService {
                 conns: BTreeMap::new(),
                 connecting: None,
                 published_state: None,
+                span,
             });
         }
 
@@ -557,11 +568,12 @@ impl BgpService {
             self.rib.set_tunnel_up(p.tunnel, up);
             self.routes_dirty = true;
             if up {
-                eprintln!("vpnd: bgp: {} IPsec up: session starts", p.what());
+                tracing::info!(parent: &p.span, "bgp: {} IPsec up: session starts", p.what());
                 p.session.handle_start(now);
             } else {
-                eprintln!(
-                    "vpnd: bgp: {} IPsec down: routes withdrawn, session reset",
+                tracing::info!(
+                    parent: &p.span,
+                    "bgp: {} IPsec down: routes withdrawn, session reset",
                     p.what()
                 );
                 // The connections close through the session's Close
@@ -606,8 +618,8 @@ impl BgpService {
                         .map(|k| format!("{}/{}", k.connection_id, k.tunnel))
                         .collect();
                     if !self.published_routes.contains(r) {
-                        eprintln!(
-                            "vpnd: bgp: FIB {} via {} (AS path {:?})",
+                        tracing::info!(
+                            "bgp: FIB {} via {} (AS path {:?})",
                             r.prefix,
                             via.join(" "),
                             r.as_path
@@ -616,7 +628,7 @@ impl BgpService {
                 }
                 for r in &self.published_routes {
                     if !routes.iter().any(|n| n.prefix == r.prefix) {
-                        eprintln!("vpnd: bgp: FIB {} removed", r.prefix);
+                        tracing::info!("bgp: FIB {} removed", r.prefix);
                     }
                 }
                 m.set_dynamic_routes(routes.clone());
@@ -627,8 +639,8 @@ impl BgpService {
             m.record_log(entry);
         }
         if self.logs_dropped > 0 {
-            eprintln!(
-                "vpnd: bgp: {} log entries dropped (the manager was not reached in time)",
+            tracing::warn!(
+                "bgp: {} log entries dropped (the manager was not reached in time)",
                 self.logs_dropped
             );
             self.logs_dropped = 0;
@@ -669,7 +681,7 @@ impl BgpService {
                     ctx,
                     format!("tunnel status changed to {status} (BGP {state})"),
                 ));
-                eprintln!("vpnd: bgp: {}", entry.render_text());
+                tracing::info!(parent: &p.span, "bgp: {}", entry.render_text());
                 m.record_log(entry);
             }
             m.set_tunnel_state(p.spec.key.clone(), st);
@@ -809,8 +821,8 @@ impl BgpService {
                 };
                 c.queued.extend(&t.data);
                 let failed = if c.queued.len() > MAX_QUEUED_BYTES {
-                    eprintln!(
-                        "vpnd: bgp: {} connection {} has {} bytes queued: the peer does not read; closing",
+                    tracing::warn!(
+                        "bgp: {} connection {} has {} bytes queued: the peer does not read; closing",
                         p.spec.key.connection_id,
                         t.conn.0,
                         c.queued.len()
@@ -868,8 +880,9 @@ impl BgpService {
                 });
             }
             Err(e) => {
-                eprintln!(
-                    "vpnd: bgp: {} connect {} -> {}: {e}",
+                tracing::warn!(
+                    parent: &p.span,
+                    "bgp: {} connect {} -> {}: {e}",
                     p.what(),
                     p.local(),
                     p.remote()
@@ -911,7 +924,7 @@ impl BgpService {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return,
             Err(e) => {
-                eprintln!("vpnd: bgp: poll: {e}");
+                tracing::warn!("bgp: poll: {e}");
                 std::thread::sleep(timeout);
                 return;
             }
@@ -940,22 +953,24 @@ impl BgpService {
             match l.accept() {
                 Ok((stream, from)) => {
                     if from.ip() != p.spec.peer.peer_addr {
-                        eprintln!(
-                            "vpnd: bgp: {} refused a connection from {from} (the neighbour is {})",
+                        tracing::warn!(
+                            parent: &p.span,
+                            "bgp: {} refused a connection from {from} (the neighbour is {})",
                             p.what(),
                             p.spec.peer.peer_addr
                         );
                         continue;
                     }
                     if p.conns.len() >= MAX_CONNS_PER_PEER {
-                        eprintln!(
-                            "vpnd: bgp: {} refused a connection from {from}: {MAX_CONNS_PER_PEER} are open",
+                        tracing::warn!(
+                            parent: &p.span,
+                            "bgp: {} refused a connection from {from}: {MAX_CONNS_PER_PEER} are open",
                             p.what()
                         );
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
-                        eprintln!("vpnd: bgp: {} accepted socket: {e}", p.what());
+                        tracing::warn!(parent: &p.span, "bgp: {} accepted socket: {e}", p.what());
                         continue;
                     }
                     p.conns.insert(id, Conn::new(stream));
@@ -963,7 +978,7 @@ impl BgpService {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    eprintln!("vpnd: bgp: {} accept: {e}", p.what());
+                    tracing::warn!(parent: &p.span, "bgp: {} accept: {e}", p.what());
                     return;
                 }
             }
@@ -979,8 +994,9 @@ impl BgpService {
                 p.session.handle_connected(now, c.id, Direction::Outgoing);
             }
             Ok(Err(e)) => {
-                eprintln!(
-                    "vpnd: bgp: {} connect {} -> {}: {e}",
+                tracing::warn!(
+                    parent: &p.span,
+                    "bgp: {} connect {} -> {}: {e}",
                     p.what(),
                     p.local(),
                     p.remote()
@@ -988,7 +1004,7 @@ impl BgpService {
                 p.session.handle_closed(now, c.id);
             }
             Err(e) => {
-                eprintln!("vpnd: bgp: {} connect: SO_ERROR: {e}", p.what());
+                tracing::warn!(parent: &p.span, "bgp: {} connect: SO_ERROR: {e}", p.what());
                 p.session.handle_closed(now, c.id);
             }
         }

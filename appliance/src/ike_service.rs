@@ -18,7 +18,7 @@
 //!                                             port; the worker routes it out)
 //!                           events? lock Manager ──► TunnelSet::apply
 //!                                             (SAs, tunnel state, activity log)
-//!                           poll_log      ──► stderr (`vpnd: ike: …`)
+//!                           poll_log      ──► the log (`vpnd: ike: …`)
 //! ```
 //!
 //! Every call into the [`TunnelSet`] carries the time read here
@@ -153,7 +153,7 @@ fn spawn_receiver(
                                 | std::io::ErrorKind::Interrupted
                         ) => {}
                     Err(e) => {
-                        eprintln!("vpnd: ike: receive on {local}: {e}");
+                        tracing::warn!("ike: receive on {local}: {e}");
                         std::thread::sleep(RECV_TIMEOUT);
                     }
                 }
@@ -208,12 +208,12 @@ impl IkeSockets {
             }
             match self.bind(a) {
                 Ok(s) => {
-                    eprintln!("vpnd: ike: listening on {a} ports {IKE_PORT} and {NAT_T_PORT}");
+                    tracing::info!("ike: listening on {a} ports {IKE_PORT} and {NAT_T_PORT}");
                     self.failed.remove(&a);
                     self.by_local.insert(a, s);
                 }
                 Err(e) => {
-                    eprintln!("vpnd: ike: cannot bind {a} ports {IKE_PORT}/{NAT_T_PORT}: {e}");
+                    tracing::warn!("ike: cannot bind {a} ports {IKE_PORT}/{NAT_T_PORT}: {e}");
                     self.failed.insert(a, now);
                 }
             }
@@ -256,7 +256,7 @@ impl IkeSockets {
         };
         if let Err(e) = sock.send_to(&t.payload, t.remote) {
             self.send_errors += 1;
-            eprintln!("vpnd: ike: send {} -> {}: {e}", t.local, t.remote);
+            tracing::warn!("ike: send {} -> {}: {e}", t.local, t.remote);
         }
     }
 
@@ -353,8 +353,8 @@ where
         .and_then(|v| v.parse::<u32>().ok())
         .filter(|d| *d > 1)
     {
-        eprintln!(
-            "vpnd: ike: TEST MODE: lifetimes and rekey margins divided by {d} ({LIFETIME_DIVISOR_ENV})"
+        tracing::warn!(
+            "ike: TEST MODE: lifetimes and rekey margins divided by {d} ({LIFETIME_DIVISOR_ENV})"
         );
         set.set_lifetime_divisor(d);
     }
@@ -363,9 +363,7 @@ where
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|n| *n > 0)
     {
-        eprintln!(
-            "vpnd: ike: TEST MODE: Child SAs rekeyed every {n} packets ({REKEY_PACKETS_ENV})"
-        );
+        tracing::warn!("ike: TEST MODE: Child SAs rekeyed every {n} packets ({REKEY_PACKETS_ENV})");
         set.set_rekey_packets(n);
     }
     let mut sockets = IkeSockets::new();
@@ -386,7 +384,7 @@ where
                 sockets.send(&t);
                 sent += 1;
             }
-            eprintln!("vpnd: ike: shutting down: {n} tunnel(s) closed, {sent} DELETE(s) sent");
+            tracing::info!("ike: shutting down: {n} tunnel(s) closed, {sent} DELETE(s) sent");
             std::thread::sleep(DELETE_FLUSH);
             shutdown.set(ShutdownState::Done);
             return;
@@ -405,7 +403,7 @@ where
                 )
             };
             if moved(&c) != moved(&logged) {
-                eprintln!("vpnd: ike: counters {c:?}");
+                tracing::info!("ike: counters {c:?}");
                 logged = c;
             }
             with_manager(&mut |m: &mut dyn ManagerAccess| m.sink().publish_ike_counters(&c));
@@ -465,10 +463,10 @@ fn clock() -> Now {
     }
 }
 
-/// The tunnel set's log lines to stderr.
+/// The tunnel set's log lines to the daemon's log.
 fn flush_log(set: &mut TunnelSet) {
     while let Some(line) = set.poll_log() {
-        eprintln!("vpnd: ike: {line}");
+        tracing::info!("ike: {line}");
     }
 }
 

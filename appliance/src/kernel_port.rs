@@ -201,13 +201,13 @@ impl KernelPort {
             let result = e.add(&self.iface).iter().try_for_each(|args| ip(args));
             match result {
                 Ok(()) => {
-                    eprintln!("vpnd: kernel port {}: {e:?}", self.iface);
+                    tracing::info!("kernel port {}: {e:?}", self.iface);
                     self.failed.remove(e);
                     self.applied.insert(e.clone());
                 }
                 Err(why) => {
-                    eprintln!(
-                        "vpnd: kernel port {}: cannot set {e:?} (retrying in {} s): {why}",
+                    tracing::warn!(
+                        "kernel port {}: cannot set {e:?} (retrying in {} s): {why}",
                         self.iface,
                         RETRY.as_secs()
                     );

@@ -8,6 +8,7 @@ pub mod eal_args;
 pub mod hugepages;
 pub mod ike_service;
 pub mod kernel_port;
+pub mod logging;
 pub mod mgmt;
 pub mod runtime;
 pub mod static_mode;

@@ -16,13 +16,26 @@
 //!   BGP record's `resource_id` too, so both kinds can be filtered alike.
 //! * The message texts keep the spec's wording, including its "AWS" prefix,
 //!   so existing log parsers and runbooks keep working.
+//!
+//! Where records go: every record enters the [`LogRing`] (`vpnctl logs`),
+//! whatever the tunnel's options say. A record reaches the daemon's log
+//! outputs (stderr or journald, the log file) only when its stream is
+//! enabled in the tunnel's `log` options, rendered in that stream's format
+//! ([`output_line`]), as a `tracing` event on [`ACTIVITY_TARGET`] or
+//! [`BGP_TARGET`] whose message is the whole line (the daemon writes it
+//! as is, not wrapped in its own line format).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, TunnelLogOptions};
+
+/// `tracing` target of tunnel activity records in the daemon's outputs.
+pub const ACTIVITY_TARGET: &str = "vpn::tunnel::activity";
+/// `tracing` target of tunnel BGP records in the daemon's outputs.
+pub const BGP_TARGET: &str = "vpn::tunnel::bgp";
 
 /// IKE phase 1 / phase 2 state as the logs name it (spec §20.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -247,6 +260,32 @@ impl LogEntry {
                 s
             }
         }
+    }
+}
+
+/// The line `entry` puts in the daemon's log outputs under `options` (its
+/// tunnel's `log` options): `None` when the record's stream (activity or
+/// BGP) is disabled, else the record rendered in the stream's format.
+#[must_use]
+pub fn output_line(entry: &LogEntry, options: &TunnelLogOptions) -> Option<String> {
+    let stream = match entry {
+        LogEntry::Activity(_) => options.activity,
+        LogEntry::Bgp(_) => options.bgp,
+    };
+    stream.enabled.then(|| entry.render(stream.format))
+}
+
+/// Write `entry` to the daemon's log outputs (a `tracing` event at info
+/// on [`ACTIVITY_TARGET`] or [`BGP_TARGET`]) when `options` enable its
+/// stream; nothing otherwise.
+pub fn emit(entry: &LogEntry, options: &TunnelLogOptions) {
+    let Some(line) = output_line(entry, options) else {
+        return;
+    };
+    // `tracing` wants a constant target per call site.
+    match entry {
+        LogEntry::Activity(_) => tracing::info!(target: "vpn::tunnel::activity", "{line}"),
+        LogEntry::Bgp(_) => tracing::info!(target: "vpn::tunnel::bgp", "{line}"),
     }
 }
 
@@ -610,6 +649,54 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn output_line_follows_the_tunnel_stream_options() {
+        use crate::config::LogStreamOptions;
+        let activity = LogEntry::Activity(TunnelActivityLog::new(
+            resource_id("vpn-1", "198.51.100.10"),
+            1_762_580_429_641,
+            ActivityContext::default(),
+            MSG_DELETE_IKE_SA,
+        ));
+        let bgp = LogEntry::Bgp(BgpLog::status(
+            resource_id("vpn-1", "198.51.100.10"),
+            1_762_580_429_641,
+            true,
+            msg_bgp_state_changed("OpenConfirm", "Established", "169.254.50.85"),
+        ));
+        let on = |format| LogStreamOptions {
+            enabled: true,
+            format,
+        };
+        // Both streams off (the default): nothing reaches the outputs.
+        let off = TunnelLogOptions::default();
+        assert_eq!(output_line(&activity, &off), None);
+        assert_eq!(output_line(&bgp, &off), None);
+        // Activity on in JSON: one JSON line, the record's own object.
+        let json_activity = TunnelLogOptions {
+            activity: on(LogFormat::Json),
+            ..TunnelLogOptions::default()
+        };
+        let line = output_line(&activity, &json_activity).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["resource_id"], "vpn-1_198.51.100.10");
+        assert_eq!(v["details"], MSG_DELETE_IKE_SA);
+        assert!(v.get("log").is_none(), "{line}");
+        // ... and the BGP stream, still off, stays silent.
+        assert_eq!(output_line(&bgp, &json_activity), None);
+        // BGP on in text: the spec's key=value line.
+        let text_bgp = TunnelLogOptions {
+            bgp: on(LogFormat::Text),
+            ..TunnelLogOptions::default()
+        };
+        assert_eq!(
+            output_line(&bgp, &text_bgp).unwrap(),
+            "2025-11-08 05:40:29.641Z vpn-1_198.51.100.10 type=BGPStatus status=UP details=\"AWS-side peer BGP session state has changed from OpenConfirm to Established with neighbor 169.254.50.85\""
+        );
+        assert_eq!(output_line(&activity, &text_bgp), None);
     }
 
     #[test]

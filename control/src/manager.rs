@@ -42,7 +42,8 @@ use crate::api::{
 };
 use crate::config::{
     ApplianceConfig, Change, ConfigError, ConfigStore, CustomerGateway, Journal, JournalError,
-    LoadedFrom, OpenReport, StoreError, StorePaths, TunnelInsideIpVersion, VpnConnection,
+    LoadedFrom, OpenReport, StoreError, StorePaths, TunnelInsideIpVersion, TunnelLogOptions,
+    VpnConnection,
 };
 use crate::dataplane::{Dataplane, RouteEntry, TunnelKey, TunnelUpDown};
 use crate::download;
@@ -200,9 +201,28 @@ impl<D: Dataplane> Manager<D> {
         &mut self.dataplane
     }
 
-    /// Record a tunnel log entry in the ring `logs` reads.
+    /// Record a tunnel log entry in the ring `logs` reads (always), and
+    /// write it to the daemon's log outputs when its tunnel's `log`
+    /// options enable its stream, in that stream's format
+    /// ([`logs::emit`](crate::logs::emit)).
     pub fn record_log(&mut self, entry: LogEntry) {
+        if let Some(options) = self.tunnel_log_options(entry.resource_id()) {
+            crate::logs::emit(&entry, options);
+        }
         self.logs.push(entry);
+    }
+
+    /// The `log` options of the tunnel a record's resource id
+    /// (`<connection-id>_<tunnel-outside-ip>`) names.
+    fn tunnel_log_options(&self, resource_id: &str) -> Option<&TunnelLogOptions> {
+        self.config.connections.iter().find_map(|c| {
+            let ip = resource_id.strip_prefix(c.id.as_str())?.strip_prefix('_')?;
+            let ip: Option<std::net::IpAddr> = ip.parse().ok();
+            c.tunnels
+                .iter()
+                .find(|t| t.outside_ip_address == ip)
+                .map(|t| &t.log)
+        })
     }
 
     /// Record the BGP neighbours' state (the daemon's BGP thread publishes

@@ -44,8 +44,12 @@
 //! `VPND_IKE_REKEY_PACKETS=<n>` gives installed Child SAs a soft lifetime
 //! of n packets (rekey tests).
 //!
+//! Log: `appliance::logging`, set up first from `[logging]` (level or
+//! `RUST_LOG`, text or JSON, stderr or journald, a size-rotated file); the
+//! lines keep the `vpnd: <message>` text they always had.
+//!
 //! Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid
-//! configuration, 2 cannot set up the socket or the metrics listener,
+//! configuration, 2 cannot set up the log, the socket or the metrics listener,
 //! 3 the dataplane cannot start (EAL, ports, lcores), 70 no randomness
 //! available.
 
@@ -60,6 +64,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use appliance::eal_args::{self, Memory};
+use appliance::logging;
 use appliance::mgmt::{self, LineRead, PeerPolicy};
 use appliance::runtime::dataplane::DpdkDataplane;
 use appliance::runtime::{Runtime, RuntimeConfig};
@@ -78,7 +83,7 @@ use rustix::fs::Mode;
     version,
     about = "VPN concentrator daemon: DPDK dataplane, management API and metrics",
     after_help = "Exit codes: 0 stopped by SIGTERM/SIGINT, 1 usage or invalid configuration, \
-                  2 cannot set up the socket or metrics listener, 3 the dataplane cannot start, \
+                  2 cannot set up the log, the socket or metrics listener, 3 the dataplane cannot start, \
                   70 no randomness."
 )]
 struct Args {
@@ -114,7 +119,8 @@ fn urandom_fill() -> Result<Fill, std::io::Error> {
     let mut f = File::open("/dev/urandom")?;
     Ok(Box::new(move |buf: &mut [u8]| {
         if let Err(e) = f.read_exact(buf) {
-            eprintln!("vpnd: cannot read /dev/urandom: {e}");
+            tracing::error!("cannot read /dev/urandom: {e}");
+            logging::flush(LOG_FLUSH);
             std::process::exit(70);
         }
     }))
@@ -129,36 +135,59 @@ fn main() {
             std::process::exit(code);
         }
     };
-    std::process::exit(run(&args));
+    if let Err(e) = start_logging(&args.config) {
+        eprintln!("vpnd: {e}");
+        std::process::exit(2);
+    }
+    let code = run(&args);
+    logging::flush(LOG_FLUSH);
+    std::process::exit(code);
+}
+
+/// How long an exit waits for queued log lines to be written.
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// The log, from `[logging]` of the configuration (the store's snapshot,
+/// else the TOML file; defaults when neither can be read: the error is
+/// reported once the log is up). A
+/// relative `logging.file` is left out here; validation rejects it.
+fn start_logging(config: &Path) -> Result<(), logging::InitError> {
+    let mut cfg = startup_config(&ConfigStore::new(config))
+        .map(|c| c.logging)
+        .unwrap_or_default();
+    if cfg.file.as_ref().is_some_and(|f| !f.is_absolute()) {
+        cfg.file = None;
+    }
+    logging::init(&logging::Outputs::resolve(&cfg))
 }
 
 fn run(args: &Args) -> i32 {
     let fill = match urandom_fill() {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("vpnd: cannot open /dev/urandom: {e}");
+            tracing::error!("cannot open /dev/urandom: {e}");
             return 70;
         }
     };
     let store = ConfigStore::new(&args.config);
     if let Err(e) = store.remove_stale_temp_files() {
-        eprintln!("vpnd: warning: cannot remove stale temporary files: {e}");
+        tracing::warn!("cannot remove stale temporary files: {e}");
     }
     let dataplane: Box<dyn Dataplane> = if args.no_dataplane {
-        eprintln!("vpnd: --no-dataplane: the in-memory stand-in takes the configuration");
+        tracing::info!("--no-dataplane: the in-memory stand-in takes the configuration");
         Box::new(InMemoryDataplane::new())
     } else {
         let cfg = match startup_config(&store) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("vpnd: {}: {e}", args.config.display());
+                tracing::error!("{}: {e}", args.config.display());
                 return 1;
             }
         };
         let rc = match runtime_config(&cfg.dataplane, args) {
             Ok(rc) => rc,
             Err(e) => {
-                eprintln!("vpnd: {}: {e}", args.config.display());
+                tracing::error!("{}: {e}", args.config.display());
                 return 1;
             }
         };
@@ -169,27 +198,27 @@ fn run(args: &Args) -> i32 {
                     .as_ref()
                     .map(|m| format!(" (lcore@cpu {m})"))
                     .unwrap_or_default();
-                eprintln!(
-                    "vpnd: dataplane running: {} worker(s) on lcores {:?}{map}, file prefix {}",
+                tracing::info!(
+                    "dataplane running: {} worker(s) on lcores {:?}{map}, file prefix {}",
                     rt.workers(),
                     rt.worker_lcores(),
                     rc.file_prefix
                 );
                 for p in rt.port_queues() {
-                    eprintln!("vpnd: {p}");
+                    tracing::info!("{p}");
                 }
                 if rt.workers() > 1 {
-                    eprintln!("vpnd: dataplane: {}", rt.steering_mode());
+                    tracing::info!("dataplane: {}", rt.steering_mode());
                 }
-                eprintln!(
-                    "vpnd: crypto: {} ({})",
+                tracing::info!(
+                    "crypto: {} ({})",
                     rt.crypto_backend(),
                     rt.crypto_backend_reason()
                 );
                 Box::new(DpdkDataplane::new(rt))
             }
             Err(e) => {
-                eprintln!("vpnd: the dataplane cannot start: {e}");
+                tracing::error!("the dataplane cannot start: {e}");
                 return 3;
             }
         }
@@ -197,7 +226,7 @@ fn run(args: &Args) -> i32 {
     let (manager, loaded) = match Manager::start(&store, dataplane, fill) {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("vpnd: {}: {e}", args.config.display());
+            tracing::error!("{}: {e}", args.config.display());
             return 1;
         }
     };
@@ -218,8 +247,8 @@ fn run(args: &Args) -> i32 {
             paths.snapshot.display()
         ),
     };
-    eprintln!(
-        "vpnd: loaded {source}: {} customer gateway(s), {} connection(s)",
+    tracing::info!(
+        "loaded {source}: {} customer gateway(s), {} connection(s)",
         manager.config().customer_gateways.len(),
         manager.config().connections.len()
     );
@@ -231,16 +260,13 @@ fn run(args: &Args) -> i32 {
     let listener = match bind_socket(&mgmt_cfg.socket_path, group_gid) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "vpnd: cannot listen on {}: {e}",
-                mgmt_cfg.socket_path.display()
-            );
+            tracing::error!("cannot listen on {}: {e}", mgmt_cfg.socket_path.display());
             return 2;
         }
     };
     if group_gid.is_none() {
-        eprintln!(
-            "vpnd: warning: group {:?} does not exist; only root and the daemon's user may use the socket",
+        tracing::warn!(
+            "group {:?} does not exist; only root and the daemon's user may use the socket",
             mgmt_cfg.socket_group
         );
     }
@@ -256,10 +282,7 @@ fn run(args: &Args) -> i32 {
                 std::thread::spawn(move || serve_metrics(&l, &m));
             }
             Err(e) => {
-                eprintln!(
-                    "vpnd: cannot listen for metrics on {}: {e}",
-                    metrics_cfg.listen
-                );
+                tracing::error!("cannot listen for metrics on {}: {e}", metrics_cfg.listen);
                 let _ = std::fs::remove_file(&mgmt_cfg.socket_path);
                 return 2;
             }
@@ -283,8 +306,8 @@ fn run(args: &Args) -> i32 {
                     if let Some(ike) = ike
                         && !ike.request_and_wait(IKE_SHUTDOWN)
                     {
-                        eprintln!(
-                            "vpnd: IKE did not close its tunnels within {IKE_SHUTDOWN:?}; stopping anyway"
+                        tracing::warn!(
+                            "IKE did not close its tunnels within {IKE_SHUTDOWN:?}; stopping anyway"
                         );
                     }
                     // Wait for a change in progress to finish (it holds
@@ -292,14 +315,15 @@ fn run(args: &Args) -> i32 {
                     // kept so no request runs after this point.
                     let mut guard = lock(&m);
                     let _ = std::fs::remove_file(&path);
-                    eprintln!("vpnd: signal {sig}, stopping");
+                    tracing::info!("signal {sig}, stopping");
                     guard.dataplane_mut().shutdown();
+                    logging::flush(LOG_FLUSH);
                     std::process::exit(0);
                 }
             });
         }
         Err(e) => {
-            eprintln!("vpnd: cannot install signal handlers: {e}");
+            tracing::error!("cannot install signal handlers: {e}");
             return 2;
         }
     }
@@ -312,7 +336,7 @@ fn run(args: &Args) -> i32 {
                 let mut guard = lock(&m);
                 guard.dataplane_mut().poll();
                 for w in guard.take_warnings() {
-                    eprintln!("vpnd: warning: {w}");
+                    tracing::warn!("{w}");
                 }
             }
         });
@@ -325,7 +349,7 @@ fn run(args: &Args) -> i32 {
             .name("ike".to_owned())
             .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m)), &ike_shutdown));
         if let Err(e) = spawned {
-            eprintln!("vpnd: cannot start the IKE thread: {e}");
+            tracing::error!("cannot start the IKE thread: {e}");
             return 2;
         }
         let m = shared.clone();
@@ -333,15 +357,15 @@ fn run(args: &Args) -> i32 {
             .name("bgp".to_owned())
             .spawn(move || appliance::bgp_service::run(|f| f(&mut *lock(&m))));
         if let Err(e) = spawned {
-            eprintln!("vpnd: cannot start the BGP thread: {e}");
+            tracing::error!("cannot start the BGP thread: {e}");
             return 2;
         }
     }
 
     if let Err(e) = mgmt::sd_notify("READY=1") {
-        eprintln!("vpnd: warning: sd_notify: {e}");
+        tracing::warn!("sd_notify: {e}");
     }
-    eprintln!("vpnd: serving on {}", mgmt_cfg.socket_path.display());
+    tracing::info!("serving on {}", mgmt_cfg.socket_path.display());
     let clients = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         match stream {
@@ -365,7 +389,7 @@ fn run(args: &Args) -> i32 {
                     clients.fetch_sub(1, Ordering::SeqCst);
                 });
             }
-            Err(e) => eprintln!("vpnd: accept: {e}"),
+            Err(e) => tracing::warn!("accept: {e}"),
         }
     }
     0
@@ -395,15 +419,15 @@ fn log_open_report(paths: &StorePaths, report: &OpenReport) {
         reason,
     }) = report.dropped_tail
     {
-        eprintln!(
-            "vpnd: {}: dropped a torn or corrupt last record ({reason:?}): {bytes} byte(s) from offset {offset}; \
+        tracing::warn!(
+            "{}: dropped a torn or corrupt last record ({reason:?}): {bytes} byte(s) from offset {offset}; \
              a change interrupted before it was acknowledged",
             paths.journal.display()
         );
     }
     if report.journal_reset {
-        eprintln!(
-            "vpnd: {}: missing or older than the snapshot (a compaction was interrupted): started empty",
+        tracing::warn!(
+            "{}: missing or older than the snapshot (a compaction was interrupted): started empty",
             paths.journal.display()
         );
     }
@@ -439,7 +463,7 @@ fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, Str
         eal_args::choose_memory(conf.as_ref(), 512)
     };
     if let Memory::NoHuge { reason } = &memory {
-        eprintln!("vpnd: dataplane without hugepages (--no-huge): {reason}");
+        tracing::info!("dataplane without hugepages (--no-huge): {reason}");
     }
     let mut rc = RuntimeConfig::new(&d.file_prefix, &outside, &inside, memory);
     rc.kernel = port(PortRole::Kernel);
@@ -479,7 +503,7 @@ fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
     let mut writer = match stream.try_clone() {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("vpnd: client: {e}");
+            tracing::warn!("client: {e}");
             return;
         }
     };
@@ -488,8 +512,8 @@ fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
             let pid = rustix::process::Pid::as_raw(Some(cred.pid));
             let groups = mgmt::supplementary_groups(pid);
             if !policy.allows(cred.uid.as_raw(), cred.gid.as_raw(), &groups) {
-                eprintln!(
-                    "vpnd: refused client pid {pid} uid {} gid {}",
+                tracing::warn!(
+                    "refused client pid {pid} uid {} gid {}",
                     cred.uid.as_raw(),
                     cred.gid.as_raw()
                 );
@@ -520,7 +544,7 @@ fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
             }
         }
         Err(e) => {
-            eprintln!("vpnd: cannot read peer credentials: {e}");
+            tracing::warn!("cannot read peer credentials: {e}");
             return;
         }
     }

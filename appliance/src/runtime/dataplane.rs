@@ -178,7 +178,7 @@ impl DpdkDataplane {
 
     fn log_apply_error(&mut self, what: &str, e: &dyn std::fmt::Display) {
         self.apply_errors += 1;
-        eprintln!("vpnd: dataplane: {what}: {e}");
+        tracing::warn!("dataplane: {what}: {e}");
     }
 
     /// Whether `key` is UP by its connection's routing rule.
@@ -776,8 +776,8 @@ impl Dataplane for DpdkDataplane {
                             .filter(|_| inbound)
                             .map(|(k, _, _)| k.clone())
                     });
-                eprintln!(
-                    "vpnd: dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}"
+                tracing::info!(
+                    "dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}"
                 );
                 if self.sa_events.len() == SA_EVENTS_KEPT {
                     self.sa_events.remove(0);
@@ -798,7 +798,7 @@ impl Dataplane for DpdkDataplane {
 
     fn shutdown(&mut self) {
         if let Some(summary) = self.shutdown_runtime() {
-            eprintln!("vpnd: dataplane stopped: {summary}");
+            tracing::info!("dataplane stopped: {summary}");
         }
     }
 }

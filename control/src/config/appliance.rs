@@ -271,20 +271,55 @@ impl Default for MetricsConfig {
     }
 }
 
-/// Daemon logging.
+/// Daemon logging: what vpnd writes where (`appliance::logging` installs
+/// it). Tunnel activity and BGP records go to the same outputs when the
+/// tunnel's own `log` options enable them, in the tunnel's format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
-    /// Level. Default `info`.
+    /// Level. Default `info`. The environment variable `RUST_LOG`, when
+    /// set, replaces it with its own filter (`info,vpnd::bgp=debug`).
     #[serde(default)]
     pub level: LogLevel,
-    /// Format. Default `text` (journald adds its own structure).
+    /// Format of the daemon's lines. Default `text` (journald adds its own
+    /// structure). Tunnel records keep their tunnel's format.
     #[serde(default = "default_daemon_log_format")]
     pub format: LogFormat,
+    /// Write to the systemd journal (native protocol: priority and fields)
+    /// instead of stderr. Absent: when stderr is the journal already
+    /// (`JOURNAL_STREAM` names it, as under the systemd unit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journald: Option<bool>,
+    /// Also write to this file (absolute path), rotated by size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// The file is rotated (`file` → `file.1` → … ) before it would grow
+    /// past this many bytes. Default 10 MiB; 4096..=1 GiB.
+    #[serde(default = "default_file_max_bytes")]
+    pub file_max_bytes: u64,
+    /// Rotated files kept (`file.1` … `file.N`); the oldest is removed.
+    /// Default 5; 1..=100.
+    #[serde(default = "default_file_keep")]
+    pub file_keep: u32,
 }
+
+/// Default [`LoggingConfig::file_max_bytes`]: 10 MiB.
+pub const DEFAULT_LOG_FILE_MAX_BYTES: u64 = 10 << 20;
+/// Allowed [`LoggingConfig::file_max_bytes`].
+pub const LOG_FILE_MAX_BYTES_RANGE: (u64, u64) = (4096, 1 << 30);
+/// Default [`LoggingConfig::file_keep`].
+pub const DEFAULT_LOG_FILE_KEEP: u32 = 5;
+/// Allowed [`LoggingConfig::file_keep`].
+pub const LOG_FILE_KEEP_RANGE: (u32, u32) = (1, 100);
 
 fn default_daemon_log_format() -> LogFormat {
     LogFormat::Text
+}
+fn default_file_max_bytes() -> u64 {
+    DEFAULT_LOG_FILE_MAX_BYTES
+}
+fn default_file_keep() -> u32 {
+    DEFAULT_LOG_FILE_KEEP
 }
 
 impl Default for LoggingConfig {
@@ -292,6 +327,32 @@ impl Default for LoggingConfig {
         Self {
             level: LogLevel::default(),
             format: LogFormat::Text,
+            journald: None,
+            file: None,
+            file_max_bytes: DEFAULT_LOG_FILE_MAX_BYTES,
+            file_keep: DEFAULT_LOG_FILE_KEEP,
+        }
+    }
+}
+
+impl LoggingConfig {
+    fn validate_into(&self, errs: &mut Errors<'_>) {
+        if let Some(f) = &self.file
+            && (!f.is_absolute() || f.file_name().is_none())
+        {
+            errs.invalid("file", f.display(), "must be an absolute path to a file");
+        }
+        let (lo, hi) = LOG_FILE_MAX_BYTES_RANGE;
+        if !(lo..=hi).contains(&self.file_max_bytes) {
+            errs.out_of_range(
+                "file_max_bytes",
+                self.file_max_bytes,
+                format!("{lo}..={hi}"),
+            );
+        }
+        let (lo, hi) = LOG_FILE_KEEP_RANGE;
+        if !(lo..=hi).contains(&self.file_keep) {
+            errs.out_of_range("file_keep", self.file_keep, format!("{lo}..={hi}"));
         }
     }
 }
@@ -631,6 +692,7 @@ impl ApplianceConfig {
                 "port 0 is not a fixed port",
             );
         }
+        self.logging.validate_into(&mut errs.nested("logging"));
     }
 
     fn validate_customer_gateways(&self, errs: &mut Errors<'_>) {

@@ -41,7 +41,7 @@
 //! [[dataplane.ports]]  # name, device, role, rx_queues, tx_queues
 //! [management]         # socket_path, socket_group
 //! [metrics]            # enabled, listen
-//! [logging]            # level, format
+//! [logging]            # level, format, journald, file, file_max_bytes, file_keep
 //! [[customer_gateways]]
 //! [[connections]]
 //! [connections.bgp]
@@ -102,7 +102,8 @@ mod tunnel;
 mod tests;
 
 pub use appliance::{
-    ApplianceConfig, DEFAULT_METRICS_LISTEN, DataplaneConfig, GatewayConfig, LoggingConfig,
+    ApplianceConfig, DEFAULT_LOG_FILE_KEEP, DEFAULT_LOG_FILE_MAX_BYTES, DEFAULT_METRICS_LISTEN,
+    DataplaneConfig, GatewayConfig, LOG_FILE_KEEP_RANGE, LOG_FILE_MAX_BYTES_RANGE, LoggingConfig,
     MAX_CPU_ID, MAX_LCORE_ID, MAX_QUEUES_PER_PORT, ManagementConfig, MetricsConfig, PortConfig,
     parse_mac,
 };

@@ -606,6 +606,31 @@ fn example_parses_and_validates() {
 }
 
 #[test]
+fn logging_outputs_have_defaults_and_are_validated_by_path() {
+    let c = example();
+    assert_eq!(c.logging.journald, None);
+    assert_eq!(c.logging.file_max_bytes, DEFAULT_LOG_FILE_MAX_BYTES);
+    assert_eq!(c.logging.file_keep, DEFAULT_LOG_FILE_KEEP);
+    let mut c = example();
+    c.logging.file = Some("vpnd.log".into());
+    c.logging.file_max_bytes = 100;
+    c.logging.file_keep = 0;
+    let errs = c.validate().unwrap_err();
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_err(&errs, "logging.file", &["vpnd.log", "absolute"]);
+    assert_err(
+        &errs,
+        "logging.file_max_bytes",
+        &["100", "4096..=1073741824"],
+    );
+    assert_err(&errs, "logging.file_keep", &["0", "1..=100"]);
+    c.logging.file = Some("/var/log/vpnd/vpnd.log".into());
+    c.logging.file_max_bytes = 4096;
+    c.logging.file_keep = 100;
+    c.validate().unwrap();
+}
+
+#[test]
 fn error_paths_name_connection_and_tunnel() {
     let mut c = example();
     c.connections[0].tunnels[0].phase2_lifetime_secs = 4_000;
