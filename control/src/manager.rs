@@ -214,7 +214,7 @@ impl<D: Dataplane> Manager<D> {
 
     /// The `log` options of the tunnel a record's resource id
     /// (`<connection-id>_<tunnel-outside-ip>`) names.
-    fn tunnel_log_options(&self, resource_id: &str) -> Option<&TunnelLogOptions> {
+    pub(crate) fn tunnel_log_options(&self, resource_id: &str) -> Option<&TunnelLogOptions> {
         self.config.connections.iter().find_map(|c| {
             let ip = resource_id.strip_prefix(c.id.as_str())?.strip_prefix('_')?;
             let ip: Option<std::net::IpAddr> = ip.parse().ok();

@@ -36,6 +36,11 @@ const CONN: &str = "vpn-sw";
 
 /// The lab with vpnd's gateway of `kind` (spec § 1.3 rule sets).
 fn new_lab(kind: &str) -> SwanLab {
+    new_lab_with(kind, "")
+}
+
+/// [`new_lab`] with more of vpnd.toml (after `[metrics]`).
+fn new_lab_with(kind: &str, vpnd_toml: &str) -> SwanLab {
     // strongSwan: our PSK and proposals.
     SwanLab::new(&Options {
         ns: "x",
@@ -44,6 +49,7 @@ fn new_lab(kind: &str) -> SwanLab {
         swanctl_conf: &vpn_conf(Auth::Psk(PSK), "aes128gcm16", "", ""),
         conn: CONN,
         kernel_port_addresses: true,
+        vpnd_toml,
         ..Options::default()
     })
 }
@@ -53,7 +59,13 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
     if !testkit::own_process() {
         return;
     }
-    let lab = new_lab("transit-gateway");
+    // vpnd also logs to a file; tunnel 0's activity log is on (text).
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_file = log_dir.path().join("vpnd.log");
+    let lab = new_lab_with(
+        "transit-gateway",
+        &format!("[logging]\nfile = \"{}\"\n", log_file.display()),
+    );
 
     // The connection, through vpnctl: static routing to the gateway's LAN,
     // our PSK on tunnel 0 (tunnel 1 keeps its generated one and stays DOWN:
@@ -63,7 +75,13 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
         &[],
         &["--routing", "static", "--static-route", "10.1.0.0/16"],
     );
-    lab.set_tunnel_options(0, &[&format!("pre_shared_key={PSK}")]);
+    lab.set_tunnel_options(
+        0,
+        &[
+            &format!("pre_shared_key={PSK}"),
+            r#"log={activity={enabled=true,format="text"}}"#,
+        ],
+    );
     assert_eq!(lab.tunnel(0)["status"], "DOWN");
     lab.load_swanctl();
 
@@ -95,6 +113,7 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
     lab.traffic("strongSwan initiated");
     let logs = lab.ctl_ok(&["logs", "--connection", CONN]);
     assert!(logs.contains("tunnel status changed to UP"), "{logs}");
+    check_log_file(&log_file, &logs);
 
     // 2. strongSwan deletes the IKE SA: DOWN (our startup action is add).
     let (ok, out) = lab.swanctl("--terminate --ike vpn --timeout 10");
@@ -109,6 +128,43 @@ fn ike_with_strongswan_installs_child_sas_and_traffic_flows_both_ways() {
     // 3. Startup action start: vpnd initiates.
     lab.vpnd_initiates();
     lab.traffic("vpnd initiated");
+}
+
+/// The log file holds the daemon's lines (`<time> INFO vpnd: …`) and, for
+/// tunnel 0 only (its activity log is on, text), each activity record as
+/// its own line: the record exactly as `vpnctl logs` renders it.
+/// Tunnel 1's records (its log is off) are in the ring, not in the file.
+fn check_log_file(log_file: &std::path::Path, ring: &str) {
+    let record = ring
+        .lines()
+        .find(|l| {
+            l.contains(&format!("{CONN}_192.0.2.1 ")) && l.contains("tunnel status changed to UP")
+        })
+        .unwrap_or_else(|| panic!("no UP record for tunnel 0 in\n{ring}"));
+    let read = || std::fs::read_to_string(log_file).unwrap_or_default();
+    // The writer thread writes shortly after the event.
+    let written = wait_until(Duration::from_secs(5), || {
+        read().lines().any(|l| l == record)
+    });
+    let file = read();
+    assert!(
+        written,
+        "{record:?} is not a line of {}:\n{file}",
+        log_file.display()
+    );
+    assert!(
+        file.contains(" INFO vpnd: ike: listening on 192.0.2.1"),
+        "{file}"
+    );
+    // Tunnel 0's records are whole lines of the file, tunnel 1's never.
+    for l in ring.lines() {
+        let in_file = file.lines().any(|f| f == l);
+        if l.contains(&format!("{CONN}_192.0.2.1 ")) {
+            assert!(in_file, "{l:?} missing from the file:\n{file}");
+        } else {
+            assert!(!in_file, "{l:?} (log off) written to the file:\n{file}");
+        }
+    }
 }
 
 /// The per-tunnel policer driven by the configuration: a concentrator's

@@ -330,6 +330,25 @@ fn show_tunnels_logs_and_download() {
         panic!()
     };
     assert_eq!(entries.len(), 1);
+    // The record's tunnel, found by its resource id, decides whether it
+    // reaches the log outputs: the example turns tunnel 0's logs on
+    // (json), tunnel 1 keeps them off.
+    let t0 = m
+        .tunnel_log_options(&logs::resource_id("vpn-branch1", "198.51.100.10"))
+        .unwrap();
+    assert!(t0.activity.enabled && t0.bgp.enabled);
+    let t1 = m
+        .tunnel_log_options(&logs::resource_id("vpn-branch1", "198.51.100.11"))
+        .unwrap();
+    assert!(!t1.activity.enabled && !t1.bgp.enabled);
+    assert!(
+        m.tunnel_log_options(&logs::resource_id("vpn-branch1", "198.51.100.99"))
+            .is_none()
+    );
+    assert!(
+        m.tunnel_log_options(&logs::resource_id("vpn-other", "198.51.100.11"))
+            .is_none()
+    );
 
     let Response::ConfigText { text, .. } = m
         .handle(Request::ConfigDownload {
