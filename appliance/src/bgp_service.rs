@@ -360,12 +360,15 @@ impl Peer {
         let addr = SocketAddr::new(self.local(), BGP_PORT);
         match listen_on(addr) {
             Ok(l) => {
-                tracing::info!(parent: &self.span, "bgp: {} listening on {addr}", self.what());
+                self.span
+                    .in_scope(|| tracing::info!("bgp: {} listening on {addr}", self.what()));
                 self.listener = Some(l);
                 self.listen_failed_at = None;
             }
             Err(e) => {
-                tracing::warn!(parent: &self.span, "bgp: {} cannot listen on {addr}: {e}", self.what());
+                self.span.in_scope(|| {
+                    tracing::warn!("bgp: {} cannot listen on {addr}: {e}", self.what())
+                });
                 self.listen_failed_at = Some(now);
             }
         }
@@ -493,7 +496,8 @@ impl BgpService {
                 }
                 None => {
                     let mut p = self.peers.remove(i);
-                    tracing::info!(parent: &p.span, "bgp: {} session removed", p.what());
+                    p.span
+                        .in_scope(|| tracing::info!("bgp: {} session removed", p.what()));
                     p.session.handle_stop(now, CeaseSubcode::PeerDeconfigured);
                     self.drive_peer_outputs(now, &mut p);
                     p.close_all();
@@ -531,16 +535,17 @@ impl BgpService {
                 tunnel = s.key.tunnel,
                 neighbor = %s.peer.peer_addr
             );
-            tracing::info!(
-                parent: &span,
-                "bgp: {}/{} session {} (AS {}) -> {} (AS {})",
-                s.key.connection_id,
-                s.key.tunnel,
-                s.peer.local_addr,
-                s.peer.local_asn,
-                s.peer.peer_addr,
-                s.peer.peer_asn
-            );
+            span.in_scope(|| {
+                tracing::info!(
+                    "bgp: {}/{} session {} (AS {}) -> {} (AS {})",
+                    s.key.connection_id,
+                    s.key.tunnel,
+                    s.peer.local_addr,
+                    s.peer.local_asn,
+                    s.peer.peer_addr,
+                    s.peer.peer_asn
+                )
+            });
             self.peers.push(Peer {
                 spec: s,
                 tunnel,
@@ -568,14 +573,16 @@ impl BgpService {
             self.rib.set_tunnel_up(p.tunnel, up);
             self.routes_dirty = true;
             if up {
-                tracing::info!(parent: &p.span, "bgp: {} IPsec up: session starts", p.what());
+                p.span
+                    .in_scope(|| tracing::info!("bgp: {} IPsec up: session starts", p.what()));
                 p.session.handle_start(now);
             } else {
-                tracing::info!(
-                    parent: &p.span,
-                    "bgp: {} IPsec down: routes withdrawn, session reset",
-                    p.what()
-                );
+                p.span.in_scope(|| {
+                    tracing::info!(
+                        "bgp: {} IPsec down: routes withdrawn, session reset",
+                        p.what()
+                    )
+                });
                 // The connections close through the session's Close
                 // actions (drive, below).
                 p.session
@@ -681,7 +688,8 @@ impl BgpService {
                     ctx,
                     format!("tunnel status changed to {status} (BGP {state})"),
                 ));
-                tracing::info!(parent: &p.span, "bgp: {}", entry.render_text());
+                p.span
+                    .in_scope(|| tracing::info!("bgp: {}", entry.render_text()));
                 m.record_log(entry);
             }
             m.set_tunnel_state(p.spec.key.clone(), st);
@@ -880,13 +888,14 @@ impl BgpService {
                 });
             }
             Err(e) => {
-                tracing::warn!(
-                    parent: &p.span,
-                    "bgp: {} connect {} -> {}: {e}",
-                    p.what(),
-                    p.local(),
-                    p.remote()
-                );
+                p.span.in_scope(|| {
+                    tracing::warn!(
+                        "bgp: {} connect {} -> {}: {e}",
+                        p.what(),
+                        p.local(),
+                        p.remote()
+                    )
+                });
                 p.session.handle_closed(now, id);
             }
         }
@@ -953,24 +962,27 @@ impl BgpService {
             match l.accept() {
                 Ok((stream, from)) => {
                     if from.ip() != p.spec.peer.peer_addr {
-                        tracing::warn!(
-                            parent: &p.span,
-                            "bgp: {} refused a connection from {from} (the neighbour is {})",
-                            p.what(),
-                            p.spec.peer.peer_addr
-                        );
+                        p.span.in_scope(|| {
+                            tracing::warn!(
+                                "bgp: {} refused a connection from {from} (the neighbour is {})",
+                                p.what(),
+                                p.spec.peer.peer_addr
+                            )
+                        });
                         continue;
                     }
                     if p.conns.len() >= MAX_CONNS_PER_PEER {
-                        tracing::warn!(
-                            parent: &p.span,
-                            "bgp: {} refused a connection from {from}: {MAX_CONNS_PER_PEER} are open",
-                            p.what()
-                        );
+                        p.span.in_scope(|| {
+                            tracing::warn!(
+                                "bgp: {} refused a connection from {from}: {MAX_CONNS_PER_PEER} are open",
+                                p.what()
+                            );
+                        });
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
-                        tracing::warn!(parent: &p.span, "bgp: {} accepted socket: {e}", p.what());
+                        p.span
+                            .in_scope(|| tracing::warn!("bgp: {} accepted socket: {e}", p.what()));
                         continue;
                     }
                     p.conns.insert(id, Conn::new(stream));
@@ -978,7 +990,8 @@ impl BgpService {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    tracing::warn!(parent: &p.span, "bgp: {} accept: {e}", p.what());
+                    p.span
+                        .in_scope(|| tracing::warn!("bgp: {} accept: {e}", p.what()));
                     return;
                 }
             }
@@ -994,17 +1007,19 @@ impl BgpService {
                 p.session.handle_connected(now, c.id, Direction::Outgoing);
             }
             Ok(Err(e)) => {
-                tracing::warn!(
-                    parent: &p.span,
-                    "bgp: {} connect {} -> {}: {e}",
-                    p.what(),
-                    p.local(),
-                    p.remote()
-                );
+                p.span.in_scope(|| {
+                    tracing::warn!(
+                        "bgp: {} connect {} -> {}: {e}",
+                        p.what(),
+                        p.local(),
+                        p.remote()
+                    )
+                });
                 p.session.handle_closed(now, c.id);
             }
             Err(e) => {
-                tracing::warn!(parent: &p.span, "bgp: {} connect: SO_ERROR: {e}", p.what());
+                p.span
+                    .in_scope(|| tracing::warn!("bgp: {} connect: SO_ERROR: {e}", p.what()));
                 p.session.handle_closed(now, c.id);
             }
         }

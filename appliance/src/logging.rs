@@ -212,6 +212,7 @@ pub fn init(outputs: &Outputs) -> Result<(), InitError> {
                 .event_format(TextLine)
                 .fmt_fields(DefaultFields::new())
                 .with_writer(QueueWriter)
+                .with_ansi(false)
                 .boxed()
         } else {
             tracing_subscriber::fmt::layer()
@@ -223,6 +224,7 @@ pub fn init(outputs: &Outputs) -> Result<(), InitError> {
                 ))
                 .fmt_fields(JsonFields::new())
                 .with_writer(QueueWriter)
+                .with_ansi(false)
                 .boxed()
         })
     } else {
@@ -570,6 +572,78 @@ mod tests {
         assert_eq!(std::fs::read(&o.path).unwrap(), vec![b'c'; 100]);
         assert_eq!(std::fs::read(numbered(&o.path, 1)).unwrap(), vec![b'b'; 30]);
         assert!(!numbered(&o.path, 2).exists());
+    }
+
+    /// Lines formatted by `TextLine` or `JsonLine`, captured.
+    fn capture(json: bool, f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let w = buf.clone();
+        let layer = if json {
+            tracing_subscriber::fmt::layer()
+                .event_format(JsonLine(
+                    tracing_subscriber::fmt::format()
+                        .json()
+                        .with_current_span(false)
+                        .with_span_list(true),
+                ))
+                .fmt_fields(JsonFields::new())
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .event_format(TextLine)
+                .fmt_fields(DefaultFields::new())
+                .with_writer(move || w.clone())
+                .with_ansi(false)
+                .boxed()
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn events() {
+        let span = tracing::info_span!("bgp", connection = "vpn-1", tunnel = 0_usize);
+        span.in_scope(|| tracing::warn!("bgp: vpn-1/0 cannot listen on 169.254.21.1: busy"));
+        tracing::info!(target: "vpn::tunnel::activity", "{}", "2025-11-08 05:40:29.641Z vpn-1_1.2.3.4 details=\"x\"");
+    }
+
+    #[test]
+    fn text_lines_keep_the_vpnd_prefix_and_records_are_their_own_line() {
+        let out = capture(false, events);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(
+            lines[0].ends_with(
+                " WARN vpnd: bgp: vpn-1/0 cannot listen on 169.254.21.1: busy connection=\"vpn-1\" tunnel=0"
+            ),
+            "{out}"
+        );
+        assert_eq!(
+            lines[1],
+            "2025-11-08 05:40:29.641Z vpn-1_1.2.3.4 details=\"x\""
+        );
+        let out = capture(true, events);
+        let lines: Vec<&str> = out.lines().collect();
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["spans"][0]["connection"], "vpn-1", "{out}");
+        assert_eq!(
+            lines[1],
+            "2025-11-08 05:40:29.641Z vpn-1_1.2.3.4 details=\"x\""
+        );
     }
 
     #[test]
