@@ -146,34 +146,67 @@ impl EspTransform for AesGcm {
     }
 
     fn seal(&self, seq: u64, esn: bool, esp: &mut [u8]) -> Result<(), CryptoError> {
-        let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
-        if esp.len() < min || !(esp.len() - min).is_multiple_of(4) {
-            return Err(CryptoError::BadLength);
-        }
-        let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
-        let (iv_bytes, rest) = rest.split_at_mut(IV_LEN);
-        let iv = seq.to_be_bytes();
-        iv_bytes.copy_from_slice(&iv);
-        let (a, alen) = aad(header, seq, esn);
-        let body_len = rest.len() - ICV_LEN;
-        let (body, icv) = rest.split_at_mut(body_len);
-        let tag = self.seal_with_iv(&iv, &a[..alen], body)?;
-        icv.copy_from_slice(&tag);
-        Ok(())
+        esp_seal(seq, esn, esp, |iv, aad, body| {
+            self.seal_with_iv(iv, aad, body)
+        })
     }
 
     fn open(&self, seq: u64, esn: bool, esp: &mut [u8]) -> Result<(), CryptoError> {
-        let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
-        if esp.len() < min {
-            return Err(CryptoError::BadLength);
-        }
-        let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
-        let (iv_bytes, body_and_icv) = rest.split_at_mut(IV_LEN);
-        let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(iv_bytes);
-        let (a, alen) = aad(header, seq, esn);
-        self.open_with_iv(&iv, &a[..alen], body_and_icv)
+        esp_open(seq, esn, esp, |iv, aad, body_and_icv| {
+            self.open_with_iv(iv, aad, body_and_icv)
+        })
     }
+}
+
+/// The ESP framing of RFC 4106 around an AES-GCM engine, shared by both
+/// backends: checks the length (header + IV + ICV, plaintext aligned to 4
+/// bytes), writes the 64-bit sequence number as the explicit IV (§ 3.1),
+/// builds the AAD (§ 5) and puts the tag in the ICV field. `seal` gets
+/// the explicit IV, the AAD and the plaintext to encrypt in place, and
+/// returns the tag.
+#[inline]
+pub(crate) fn esp_seal(
+    seq: u64,
+    esn: bool,
+    esp: &mut [u8],
+    seal: impl FnOnce(&[u8; IV_LEN], &[u8], &mut [u8]) -> Result<[u8; ICV_LEN], CryptoError>,
+) -> Result<(), CryptoError> {
+    let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
+    if esp.len() < min || !(esp.len() - min).is_multiple_of(4) {
+        return Err(CryptoError::BadLength);
+    }
+    let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
+    let (iv_bytes, rest) = rest.split_at_mut(IV_LEN);
+    let iv = seq.to_be_bytes();
+    iv_bytes.copy_from_slice(&iv);
+    let (a, alen) = aad(header, seq, esn);
+    let body_len = rest.len() - ICV_LEN;
+    let (body, icv) = rest.split_at_mut(body_len);
+    let tag = seal(&iv, &a[..alen], body)?;
+    icv.copy_from_slice(&tag);
+    Ok(())
+}
+
+/// The ESP side of an RFC 4106 open, shared by both backends: checks the
+/// length, reads the explicit IV and builds the AAD; `open` gets the IV,
+/// the AAD and ciphertext || tag, verifies and decrypts in place.
+#[inline]
+pub(crate) fn esp_open(
+    seq: u64,
+    esn: bool,
+    esp: &mut [u8],
+    open: impl FnOnce(&[u8; IV_LEN], &[u8], &mut [u8]) -> Result<(), CryptoError>,
+) -> Result<(), CryptoError> {
+    let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
+    if esp.len() < min {
+        return Err(CryptoError::BadLength);
+    }
+    let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
+    let (iv_bytes, body_and_icv) = rest.split_at_mut(IV_LEN);
+    let mut iv = [0u8; IV_LEN];
+    iv.copy_from_slice(iv_bytes);
+    let (a, alen) = aad(header, seq, esn);
+    open(&iv, &a[..alen], body_and_icv)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 
 use ipsec_mb::{Direct, GCM_IV_LEN, GcmKey};
 
-use super::gcm::{ICV_LEN, IV_LEN, SALT_LEN, aad};
-use super::{CryptoError, ESP_HEADER_LEN, EspTransform};
+use super::gcm::{ICV_LEN, IV_LEN, SALT_LEN, esp_open, esp_seal};
+use super::{CryptoError, EspTransform};
 
 /// AES-128/256-GCM-16 for one SA direction, on intel-ipsec-mb.
 pub struct MbGcm {
@@ -104,34 +104,16 @@ impl EspTransform for MbGcm {
 
     #[inline]
     fn seal(&self, seq: u64, esn: bool, esp: &mut [u8]) -> Result<(), CryptoError> {
-        let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
-        if esp.len() < min || !(esp.len() - min).is_multiple_of(4) {
-            return Err(CryptoError::BadLength);
-        }
-        let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
-        let (iv_bytes, rest) = rest.split_at_mut(IV_LEN);
-        let iv = seq.to_be_bytes();
-        iv_bytes.copy_from_slice(&iv);
-        let (a, alen) = aad(header, seq, esn);
-        let body_len = rest.len() - ICV_LEN;
-        let (body, icv) = rest.split_at_mut(body_len);
-        let tag = self.seal_with_iv(&iv, &a[..alen], body);
-        icv.copy_from_slice(&tag);
-        Ok(())
+        esp_seal(seq, esn, esp, |iv, aad, body| {
+            Ok(self.seal_with_iv(iv, aad, body))
+        })
     }
 
     #[inline]
     fn open(&self, seq: u64, esn: bool, esp: &mut [u8]) -> Result<(), CryptoError> {
-        let min = ESP_HEADER_LEN + IV_LEN + ICV_LEN;
-        if esp.len() < min {
-            return Err(CryptoError::BadLength);
-        }
-        let (header, rest) = esp.split_at_mut(ESP_HEADER_LEN);
-        let (iv_bytes, body_and_icv) = rest.split_at_mut(IV_LEN);
-        let mut iv = [0u8; IV_LEN];
-        iv.copy_from_slice(iv_bytes);
-        let (a, alen) = aad(header, seq, esn);
-        self.open_with_iv(&iv, &a[..alen], body_and_icv)
+        esp_open(seq, esn, esp, |iv, aad, body_and_icv| {
+            self.open_with_iv(iv, aad, body_and_icv)
+        })
     }
 }
 
@@ -139,7 +121,7 @@ impl EspTransform for MbGcm {
 mod tests {
     use super::super::AesGcm;
     use super::*;
-    use crate::crypto::CryptoBackend;
+    use crate::crypto::{CryptoBackend, ESP_HEADER_LEN};
     use proptest::prelude::*;
 
     fn api() -> Direct {
