@@ -408,5 +408,8 @@ fn main() -> Result<()> {
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     }
+    // The EAL's runtime directory of the vpnd runs (DPDK leaves it when the
+    // process exits).
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/change-scale-{tag}"));
     Ok(())
 }
