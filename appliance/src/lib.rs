@@ -10,5 +10,6 @@ pub mod ike_service;
 pub mod kernel_port;
 pub mod logging;
 pub mod mgmt;
+pub mod nics;
 pub mod runtime;
 pub mod static_mode;

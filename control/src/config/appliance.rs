@@ -145,6 +145,13 @@ pub struct DataplaneConfig {
     /// `ipsec-mb` (refused at start where it cannot run) or `ring`.
     #[serde(default = "default_crypto_backend", skip_serializing_if = "is_auto")]
     pub crypto_backend: String,
+    /// Let `vpn-setup nics` bind the PCI ports to `vfio-pci` in vfio's
+    /// no-IOMMU mode when the machine has no IOMMU (or it is off). That
+    /// mode gives the dataplane unprotected DMA and taints the kernel:
+    /// only for boxes that run nothing else. Default off: without an
+    /// IOMMU the binding is refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_no_iommu: bool,
 }
 
 impl DataplaneConfig {
@@ -176,6 +183,14 @@ impl DataplaneConfig {
 )]
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if signature"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Parse a MAC address written `aa:bb:cc:dd:ee:ff`.
