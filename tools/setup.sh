@@ -15,6 +15,8 @@ PACKAGES=(
   # real peers for the interop tests: strongSwan with userspace ESP (kernel-libipsec), BIRD 2
   strongswan-swanctl charon-systemd strongswan-charon libcharon-extra-plugins
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki bird2
+  # the Debian package and its test in a throw-away Debian root (tools/build-deb.sh, tools/test-deb.sh)
+  dpkg-dev mmdebstrap
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 cargo build --workspace --bins
+# The Debian package's test (tests/tests/package.rs) packages release binaries.
+cargo build --release --locked -p appliance --bin vpnd --bin vpnctl --bin vpn-setup
 cargo nextest run --workspace --no-fail-fast "$@"
