@@ -5,12 +5,20 @@
 //! tunnels (one member chosen per flow by hash), the inside port, the
 //! kernel (punt), or a blackhole.
 //!
-//! A [`Fib`] is immutable and built on the control core by a
-//! [`FibBuilder`]; workers read it without locks and the control core
-//! publishes a new one by swapping a pointer (the worker runtime's job).
-//! Building is the expensive part (milliseconds for tens of thousands of
-//! routes); a lookup is at most three dependent memory reads for IPv4
-//! (DIR-16-8-8) and one hash probe per distinct prefix length for IPv6.
+//! A [`Fib`] is built on the control core by a [`FibBuilder`]; workers
+//! read it without locks and the control core publishes a new one by
+//! swapping a pointer (the worker runtime's job). Building is the
+//! expensive part (milliseconds for tens of thousands of routes); a lookup
+//! is at most three dependent memory reads for IPv4 (DIR-16-8-8) and one
+//! hash probe per distinct prefix length for IPv6.
+//!
+//! A table no worker reads any more can also be changed in place, one
+//! [`FibChange`] at a time ([`Fib::apply`]), at the cost of the changed
+//! prefix's span rather than of the whole table: the control core keeps
+//! two tables and replays each publication's changes into the one the
+//! workers retired (see the appliance's `runtime::dataplane::fib_sync`).
+//! A table changed so always answers as one built from scratch from the
+//! same routes and groups would.
 //!
 //! Lookups never allocate, lock or panic.
 #![forbid(unsafe_code)]
@@ -196,18 +204,29 @@ impl FibBuilder {
             v4: v4::Table::build(self.v4.iter().map(|(p, t)| (*p, packed::pack(*t)))),
             v6: v6::Table::build(self.v6.iter().map(|(p, t)| (*p, packed::pack(*t)))),
             groups: self.groups.clone(),
-            routes: self.len(),
         }
     }
 }
 
-/// An immutable forwarding table (what the workers read).
+/// One change to a [`Fib`] ([`Fib::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibChange {
+    /// Add or replace the route of a prefix.
+    Insert(IpNet, Target),
+    /// Remove the route of a prefix (none is not an error).
+    Remove(IpNet),
+    /// Define or redefine an ECMP group (growing the group table as
+    /// needed); no members makes it resolve to [`Target::Blackhole`].
+    Group(GroupId, Vec<TunnelId>),
+}
+
+/// A forwarding table (what the workers read). Immutable while published;
+/// see [`Fib::apply`].
 #[derive(Debug, Clone)]
 pub struct Fib {
     v4: v4::Table,
     v6: v6::Table,
     groups: Vec<Vec<TunnelId>>,
-    routes: usize,
 }
 
 impl Default for Fib {
@@ -264,16 +283,99 @@ impl Fib {
         }
     }
 
-    /// Number of routes it was built from.
+    /// Number of routes.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.routes
+        self.v4.len() + self.v6.len()
     }
 
     /// Whether it has no routes.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.routes == 0
+        self.len() == 0
+    }
+
+    /// The routes: IPv4 in prefix order, then IPv6 (unordered).
+    pub fn routes(&self) -> impl Iterator<Item = (IpNet, Target)> + '_ {
+        let v4 = self.v4.routes().map(|(p, v)| (IpNet::V4(p), v));
+        let v6 = self.v6.routes().map(|(p, v)| (IpNet::V6(p), v));
+        v4.chain(v6)
+            .filter_map(|(p, v)| packed::unpack(v).map(|t| (p, t)))
+    }
+
+    /// The members of an ECMP group (empty for an unknown or cleared one).
+    #[must_use]
+    pub fn group(&self, id: GroupId) -> &[TunnelId] {
+        self.groups.get(id.0 as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// ECMP group slots (defined or cleared).
+    #[must_use]
+    pub fn group_slots(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Bytes of the IPv4 lookup tables (they do not shrink: folded blocks
+    /// are reused).
+    #[must_use]
+    pub fn v4_table_bytes(&self) -> usize {
+        self.v4.table_bytes()
+    }
+
+    /// Level-2 and level-3 IPv4 blocks in use (256 entries each).
+    #[must_use]
+    pub fn v4_blocks_in_use(&self) -> usize {
+        self.v4.blocks_in_use()
+    }
+
+    /// Changes the table in place, at the cost of the change: for a route,
+    /// the prefix's span and the routes nested in it (IPv4) or one hash
+    /// update (IPv6); for a group, its members. Never call it on a table
+    /// a worker may be reading: publish tables through a pointer swap and
+    /// change only one that came back.
+    ///
+    /// # Errors
+    /// As for [`FibBuilder::insert`] and [`FibBuilder::add_group`]; on
+    /// error nothing changed.
+    pub fn apply(&mut self, change: &FibChange) -> Result<(), FibError> {
+        match change {
+            FibChange::Insert(prefix, target) => {
+                match *target {
+                    Target::Tunnel(TunnelId(i)) if i > packed::MAX_INDEX => {
+                        return Err(FibError::IndexTooLarge(i));
+                    }
+                    Target::Ecmp(GroupId(g)) if g as usize >= self.groups.len() => {
+                        return Err(FibError::UnknownGroup(g));
+                    }
+                    _ => {}
+                }
+                let v = packed::pack(*target);
+                match prefix.trunc() {
+                    IpNet::V4(p) => self.v4.insert(p, v),
+                    IpNet::V6(p) => self.v6.insert(p, v),
+                };
+            }
+            FibChange::Remove(prefix) => {
+                match prefix.trunc() {
+                    IpNet::V4(p) => self.v4.remove(p),
+                    IpNet::V6(p) => self.v6.remove(p),
+                };
+            }
+            FibChange::Group(GroupId(g), members) => {
+                if *g > packed::MAX_INDEX {
+                    return Err(FibError::IndexTooLarge(*g));
+                }
+                if let Some(m) = members.iter().find(|m| m.0 > packed::MAX_INDEX) {
+                    return Err(FibError::IndexTooLarge(m.0));
+                }
+                let g = *g as usize;
+                if g >= self.groups.len() {
+                    self.groups.resize_with(g + 1, Vec::new);
+                }
+                self.groups[g].clone_from(members);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,4 +1,4 @@
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
@@ -220,4 +220,162 @@ proptest! {
             prop_assert_eq!(fib.lookup_v6(a), reference_v6(&routes, a), "address {}", a);
         }
     }
+}
+
+/// IPv4 routes crowded into a few /16s and /24s, so that changes split
+/// and fold level-2 and level-3 blocks, mixed with the spread ones.
+fn arb_crowded_v4_route() -> impl Strategy<Value = (Ipv4Net, Target)> {
+    prop_oneof![
+        arb_v4_route(),
+        (0u32..2, 0u32..4, any::<u8>(), 14u8..=32, arb_target()).prop_map(
+            |(b16, b24, lo, len, t)| {
+                let addr = 0x0a01_0000 | (b16 << 16) | (b24 << 8) | u32::from(lo);
+                (Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc(), t)
+            }
+        ),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Insert(IpNet, Target),
+    Remove(IpNet),
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => arb_crowded_v4_route().prop_map(|(p, t)| Op::Insert(IpNet::V4(p), t)),
+        2 => arb_crowded_v4_route().prop_map(|(p, _)| Op::Remove(IpNet::V4(p))),
+        1 => arb_v6_route().prop_map(|(p, t)| Op::Insert(IpNet::V6(p), t)),
+        1 => arb_v6_route().prop_map(|(p, _)| Op::Remove(IpNet::V6(p))),
+    ]
+}
+
+proptest! {
+    /// A table changed in place, one route at a time, answers every
+    /// address as the reference does and as a table built from scratch
+    /// from the same routes; removed prefixes leave no block behind.
+    #[test]
+    fn changes_in_place_match_a_fresh_build(ops in prop::collection::vec(arb_op(), 0..80),
+                                            probes in prop::collection::vec(any::<u32>(), 0..30)) {
+        let mut b = FibBuilder::new();
+        with_group(&mut b);
+        let mut fib = b.build();
+        for op in &ops {
+            match op {
+                Op::Insert(p, t) => {
+                    fib.apply(&FibChange::Insert(*p, *t)).unwrap();
+                    b.insert(*p, *t).unwrap();
+                }
+                Op::Remove(p) => {
+                    fib.apply(&FibChange::Remove(*p)).unwrap();
+                    b.remove(*p);
+                }
+            }
+        }
+        let fresh = b.build();
+        prop_assert_eq!(fib.len(), fresh.len());
+        let mut ours: Vec<_> = fib.routes().collect();
+        let mut theirs: Vec<_> = fresh.routes().collect();
+        ours.sort_by_key(|(p, _)| *p);
+        theirs.sort_by_key(|(p, _)| *p);
+        prop_assert_eq!(&ours, &theirs);
+        let v4: Vec<(Ipv4Net, Target)> = theirs
+            .iter()
+            .filter_map(|(p, t)| match p { IpNet::V4(p) => Some((*p, *t)), IpNet::V6(_) => None })
+            .collect();
+        let v6: Vec<(Ipv6Net, Target)> = theirs
+            .iter()
+            .filter_map(|(p, t)| match p { IpNet::V6(p) => Some((*p, *t)), IpNet::V4(_) => None })
+            .collect();
+        let edges = ops.iter().flat_map(|op| {
+            let (Op::Insert(p, _) | Op::Remove(p)) = op;
+            [p.network(), p.broadcast()]
+        });
+        for a in edges.chain(probes.iter().map(|a| Ipv4Addr::from(*a).into())) {
+            match a {
+                IpAddr::V4(a) => {
+                    prop_assert_eq!(fib.lookup_v4(a), reference_v4(&v4, a), "address {}", a);
+                    prop_assert_eq!(fib.lookup_v4(a), fresh.lookup_v4(a), "address {}", a);
+                }
+                IpAddr::V6(a) => {
+                    prop_assert_eq!(fib.lookup_v6(a), reference_v6(&v6, a), "address {}", a);
+                }
+            }
+        }
+        // Everything removed again: every block folded back.
+        for (p, _) in &ours {
+            fib.apply(&FibChange::Remove(*p)).unwrap();
+        }
+        prop_assert!(fib.is_empty());
+        prop_assert!(fib.routes().next().is_none());
+        prop_assert_eq!(fib.lookup_v4(Ipv4Addr::new(10, 1, 0, 1)), None);
+        prop_assert_eq!(fib.v4_blocks_in_use(), 0);
+    }
+}
+
+#[test]
+fn groups_change_in_place() {
+    let mut fib = Fib::default();
+    assert_eq!(
+        fib.apply(&FibChange::Insert(
+            net("10.0.0.0/8"),
+            Target::Ecmp(GroupId(3))
+        )),
+        Err(FibError::UnknownGroup(3))
+    );
+    fib.apply(&FibChange::Group(
+        GroupId(3),
+        vec![TunnelId(7), TunnelId(8)],
+    ))
+    .unwrap();
+    fib.apply(&FibChange::Insert(
+        net("10.0.0.0/8"),
+        Target::Ecmp(GroupId(3)),
+    ))
+    .unwrap();
+    let t = fib.lookup_v4(Ipv4Addr::new(10, 1, 2, 3)).unwrap();
+    assert_eq!(fib.resolve(t, 0), Target::Tunnel(TunnelId(7)));
+    assert_eq!(fib.resolve(t, u32::MAX), Target::Tunnel(TunnelId(8)));
+    fib.apply(&FibChange::Group(GroupId(3), vec![TunnelId(8)]))
+        .unwrap();
+    assert_eq!(fib.resolve(t, 0), Target::Tunnel(TunnelId(8)));
+    fib.apply(&FibChange::Group(GroupId(3), Vec::new()))
+        .unwrap();
+    assert_eq!(fib.resolve(t, 0), Target::Blackhole);
+    assert_eq!(fib.group_slots(), 4);
+    assert!(fib.group(GroupId(1)).is_empty());
+}
+
+/// Removing every route folds every block back: the table does not grow
+/// under churn.
+#[test]
+fn churn_does_not_grow_the_table() {
+    let mut fib = Fib::default();
+    let mut first = 0;
+    for round in 0..4u32 {
+        for i in 0..512u32 {
+            let a = Ipv4Addr::from(0xa9fe_0000 + ((i * 97) % 16_384) * 4);
+            let p = IpNet::V4(Ipv4Net::new(a, 30).unwrap());
+            fib.apply(&FibChange::Insert(p, Target::Tunnel(TunnelId(i + round))))
+                .unwrap();
+        }
+        if round == 0 {
+            first = fib.v4_table_bytes();
+        }
+        assert!(fib.v4_blocks_in_use() > 100);
+        let all: Vec<IpNet> = fib.routes().map(|(p, _)| p).collect();
+        for p in all {
+            fib.apply(&FibChange::Remove(p)).unwrap();
+        }
+        assert!(fib.is_empty());
+        assert_eq!(fib.v4_blocks_in_use(), 0);
+    }
+    // 256 /24s at most under 169.254/16, plus one level-2 block.
+    assert!(
+        fib.v4_table_bytes() <= (65_536 + 257 * 256) * 4,
+        "{}",
+        fib.v4_table_bytes()
+    );
+    assert_eq!(fib.v4_table_bytes(), first);
 }

@@ -7,9 +7,18 @@
 //! or a level-3 block for the last 8 bits. A lookup reads at most three
 //! entries.
 //!
-//! Tables are built from scratch from the sorted route set, shortest
-//! prefixes first, so every longer prefix overwrites the shorter ones it
-//! covers: the entries end up holding exactly the longest match.
+//! Tables are built from the sorted route set, shortest prefixes first, so
+//! every longer prefix overwrites the shorter ones it covers: the entries
+//! end up holding exactly the longest match. A table also changes in
+//! place, one route at a time ([`Table::insert`], [`Table::remove`]): the
+//! changed prefix's range is repainted with the best route covering it,
+//! then every route nested inside it, shortest first — the same rule on
+//! the range alone, so the cost is the prefix's span and the routes under
+//! it, not the table. Blocks that become uniform are folded back into
+//! their parent entry and reused, so churn does not grow the table.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
@@ -21,20 +30,97 @@ pub(crate) struct Table {
     l1: Box<[u32]>,
     /// Level-2 and level-3 blocks, 256 entries each, back to back.
     blocks: Vec<u32>,
+    /// Blocks folded back into their parent, free for reuse.
+    free: Vec<usize>,
+    /// The routes (normalised prefix → packed target).
+    routes: BTreeMap<Ipv4Net, u32>,
 }
 
 impl Table {
     pub(crate) fn build(routes: impl Iterator<Item = (Ipv4Net, u32)>) -> Self {
-        let mut routes: Vec<(Ipv4Net, u32)> = routes.collect();
-        routes.sort_by_key(|(p, _)| p.prefix_len());
+        let routes: BTreeMap<Ipv4Net, u32> = routes.collect();
+        let mut sorted: Vec<(Ipv4Net, u32)> = routes.iter().map(|(p, v)| (*p, *v)).collect();
+        sorted.sort_by_key(|(p, _)| p.prefix_len());
         let mut t = Self {
             l1: vec![crate::packed::NONE; 1 << 16].into_boxed_slice(),
             blocks: Vec::new(),
+            free: Vec::new(),
+            routes,
         };
-        for (prefix, value) in routes {
+        for (prefix, value) in sorted {
             t.paint(prefix, value);
         }
         t
+    }
+
+    /// The routes, in prefix order.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (Ipv4Net, u32)> + '_ {
+        self.routes.iter().map(|(p, v)| (*p, *v))
+    }
+
+    /// Number of routes.
+    pub(crate) fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// Adds or replaces the route of a normalised prefix.
+    pub(crate) fn insert(&mut self, prefix: Ipv4Net, value: u32) -> Option<u32> {
+        let old = self.routes.insert(prefix, value);
+        if old != Some(value) {
+            self.repaint(prefix);
+        }
+        old
+    }
+
+    /// Removes the route of a normalised prefix.
+    pub(crate) fn remove(&mut self, prefix: Ipv4Net) -> Option<u32> {
+        let old = self.routes.remove(&prefix)?;
+        self.repaint(prefix);
+        Some(old)
+    }
+
+    /// Bytes of lookup tables (level 1 and every block, free ones too).
+    pub(crate) fn table_bytes(&self) -> usize {
+        (self.l1.len() + self.blocks.len()) * 4
+    }
+
+    /// Level-2 and level-3 blocks in use (not folded).
+    pub(crate) fn blocks_in_use(&self) -> usize {
+        self.blocks.len() / 256 - self.free.len()
+    }
+
+    /// Makes `prefix`'s range hold the longest match again after its own
+    /// route changed: the best route covering it (itself, or the longest
+    /// shorter one), then every longer route inside it, shortest first.
+    fn repaint(&mut self, prefix: Ipv4Net) {
+        let base = self.covering(prefix);
+        self.paint(prefix, base);
+        let last = Ipv4Net::new(prefix.broadcast(), 32).unwrap_or(prefix);
+        let mut inner: Vec<(Ipv4Net, u32)> = self
+            .routes
+            .range(prefix..=last)
+            .filter(|(p, _)| p.prefix_len() > prefix.prefix_len())
+            .map(|(p, v)| (*p, *v))
+            .collect();
+        inner.sort_by_key(|(p, _)| p.prefix_len());
+        for (p, v) in inner {
+            self.paint(p, v);
+        }
+        self.fold(prefix);
+    }
+
+    /// The value of `prefix` itself or of the longest route that contains
+    /// it.
+    fn covering(&self, prefix: Ipv4Net) -> u32 {
+        let addr = u32::from(prefix.network());
+        (0..=prefix.prefix_len())
+            .rev()
+            .find_map(|len| {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                let p = Ipv4Net::new(Ipv4Addr::from(addr & mask), len).ok()?;
+                self.routes.get(&p).copied()
+            })
+            .unwrap_or(crate::packed::NONE)
     }
 
     fn paint(&mut self, prefix: Ipv4Net, value: u32) {
@@ -65,6 +151,52 @@ impl Table {
         let byte3 = (addr & 0xff) as usize;
         let count = 1usize << (32 - len);
         self.fill_block(l3, byte3, count, value, 3);
+    }
+
+    /// Folds the blocks under `prefix`'s range that became uniform back
+    /// into their parent entries.
+    fn fold(&mut self, prefix: Ipv4Net) {
+        let addr = u32::from(prefix.network());
+        let len = u32::from(prefix.prefix_len());
+        let first = (addr >> 16) as usize;
+        let count = if len <= 16 { 1usize << (16 - len) } else { 1 };
+        for i in first..first + count {
+            let e = self.l1[i];
+            if e & BLOCK == 0 {
+                continue;
+            }
+            let l2 = (e & !BLOCK) as usize;
+            // Level 3 under the changed range (all of it for ≤ /24).
+            let (from, n) = if len <= 16 {
+                (0, 256)
+            } else if len <= 24 {
+                (((addr >> 8) & 0xff) as usize, 1usize << (24 - len))
+            } else {
+                (((addr >> 8) & 0xff) as usize, 1)
+            };
+            for j in from..from + n {
+                let slot = l2 * 256 + j;
+                let e = self.blocks[slot];
+                if e & BLOCK != 0
+                    && let Some(v) = self.uniform((e & !BLOCK) as usize)
+                {
+                    self.free.push((e & !BLOCK) as usize);
+                    self.blocks[slot] = v;
+                }
+            }
+            if let Some(v) = self.uniform(l2) {
+                self.free.push(l2);
+                self.l1[i] = v;
+            }
+        }
+    }
+
+    /// The value every entry of a block holds, if they all hold the same
+    /// target (no pointer to a block below).
+    fn uniform(&self, block: usize) -> Option<u32> {
+        let b = &self.blocks[block * 256..block * 256 + 256];
+        let v = b[0];
+        (v & BLOCK == 0 && b.iter().all(|e| *e == v)).then_some(v)
     }
 
     /// Writes `value` over `count` entries of a block from `start`; at
@@ -106,6 +238,10 @@ impl Table {
     }
 
     fn new_block(&mut self, fill: u32) -> usize {
+        if let Some(b) = self.free.pop() {
+            self.blocks[b * 256..b * 256 + 256].fill(fill);
+            return b;
+        }
         let b = self.blocks.len() / 256;
         self.blocks.resize(self.blocks.len() + 256, fill);
         b
