@@ -98,12 +98,11 @@ use steering::{SteerTunnel, Steering, SteeringMode};
 const STATS_PERIOD_MS: u64 = 100;
 /// Commands the ring holds.
 const COMMAND_RING: usize = 4096;
-/// Failures remembered for [`Runtime::wait`].
-const FAILURES_KEPT: usize = 64;
+/// Failures remembered for [`Runtime::wait`] and
+/// [`Runtime::outcome`] (per worker; the caller checks after each poll).
+const FAILURES_KEPT: usize = 1024;
 /// Lifetime events remembered to report each SA's once.
 const LIFETIME_SEEN_KEPT: usize = 4096;
-/// How long [`Runtime::steer`] waits for room on the command rings.
-const STEER_PATIENCE: Duration = Duration::from_secs(5);
 /// How often [`Runtime::poll`] asks the workers for their per-SA counters.
 const SA_SNAPSHOT_PERIOD: Duration = Duration::from_secs(1);
 
@@ -814,24 +813,34 @@ impl Runtime {
     /// table could not be sent.
     pub fn steer(&mut self, tunnels: &[SteerTunnel]) -> Vec<String> {
         let mut problems = self.steering.steer(tunnels);
+        self.send_owners(&mut problems);
+        problems
+    }
+
+    /// [`steer`](Self::steer) for some tunnels only: `remove` lose their
+    /// steering, `add` get theirs (replacing what they had), the others
+    /// keep theirs. Queues the new owner table in hand-off mode without
+    /// waiting.
+    pub fn steer_update(&mut self, add: &[SteerTunnel], remove: &[TunnelId]) -> Vec<String> {
+        if add.is_empty() && remove.is_empty() {
+            return Vec::new();
+        }
+        let mut problems = self.steering.update(add, remove);
+        self.send_owners(&mut problems);
+        problems
+    }
+
+    /// In hand-off mode, queue the owner table for every worker (no
+    /// waiting: a full ring is a problem reported, the next change sends
+    /// the table again).
+    fn send_owners(&mut self, problems: &mut Vec<String>) {
         if matches!(self.steering.mode(), SteeringMode::Handoff { .. }) {
-            let len = tunnels
-                .iter()
-                .map(|t| t.tunnel.0 as usize + 1)
-                .max()
-                .unwrap_or(0);
-            let mut owners = vec![worker::NO_OWNER; len];
-            for t in tunnels {
-                if let Some(o) = owners.get_mut(t.tunnel.0 as usize) {
-                    *o = t.queue;
-                }
-            }
-            let owners: Arc<[u16]> = owners.into();
-            if let Err(e) = self.send_waiting(Command::SetInboundOwners(owners), STEER_PATIENCE) {
-                problems.push(format!("hand-off table for {} tunnels: {e}", tunnels.len()));
+            let owners: Arc<[u16]> = self.steering.owners().into();
+            let n = owners.len();
+            if let Err(e) = self.send(Command::SetInboundOwners(owners)) {
+                problems.push(format!("hand-off table for {n} tunnels: {e}"));
             }
         }
-        problems
     }
 
     /// The worker whose queue `tunnel`'s inbound ESP is steered to, when
@@ -1216,6 +1225,50 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// Where a queued command stands, without waiting (call
+    /// [`poll`](Self::poll) first): `None` while a worker has not
+    /// applied it, then `Ok` or the first refusing worker's reason.
+    /// Workers apply their commands in order, so a command whose outcome
+    /// is known was preceded by every command queued before it.
+    #[must_use]
+    pub fn outcome(&self, ticket: &Ticket) -> Option<Result<(), RuntimeError>> {
+        let pending = self
+            .workers
+            .iter()
+            .zip(&ticket.seqs)
+            .any(|(w, &seq)| w.acked <= seq);
+        if pending {
+            return None;
+        }
+        for (worker, (w, &seq)) in self.workers.iter().zip(&ticket.seqs).enumerate() {
+            if let Some((_, reason)) = w.failures.iter().find(|(s, _)| *s == seq) {
+                return Some(Err(RuntimeError::Refused {
+                    worker,
+                    seq,
+                    reason,
+                }));
+            }
+        }
+        Some(Ok(()))
+    }
+
+    /// Free slots in the fullest worker's command ring: a caller about to
+    /// queue several commands checks there is room for all of them.
+    #[must_use]
+    pub fn free_slots(&self) -> usize {
+        self.workers
+            .iter()
+            .map(|w| w.control.free_slots())
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// SAs per direction each worker's tables hold.
+    #[must_use]
+    pub fn sa_capacity(&self) -> usize {
+        self.sa_capacity
     }
 
     /// Commands applied so far and how many of them failed, counted per

@@ -299,6 +299,54 @@ pub struct SaLifetimeEvent {
     pub event: dataplane::esp::sa::LifetimeEvent,
 }
 
+/// What the runtime reports back about the commands it queued for its
+/// workers, collected by [`Dataplane::poll`] and taken with
+/// [`Dataplane::poll_events`]. Commands are queued without waiting;
+/// workers apply them in order, so a later command always sees the
+/// earlier ones, and what a worker refused shows up here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataplaneEvent {
+    /// Every worker applied the command (SA installs and removals, route
+    /// table publications).
+    Applied {
+        /// The command, e.g. `SetOutbound 0x2001` or `routes`.
+        what: String,
+        /// The tunnel it was for, if any.
+        tunnel: Option<TunnelKey>,
+    },
+    /// A worker refused the command (e.g. its SA table was full); it took
+    /// no effect on that worker.
+    Failed {
+        /// The command.
+        what: String,
+        /// The tunnel it was for, if any.
+        tunnel: Option<TunnelKey>,
+        /// The worker's reason.
+        reason: String,
+    },
+    /// The command could not be queued: a worker's command ring was full
+    /// (counted; nothing was sent to any worker). Route tables are sent
+    /// again by the next poll; other commands are dropped.
+    RingFull {
+        /// The command.
+        what: String,
+        /// The tunnel it was for, if any.
+        tunnel: Option<TunnelKey>,
+    },
+    /// A queued command was still not applied after `after_ms` (the
+    /// worker is stalled); reported once, its outcome follows when it
+    /// comes.
+    Late {
+        /// The command.
+        what: String,
+        /// The tunnel it was for, if any.
+        tunnel: Option<TunnelKey>,
+        /// How long it has been waiting.
+        after_ms: u64,
+    },
+}
+
 /// Why the dataplane could not install or remove SAs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -390,6 +438,12 @@ pub trait Dataplane: Send {
     /// [`add_child_inbound`]: Self::add_child_inbound
     /// [`remove_child_inbound`]: Self::remove_child_inbound
     ///
+    /// A runtime that queues commands for its workers returns once they
+    /// are queued (in order: anything asked later is applied after
+    /// them); what it can check beforehand (the tunnel, the SA records,
+    /// room in its rings and tables) is an error here, what a worker
+    /// refuses later is a [`DataplaneEvent::Failed`].
+    ///
     /// # Errors
     /// [`DataplaneError`]; on error the previous pair stays installed.
     fn install_child_sa(
@@ -427,6 +481,13 @@ pub trait Dataplane: Send {
     /// SA lifetime events collected by [`poll`](Self::poll) since the last
     /// call, oldest first.
     fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
+        Vec::new()
+    }
+    /// What the runtime reported about the commands it queued (see
+    /// [`DataplaneEvent`]), collected by [`poll`](Self::poll) since the
+    /// last call, oldest first. A runtime that applies everything before
+    /// returning (or keeps no log) returns nothing.
+    fn poll_events(&mut self) -> Vec<DataplaneEvent> {
         Vec::new()
     }
     /// Stop moving packets and release the runtime's resources (workers,
@@ -481,6 +542,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     }
     fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
         (**self).poll_sa_events()
+    }
+    fn poll_events(&mut self) -> Vec<DataplaneEvent> {
+        (**self).poll_events()
     }
     fn shutdown(&mut self) {
         (**self).shutdown();

@@ -2,21 +2,43 @@
 //! runs unless started with `--no-dataplane`.
 //!
 //! ```text
-//!   Manager::commit ──► apply(config) ──► tunnel ids (stable per connection/tunnel)
-//!                                    ├──► Command::SetAddresses  (only when they change)
-//!                                    └──► Command::SetFib        (local networks → inside,
-//!                                                                 static routes → ECMP over the
-//!                                                                 connection's two tunnels,
-//!                                                                 inside /30 (/126) → its tunnel,
-//!                                                                 our inside address → local)
-//!   BGP ──► set_dynamic_routes ──► Command::SetFib    (the selected BGP routes through
-//!                                                      their UP tunnels, under the above)
-//!   IKE ──► add_child_inbound ──► AddInbound(new)       (we answered the peer's rekey)
-//!   IKE ──► install_child_sa ──► AddInbound(new) ─ack─► SetOutbound(new) ─ack
+//!   Manager::commit ──► apply_change(config, change)   one object: its tunnels' ids, routes,
+//!                       │                               caps and steering, nothing else
+//!                       └─ apply(config) (start, import: the whole configuration, reconciled
+//!                                         connection by connection, + addresses, local networks)
+//!        Model (model.rs) ── FibChange log ──► FibSync (fib_sync.rs) ──► SetFib(spare table
+//!                                                                        brought up to date)
+//!   BGP ──► set_dynamic_routes ──► Model: only the routes that changed
+//!   IKE ──► set_tunnel_state ──► Model: UP/DOWN changes one ECMP group / its BGP routes
+//!   IKE ──► add_child_inbound ──► AddInbound(new)            (we answered the peer's rekey)
+//!   IKE ──► install_child_sa ──► AddInbound(new), SetOutbound(new)   queued back to back
 //!                                (the old inbound SA stays an "extra" one)
 //!   IKE ──► remove_child_inbound(old) ──► RemoveInbound(old)   (its DELETE done)
-//!   vpnd tick ──► poll() ──► acks, retired SAs freed, counters
+//!   vpnd tick ──► poll() ──► acks and refusals → DataplaneEvents (poll_events), retired SAs
+//!                            and tables freed, a table that could not go yet published,
+//!                            counters
 //! ```
+//!
+//! Nothing here waits for a worker: every command is queued on the
+//! workers' rings and the call returns (the caller holds the daemon's
+//! lock). Workers apply their rings in order, so a command always sees
+//! the ones queued before it (an SA switch follows the SA's install, a
+//! route table follows the removal of what it no longer names). What can
+//! be checked before queuing — the tunnel, the SA records, room in every
+//! ring for the whole operation, room in the SA tables — is checked, and
+//! is the error the trait's methods return; what a worker refuses later
+//! comes back through [`poll`](Dataplane::poll) as a
+//! [`DataplaneEvent::Failed`] (and counts as a failed command). A full
+//! ring is an error counted (`ring_full` in the worker counters), never
+//! a wait.
+//!
+//! A change costs its object's size: the connection's own routes, its
+//! two tunnels' caps and steering, the BGP routes through its tunnels,
+//! and a table publication whose cost is the changes' size (see
+//! [`fib_sync`]). `apply` (start, `config_import`: gateway settings,
+//! addresses, local networks and policing can change only there) walks
+//! every connection and keeps the O(N) path. Tunnel ids come from the
+//! [`model`]: stable per tunnel, O(1) both ways.
 //!
 //! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
 //! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
@@ -29,28 +51,40 @@
 //! counters (`show sas`) come from a snapshot the runtime asks the worker
 //! for about once a second.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use control::config::{ApplianceConfig, PortRole, RoutingType, parse_mac};
+use control::config::{
+    ApplianceConfig, Change, GatewayKind, PortRole, TunnelBandwidth, VpnConnection, parse_mac,
+};
 use control::dataplane::{
-    ChildSaPair, Dataplane, DataplaneError, DataplaneStats, DynamicRoute, PortCounters, RouteEntry,
-    SaDirection, SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey, TunnelRuntimeState,
-    TunnelUpDown, sa_info,
+    ChildSaPair, Dataplane, DataplaneError, DataplaneEvent, DataplaneStats, DynamicRoute,
+    PortCounters, RouteEntry, SaDirection, SaInfo, SaLifetimeEvent, TunnelCounters, TunnelKey,
+    TunnelRuntimeState, sa_info,
 };
 use dataplane::esp::{InboundSa, OutboundSa, SaConfig};
-use fib::{FibBuilder, Target, TunnelId};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use fib::TunnelId;
 use worker::{Addresses, Command, Drop};
 
 use super::{Runtime, RuntimeError, Ticket, v4_only, v6_only};
 
+mod fib_sync;
+mod model;
 mod policing;
 mod steer;
 
-/// How long a command may take to be acknowledged by the worker.
-const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+use fib_sync::FibSync;
+use model::Model;
+
+/// A queued command not applied by every worker after this long is
+/// reported ([`DataplaneEvent::Late`]).
+const ACK_LATE: Duration = Duration::from_secs(2);
+/// Events kept for [`Dataplane::poll_events`] before the oldest are
+/// dropped (counted).
+const EVENTS_KEPT: usize = 4096;
+/// SA lifetime events kept for IKE before the oldest are dropped.
+const SA_EVENTS_KEPT: usize = 4096;
 
 /// The pair installed for one tunnel.
 #[derive(Debug)]
@@ -60,31 +94,81 @@ struct Installed {
     at: Instant,
 }
 
+/// What the dataplane needs of a connection besides its routes (the
+/// model has those): steering and caps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConnInfo {
+    customer_gateway_id: String,
+    outside: [Option<IpAddr>; 2],
+    bandwidth: [TunnelBandwidth; 2],
+}
+
+impl ConnInfo {
+    fn of(c: &VpnConnection) -> Self {
+        Self {
+            customer_gateway_id: c.customer_gateway_id.clone(),
+            outside: [
+                c.tunnels[0].outside_ip_address,
+                c.tunnels[1].outside_ip_address,
+            ],
+            bandwidth: [c.tunnels[0].tunnel_bandwidth, c.tunnels[1].tunnel_bandwidth],
+        }
+    }
+}
+
+/// What a queued command was, for its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Reported when applied and when refused.
+    Reported,
+    /// Reported only when refused.
+    Quiet,
+    /// A route table (reported when applied, by its publication number).
+    Routes,
+    /// Caps for a tunnel: forgotten when refused, so the next `apply`
+    /// retries.
+    Caps(TunnelId),
+}
+
+/// A command queued for every worker, awaiting its outcome.
+#[derive(Debug)]
+struct Queued {
+    ticket: Ticket,
+    what: String,
+    tunnel: Option<TunnelKey>,
+    kind: Kind,
+    at: Instant,
+    late: bool,
+}
+
 /// The DPDK dataplane behind `vpnd`.
 #[derive(Debug)]
 pub struct DpdkDataplane {
     rt: Option<Runtime>,
-    ids: BTreeMap<TunnelKey, TunnelId>,
-    installed: BTreeMap<TunnelKey, Installed>,
+    model: Model,
+    fib: FibSync,
+    conns: HashMap<String, ConnInfo>,
+    /// Customer gateway addresses by id.
+    gateways: HashMap<String, Option<IpAddr>>,
+    /// Connections by customer gateway id.
+    conns_of_gateway: HashMap<String, HashSet<String>>,
+    gateway_kind: GatewayKind,
+    installed: HashMap<TunnelKey, Installed>,
     /// Inbound SAs besides the installed pairs', by SPI: a rekeyed SA
     /// until its DELETE is done, the next SA until its outbound switch.
     extra_inbound: BTreeMap<u32, (TunnelKey, SaInfo, Instant)>,
-    states: BTreeMap<TunnelKey, TunnelRuntimeState>,
     addresses: Option<Addresses>,
     port_names: BTreeMap<&'static str, String>,
     apply_errors: u64,
+    ring_full: u64,
     sa_events: Vec<SaLifetimeEvent>,
-    /// The configuration last applied (the FIB is rebuilt from it when a
-    /// tunnel goes UP or DOWN).
-    config: Option<ApplianceConfig>,
-    /// The routes BGP selected.
-    dynamic: Vec<DynamicRoute>,
+    /// Commands queued and not yet applied by every worker, in order.
+    queued: VecDeque<Queued>,
+    events: VecDeque<DataplaneEvent>,
+    events_dropped: u64,
     /// The per-tunnel rate policy the workers hold.
     policies: policing::Applied,
 }
-
-/// SA lifetime events kept for IKE before the oldest are dropped.
-const SA_EVENTS_KEPT: usize = 4096;
 
 impl DpdkDataplane {
     /// Wrap a started runtime. Nothing is sent until [`Dataplane::apply`].
@@ -92,16 +176,22 @@ impl DpdkDataplane {
     pub fn new(rt: Runtime) -> Self {
         Self {
             rt: Some(rt),
-            ids: BTreeMap::new(),
-            installed: BTreeMap::new(),
+            model: Model::default(),
+            fib: FibSync::default(),
+            conns: HashMap::new(),
+            gateways: HashMap::new(),
+            conns_of_gateway: HashMap::new(),
+            gateway_kind: GatewayKind::default(),
+            installed: HashMap::new(),
             extra_inbound: BTreeMap::new(),
-            states: BTreeMap::new(),
             addresses: None,
             port_names: BTreeMap::new(),
             apply_errors: 0,
+            ring_full: 0,
             sa_events: Vec::new(),
-            config: None,
-            dynamic: Vec::new(),
+            queued: VecDeque::new(),
+            events: VecDeque::new(),
+            events_dropped: 0,
             policies: policing::Applied::default(),
         }
     }
@@ -117,48 +207,107 @@ impl DpdkDataplane {
         self.rt.as_mut()
     }
 
-    /// The FIB tunnel id of a configured tunnel.
+    /// The FIB tunnel id of a configured tunnel (O(1); stable while the
+    /// tunnel's connection exists).
     #[must_use]
     pub fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
-        self.ids.get(key).copied()
+        self.model.id(key)
     }
 
-    /// Send one command to every worker and wait for their
-    /// acknowledgements.
-    fn run(&mut self, what: &str, command: Command) -> Result<(), DataplaneError> {
-        self.run_with(what, |rt| rt.send(command))
+    /// The tunnel a FIB tunnel id stands for (O(1)).
+    #[must_use]
+    pub fn tunnel_key(&self, id: TunnelId) -> Option<&TunnelKey> {
+        self.model.key_of(id)
     }
 
-    /// Send what `send` queues (one command per worker) and wait for the
-    /// acknowledgements.
-    fn run_with(
+    /// The forwarding table last sent to the workers.
+    #[must_use]
+    pub fn fib(&self) -> &fib::Fib {
+        self.fib.live()
+    }
+
+    /// Whether everything queued has been applied by every worker and no
+    /// route table waits to go (call [`Dataplane::poll`] first).
+    #[must_use]
+    pub fn is_settled(&self) -> bool {
+        self.queued.is_empty() && !self.fib.has_pending() && !self.model.has_changes()
+    }
+
+    /// Queue what `send` builds (one command per worker) and remember it
+    /// until its outcome comes back. A full ring is counted and reported.
+    fn queue(
         &mut self,
-        what: &str,
+        what: String,
+        tunnel: Option<&TunnelKey>,
+        kind: Kind,
         send: impl FnOnce(&mut Runtime) -> Result<Ticket, RuntimeError>,
     ) -> Result<(), DataplaneError> {
         let Some(rt) = self.rt.as_mut() else {
             return Err(DataplaneError::Refused {
-                what: what.to_owned(),
+                what,
                 reason: "the dataplane is shut down".to_owned(),
             });
         };
-        let err = |e| match e {
-            RuntimeError::RingFull => DataplaneError::RingFull,
-            RuntimeError::Refused { reason, .. } => DataplaneError::Refused {
-                what: what.to_owned(),
-                reason: reason.to_owned(),
-            },
-            RuntimeError::Timeout { timeout, .. } => DataplaneError::Timeout {
-                what: what.to_owned(),
-                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            },
-            other => DataplaneError::Refused {
-                what: what.to_owned(),
-                reason: other.to_string(),
-            },
-        };
-        let ticket = send(rt).map_err(err)?;
-        rt.wait(ticket, ACK_TIMEOUT).map_err(err)
+        match send(rt) {
+            Ok(ticket) => {
+                self.queued.push_back(Queued {
+                    ticket,
+                    what,
+                    tunnel: tunnel.cloned(),
+                    kind,
+                    at: Instant::now(),
+                    late: false,
+                });
+                Ok(())
+            }
+            Err(RuntimeError::RingFull) => {
+                self.ring_full += 1;
+                self.event(DataplaneEvent::RingFull {
+                    what,
+                    tunnel: tunnel.cloned(),
+                });
+                Err(DataplaneError::RingFull)
+            }
+            Err(e) => Err(DataplaneError::Refused {
+                what,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// [`queue`](Self::queue) of one command replicated to every worker.
+    fn queue_command(
+        &mut self,
+        what: String,
+        tunnel: Option<&TunnelKey>,
+        kind: Kind,
+        command: Command,
+    ) -> Result<(), DataplaneError> {
+        self.queue(what, tunnel, kind, |rt| rt.send(command))
+    }
+
+    /// Room for `n` more commands on every worker's ring, or
+    /// [`DataplaneError::RingFull`] (counted) so that an operation of
+    /// several commands is queued whole or not at all.
+    fn room_for(&mut self, n: usize, what: &str, tunnel: &TunnelKey) -> Result<(), DataplaneError> {
+        let free = self.rt.as_ref().map_or(0, Runtime::free_slots);
+        if free >= n {
+            return Ok(());
+        }
+        self.ring_full += 1;
+        self.event(DataplaneEvent::RingFull {
+            what: what.to_owned(),
+            tunnel: Some(tunnel.clone()),
+        });
+        Err(DataplaneError::RingFull)
+    }
+
+    fn event(&mut self, e: DataplaneEvent) {
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(e);
     }
 
     /// Shut the runtime down (workers stopped, EAL cleaned up); returns
@@ -181,154 +330,189 @@ impl DpdkDataplane {
         tracing::warn!("dataplane: {what}: {e}");
     }
 
-    /// Whether `key` is UP by its connection's routing rule.
-    fn is_up(&self, key: &TunnelKey) -> bool {
-        let routing = self
-            .config
-            .as_ref()
-            .and_then(|c| c.connections.iter().find(|c| c.id == key.connection_id))
-            .map_or(RoutingType::Static, |c| c.routing);
-        self.states
-            .get(key)
-            .is_some_and(|s| s.up_down(routing) == TunnelUpDown::Up)
+    /// Publish what the model changed, if the workers gave the spare
+    /// table back (else the next poll does).
+    fn publish_fib(&mut self) {
+        if self.model.has_changes() {
+            self.fib.push(self.model.take_changes());
+        }
+        if !self.fib.has_pending() || self.rt.is_none() {
+            return;
+        }
+        let n = self.fib.published() + 1;
+        let mut ticket = None;
+        let sent = self.fib.publish(|fib| match self.rt.as_mut() {
+            Some(rt) => rt.send(Command::SetFib(fib)).map(|t| ticket = Some(t)),
+            None => Err(RuntimeError::RingFull),
+        });
+        match (sent, ticket) {
+            (Some(Ok(())), Some(ticket)) => self.queued.push_back(Queued {
+                ticket,
+                what: format!("routes #{n}"),
+                tunnel: None,
+                kind: Kind::Routes,
+                at: Instant::now(),
+                late: false,
+            }),
+            (Some(Err(e)), _) => {
+                self.ring_full += 1;
+                self.event(DataplaneEvent::RingFull {
+                    what: format!("routes #{n}"),
+                    tunnel: None,
+                });
+                tracing::warn!(
+                    "dataplane: forwarding table #{n}: {e} (sent again by the next poll)"
+                );
+            }
+            _ => {}
+        }
     }
 
-    /// Rebuild the FIB from the applied configuration, the tunnel states
-    /// and the BGP routes, and hand it to the worker.
-    fn install_fib(&mut self) {
-        let Some(config) = self.config.as_ref() else {
+    /// Collect outcomes of queued commands (in order: workers apply their
+    /// rings in order) into events.
+    fn collect_outcomes(&mut self) {
+        let Some(rt) = self.rt.as_ref() else {
             return;
         };
-        let up: Vec<TunnelKey> = self.ids.keys().filter(|k| self.is_up(k)).cloned().collect();
-        let (fib, problems) = build_fib(config, &self.ids, &self.states, &self.dynamic, &up);
-        let fib = Arc::new(fib.build());
-        for p in problems {
-            self.log_apply_error("route", &p);
-        }
-        if let Err(e) = self.run("SetFib", Command::SetFib(fib)) {
-            self.log_apply_error("forwarding table", &e);
-        }
-    }
-}
-
-/// The appliance's own address in an inside CIDR: the first host (the
-/// customer gateway takes the second, as the downloaded configuration
-/// says).
-fn first_host_v4(n: Ipv4Net) -> Option<IpNet> {
-    let a = u32::from(n.network()).checked_add(1)?;
-    Ipv4Net::new(a.into(), 32).ok().map(IpNet::V4)
-}
-
-fn first_host_v6(n: Ipv6Net) -> Option<IpNet> {
-    let a = u128::from(n.network()).checked_add(1)?;
-    Ipv6Net::new(a.into(), 128).ok().map(IpNet::V6)
-}
-
-/// The forwarding table of `config`; problems (not expected for a
-/// validated configuration) are returned as messages. A static
-/// connection's routes go to ECMP over its UP tunnels (by `states`); while
-/// neither is UP, over both (dropped there as `no_outbound_sa`, counted
-/// per tunnel). BGP routes (`dynamic`) go over those of their tunnels that
-/// are in `up`, or else over the UP tunnels of their backup (none: the
-/// route is left out); they are inserted first, so a configured route for
-/// the same prefix replaces them.
-fn build_fib(
-    config: &ApplianceConfig,
-    ids: &BTreeMap<TunnelKey, TunnelId>,
-    states: &BTreeMap<TunnelKey, TunnelRuntimeState>,
-    dynamic: &[DynamicRoute],
-    up: &[TunnelKey],
-) -> (FibBuilder, Vec<String>) {
-    let mut b = FibBuilder::new();
-    let mut problems = Vec::new();
-    let mut groups: BTreeMap<Vec<TunnelId>, fib::GroupId> = BTreeMap::new();
-    let up_ids = |keys: &[TunnelKey]| -> Vec<TunnelId> {
-        keys.iter()
-            .filter(|k| up.contains(k))
-            .filter_map(|k| ids.get(k).copied())
-            .collect()
-    };
-    for r in dynamic {
-        let mut members = up_ids(&r.tunnels);
-        if members.is_empty() {
-            members = up_ids(&r.backup);
-        }
-        let target = match members.as_slice() {
-            [] => continue,
-            [t] => Ok(Target::Tunnel(*t)),
-            _ => match groups.get(&members) {
-                Some(g) => Ok(Target::Ecmp(*g)),
-                None => b.add_group(&members).map(|g| {
-                    groups.insert(members.clone(), g);
-                    Target::Ecmp(g)
-                }),
-            },
-        };
-        if let Err(e) = target.and_then(|t| b.insert(r.prefix, t)) {
-            problems.push(format!("BGP route {}: {e}", r.prefix));
-        }
-    }
-    for n in &config.gateway.local_networks {
-        if let Err(e) = b.insert(*n, Target::Inside) {
-            problems.push(format!("local network {n}: {e}"));
-        }
-    }
-    for c in &config.connections {
-        let tid = |i| {
-            ids.get(&TunnelKey {
-                connection_id: c.id.clone(),
-                tunnel: i,
-            })
-            .copied()
-        };
-        let (Some(t0), Some(t1)) = (tid(0), tid(1)) else {
-            continue;
-        };
-        if c.routing == RoutingType::Static && !c.static_routes.is_empty() {
-            let up: Vec<TunnelId> = [t0, t1]
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| {
-                    let k = TunnelKey {
-                        connection_id: c.id.clone(),
-                        tunnel: *i,
-                    };
-                    states
-                        .get(&k)
-                        .is_some_and(|s| s.up_down(c.routing) == TunnelUpDown::Up)
-                })
-                .map(|(_, t)| t)
-                .collect();
-            let members = if up.is_empty() { vec![t0, t1] } else { up };
-            match b.add_group(&members) {
-                Ok(g) => {
-                    for p in &c.static_routes {
-                        if let Err(e) = b.insert(*p, Target::Ecmp(g)) {
-                            problems.push(format!("{}: static route {p}: {e}", c.id));
-                        }
+        let mut done = Vec::new();
+        let mut late = Vec::new();
+        while let Some(q) = self.queued.front() {
+            match rt.outcome(&q.ticket) {
+                Some(r) => {
+                    if let Some(q) = self.queued.pop_front() {
+                        done.push((q, r));
                     }
                 }
-                Err(e) => problems.push(format!("{}: ECMP group: {e}", c.id)),
+                None => break,
             }
         }
-        for (t, tunnel) in [t0, t1].into_iter().zip(&c.tunnels) {
-            let mut routes = Vec::new();
-            if let Some(n) = tunnel.inside_ipv4_cidr {
-                routes.push((IpNet::V4(n), Target::Tunnel(t)));
-                routes.extend(first_host_v4(n).map(|h| (h, Target::Local)));
+        for q in &mut self.queued {
+            if !q.late && q.at.elapsed() >= ACK_LATE {
+                q.late = true;
+                late.push(DataplaneEvent::Late {
+                    what: q.what.clone(),
+                    tunnel: q.tunnel.clone(),
+                    after_ms: u64::try_from(q.at.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
             }
-            if let Some(n) = tunnel.inside_ipv6_cidr {
-                routes.push((IpNet::V6(n), Target::Tunnel(t)));
-                routes.extend(first_host_v6(n).map(|h| (h, Target::Local)));
-            }
-            for (p, target) in routes {
-                if let Err(e) = b.insert(p, target) {
-                    problems.push(format!("{}: inside route {p}: {e}", c.id));
+        }
+        for e in late {
+            tracing::warn!("dataplane: {e:?}");
+            self.event(e);
+        }
+        for (q, r) in done {
+            match r {
+                Ok(()) => {
+                    if matches!(q.kind, Kind::Reported | Kind::Routes) {
+                        self.event(DataplaneEvent::Applied {
+                            what: q.what,
+                            tunnel: q.tunnel,
+                        });
+                    }
+                }
+                Err(e) => {
+                    if let Kind::Caps(t) = q.kind {
+                        self.policies.forget(t);
+                    }
+                    let reason = match e {
+                        RuntimeError::Refused { reason, .. } => reason.to_owned(),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!(
+                        "dataplane: a worker refused {} (tunnel {:?}): {reason}",
+                        q.what,
+                        q.tunnel
+                    );
+                    self.event(DataplaneEvent::Failed {
+                        what: q.what,
+                        tunnel: q.tunnel,
+                        reason,
+                    });
                 }
             }
         }
+        // Ids given up are free again once the workers hold a table that
+        // no longer names them and nothing older is in flight.
+        if self.queued.iter().all(|q| q.kind != Kind::Routes)
+            && !self.fib.has_pending()
+            && !self.model.has_changes()
+        {
+            self.model.release_ids();
+        }
     }
-    (b, problems)
+
+    // --- configuration -------------------------------------------------
+
+    /// Add or replace one connection: routes (model), caps, steering.
+    fn put_connection(&mut self, c: &VpnConnection, seq: Option<u64>) {
+        let ids = self.model.put_connection(c, seq);
+        let info = ConnInfo::of(c);
+        if let Some(old) = self.conns.get(&c.id)
+            && old.customer_gateway_id != info.customer_gateway_id
+            && let Some(set) = self.conns_of_gateway.get_mut(&old.customer_gateway_id)
+        {
+            set.remove(&c.id);
+        }
+        self.conns_of_gateway
+            .entry(info.customer_gateway_id.clone())
+            .or_default()
+            .insert(c.id.clone());
+        let changed = self.conns.get(&c.id) != Some(&info);
+        self.conns.insert(c.id.clone(), info);
+        if changed {
+            self.apply_caps_of(&c.id, ids);
+            self.steer_connection(&c.id);
+        }
+    }
+
+    /// Remove one connection: its SAs, routes, caps, steering, ids.
+    fn delete_connection(&mut self, id: &str) {
+        for i in 0..2 {
+            let k = TunnelKey {
+                connection_id: id.to_owned(),
+                tunnel: i,
+            };
+            if let Err(e) = self.remove_child_sa(&k) {
+                self.log_apply_error(&format!("removing the SAs of {k:?}"), &e);
+            }
+        }
+        let Some(ids) = self.model.delete_connection(id) else {
+            return;
+        };
+        if let Some(info) = self.conns.remove(id)
+            && let Some(set) = self.conns_of_gateway.get_mut(&info.customer_gateway_id)
+        {
+            set.remove(id);
+            if set.is_empty() {
+                self.conns_of_gateway.remove(&info.customer_gateway_id);
+            }
+        }
+        for t in ids {
+            self.clear_caps(t);
+        }
+        if let Some(rt) = self.rt.as_mut() {
+            for p in rt.steer_update(&[], &ids) {
+                self.apply_errors += 1;
+                tracing::warn!("dataplane: steering: {p}");
+            }
+        }
+    }
+
+    /// A customer gateway's address changed: re-steer its connections.
+    fn put_gateway(&mut self, id: &str, address: Option<IpAddr>) {
+        let before = self.gateways.insert(id.to_owned(), address);
+        if before == Some(address) {
+            return;
+        }
+        let conns: Vec<String> = self
+            .conns_of_gateway
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for c in conns {
+            self.steer_connection(&c);
+        }
+    }
 }
 
 /// `UnknownSpi` → `unknown_spi`.
@@ -352,46 +536,7 @@ impl Dataplane for DpdkDataplane {
         if self.rt.is_none() {
             return;
         }
-        // 1. Tunnel ids: stable while the tunnel exists; removed tunnels
-        //    lose their SAs first.
-        let keys: Vec<TunnelKey> = config
-            .connections
-            .iter()
-            .flat_map(|c| {
-                (0..2).map(|tunnel| TunnelKey {
-                    connection_id: c.id.clone(),
-                    tunnel,
-                })
-            })
-            .collect();
-        let wanted: std::collections::HashSet<&TunnelKey> = keys.iter().collect();
-        let gone: Vec<TunnelKey> = self
-            .ids
-            .keys()
-            .filter(|k| !wanted.contains(k))
-            .cloned()
-            .collect();
-        for k in gone {
-            if let Err(e) = self.remove_child_sa(&k) {
-                self.log_apply_error(&format!("removing the SAs of {k:?}"), &e);
-            }
-            self.ids.remove(&k);
-            self.states.remove(&k);
-        }
-        // New tunnels take the lowest free ids: ids index the worker's
-        // counter block and the FIB's tunnel table, both bounded.
-        let mut used: Option<std::collections::HashSet<u32>> = None;
-        let mut next = 0u32;
-        for k in keys {
-            if !self.ids.contains_key(&k) {
-                let used = used.get_or_insert_with(|| self.ids.values().map(|t| t.0).collect());
-                while used.contains(&next) {
-                    next += 1;
-                }
-                used.insert(next);
-                self.ids.insert(k, TunnelId(next));
-            }
-        }
+        self.poll_runtime();
         self.port_names = config
             .dataplane
             .ports
@@ -406,7 +551,7 @@ impl Dataplane for DpdkDataplane {
             })
             .collect();
 
-        // 2. Addresses.
+        // 1. Addresses (only when they change).
         let Some(macs) = self.rt.as_ref().map(Runtime::macs) else {
             return;
         };
@@ -427,29 +572,77 @@ impl Dataplane for DpdkDataplane {
             inside_v4: d.inside_addresses.clone(),
         };
         if self.addresses.as_ref() != Some(&addresses) {
-            match self.run(
-                "SetAddresses",
-                Command::SetAddresses(Box::new(addresses.clone())),
-            ) {
+            let cmd = Command::SetAddresses(Box::new(addresses.clone()));
+            match self.queue_command("SetAddresses".to_owned(), None, Kind::Reported, cmd) {
                 Ok(()) => self.addresses = Some(addresses),
                 Err(e) => self.log_apply_error("addresses", &e),
             }
         }
 
-        // 3. Routes (BGP routes of removed tunnels stay out: they have
-        //    no id).
-        self.config = Some(config.clone());
-        self.install_fib();
+        // 2. Connections gone lose their SAs, routes and ids first.
+        let wanted: HashSet<&str> = config.connections.iter().map(|c| c.id.as_str()).collect();
+        let gone: Vec<String> = self
+            .model
+            .connections()
+            .filter(|c| !wanted.contains(c.as_str()))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.delete_connection(&id);
+        }
+
+        // 3. Routes: local networks, every connection in configuration
+        //    order (its rank among them), then caps and steering for all
+        //    (the gateway kind decides every tunnel's caps).
+        self.gateway_kind = config.gateway.kind;
+        self.gateways = config
+            .customer_gateways
+            .iter()
+            .map(|g| (g.id.clone(), g.ip_address))
+            .collect();
+        self.model
+            .set_local_networks(&config.gateway.local_networks);
+        for (i, c) in config.connections.iter().enumerate() {
+            self.put_connection(c, Some(i as u64));
+        }
+        self.publish_fib();
 
         // 4. Rate policy by each tunnel's bandwidth option.
         self.apply_rate_policy(config);
 
-        // 5. Inbound steering of each tunnel to a worker (flow rules).
+        // 5. Inbound steering of each tunnel to a worker.
         self.apply_steering(config);
     }
 
+    fn apply_change(&mut self, config: &ApplianceConfig, change: &Change) {
+        if self.rt.is_none() {
+            return;
+        }
+        // Acknowledgements so far (no waiting): the spare table is
+        // usually back by now.
+        self.poll_runtime();
+        self.gateway_kind = config.gateway.kind;
+        match change {
+            Change::PutConnection { connection } => self.put_connection(connection, None),
+            Change::DeleteConnection { id } => self.delete_connection(id),
+            Change::PutCustomerGateway { customer_gateway } => {
+                self.put_gateway(&customer_gateway.id, customer_gateway.ip_address);
+            }
+            Change::DeleteCustomerGateway { id } => {
+                self.gateways.remove(id);
+            }
+            // A kind of change this runtime does not follow yet: the
+            // whole configuration.
+            _ => {
+                self.apply(config);
+                return;
+            }
+        }
+        self.publish_fib();
+    }
+
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
-        self.states.get(key).cloned().unwrap_or_default()
+        self.model.state(key).cloned().unwrap_or_default()
     }
 
     fn sas(&self) -> Vec<SaInfo> {
@@ -484,27 +677,33 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn dynamic_routes(&self) -> Vec<RouteEntry> {
-        self.dynamic
-            .iter()
-            .map(|r| r.entry(r.tunnels.iter().chain(&r.backup).any(|k| self.is_up(k))))
+        let mut routes: Vec<&DynamicRoute> = self.model.dynamic().collect();
+        routes.sort_by_key(|r| r.prefix);
+        routes
+            .into_iter()
+            .map(|r| {
+                r.entry(
+                    r.tunnels
+                        .iter()
+                        .chain(&r.backup)
+                        .any(|k| self.model.is_up(k)),
+                )
+            })
             .collect()
     }
 
     fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
-        if routes == self.dynamic {
-            return;
-        }
-        self.dynamic = routes;
-        self.install_fib();
+        self.model.set_dynamic(routes);
+        self.publish_fib();
     }
 
     fn stats(&self) -> DataplaneStats {
         let mut st = DataplaneStats::default();
-        for (k, t) in &self.ids {
+        for (k, t) in self.model.ids() {
             let c = self
                 .rt
                 .as_ref()
-                .and_then(|rt| rt.tunnel_counters(*t))
+                .and_then(|rt| rt.tunnel_counters(t))
                 .unwrap_or_default();
             st.tunnels.insert(
                 DataplaneStats::tunnel_key(&k.connection_id, k.tunnel),
@@ -517,7 +716,7 @@ impl Dataplane for DpdkDataplane {
                     worker: self
                         .rt
                         .as_ref()
-                        .and_then(|rt| rt.steered_worker(*t))
+                        .and_then(|rt| rt.steered_worker(t))
                         .and_then(|w| u32::try_from(w).ok()),
                 },
             );
@@ -562,6 +761,11 @@ impl Dataplane for DpdkDataplane {
             ("commands_failed", failed),
             ("uptime_secs", snap.uptime_secs),
             ("apply_errors", self.apply_errors),
+            ("ring_full", self.ring_full),
+            ("commands_queued", self.queued.len() as u64),
+            ("fib_publications", self.fib.published()),
+            ("fib_changes_refused", self.fib.refused()),
+            ("events_dropped", self.events_dropped),
         ] {
             st.worker.insert(name.to_owned(), v);
         }
@@ -589,23 +793,10 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
-        if !self.ids.contains_key(&key) {
-            return;
-        }
-        let routing = self
-            .config
-            .as_ref()
-            .and_then(|c| c.connections.iter().find(|c| c.id == key.connection_id))
-            .map_or(RoutingType::Static, |c| c.routing);
-        let was = self
-            .states
-            .get(&key)
-            .map_or(TunnelUpDown::Down, |s| s.up_down(routing));
-        let up_changed = was != state.up_down(routing);
-        self.states.insert(key, state);
-        // Routes follow the UP tunnels.
-        if up_changed {
-            self.install_fib();
+        // Routes follow the UP tunnels (one group, the BGP routes through
+        // the tunnel).
+        if self.model.set_state(key, state) {
+            self.publish_fib();
         }
     }
 
@@ -614,9 +805,9 @@ impl Dataplane for DpdkDataplane {
         key: &TunnelKey,
         pair: &ChildSaPair,
     ) -> Result<(), DataplaneError> {
-        let tunnel = *self
-            .ids
-            .get(key)
+        let tunnel = self
+            .model
+            .id(key)
             .ok_or_else(|| DataplaneError::UnknownTunnel(key.clone()))?;
         let now = self.rt.as_ref().map_or(0, Runtime::now_secs);
         let invalid = |direction, spi, e: &dyn std::fmt::Display| DataplaneError::InvalidSa {
@@ -638,29 +829,29 @@ impl Dataplane for DpdkDataplane {
             .extra_inbound
             .get(&new_spi)
             .is_some_and(|(k, _, _)| k == key);
+        let replaces = self
+            .installed
+            .get(key)
+            .is_some_and(|i| i.inbound.spi == new_spi);
+        if !added_before && !replaces {
+            self.room_in_sa_tables(key, new_spi)?;
+        }
+        self.check_tunnel_capacity(key, tunnel)?;
+        let what_out = format!("SetOutbound {:#x}", pair.outbound.spi);
+        self.room_for(if added_before { 1 } else { 2 }, &what_out, key)?;
         if !added_before {
-            self.run_with(&format!("AddInbound {new_spi:#x}"), |rt| {
-                rt.add_inbound(Some(tunnel), &pair.inbound, Duration::ZERO)
-            })?;
+            self.queue(
+                format!("AddInbound {new_spi:#x}"),
+                Some(key),
+                Kind::Reported,
+                |rt| rt.add_inbound(Some(tunnel), &pair.inbound, Duration::ZERO),
+            )?;
         }
-        // (2) Switch the outbound SA; the old one comes back retired.
-        if let Err(e) = self.run_with(&format!("SetOutbound {:#x}", pair.outbound.spi), |rt| {
+        // (2) Switch the outbound SA (queued behind (1): the worker
+        // applies them in order); the old one comes back retired.
+        self.queue(what_out, Some(key), Kind::Reported, |rt| {
             rt.set_outbound(tunnel, &pair.outbound, Duration::ZERO)
-        }) {
-            // Undo (1) unless it replaced the installed SA of the same SPI
-            // or was there before.
-            let same = self
-                .installed
-                .get(key)
-                .is_some_and(|i| i.inbound.spi == new_spi);
-            if !same && !added_before {
-                let _ = self.run(
-                    "RemoveInbound (undo)",
-                    Command::RemoveInbound { spi: new_spi },
-                );
-            }
-            return Err(e);
-        }
+        })?;
         let previous = self.installed.insert(
             key.clone(),
             Installed {
@@ -681,9 +872,9 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn add_child_inbound(&mut self, key: &TunnelKey, sa: &SaConfig) -> Result<(), DataplaneError> {
-        let tunnel = *self
-            .ids
-            .get(key)
+        let tunnel = self
+            .model
+            .id(key)
             .ok_or_else(|| DataplaneError::UnknownTunnel(key.clone()))?;
         let now = self.rt.as_ref().map_or(0, Runtime::now_secs);
         InboundSa::new(sa, now).map_err(|e| DataplaneError::InvalidSa {
@@ -692,9 +883,15 @@ impl Dataplane for DpdkDataplane {
             spi: sa.spi,
             reason: e.to_string(),
         })?;
-        self.run_with(&format!("AddInbound {:#x}", sa.spi), |rt| {
-            rt.add_inbound(Some(tunnel), sa, Duration::ZERO)
-        })?;
+        if !self.extra_inbound.contains_key(&sa.spi) {
+            self.room_in_sa_tables(key, sa.spi)?;
+        }
+        self.queue(
+            format!("AddInbound {:#x}", sa.spi),
+            Some(key),
+            Kind::Reported,
+            |rt| rt.add_inbound(Some(tunnel), sa, Duration::ZERO),
+        )?;
         self.extra_inbound.insert(
             sa.spi,
             (
@@ -714,11 +911,14 @@ impl Dataplane for DpdkDataplane {
         {
             return Ok(());
         }
-        self.extra_inbound.remove(&spi);
-        self.run(
-            &format!("RemoveInbound {spi:#x}"),
+        self.queue_command(
+            format!("RemoveInbound {spi:#x}"),
+            Some(key),
+            Kind::Reported,
             Command::RemoveInbound { spi },
-        )
+        )?;
+        self.extra_inbound.remove(&spi);
+        Ok(())
     }
 
     fn remove_child_sa(&mut self, key: &TunnelKey) -> Result<(), DataplaneError> {
@@ -728,17 +928,29 @@ impl Dataplane for DpdkDataplane {
             .filter(|(_, (k, _, _))| k == key)
             .map(|(spi, _)| *spi)
             .collect();
+        let pair = usize::from(self.installed.contains_key(key)) * 2;
+        if extra.is_empty() && pair == 0 {
+            return Ok(());
+        }
+        self.room_for(extra.len() + pair, "RemoveChildSa", key)?;
         for spi in extra {
             self.remove_child_inbound(key, spi)?;
         }
         let Some(old) = self.installed.remove(key) else {
             return Ok(());
         };
-        if let Some(&tunnel) = self.ids.get(key) {
-            self.run("RemoveOutbound", Command::RemoveOutbound { tunnel })?;
+        if let Some(tunnel) = self.model.id(key) {
+            self.queue_command(
+                "RemoveOutbound".to_owned(),
+                Some(key),
+                Kind::Reported,
+                Command::RemoveOutbound { tunnel },
+            )?;
         }
-        self.run(
-            &format!("RemoveInbound {:#x}", old.inbound.spi),
+        self.queue_command(
+            format!("RemoveInbound {:#x}", old.inbound.spi),
+            Some(key),
+            Kind::Reported,
             Command::RemoveInbound {
                 spi: old.inbound.spi,
             },
@@ -746,54 +958,60 @@ impl Dataplane for DpdkDataplane {
     }
 
     fn poll(&mut self) {
-        if let Some(rt) = self.rt.as_mut() {
-            rt.poll();
-            for ev in rt.take_lifetime_events() {
-                let worker::Event::Lifetime {
-                    spi,
-                    inbound,
-                    event,
-                } = ev
-                else {
-                    continue;
-                };
-                let direction = if inbound {
-                    SaDirection::Inbound
-                } else {
-                    SaDirection::Outbound
-                };
-                let tunnel = self
-                    .installed
-                    .iter()
-                    .find(|(_, i)| {
-                        let s = if inbound { &i.inbound } else { &i.outbound };
-                        s.spi == spi
-                    })
-                    .map(|(k, _)| k.clone())
-                    .or_else(|| {
-                        self.extra_inbound
-                            .get(&spi)
-                            .filter(|_| inbound)
-                            .map(|(k, _, _)| k.clone())
-                    });
-                tracing::info!(
-                    "dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}"
-                );
-                if self.sa_events.len() == SA_EVENTS_KEPT {
-                    self.sa_events.remove(0);
-                }
-                self.sa_events.push(SaLifetimeEvent {
-                    tunnel,
-                    spi,
-                    direction,
-                    event,
+        self.poll_runtime();
+        // A table that could not go when it was made (the workers still
+        // held the spare, or a ring was full) goes now.
+        self.publish_fib();
+        let Some(rt) = self.rt.as_mut() else {
+            return;
+        };
+        for ev in rt.take_lifetime_events() {
+            let worker::Event::Lifetime {
+                spi,
+                inbound,
+                event,
+            } = ev
+            else {
+                continue;
+            };
+            let direction = if inbound {
+                SaDirection::Inbound
+            } else {
+                SaDirection::Outbound
+            };
+            let tunnel = self
+                .installed
+                .iter()
+                .find(|(_, i)| {
+                    let s = if inbound { &i.inbound } else { &i.outbound };
+                    s.spi == spi
+                })
+                .map(|(k, _)| k.clone())
+                .or_else(|| {
+                    self.extra_inbound
+                        .get(&spi)
+                        .filter(|_| inbound)
+                        .map(|(k, _, _)| k.clone())
                 });
+            tracing::info!("dataplane: SA {spi:#x} ({direction:?}, tunnel {tunnel:?}) {event:?}");
+            if self.sa_events.len() == SA_EVENTS_KEPT {
+                self.sa_events.remove(0);
             }
+            self.sa_events.push(SaLifetimeEvent {
+                tunnel,
+                spi,
+                direction,
+                event,
+            });
         }
     }
 
     fn poll_sa_events(&mut self) -> Vec<SaLifetimeEvent> {
         std::mem::take(&mut self.sa_events)
+    }
+
+    fn poll_events(&mut self) -> Vec<DataplaneEvent> {
+        self.events.drain(..).collect()
     }
 
     fn shutdown(&mut self) {
@@ -803,134 +1021,55 @@ impl Dataplane for DpdkDataplane {
     }
 }
 
+impl DpdkDataplane {
+    /// The runtime's events (acks, retired objects, counters), then the
+    /// outcomes of what was queued. Never blocks.
+    fn poll_runtime(&mut self) {
+        if let Some(rt) = self.rt.as_mut() {
+            rt.poll();
+        }
+        self.collect_outcomes();
+    }
+
+    /// Room in the workers' inbound SA tables for one more SA.
+    fn room_in_sa_tables(&self, key: &TunnelKey, spi: u32) -> Result<(), DataplaneError> {
+        let cap = self.rt.as_ref().map_or(0, Runtime::sa_capacity);
+        if self.installed.len() + self.extra_inbound.len() < cap {
+            return Ok(());
+        }
+        Err(DataplaneError::Refused {
+            what: format!("AddInbound {spi:#x} for {key:?}"),
+            reason: format!("inbound SA table full ({cap} SAs)"),
+        })
+    }
+
+    /// A tunnel id the workers' outbound table can hold.
+    fn check_tunnel_capacity(&self, key: &TunnelKey, t: TunnelId) -> Result<(), DataplaneError> {
+        let cap = self.rt.as_ref().map_or(0, Runtime::sa_capacity);
+        if (t.0 as usize) < cap {
+            return Ok(());
+        }
+        Err(DataplaneError::Refused {
+            what: format!("SetOutbound for {key:?}"),
+            reason: format!("tunnel id {} beyond the outbound table ({cap})", t.0),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(tunnel: usize) -> TunnelKey {
-        TunnelKey {
-            connection_id: "vpn-d".to_owned(),
-            tunnel,
-        }
-    }
-
-    fn bgp(prefix: &str, tunnels: &[usize]) -> DynamicRoute {
-        DynamicRoute {
-            prefix: prefix.parse().unwrap(),
-            tunnels: tunnels.iter().map(|t| key(*t)).collect(),
-            backup: Vec::new(),
-            as_path: "65001".to_owned(),
-            med: None,
-            next_hop: "169.254.21.2".parse().unwrap(),
-        }
-    }
-
-    /// BGP routes go through their UP tunnels (one, or an ECMP group of
-    /// the UP members), disappear while none is UP, and never replace a
-    /// route of the configuration (local network, inside /30).
-    #[test]
-    fn bgp_routes_follow_up_tunnels_under_configured_routes() {
-        let config = ApplianceConfig::from_toml_str(
-            r#"
-[gateway]
-id = "tgw-d"
-outside_addresses = ["192.0.2.1", "192.0.2.3"]
-local_networks = ["198.51.100.0/24"]
-
-[dataplane]
-worker_lcores = [1]
-ports = []
-
-[[customer_gateways]]
-id = "cgw-d"
-ip_address = "192.0.2.2"
-bgp_asn = 65001
-
-[[connections]]
-id = "vpn-d"
-customer_gateway_id = "cgw-d"
-target = "tgw-d"
-routing = "dynamic"
-
-[[connections.tunnels]]
-outside_ip_address = "192.0.2.1"
-inside_ipv4_cidr = "169.254.21.0/30"
-
-[[connections.tunnels]]
-outside_ip_address = "192.0.2.3"
-inside_ipv4_cidr = "169.254.22.0/30"
-"#,
-        )
-        .unwrap();
-        let ids: BTreeMap<TunnelKey, TunnelId> =
-            [(key(0), TunnelId(0)), (key(1), TunnelId(1))].into();
-        let states = BTreeMap::new();
-        let dynamic = [
-            bgp("10.1.0.0/16", &[0, 1]),
-            bgp("10.2.0.0/16", &[1]),
-            bgp("10.3.0.0/16", &[0]),
-            DynamicRoute {
-                backup: vec![key(1)],
-                ..bgp("10.4.0.0/16", &[0])
-            },
-            // Equal to our local network and to the inside /30: ignored.
-            bgp("198.51.100.0/24", &[0]),
-            bgp("169.254.22.0/30", &[0]),
-        ];
-        let lookup = |up: &[TunnelKey]| {
-            let (b, problems) = build_fib(&config, &ids, &states, &dynamic, up);
-            assert!(problems.is_empty(), "{problems:?}");
-            let fib = b.build();
-            let at = |a: &str| {
-                let t = fib.lookup(a.parse().unwrap());
-                // Every ECMP member, by trying hashes spread over the range.
-                let mut members: Vec<Target> = (0..16u32)
-                    .filter_map(|i| t.map(|t| fib.resolve(t, i << 28)))
-                    .collect();
-                members.dedup();
-                members
-            };
-            [
-                at("10.1.2.3"),
-                at("10.2.2.3"),
-                at("10.3.2.3"),
-                at("198.51.100.9"),
-                at("169.254.22.2"),
-                at("10.4.2.3"),
-            ]
-        };
-        let [both, two, three, local, inside, backed] = lookup(&[key(0), key(1)]);
-        assert_eq!(backed, [Target::Tunnel(TunnelId(0))]);
-        assert_eq!(
-            both,
-            [Target::Tunnel(TunnelId(0)), Target::Tunnel(TunnelId(1))]
-        );
-        assert_eq!(two, [Target::Tunnel(TunnelId(1))]);
-        assert_eq!(three, [Target::Tunnel(TunnelId(0))]);
-        assert_eq!(local, [Target::Inside]);
-        assert_eq!(inside, [Target::Tunnel(TunnelId(1))]);
-        // Tunnel 0 down: its routes go, the ECMP route keeps tunnel 1, the
-        // route with a backup moves to it.
-        let [both, two, three, _, _, backed] = lookup(&[key(1)]);
-        assert_eq!(both, [Target::Tunnel(TunnelId(1))]);
-        assert_eq!(two, [Target::Tunnel(TunnelId(1))]);
-        assert!(three.is_empty());
-        assert_eq!(backed, [Target::Tunnel(TunnelId(1))]);
-        // Both down: no BGP route at all.
-        let [both, two, ..] = lookup(&[]);
-        assert!(both.is_empty() && two.is_empty());
-    }
 
     #[test]
     fn names_and_inside_hosts() {
         assert_eq!(snake("UnknownSpi"), "unknown_spi");
         assert_eq!(snake("Replay"), "replay");
         assert_eq!(
-            first_host_v4("169.254.10.0/30".parse().unwrap()),
+            model::first_host_v4("169.254.10.0/30".parse().unwrap()),
             Some("169.254.10.1/32".parse().unwrap())
         );
         assert_eq!(
-            first_host_v6("fd00::4/126".parse().unwrap()),
+            model::first_host_v6("fd00::4/126".parse().unwrap()),
             Some("fd00::5/128".parse().unwrap())
         );
     }

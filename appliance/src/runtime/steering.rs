@@ -184,47 +184,112 @@ impl Steering {
         let Some(port) = self.port.clone() else {
             return Vec::new();
         };
+        let wanted: BTreeMap<TunnelId, &SteerTunnel> =
+            tunnels.iter().map(|t| (t.tunnel, t)).collect();
         self.installed
-            .retain(|id, (t, _)| tunnels.iter().any(|n| n.tunnel == *id && n == t));
+            .retain(|id, (t, _)| wanted.get(id).is_some_and(|n| *n == t));
         let mut problems = Vec::new();
         for t in tunnels {
             if self.installed.contains_key(&t.tunnel) {
                 continue;
             }
-            let (Some(local), Some(remote)) = (t.local, t.remote) else {
-                continue;
-            };
-            if local.is_ipv4() != remote.is_ipv4() {
-                continue;
-            }
-            let mut flows = Vec::with_capacity(2);
-            for l4 in [
-                FlowL4::Esp { spi: None },
-                FlowL4::Udp {
-                    dst_port: NAT_T_PORT,
-                },
-            ] {
-                let m = FlowMatch {
-                    src: Some(remote),
-                    dst: local,
-                    l4,
-                };
-                match port.flow_to_queue(&m, t.queue) {
-                    Ok(f) => flows.push(f),
-                    Err(e) => {
-                        self.failures += 1;
-                        problems.push(format!("tunnel {} ({m}): {e}", t.tunnel.0));
-                    }
-                }
-            }
-            if flows.len() == 2 {
+            if let Some(flows) = self.rules_for(&port, t, &mut problems) {
                 self.installed.insert(t.tunnel, (*t, flows));
             }
         }
         problems
     }
 
-    /// Destroy every rule (before the port closes).
+    /// The two rules (ESP, NAT-T) of one tunnel, or none when it has no
+    /// addresses to match or the driver refused one (counted).
+    fn rules_for(
+        &mut self,
+        port: &Port,
+        t: &SteerTunnel,
+        problems: &mut Vec<String>,
+    ) -> Option<Vec<Flow>> {
+        let (Some(local), Some(remote)) = (t.local, t.remote) else {
+            return None;
+        };
+        if local.is_ipv4() != remote.is_ipv4() {
+            return None;
+        }
+        let mut flows = Vec::with_capacity(2);
+        for l4 in [
+            FlowL4::Esp { spi: None },
+            FlowL4::Udp {
+                dst_port: NAT_T_PORT,
+            },
+        ] {
+            let m = FlowMatch {
+                src: Some(remote),
+                dst: local,
+                l4,
+            };
+            match port.flow_to_queue(&m, t.queue) {
+                Ok(f) => flows.push(f),
+                Err(e) => {
+                    self.failures += 1;
+                    problems.push(format!("tunnel {} ({m}): {e}", t.tunnel.0));
+                }
+            }
+        }
+        (flows.len() == 2).then_some(flows)
+    }
+
+    /// Changes the steering of some tunnels only: `remove` lose theirs,
+    /// `add` get theirs (replacing what they had); the others keep
+    /// their rules. Returns the rules the driver refused.
+    pub(super) fn update(&mut self, add: &[SteerTunnel], remove: &[TunnelId]) -> Vec<String> {
+        for id in remove {
+            self.installed.remove(id);
+        }
+        for t in add {
+            if self
+                .installed
+                .get(&t.tunnel)
+                .is_some_and(|(old, _)| old != t)
+            {
+                self.installed.remove(&t.tunnel);
+            }
+        }
+        if matches!(self.mode, SteeringMode::Handoff { .. }) {
+            for t in add {
+                self.installed.insert(t.tunnel, (*t, Vec::new()));
+            }
+            return Vec::new();
+        }
+        let Some(port) = self.port.clone() else {
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        for t in add {
+            if self.installed.contains_key(&t.tunnel) {
+                continue;
+            }
+            if let Some(flows) = self.rules_for(&port, t, &mut problems) {
+                self.installed.insert(t.tunnel, (*t, flows));
+            }
+        }
+        problems
+    }
+
+    /// The owner table of hand-off: each steered tunnel's queue by id.
+    pub(super) fn owners(&self) -> Vec<u16> {
+        let len = self
+            .installed
+            .keys()
+            .next_back()
+            .map_or(0, |t| t.0 as usize + 1);
+        let mut owners = vec![worker::NO_OWNER; len];
+        for (id, (t, _)) in &self.installed {
+            if let Some(o) = owners.get_mut(id.0 as usize) {
+                *o = t.queue;
+            }
+        }
+        owners
+    }
+
     pub(super) fn clear(&mut self) {
         self.installed.clear();
         self.port = None;

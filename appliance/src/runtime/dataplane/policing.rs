@@ -8,6 +8,7 @@
 //! ```text
 //!   apply(config) ──► caps per tunnel id (changed ones only) ──► SetTunnelPolicy × workers
 //!                └──► tunnel_policing changed ──────────────────► SetPolicing × workers
+//!   apply_change(connection) ──► its two tunnels' caps (changed ones only)
 //!   tunnel removed ──► ClearTunnelPolicy (its id may be reused)
 //! ```
 
@@ -18,7 +19,7 @@ use fib::TunnelId;
 use worker::Command;
 use worker::policy::{Bandwidth, Caps, caps_for};
 
-use super::{ACK_TIMEOUT, DpdkDataplane};
+use super::{DpdkDataplane, Kind};
 
 /// The bandwidth class of a tunnel of `kind`'s gateway with option
 /// `bandwidth`: a concentrator's tunnels are capped at the site figure
@@ -41,60 +42,83 @@ pub(crate) struct Applied {
     enabled: Option<bool>,
 }
 
+impl Applied {
+    /// Forget a tunnel's caps (a worker refused them: the next `apply`
+    /// sends them again).
+    pub(super) fn forget(&mut self, tunnel: TunnelId) {
+        self.caps.remove(&tunnel);
+    }
+}
+
 impl DpdkDataplane {
-    /// Bring the workers' rate policy in line with `config` (tunnel ids
-    /// already assigned). Failures are logged and counted as apply errors;
-    /// the next `apply` retries what did not take.
+    /// Bring the workers' rate policy in line with `config` (every
+    /// tunnel; the gateway kind decides them all) and switch policing on
+    /// or off. Commands are queued, not waited for; a refusal comes back
+    /// through `poll` and the next `apply` retries.
     pub(super) fn apply_rate_policy(&mut self, config: &ApplianceConfig) {
-        let mut wanted: BTreeMap<TunnelId, Caps> = BTreeMap::new();
-        for c in &config.connections {
-            for (i, t) in c.tunnels.iter().enumerate() {
-                let key = control::dataplane::TunnelKey {
-                    connection_id: c.id.clone(),
-                    tunnel: i,
-                };
-                if let Some(id) = self.ids.get(&key) {
-                    let class = bandwidth_class(config.gateway.kind, t.tunnel_bandwidth);
-                    wanted.insert(*id, caps_for(class));
-                }
-            }
-        }
-        let gone: Vec<TunnelId> = self
-            .policies
-            .caps
-            .keys()
-            .filter(|t| !wanted.contains_key(t))
-            .copied()
+        let ids: Vec<(String, [TunnelId; 2])> = config
+            .connections
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), self.model.connection_ids(&c.id)?)))
             .collect();
-        for tunnel in gone {
-            self.policies.caps.remove(&tunnel);
-            if let Err(e) = self.run("ClearTunnelPolicy", Command::ClearTunnelPolicy { tunnel }) {
-                self.log_apply_error(&format!("rate policy of tunnel {}", tunnel.0), &e);
+        for (id, tunnels) in ids {
+            self.apply_caps_of(&id, tunnels);
+        }
+        let enabled = config.dataplane.tunnel_policing;
+        if self.policies.enabled != Some(enabled) {
+            let cmd = Command::SetPolicing { enabled };
+            match self.queue_command("SetPolicing".to_owned(), None, Kind::Reported, cmd) {
+                Ok(()) => self.policies.enabled = Some(enabled),
+                Err(e) => self.log_apply_error("tunnel policing", &e),
             }
         }
+    }
+
+    /// The caps of one connection's tunnels, by their bandwidth option
+    /// and the gateway kind (changed ones only).
+    pub(super) fn apply_caps_of(&mut self, connection_id: &str, tunnels: [TunnelId; 2]) {
+        let Some(info) = self.conns.get(connection_id) else {
+            return;
+        };
+        let kind = self.gateway_kind;
+        let wanted: Vec<(TunnelId, Caps)> = tunnels
+            .into_iter()
+            .zip(info.bandwidth)
+            .map(|(t, b)| (t, caps_for(bandwidth_class(kind, b))))
+            .collect();
         for (tunnel, caps) in wanted {
             if self.policies.caps.get(&tunnel) == Some(&caps) {
                 continue;
             }
-            let Some(rt) = self.rt.as_mut() else {
-                return;
-            };
-            let result = rt
-                .set_tunnel_caps(tunnel, caps)
-                .and_then(|ticket| rt.wait(ticket, ACK_TIMEOUT));
-            match result {
+            let key = self.model.key_of(tunnel).cloned();
+            let r = self.queue(
+                format!("SetTunnelPolicy {}", tunnel.0),
+                key.as_ref(),
+                Kind::Caps(tunnel),
+                |rt| rt.set_tunnel_caps(tunnel, caps),
+            );
+            match r {
                 Ok(()) => {
                     self.policies.caps.insert(tunnel, caps);
                 }
                 Err(e) => self.log_apply_error(&format!("rate policy of tunnel {}", tunnel.0), &e),
             }
         }
-        let enabled = config.dataplane.tunnel_policing;
-        if self.policies.enabled != Some(enabled) {
-            match self.run("SetPolicing", Command::SetPolicing { enabled }) {
-                Ok(()) => self.policies.enabled = Some(enabled),
-                Err(e) => self.log_apply_error("tunnel policing", &e),
-            }
+    }
+
+    /// Stop policing a tunnel that is gone (its id may be reused).
+    pub(super) fn clear_caps(&mut self, tunnel: TunnelId) {
+        if self.policies.caps.remove(&tunnel).is_none() {
+            return;
+        }
+        let cmd = Command::ClearTunnelPolicy { tunnel };
+        if let Err(e) = self.queue_command(
+            format!("ClearTunnelPolicy {}", tunnel.0),
+            None,
+            Kind::Quiet,
+            cmd,
+        ) {
+            self.log_apply_error(&format!("rate policy of tunnel {}", tunnel.0), &e);
         }
     }
 

@@ -65,8 +65,48 @@ impl DpdkDataplane {
         let Some(rt) = self.rt.as_mut() else {
             return;
         };
-        let wanted = wanted(config, &self.ids, rt.workers());
+        let ids: std::collections::BTreeMap<TunnelKey, fib::TunnelId> =
+            self.model.ids().map(|(k, t)| (k.clone(), t)).collect();
+        let wanted = wanted(config, &ids, rt.workers());
         for p in rt.steer(&wanted) {
+            self.log_apply_error("steering", &p);
+        }
+    }
+
+    /// Steer one connection's two tunnels (after a change to it or to its
+    /// customer gateway's address); the others keep their rules.
+    pub(super) fn steer_connection(&mut self, connection_id: &str) {
+        let (Some(info), Some(ids)) = (
+            self.conns.get(connection_id),
+            self.model.connection_ids(connection_id),
+        ) else {
+            return;
+        };
+        let Some(rt) = self.rt.as_mut() else {
+            return;
+        };
+        if rt.workers() < 2 {
+            return;
+        }
+        let remote = self
+            .gateways
+            .get(&info.customer_gateway_id)
+            .copied()
+            .flatten();
+        let base = ids[0].0.min(ids[1].0);
+        let add: Vec<SteerTunnel> = ids
+            .into_iter()
+            .zip(info.outside)
+            .enumerate()
+            .map(|(i, (tunnel, local))| SteerTunnel {
+                tunnel,
+                local,
+                remote,
+                queue: queue_for(base, i, rt.workers()),
+            })
+            .collect();
+        let problems = rt.steer_update(&add, &[]);
+        for p in problems {
             self.log_apply_error("steering", &p);
         }
     }
