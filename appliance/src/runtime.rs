@@ -57,6 +57,14 @@
 //! the spec's lifetimes are in seconds, which every copy reaches together
 //! (lifetime events are reported once per SA).
 //!
+//! Sending never waits unless asked to: [`Runtime::send`] and the SA
+//! builders queue on every ring or fail with [`RuntimeError::RingFull`];
+//! [`Runtime::poll`] collects acknowledgements and [`Runtime::outcome`]
+//! tells, without waiting, whether a queued command was applied or
+//! refused (what `vpnd`'s [`dataplane::DpdkDataplane`] uses, under the
+//! daemon's lock). [`Runtime::wait`] and [`Runtime::send_waiting`] poll
+//! and sleep; they are for `vpn-dp`'s start-up and for tests.
+//!
 //! What it guarantees: the worker loop never allocates, locks or makes a
 //! syscall per packet (the stats copy is a fixed-size value pushed into a
 //! preallocated ring, dropped when the control core is behind); every
@@ -924,8 +932,9 @@ impl Runtime {
     }
 
     /// [`send`](Self::send), waiting (polling events, 1 ms at a time)
-    /// while a ring is full, up to `patience`: for bulk loads such as the
-    /// start-up of a large static configuration.
+    /// while a ring is full, up to `patience`: for bulk loads such as
+    /// `vpn-dp`'s start-up with a large static configuration. Never call
+    /// it while holding a lock others wait for (`vpnd` does not).
     ///
     /// # Errors
     /// [`RuntimeError::RingFull`] when a ring stayed full for `patience`

@@ -35,10 +35,10 @@
 //! A change costs its object's size: the connection's own routes, its
 //! two tunnels' caps and steering, the BGP routes through its tunnels,
 //! and a table publication whose cost is the changes' size (see
-//! [`fib_sync`]). `apply` (start, `config_import`: gateway settings,
+//! `fib_sync.rs`). `apply` (start, `config_import`: gateway settings,
 //! addresses, local networks and policing can change only there) walks
 //! every connection and keeps the O(N) path. Tunnel ids come from the
-//! [`model`]: stable per tunnel, O(1) both ways.
+//! model (`model.rs`): stable per tunnel, O(1) both ways.
 //!
 //! Tunnel state is what IKE/BGP report through `set_tunnel_state`; until
 //! they do, every tunnel is DOWN (routes to it drop as `no_outbound_sa`).
