@@ -476,6 +476,20 @@ struct WorkerHandle {
     sa_snapshot_pending: bool,
 }
 
+/// How often [`Runtime::watch_links`] reads the ports' link state.
+pub const LINK_READ_PERIOD: Duration = Duration::from_secs(1);
+
+/// A port's device and its link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortLink {
+    /// The device specification (PCI address or vdev).
+    pub device: String,
+    /// The link as last read (`None`: not read yet, or the driver cannot say).
+    pub status: Option<dpdk::LinkStatus>,
+    /// Changes seen after the first reading.
+    pub changes: u64,
+}
+
 /// The running dataplane. Drop (or [`Runtime::shutdown`]) stops it.
 pub struct Runtime {
     workers: Vec<WorkerHandle>,
@@ -483,6 +497,9 @@ pub struct Runtime {
     jobs: Vec<Join>,
     total: WorkerSnapshot,
     ports: Vec<(&'static str, Port)>,
+    /// Each port's device and link as last read, in the order of `ports`.
+    links: Vec<PortLink>,
+    links_read_at: Instant,
     port_queues: Vec<PortQueues>,
     steering: Steering,
     macs: PortMacs,
@@ -604,6 +621,8 @@ impl Runtime {
             jobs: Vec::new(),
             total: WorkerSnapshot::default(),
             ports: Vec::new(),
+            links: Vec::new(),
+            links_read_at: Instant::now(),
             port_queues: Vec::new(),
             steering: Steering::single(),
             macs: PortMacs::default(),
@@ -719,6 +738,20 @@ impl Runtime {
             self.port_queues.push(info);
             k_q = Some(q);
         }
+        self.links = [
+            Some(&config.outside),
+            Some(&config.inside),
+            config.kernel.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|device| PortLink {
+            device: device.clone(),
+            status: None,
+            changes: 0,
+        })
+        .collect();
+        self.watch_links();
         let mut o_q = o_q.into_iter();
         let mut i_q = i_q.into_iter();
         let mut k_q = k_q.map(Vec::into_iter);
@@ -1305,6 +1338,52 @@ impl Runtime {
     #[must_use]
     pub fn worker_snapshot(&self, worker: usize) -> Option<&WorkerSnapshot> {
         self.workers.get(worker).map(|w| &w.last)
+    }
+
+    /// Read every port's link state (at most once per
+    /// [`LINK_READ_PERIOD`]; `rte_eth_link_get_nowait` reads the NIC's
+    /// registers, it does not wait for autonegotiation) and log each change
+    /// with the port's device: a cable pulled or a peer port down is seen
+    /// within a second, counted per port and shown by `vpnctl show ports`.
+    pub fn watch_links(&mut self) {
+        if !self.links.iter().all(|l| l.status.is_none())
+            && self.links_read_at.elapsed() < LINK_READ_PERIOD
+        {
+            return;
+        }
+        self.links_read_at = Instant::now();
+        for ((role, port), link) in self.ports.iter().zip(&mut self.links) {
+            let Ok(now) = port.link() else { continue };
+            if link.status == Some(now) {
+                continue;
+            }
+            let first = link.status.is_none();
+            link.status = Some(now);
+            if now.up {
+                tracing::info!(
+                    "{role} port {}: link up, {} Mbit/s",
+                    link.device,
+                    now.speed_mbps
+                );
+            } else if first {
+                tracing::warn!("{role} port {}: link down", link.device);
+            } else {
+                tracing::warn!("{role} port {}: link went down", link.device);
+            }
+            if !first {
+                link.changes += 1;
+            }
+        }
+    }
+
+    /// Each port's device and link as last read, by role.
+    #[must_use]
+    pub fn port_links(&self) -> Vec<(&'static str, &PortLink)> {
+        self.ports
+            .iter()
+            .map(|(r, _)| *r)
+            .zip(&self.links)
+            .collect()
     }
 
     /// The ports' counters, by role (`outside`, `inside`, `kernel`).

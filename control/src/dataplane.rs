@@ -103,8 +103,8 @@ pub struct TunnelCounters {
     pub worker: Option<u32>,
 }
 
-/// Counters of one port (the NIC's view).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Counters and link of one port (the NIC's view).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PortCounters {
     /// Packets received.
     pub rx_packets: u64,
@@ -118,6 +118,18 @@ pub struct PortCounters {
     pub rx_dropped: u64,
     /// Transmit errors.
     pub tx_errors: u64,
+    /// The device (PCI address or virtual device) the port runs on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub device: String,
+    /// Link state as the driver last reported it (`None`: unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_up: Option<bool>,
+    /// Link speed in Mbit/s (0: unknown).
+    #[serde(default)]
+    pub speed_mbps: u32,
+    /// Link state changes seen since start (each is logged).
+    #[serde(default)]
+    pub link_changes: u64,
 }
 
 /// Counters summed over the workers.

@@ -246,6 +246,38 @@ pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
             }
         }
     }
+    if stats.ports.values().any(|p| p.link_up.is_some()) {
+        header(
+            &mut out,
+            "vpn_port_link_up",
+            "gauge",
+            "1 when the port's link is up, 0 when down, per port (ports whose driver reports no link state are left out).",
+        );
+        for (port, c) in &stats.ports {
+            if let Some(up) = c.link_up {
+                let _ = writeln!(
+                    out,
+                    "vpn_port_link_up{{port=\"{}\"}} {}",
+                    esc(port),
+                    u8::from(up)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "vpn_port_link_changes_total",
+            "counter",
+            "Link state changes seen since start, per port.",
+        );
+        for (port, c) in &stats.ports {
+            let _ = writeln!(
+                out,
+                "vpn_port_link_changes_total{{port=\"{}\"}} {}",
+                esc(port),
+                c.link_changes
+            );
+        }
+    }
     if !stats.worker.is_empty() {
         header(
             &mut out,
@@ -347,6 +379,8 @@ mod tests {
             "wan".into(),
             crate::dataplane::PortCounters {
                 rx_packets: 11,
+                link_up: Some(true),
+                link_changes: 1,
                 ..Default::default()
             },
         );
@@ -354,6 +388,8 @@ mod tests {
         dp.set_stats(stats);
         let text = render(&cfg, &dp);
         assert!(text.contains("vpn_port_packets_received_total{port=\"wan\"} 11"));
+        assert!(text.contains("vpn_port_link_up{port=\"wan\"} 1"));
+        assert!(text.contains("vpn_port_link_changes_total{port=\"wan\"} 1"));
         assert!(text.contains("vpn_worker_counter{counter=\"encap_packets\"} 2"));
         assert!(text.contains("# TYPE vpn_tunnel_data_in_bytes_total counter"));
         assert!(text.contains(

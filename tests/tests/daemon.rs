@@ -1095,6 +1095,52 @@ enabled = false
         "EAL runtime directory"
     );
 
+    // `show ports`: each port's device and link; a link that goes down
+    // and comes back is seen, logged and counted.
+    let wan = |s: &Setup| s.json(&["show", "stats"])["response"]["stats"]["ports"]["wan"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || wan(&s)["link_up"] == true),
+        "wan link: {}",
+        wan(&s)
+    );
+    assert_eq!(wan(&s)["device"], format!("net_af_packet0,iface=do{t}"));
+    let table = String::from_utf8_lossy(&s.ctl(&["show", "ports"]).stdout).into_owned();
+    assert!(
+        table.contains("DEVICE")
+            && table.lines().any(|l| l.starts_with("wan")
+                && l.contains(&format!("iface=do{t}"))
+                && l.contains(" up ")),
+        "{table}"
+    );
+    // net_af_packet always says up; net_tap reports its interface: the
+    // kernel port's link goes down and comes back.
+    let kernel =
+        |s: &Setup| s.json(&["show", "stats"])["response"]["stats"]["ports"]["kernel"].clone();
+    assert!(
+        wait_until(Duration::from_secs(10), || kernel(&s)["link_up"] == true),
+        "kernel port link: {}",
+        kernel(&s)
+    );
+    dp.sh(&format!("ip link set dk{t} down"));
+    assert!(
+        wait_until(Duration::from_secs(10), || kernel(&s)["link_up"] == false),
+        "the kernel port's link did not go down: {}",
+        kernel(&s)
+    );
+    dp.sh(&format!("ip link set dk{t} up"));
+    assert!(
+        wait_until(Duration::from_secs(10), || kernel(&s)["link_up"] == true
+            && kernel(&s)["link_changes"] == 2),
+        "the kernel port's link did not come back: {}",
+        kernel(&s)
+    );
+    assert!(
+        d.log_text()
+            .contains(&format!("kernel port net_tap0,iface=dk{t}: link went down")),
+        "{}",
+        d.log_text()
+    );
+
     // The exception path: the kernel behind the tap owns the outside
     // address (as it will for IKE); the worker punts to it and sends what
     // it answers back out. The kernel cannot ARP through the worker, so

@@ -269,6 +269,9 @@ enum ShowCommand {
     },
     /// Counters per tunnel and drops by reason.
     Stats,
+    /// The dataplane's ports: device (PCI address or virtual device), link
+    /// state and speed, link changes, packet counters.
+    Ports,
     /// Connections.
     Connections {
         /// Only this one.
@@ -577,7 +580,7 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
             ShowCommand::Bgp { connection } => Request::ShowBgp {
                 connection_id: connection.clone(),
             },
-            ShowCommand::Stats => Request::ShowStats {},
+            ShowCommand::Stats | ShowCommand::Ports => Request::ShowStats {},
             ShowCommand::Connections { id } => Request::ShowConnections { id: id.clone() },
             ShowCommand::CustomerGateways { id } => {
                 Request::ShowCustomerGateways { id: id.clone() }
@@ -680,10 +683,63 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     }
     if cli.json {
         println!("{raw}");
+    } else if let (Command::Show(ShowCommand::Ports), Response::Stats { stats }) =
+        (&cli.command, &response)
+    {
+        print!("{}", ports_table(stats));
     } else {
         print!("{}", human(&response));
     }
     Ok(())
+}
+
+/// `show ports`: one line per port of the dataplane.
+fn ports_table(stats: &control::dataplane::DataplaneStats) -> String {
+    let rows: Vec<Vec<String>> = stats
+        .ports
+        .iter()
+        .map(|(name, p)| {
+            let link = match p.link_up {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "-",
+            };
+            let speed = if p.speed_mbps == 0 {
+                "-".to_owned()
+            } else {
+                format!("{}M", p.speed_mbps)
+            };
+            vec![
+                name.clone(),
+                if p.device.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.device.clone()
+                },
+                link.to_owned(),
+                speed,
+                p.link_changes.to_string(),
+                p.rx_packets.to_string(),
+                p.tx_packets.to_string(),
+                p.rx_dropped.to_string(),
+                p.tx_errors.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "PORT",
+            "DEVICE",
+            "LINK",
+            "SPEED",
+            "CHANGES",
+            "RX-PKTS",
+            "TX-PKTS",
+            "RX-DROPPED",
+            "TX-ERRORS",
+        ],
+        &rows,
+    )
 }
 
 /// Write `bytes` to `path` with mode 0600: a temp file in the same

@@ -769,12 +769,14 @@ impl Dataplane for DpdkDataplane {
         ] {
             st.worker.insert(name.to_owned(), v);
         }
+        let links = rt.port_links();
         for (role, p) in rt.port_stats() {
             let name = self
                 .port_names
                 .get(role)
                 .cloned()
                 .unwrap_or_else(|| role.to_owned());
+            let link = links.iter().find(|(r, _)| *r == role).map(|(_, l)| *l);
             st.rx_packets += p.rx_packets;
             st.tx_packets += p.tx_packets;
             st.ports.insert(
@@ -786,6 +788,10 @@ impl Dataplane for DpdkDataplane {
                     tx_bytes: p.tx_bytes,
                     rx_dropped: p.rx_missed + p.rx_no_mbuf + p.rx_errors,
                     tx_errors: p.tx_errors,
+                    device: link.map(|l| l.device.clone()).unwrap_or_default(),
+                    link_up: link.and_then(|l| l.status).map(|s| s.up),
+                    speed_mbps: link.and_then(|l| l.status).map_or(0, |s| s.speed_mbps),
+                    link_changes: link.map_or(0, |l| l.changes),
                 },
             );
         }
@@ -1027,6 +1033,7 @@ impl DpdkDataplane {
     fn poll_runtime(&mut self) {
         if let Some(rt) = self.rt.as_mut() {
             rt.poll();
+            rt.watch_links();
         }
         self.collect_outcomes();
     }
