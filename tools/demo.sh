@@ -14,15 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PINGS=${1:-20}
-PSK0=demo.PSK0_0123456789
-PSK1=demo.PSK1_0123456789
+. tools/lib/cgw.sh
 bash tools/setup.sh
 cargo build --release -q -p appliance --bin vpnd --bin vpnctl --bin vpn-fwd
 
 D=$(mktemp -d)
 NS="vt-demo-cgw vt-demo-dp vt-demo-vpc"
 cleanup() {
-  for p in bird vpnd charon; do [ -f "$D/$p.pid" ] && kill "$(cat "$D/$p.pid")" 2>/dev/null || true; done
+  cgw_stop "$D"
+  [ -f "$D/vpnd.pid" ] && kill "$(cat "$D/vpnd.pid")" 2>/dev/null || true
   sleep 1
   for ns in $NS; do ip netns del $ns 2>/dev/null || true; done
   rm -rf "$D"
@@ -39,10 +39,6 @@ for pair in vt-demo-cgw:dm-cgw vt-demo-dp:dm-out vt-demo-vpc:dm-vpc vt-demo-dp:d
   ip -n $ns link set $dev up
 done
 ip -n vt-demo-cgw addr add 192.0.2.2/24 dev dm-cgw
-ip -n vt-demo-cgw addr add 10.1.0.1/16 dev lo
-# libipsec's table 220 sends everything into ipsec0 but the peer address of
-# a tunnel that is up: the gateway's WAN routes come first.
-ip -n vt-demo-cgw rule add to 192.0.2.0/24 lookup main pref 100
 ip -n vt-demo-vpc addr add 198.51.100.2/24 dev dm-vpc
 ip -n vt-demo-vpc route add 10.1.0.0/16 via 198.51.100.1
 # The DPDK ports' veths stay kernel interfaces: strict reverse-path filtering
@@ -90,71 +86,11 @@ ip netns exec vt-demo-dp target/release/vpnd --config "$D/vpnd.toml" --no-huge 2
 echo $! > "$D/vpnd.pid"
 ctl() { target/release/vpnctl --socket "$D/control.sock" "$@"; }
 for i in $(seq 300); do ctl ping >/dev/null 2>&1 && break; sleep 0.1; done
-echo "== strongSwan customer gateway 192.0.2.2, LAN 10.1.0.0/16 (kernel-libipsec: ESP in UDP 4500)"
-cat > "$D/strongswan.conf" <<CONF
-charon {
-  load = random nonce openssl aes sha1 sha2 hmac gcm pem pkcs1 x509 pubkey kdf curve25519 kernel-libipsec kernel-netlink socket-default vici updown
-  plugins { vici { socket = unix://$D/charon.vici } }
-  filelog { stderr { default = 1 } }
-}
-charon-systemd { journal { default = -1 } }
-CONF
-conn() { cat <<CONF
- vpn$1 {
-  version = 2
-  local_addrs = 192.0.2.2
-  remote_addrs = $2
-  proposals = aes256gcm16-prfsha384-ecp384
-  local { auth = psk
-          id = 192.0.2.2 }
-  remote { auth = psk
-           id = $2 }
-  children { net$1 { local_ts = 0.0.0.0/0
-                     remote_ts = 0.0.0.0/0
-                     esp_proposals = aes256gcm16
-                     mode = tunnel } }
- }
-CONF
-}
-{ echo "connections {"; conn 0 192.0.2.1; conn 1 192.0.2.3; echo "}"
-  echo "secrets {"
-  echo " ike-0 { id-a = 192.0.2.2
-         id-b = 192.0.2.1
-         secret = \"$PSK0\" }"
-  echo " ike-1 { id-a = 192.0.2.2
-         id-b = 192.0.2.3
-         secret = \"$PSK1\" }"
-  echo "}"; } > "$D/swanctl.conf"
-ip netns exec vt-demo-cgw env STRONGSWAN_CONF="$D/strongswan.conf" /usr/sbin/charon-systemd > "$D/charon.log" 2>&1 &
-echo $! > "$D/charon.pid"
-for i in $(seq 100); do [ -S "$D/charon.vici" ] && break; sleep 0.1; done
-
-# libipsec's TUN device carries the inside addresses of both tunnels.
-for i in $(seq 100); do ip -n vt-demo-cgw link show ipsec0 >/dev/null 2>&1 && break; sleep 0.1; done
-ip -n vt-demo-cgw addr add 169.254.21.2/30 dev ipsec0
-ip -n vt-demo-cgw addr add 169.254.22.2/30 dev ipsec0
-# swanctl --load-all also scans the credential folders beside its file.
-mkdir -p "$D"/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,bliss,pkcs8,pkcs12}
-ip netns exec vt-demo-cgw swanctl --load-all --file "$D/swanctl.conf" --uri "unix://$D/charon.vici" >/dev/null
-
-echo "== BIRD 2 on the customer gateway: AS 65001, announces 10.1.0.0/16 over both tunnels"
-bgp() { printf 'protocol bgp t%s {\n  local %s as 65001;\n  neighbor %s as 64512;\n  connect delay time 1;\n  connect retry time 2;\n  ipv4 { import all; export where source = RTS_STATIC; };\n}\n' "$@"; }
-{ echo "router id 169.254.21.2;"
-  echo "protocol device { scan time 1; }"
-  echo "protocol static lan { ipv4; route 10.1.0.0/16 blackhole; }"
-  bgp 1 169.254.21.2 169.254.21.1
-  bgp 2 169.254.22.2 169.254.22.1; } > "$D/bird.conf"
-ip netns exec vt-demo-cgw bird -f -c "$D/bird.conf" -s "$D/bird.ctl" > "$D/bird.log" 2>&1 &
-echo $! > "$D/bird.pid"
+echo "== strongSwan customer gateway 192.0.2.2, LAN 10.1.0.0/16 (kernel-libipsec: ESP in UDP 4500), BIRD 2: AS 65001, announces the LAN over both tunnels"
+cgw_start vt-demo-cgw "$D"
 
 echo "== vpnctl: customer gateway (AS 65001), dynamic-routing connection, both tunnels initiated by vpnd"
-ctl cgw create cgw-demo --ip-address 192.0.2.2 --bgp-asn 65001 >/dev/null
-ctl connection create vpn-demo --customer-gateway cgw-demo --routing dynamic \
-  --tunnel0-outside-ip 192.0.2.1 --tunnel1-outside-ip 192.0.2.3 >/dev/null
-ctl modify-tunnel-options vpn-demo 0 --set "pre_shared_key=$PSK0" \
-  --set inside_ipv4_cidr=169.254.21.0/30 --set startup_action=start >/dev/null
-ctl modify-tunnel-options vpn-demo 1 --set "pre_shared_key=$PSK1" \
-  --set inside_ipv4_cidr=169.254.22.0/30 --set startup_action=start >/dev/null
+cgw_configure_vpnd ctl
 for i in $(seq 600); do
   # Both sessions up and each has the gateway's prefix (ECMP over both).
   [ "$(ctl --json show bgp | grep -Eo '"prefixes_received": ?[1-9]' | wc -l)" -ge 2 ] && \

@@ -17,6 +17,8 @@ PACKAGES=(
   libstrongswan-standard-plugins libstrongswan-extra-plugins strongswan-pki bird2
   # the Debian package and its test in a throw-away Debian root (tools/build-deb.sh, tools/test-deb.sh)
   dpkg-dev mmdebstrap
+  # the disk image and its boot test under QEMU/OVMF (tools/build-image.sh, tests/tests/boot.rs)
+  qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs openssh-client
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,12 +1,16 @@
 //! The appliance as an operator installs it: the Debian package
 //! (`tools/build-deb.sh`) installed, upgraded, removed and purged on a
 //! stock Debian 12 root (`tools/test-deb.sh`, a throw-away mmdebstrap root:
-//! this machine's own system is never touched), and the configuration the
-//! package ships accepted by the configuration's validation.
+//! this machine's own system is never touched); the configuration the
+//! package ships accepted by the configuration's validation; and the disk
+//! image (`tools/build-image.sh`) booted under QEMU with its PCI NICs driven
+//! by DPDK, carrying a dynamic connection to strongSwan + BIRD across a
+//! reboot (`tools/boot-test.sh`, ~10-15 minutes under TCG).
 //!
-//! The package test needs root, network access to Debian's mirror and
-//! `mmdebstrap`/`dpkg-dev` (`bash tools/setup.sh`); it builds the release
-//! binaries when they are not built (`tools/test.sh` builds them first).
+//! They need root, network access to Debian's mirror and the tools
+//! `bash tools/setup.sh` installs (mmdebstrap, dpkg-dev, QEMU, OVMF,
+//! mtools); they build the release binaries when they are not built
+//! (`tools/test.sh` builds them first).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -69,6 +73,43 @@ fn the_debian_package_installs_upgrades_and_purges() {
     assert!(out.status.success(), "tools/test-deb.sh failed: {stderr}");
     assert!(
         stdout.contains("install, upgrade, remove and purge passed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_image_boots_and_carries_tunnels_across_a_reboot() {
+    e2e::require_root();
+    for tool in [
+        "qemu-system-x86_64",
+        "mmdebstrap",
+        "mkfs.vfat",
+        "mcopy",
+        "sfdisk",
+        "qemu-img",
+        "ssh",
+    ] {
+        if !e2e::sh_ok(&format!("command -v {tool}")) {
+            testkit::tool_missing(tool);
+            return;
+        }
+    }
+    if !std::path::Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists() {
+        testkit::tool_missing("ovmf");
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(workspace().join("tools/boot-test.sh"))
+        .env("BOOT_DEBUG", "1")
+        .output()
+        .expect("run tools/boot-test.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "tools/boot-test.sh failed: {stderr}");
+    assert!(
+        stdout.contains("boot-test") && stdout.contains(": passed"),
         "{stdout}"
     );
 }
