@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod download;
 pub mod ike;
+pub mod ikev1;
 pub mod logs;
 pub mod manager;
 pub mod metrics;

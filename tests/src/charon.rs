@@ -212,6 +212,49 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The key hex dumps in a charon log with `chd = 4` (IKEv2 and IKEv1):
+/// `(label, bytes)`, e.g. `("encryption initiator key", …)`.
+#[must_use]
+pub fn charon_keys(log: &str) -> Vec<(String, String)> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut out = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(pos) = l.find("[CHD] ") else {
+            continue;
+        };
+        let rest = &l[pos + 6..];
+        let Some((label, tail)) = rest.split_once(" => ") else {
+            continue;
+        };
+        if !label.ends_with(" key") {
+            continue;
+        }
+        let count: usize = tail
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let thread = &l[..pos];
+        let mut hex = String::new();
+        for d in &lines[i + 1..] {
+            if hex.len() >= 2 * count || !d.starts_with(thread) {
+                break;
+            }
+            let Some((_, dump)) = d.split_once(": ") else {
+                break;
+            };
+            let region: String = dump.chars().take(48).collect();
+            for b in region.split_whitespace() {
+                if hex.len() < 2 * count {
+                    hex.push_str(&b.to_ascii_lowercase());
+                }
+            }
+        }
+        out.push((label.trim().to_owned(), hex));
+    }
+    out
+}
+
 /// Key algorithm for a PKI.
 #[derive(Clone, Copy, Debug)]
 pub enum Alg {

@@ -16,7 +16,7 @@ use std::ops::Deref;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::charon::{CharonConf, IkeLab, SW, US, field};
+use e2e::charon::{CharonConf, IkeLab, SW, US, charon_keys, field};
 use e2e::{Proc, sh_ok, wait_until};
 
 const PSK: &str = "vt1ike.PSK_0123456789";
@@ -126,48 +126,6 @@ impl Lab {
         let extra: &[&str] = if initiate { &["--initiate"] } else { &[] };
         peer_with(self, c, extra, &format!("peer{n}.log"))
     }
-}
-
-/// Hex dumps charon logs with `chd = 4` after `mark` bytes of its log:
-/// `(label, bytes)`, e.g. `("encryption initiator key", …)`.
-fn charon_keys(log: &str) -> Vec<(String, String)> {
-    let lines: Vec<&str> = log.lines().collect();
-    let mut out = Vec::new();
-    for (i, l) in lines.iter().enumerate() {
-        let Some(pos) = l.find("[CHD] ") else {
-            continue;
-        };
-        let rest = &l[pos + 6..];
-        let Some((label, tail)) = rest.split_once(" => ") else {
-            continue;
-        };
-        if !label.ends_with(" key") {
-            continue;
-        }
-        let count: usize = tail
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let thread = &l[..pos];
-        let mut hex = String::new();
-        for d in &lines[i + 1..] {
-            if hex.len() >= 2 * count || !d.starts_with(thread) {
-                break;
-            }
-            let Some((_, dump)) = d.split_once(": ") else {
-                break;
-            };
-            let region: String = dump.chars().take(48).collect();
-            for b in region.split_whitespace() {
-                if hex.len() < 2 * count {
-                    hex.push_str(&b.to_ascii_lowercase());
-                }
-            }
-        }
-        out.push((label.trim().to_owned(), hex));
-    }
-    out
 }
 
 /// The `n`-th (from 1) `CHILD_UP` line of our side, waiting for it.

@@ -158,6 +158,8 @@ macro_rules! enum_with_unknown {
         }
     };
 }
+/// Shared with the IKEv1 codec (`crate::ikev1::wire`).
+pub(crate) use enum_with_unknown;
 
 enum_with_unknown! {
     /// Exchange types (RFC 7296 § 3.1).

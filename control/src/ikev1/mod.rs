@@ -1,0 +1,46 @@
+//! IKEv1 ([RFC 2409], ISAKMP [RFC 2408], IPsec DOI [RFC 2407]) beside
+//! IKEv2, as a sans-IO engine in the shape of [`crate::ike`]: Main Mode
+//! with pre-shared keys and Quick Mode for ESP, NAT-T ([RFC 3947]), DPD
+//! ([RFC 3706]). The spec allows IKEv1 per tunnel (`ike_versions`, § 3.2)
+//! in Main Mode only.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`wire`] | ISAKMP header, payloads and data attributes (no-panic parser) |
+//! | [`crypto`] | SKEYID and its children, HASH_I/R, Quick Mode hashes, KEYMAT, phase 1 AES-CBC with the IV chain |
+//! | [`proposal`] | SA attributes of the tunnel's algorithm lists, offers, selection |
+//! | [`sa`] | one ISAKMP SA: Main Mode and Quick Mode typestates, Informational, DPD, lifetimes |
+//! | [`endpoint`] | dispatch by cookies, refusals, INITIAL-CONTACT |
+//!
+//! Shared with IKEv2 and reused as they are: the DH groups
+//! ([`crate::ike::dh`]), the HMAC PRFs ([`crate::ike::crypto::Prf`]), the
+//! algorithm lists ([`crate::ike::proposal::AlgorithmSet`]), the tunnel's
+//! [`IkeConfig`](crate::ike::sa::IkeConfig), and what an SA reports
+//! ([`Event`](crate::ike::sa::Event), [`ChildSa`](crate::ike::sa::ChildSa)
+//! with its dataplane record), so that the tunnel set can run either
+//! version behind one interface.
+//!
+//! Time, randomness and sockets are the caller's: see [`sa::Ikev1Sa`].
+//!
+//! # Not yet
+//!
+//! * Hooking into the tunnel set and `vpnd` (version selection per
+//!   tunnel, `show tunnels`).
+//! * Signature authentication (RSA / ECDSA certificates).
+//! * Phase 1 rekey (a new Main Mode) adopting the IPsec SAs, and rekeying
+//!   IPsec SAs as initiator before they expire.
+//!
+//! [RFC 2409]: https://www.rfc-editor.org/rfc/rfc2409
+//! [RFC 2408]: https://www.rfc-editor.org/rfc/rfc2408
+//! [RFC 2407]: https://www.rfc-editor.org/rfc/rfc2407
+//! [RFC 3947]: https://www.rfc-editor.org/rfc/rfc3947
+//! [RFC 3706]: https://www.rfc-editor.org/rfc/rfc3706
+
+pub mod crypto;
+pub mod endpoint;
+pub mod proposal;
+pub mod sa;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
