@@ -299,3 +299,149 @@ fn strongswan_initiates_proposal_matrix() {
         }
     }
 }
+
+#[test]
+fn we_initiate_proposal_matrix() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("b");
+    for (n, c) in matrix().iter().enumerate() {
+        lab.load(c);
+        let mark = lab.charon.output().len();
+        let log = format!("init{n}.log");
+        let mut peer = lab.peer(c, &["--initiate"], &log);
+        check(&lab, &peer, c, mark, true);
+        if n % 2 == 0 {
+            we_delete(&lab, &mut peer, &log);
+        } else {
+            strongswan_deletes(&lab, &mut peer);
+        }
+    }
+}
+
+/// A wrong pre-shared key: Main Mode message 5 does not decrypt to a
+/// verifiable HASH_I; we say so in the spec's words and nothing comes up.
+#[test]
+fn wrong_psk_is_refused_and_logged() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("c");
+    let c = &matrix()[1];
+    lab.load(c);
+    let mut cmd = lab.peer_cmd(c, "wrongPSK.12345678");
+    cmd.args(["--secs", "30"]);
+    let mut peer = Proc::spawn(cmd, &lab.dir.path().join("wrong.log"));
+    assert!(lab.peer_listening(), "ikev1_peer did not bind");
+    let (ok, _) = lab.swanctl("--initiate --child net --timeout 8");
+    assert!(!ok, "strongSwan must not come up with a wrong PSK");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer
+            .output()
+            .contains("IKE_DOWN AuthenticationFailed")),
+        "{}",
+        peer.output()
+    );
+    let out = peer.output();
+    assert!(
+        out.contains("LOG AWS tunnel payload decryption failed due to invalid pre-shared key"),
+        "{out}"
+    );
+    assert!(!out.contains("IKE_UP"));
+    peer.stop(Duration::from_secs(5));
+}
+
+/// No common phase 1 proposal (strongSwan: MODP-3072 only), and
+/// Aggressive Mode: both refused with a notification and a log line.
+#[test]
+fn no_proposal_and_aggressive_mode_are_refused() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("d");
+    let mut c = matrix().swap_remove(1);
+    c.ike = "aes128-sha256-modp3072".to_owned();
+    lab.load(&c);
+    let mut peer = lab.peer(&c, &[], "np.log");
+    let (ok, _) = lab.swanctl("--initiate --child net --timeout 8");
+    assert!(!ok, "no common proposal must not come up");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer
+            .output()
+            .contains("LOG No proposal match found by AWS")),
+        "{}",
+        peer.output()
+    );
+    assert!(lab.charon.output().contains("NO_PROPOSAL_CHOSEN"));
+    peer.stop(Duration::from_secs(5));
+
+    let c = &matrix()[1];
+    let conf = lab.dir.path().join("swanctl.conf");
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    std::fs::write(
+        &conf,
+        text.replace("version = 1\n", "version = 1\n  aggressive = yes\n")
+            .replace("modp3072", "ecp256"),
+    )
+    .expect("conf");
+    let (ok, out) = lab.swanctl(&format!("--load-all --file {}", conf.display()));
+    assert!(ok, "{out}");
+    let mut peer = lab.peer(c, &[], "aggr.log");
+    let (ok, _) = lab.swanctl("--initiate --child net --timeout 8");
+    assert!(!ok, "Aggressive Mode must not come up");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer.output().contains(
+            "LOG IKEv1 Aggressive Mode from 192.0.2.1 refused: only Main Mode is supported"
+        )),
+        "{}",
+        peer.output()
+    );
+    assert!(!peer.output().contains("IKE_UP"));
+    peer.stop(Duration::from_secs(5));
+}
+
+/// DPD (RFC 3706) both ways: strongSwan's R-U-THEREs (dpd_delay 2 s) are
+/// answered, so it keeps the SA; then strongSwan is frozen and we
+/// declare it dead after our DPD timeout (3 s idle + 3 s unanswered).
+#[test]
+fn dpd_both_ways() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("e");
+    let c = &matrix()[2];
+    lab.load(c);
+    let mut peer = lab.peer(c, &["--dpd-secs", "3"], "dpd.log");
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+    assert!(ok, "{out}\n{}", peer.output());
+    check(&lab, &peer, c, mark, false);
+    std::thread::sleep(Duration::from_secs(7));
+    let log = lab.charon.output();
+    assert!(
+        log[mark..].contains("DPD"),
+        "strongSwan sent no DPD: {}",
+        &log[mark..]
+    );
+    let (_, sas) = lab.swanctl("--list-sas");
+    assert!(
+        sas.contains("ESTABLISHED"),
+        "strongSwan dropped the SA: {sas}"
+    );
+    assert!(!peer.output().contains("IKE_DOWN"), "{}", peer.output());
+    let pid = lab.charon.id();
+    assert!(e2e::sh_ok(&format!("kill -STOP {pid}")));
+    let t0 = std::time::Instant::now();
+    let dead = wait_until(Duration::from_secs(15), || {
+        peer.output().contains("IKE_DOWN DpdTimeout")
+    });
+    let took = t0.elapsed();
+    let _ = e2e::sh_ok(&format!("kill -CONT {pid}"));
+    assert!(dead, "no DPD timeout: {}", peer.output());
+    assert!(took <= Duration::from_secs(8), "DPD took {took:?}");
+    let out = peer.output();
+    assert!(out.contains("LOG Peer is not responding - Declaring peer dead"));
+    assert!(out.contains("CHILD_DOWN"));
+    peer.stop(Duration::from_secs(5));
+}

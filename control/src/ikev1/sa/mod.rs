@@ -216,6 +216,8 @@ pub struct Ikev1Sa {
     resend: Option<Resend>,
     /// Main Mode must complete by then.
     half_open_until: Instant,
+    /// [`Event::IkeSaDown`] was reported.
+    down_reported: bool,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -315,6 +317,7 @@ impl Ikev1Sa {
             answered: VecDeque::new(),
             resend: None,
             half_open_until,
+            down_reported: false,
         }
     }
 
@@ -434,9 +437,12 @@ impl Ikev1Sa {
                 });
             }
         }
-        if !matches!(self.state, State::Closed) {
-            self.state = State::Closed;
-            self.resend = None;
+        self.state = State::Closed;
+        self.resend = None;
+        // The handlers take the state out while they work (it reads as
+        // Closed then), so "already reported" is a flag of its own.
+        if !self.down_reported {
+            self.down_reported = true;
             self.events.push_back(Event::IkeSaDown { reason });
         }
     }
