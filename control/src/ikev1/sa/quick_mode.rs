@@ -285,6 +285,7 @@ impl Ikev1Sa {
                         self.finish_qm(
                             now,
                             est,
+                            bytes,
                             mid,
                             iv_next,
                             &chain,
@@ -582,6 +583,7 @@ impl Ikev1Sa {
         &mut self,
         now: Instant,
         est: &mut Established,
+        bytes: &[u8],
         mid: u32,
         iv: [u8; super::BLOCK],
         c: &Chain,
@@ -670,6 +672,8 @@ impl Ikev1Sa {
         ) else {
             return;
         };
+        // A retransmitted message 2 (our HASH(3) was lost) gets it again.
+        self.remember(bytes, &qm3);
         self.send(qm3);
         self.install_child(now, est, child, proof);
     }
