@@ -725,3 +725,144 @@ fn dpd_probes_and_declares_dead() {
     )));
     assert!(p.now - t0 <= Duration::from_secs(21), "{:?}", p.now - t0);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Arbitrary datagrams at an endpoint (the fuzz target's odd path)
+    /// and, with an established SA's cookies and any exchange type and
+    /// flags, at that SA: no panic, and the SA stays up.
+    #[test]
+    fn arbitrary_datagrams_never_panic_the_engine(
+        body in proptest::collection::vec(any::<u8>(), 0..200),
+        exchange in prop_oneof![Just(2u8), Just(4), Just(5), Just(32), any::<u8>()],
+        flags in any::<u8>(),
+        mid in any::<u32>(),
+        first in any::<u8>(),
+        on_4500 in any::<bool>(),
+    ) {
+        let port = if on_4500 { 4500 } else { 500 };
+        let mut ep = super::endpoint::Endpoint::new();
+        ep.add_tunnel(config(US, PEER, "pairpsk.123456789", false));
+        let mut rng = TestRng::new(3);
+        let now = Instant::now();
+        ep.handle_datagram(now, &mut rng, Datagram {
+            local: SocketAddr::new(US, port),
+            remote: SocketAddr::new(PEER, port),
+            payload: &body,
+        });
+        while ep.poll_transmit().is_some() {}
+
+        let mut p = Pair::new(false, true, "pairpsk.123456789");
+        p.run(Duration::from_secs(1));
+        let r = p.r.as_mut().unwrap();
+        prop_assert!(r.is_established());
+        let h = Header {
+            cky_i: r.cky_i(),
+            cky_r: r.cky_r(),
+            next: PayloadType::from(first),
+            version: super::wire::VERSION,
+            exchange: exchange.into(),
+            flags,
+            message_id: mid,
+            length: u32::try_from(28 + body.len()).unwrap(),
+        };
+        let mut msg = vec![0, 0, 0, 0];
+        h.emit(&mut msg);
+        msg.extend_from_slice(&body);
+        r.handle_datagram(p.now, &mut p.rng, Datagram {
+            local: SocketAddr::new(PEER, 4500),
+            remote: SocketAddr::new(NAT_ADDR, 14500),
+            payload: &msg,
+        });
+        prop_assert!(r.is_established());
+    }
+}
+
+/// RFC 2407 § 4.6.3.3 / RFC 2409: the lifetime the responder keeps is
+/// the smaller of the proposed (SA Life Duration attribute) and its own;
+/// at expiry it deletes the IPsec SA and tells the initiator.
+#[test]
+fn proposed_lifetime_is_kept_and_enforced() {
+    let mut p = Pair::new(false, false, "pairpsk.123456789");
+    let mut cfg = config(US, PEER, "pairpsk.123456789", false);
+    cfg.phase2_lifetime = Duration::from_secs(10);
+    p.i = Ikev1Sa::initiate(cfg, p.now, &mut p.rng);
+    p.run(Duration::from_secs(1));
+    check_up(&p, false);
+    let r_child = Pair::children(&p.r_events)[0];
+    assert_eq!(r_child.lifetime, Duration::from_secs(10));
+    let (r_in, r_out) = (r_child.inbound.spi, r_child.outbound.spi);
+    let t0 = p.now;
+    p.run(Duration::from_secs(12));
+    let down = |ev: &[Event], i: u32, o: u32| {
+        ev.iter().any(|e| {
+            matches!(e, Event::ChildSaDown { inbound_spi, outbound_spi }
+                if *inbound_spi == i && *outbound_spi == o)
+        })
+    };
+    assert!(down(&p.r_events, r_in, r_out), "{:?}", p.r_events);
+    // Whichever side's timer fires first, both end without the SA.
+    assert!(down(&p.i_events, r_out, r_in), "{:?}", p.i_events);
+    assert!(p.now - t0 <= Duration::from_secs(11));
+    assert!(p.i.is_established());
+}
+
+/// A second Main Mode from the same peer with INITIAL-CONTACT replaces
+/// the first ISAKMP SA and its IPsec SA at the endpoint.
+#[test]
+fn initial_contact_replaces_older_sas() {
+    let mut ep = super::endpoint::Endpoint::new();
+    ep.add_tunnel(config(PEER, US, "pairpsk.123456789", false));
+    let mut rng = TestRng::new(11);
+    let now = Instant::now();
+    let mut events = Vec::new();
+    for round in 0..2 {
+        let mut i = Ikev1Sa::initiate(config(US, PEER, "pairpsk.123456789", false), now, &mut rng);
+        for _ in 0..10 {
+            while let Some(t) = i.poll_transmit() {
+                ep.handle_datagram(
+                    now,
+                    &mut rng,
+                    Datagram {
+                        local: t.remote,
+                        remote: t.local,
+                        payload: &t.payload,
+                    },
+                );
+            }
+            while let Some(t) = ep.poll_transmit() {
+                i.handle_datagram(
+                    now,
+                    &mut rng,
+                    Datagram {
+                        local: t.remote,
+                        remote: t.local,
+                        payload: &t.payload,
+                    },
+                );
+            }
+        }
+        while let Some((_, e)) = ep.poll_event() {
+            events.push((round, e));
+        }
+        assert!(i.is_established(), "round {round}");
+    }
+    let ups = events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::ChildSaUp(_)))
+        .count();
+    assert_eq!(ups, 2);
+    assert!(events.iter().any(|(r, e)| *r == 1
+        && matches!(
+            e,
+            Event::IkeSaDown {
+                reason: DownReason::Replaced
+            }
+        )));
+    assert!(
+        events
+            .iter()
+            .any(|(r, e)| *r == 1 && matches!(e, Event::ChildSaDown { .. }))
+    );
+}
