@@ -88,7 +88,10 @@ impl Endpoint {
             return;
         };
         if let Some((_, sa)) = self.sas.iter_mut().find(|(_, s)| {
-            s.cky_i() == h.cky_i && (s.cky_r() == h.cky_r || (s.is_initiator() && s.cky_r() == 0))
+            // A retransmitted message 1 (responder cookie still 0)
+            // goes to the SA it created, which answers from its cache;
+            // message 2 reaches our initiator before it knows cky_r.
+            s.cky_i() == h.cky_i && (s.cky_r() == h.cky_r || h.cky_r == 0 || s.cky_r() == 0)
         }) {
             sa.handle_datagram(now, rng, d);
             self.collect();

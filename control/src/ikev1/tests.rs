@@ -866,3 +866,26 @@ fn initial_contact_replaces_older_sas() {
             .any(|(r, e)| *r == 1 && matches!(e, Event::ChildSaDown { .. }))
     );
 }
+
+/// A retransmitted Main Mode message 1 gets the same message 2 from the
+/// SA it created (same responder cookie), not a second SA.
+#[test]
+fn retransmitted_mm1_is_answered_from_the_cache() {
+    let mut ep = super::endpoint::Endpoint::new();
+    ep.add_tunnel(config(PEER, US, "pairpsk.123456789", false));
+    let mut rng = TestRng::new(5);
+    let now = Instant::now();
+    let mut i = Ikev1Sa::initiate(config(US, PEER, "pairpsk.123456789", false), now, &mut rng);
+    let mm1 = i.poll_transmit().unwrap();
+    let d = Datagram {
+        local: mm1.remote,
+        remote: mm1.local,
+        payload: &mm1.payload,
+    };
+    ep.handle_datagram(now, &mut rng, d);
+    let first = ep.poll_transmit().unwrap();
+    ep.handle_datagram(now, &mut rng, d);
+    let again = ep.poll_transmit().unwrap();
+    assert_eq!(first, again);
+    assert!(ep.poll_transmit().is_none());
+}

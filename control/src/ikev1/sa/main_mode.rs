@@ -606,20 +606,15 @@ impl Ikev1Sa {
         ct: &[u8],
     ) {
         let mut k = s.0;
-        let opened = Self::open(&k.cipher, &k.iv, &h, ct);
-        let Some(verified) = opened
-            .as_ref()
-            .and_then(|(_, c)| self.check_peer_hash(&k, c, false))
-        else {
+        let Some((_, c)) = Self::open(&k.cipher, &k.iv, &h, ct) else {
             self.psk_mismatch();
             return;
         };
-        let _ = verified;
-        let c = opened.map(|(_, c)| c).unwrap_or_else(|| Chain {
-            payloads: Vec::new(),
-            spans: Vec::new(),
-            end: 0,
-        });
+        // A wrong key decrypts to garbage: no chain, or no HASH_I match.
+        let Some(_verified) = self.check_peer_hash(&k, &c, false) else {
+            self.psk_mismatch();
+            return;
+        };
         self.initial_contact = c
             .payloads
             .iter()
