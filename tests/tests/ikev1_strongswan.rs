@@ -100,6 +100,9 @@ impl Lab {
             suffix,
             &CharonConf {
                 log: "default = 1\n    chd = 4\n    ike = 2",
+                // IKEv1 only: delete an IPsec SA once it is rekeyed
+                // (default: keep it until it expires).
+                options: "delete_rekeyed = yes",
                 ..CharonConf::default()
             },
         ))
@@ -146,10 +149,14 @@ impl Lab {
     }
 }
 
-/// The first `CHILD_UP` line of our side, waiting for it.
-fn child_line(lab: &Lab, peer: &Proc, what: &str, mark: usize) -> String {
+/// The `n`-th (from 1) `CHILD_UP` line of our side, waiting for it.
+fn child_line(lab: &Lab, peer: &Proc, n: usize, what: &str, mark: usize) -> String {
     let ok = wait_until(Duration::from_secs(20), || {
-        peer.output().lines().any(|l| l.starts_with("CHILD_UP"))
+        peer.output()
+            .lines()
+            .filter(|l| l.starts_with("CHILD_UP"))
+            .count()
+            >= n
     });
     assert!(
         ok,
@@ -159,7 +166,8 @@ fn child_line(lab: &Lab, peer: &Proc, what: &str, mark: usize) -> String {
     );
     peer.output()
         .lines()
-        .find(|l| l.starts_with("CHILD_UP"))
+        .filter(|l| l.starts_with("CHILD_UP"))
+        .nth(n - 1)
         .unwrap_or_default()
         .to_owned()
 }
@@ -168,7 +176,12 @@ fn child_line(lab: &Lab, peer: &Proc, what: &str, mark: usize) -> String {
 /// direction as in IKEv2 ("initiator" keys protect the Quick Mode
 /// initiator's traffic: the SA with the responder's SPI), so the mapping
 /// to our inbound / outbound SA depends on who initiated.
-fn check(lab: &Lab, peer: &Proc, c: &Case, mark: usize, we_initiate: bool) {
+fn check(lab: &Lab, peer: &Proc, c: &Case, mark: usize, we_initiate: bool) -> String {
+    check_nth(lab, peer, c, mark, we_initiate, 1)
+}
+
+/// [`check`] for our `n`-th IPsec SA; returns its `CHILD_UP` line.
+fn check_nth(lab: &Lab, peer: &Proc, c: &Case, mark: usize, we_initiate: bool, n: usize) -> String {
     let what = format!(
         "{}, {} / {}",
         if we_initiate {
@@ -179,7 +192,7 @@ fn check(lab: &Lab, peer: &Proc, c: &Case, mark: usize, we_initiate: bool) {
         c.ike,
         c.esp
     );
-    let line = child_line(lab, peer, &what, mark);
+    let line = child_line(lab, peer, n, &what, mark);
     let sas = lab.wait_child_sa(&line, &what);
     assert!(sas.contains("IKEv1"), "{what}: not IKEv1: {sas}");
     assert!(sas.contains("TUNNEL-in-UDP"), "{what}: no NAT-T: {sas}");
@@ -232,6 +245,7 @@ fn check(lab: &Lab, peer: &Proc, c: &Case, mark: usize, we_initiate: bool) {
         peer.output()
     );
     eprintln!("ok: {what}: {}", field(&line, "suite"));
+    line
 }
 
 /// strongSwan deletes: we report the IPsec SA and the ISAKMP SA down.
@@ -291,7 +305,7 @@ fn strongswan_initiates_proposal_matrix() {
             peer.output(),
             &lab.charon.output()[mark..]
         );
-        check(&lab, &peer, c, mark, false);
+        let _ = check(&lab, &peer, c, mark, false);
         if n % 2 == 0 {
             strongswan_deletes(&lab, &mut peer);
         } else {
@@ -311,7 +325,7 @@ fn we_initiate_proposal_matrix() {
         let mark = lab.charon.output().len();
         let log = format!("init{n}.log");
         let mut peer = lab.peer(c, &["--initiate"], &log);
-        check(&lab, &peer, c, mark, true);
+        let _ = check(&lab, &peer, c, mark, true);
         if n % 2 == 0 {
             we_delete(&lab, &mut peer, &log);
         } else {
@@ -416,7 +430,7 @@ fn dpd_both_ways() {
     let mark = lab.charon.output().len();
     let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
     assert!(ok, "{out}\n{}", peer.output());
-    check(&lab, &peer, c, mark, false);
+    let _ = check(&lab, &peer, c, mark, false);
     std::thread::sleep(Duration::from_secs(7));
     let log = lab.charon.output();
     assert!(
@@ -444,4 +458,45 @@ fn dpd_both_ways() {
     assert!(out.contains("LOG Peer is not responding - Declaring peer dead"));
     assert!(out.contains("CHILD_DOWN"));
     peer.stop(Duration::from_secs(5));
+}
+
+/// strongSwan rekeys the IPsec SA (a new Quick Mode on the same ISAKMP
+/// SA, with PFS) and deletes the old one: we answer, the new keys match,
+/// the old SA is reported down and the new one stays.
+#[test]
+fn strongswan_rekeys_the_ipsec_sa() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("f");
+    let c = &matrix()[7]; // aes256-sha512-modp2048 / aes256-sha512-modp2048
+    assert!(c.pfs.is_some());
+    lab.load(c);
+    let mut peer = lab.peer(c, &[], "rekey.log");
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+    assert!(ok, "{out}\n{}", peer.output());
+    let l1 = check(&lab, &peer, c, mark, false);
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--rekey --child net");
+    assert!(ok, "{out}");
+    let l2 = check_nth(&lab, &peer, c, mark, false, 2);
+    assert_ne!(field(&l1, "in"), field(&l2, "in"));
+    assert!(
+        wait_until(Duration::from_secs(10), || peer.output().contains(
+            &format!(
+                "CHILD_DOWN in={} out={}",
+                field(&l1, "in"),
+                field(&l1, "out")
+            )
+        )),
+        "old IPsec SA not deleted: {}",
+        peer.output()
+    );
+    assert!(
+        !peer
+            .output()
+            .contains(&format!("CHILD_DOWN in={}", field(&l2, "in")))
+    );
+    strongswan_deletes(&lab, &mut peer);
 }
