@@ -137,3 +137,25 @@ write("bgp_update", "open", b"\x03" + OPEN)
 stream = bgp(2, UPDATE_BODY) + bgp(4, b"") + bgp(2, h("0004 18 0a0100 0000"))
 write("bgp_update", "session_stream", b"\x07" + stream)
 write("bgp_update", "session_notification", b"\x07" + bgp(3, h("06 04")))
+
+
+# ---------------------------------------------------------------- IKEv1
+# Main Mode message 1 of control/src/ikev1/tests.rs (mm1_bytes), with a
+# length patched in, behind each selector: even (codec), odd (endpoint on
+# 500), 3 (endpoint on 4500, non-ESP marker), 5 (endpoint, fed twice).
+MM1 = h(
+    "0102030405060708 0000000000000000 01 10 02 00 00000000 00000000"
+    "0d00003c 00000001 00000001"
+    "00000030 01010001"
+    "00000028 01010000"
+    "80010007 800e0080 80020004 80030001 8004000e 800b0001 000c0004 00007080"
+    "0d000014 4a131c81070358455c5728f20e95452f"
+    "00000014 afcad71368a1f1c96b8696fc77570100"
+)
+MM1 = MM1[:24] + len(MM1).to_bytes(4, "big") + MM1[28:]
+write("ikev1_message", "mm1_codec", b"\x00" + MM1)
+write("ikev1_message", "mm1_endpoint_500", b"\x01" + MM1)
+write("ikev1_message", "mm1_endpoint_4500", b"\x03" + bytes(4) + MM1)
+write("ikev1_message", "mm1_endpoint_twice", b"\x05" + MM1)
+AGGR = MM1[:18] + b"\x04" + MM1[19:]
+write("ikev1_message", "aggressive_endpoint", b"\x01" + AGGR)
