@@ -500,3 +500,46 @@ fn strongswan_rekeys_the_ipsec_sa() {
     );
     strongswan_deletes(&lab, &mut peer);
 }
+
+/// strongSwan rekeys the ISAKMP SA (IKEv1: a new Main Mode; 5.9.8 keeps
+/// the old one until it expires). Our old ISAKMP SA expires (8 s
+/// lifetime, the smaller of strongSwan's and ours): we DELETE it, and its
+/// IPsec SA moves to the new ISAKMP SA instead of going down; a later
+/// DELETE through the new one removes it.
+#[test]
+fn strongswan_rekeys_the_isakmp_sa() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("g");
+    let c = &matrix()[3];
+    lab.load(c);
+    let mut peer = lab.peer(c, &["--phase1-secs", "8"], "p1rekey.log");
+    let mark = lab.charon.output().len();
+    let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+    let t0 = std::time::Instant::now();
+    assert!(ok, "{out}\n{}", peer.output());
+    let l1 = check(&lab, &peer, c, mark, false);
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, out) = lab.swanctl("--rekey --ike s2s");
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let o = peer.output();
+            o.matches("IKE_UP").count() == 2 && o.contains("IKE_DOWN Expired")
+        }),
+        "{}",
+        peer.output()
+    );
+    let took = t0.elapsed();
+    let o = peer.output();
+    assert!(
+        o.contains("LOG 1 phase 2 SA(s) kept on the newer ISAKMP SA with the peer"),
+        "{o}"
+    );
+    assert!(!o.contains("CHILD_DOWN"), "{o}");
+    assert!(took >= Duration::from_secs(7), "expired early: {took:?}");
+    let sas = lab.wait_child_sa(&l1, "after the ISAKMP SA rekey");
+    assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
+    strongswan_deletes(&lab, &mut peer);
+}

@@ -170,6 +170,46 @@ impl Endpoint {
                 contact.push((*t, sa.cky_i(), sa.cky_r()));
             }
         }
+        // IPsec SAs of an ISAKMP SA the peer deleted move to its newer
+        // ISAKMP SA (a phase 1 rekey), or are reported down.
+        let mut orphans: Vec<(usize, Vec<super::sa::HeldSa>)> = Vec::new();
+        for (t, sa) in &mut self.sas {
+            let o = sa.take_orphans();
+            if !o.is_empty() {
+                orphans.push((*t, o));
+            }
+        }
+        for (t, o) in orphans {
+            let heir = self
+                .sas
+                .iter_mut()
+                .find(|(u, s)| *u == t && s.is_established());
+            let left = match heir {
+                Some((_, s)) => {
+                    let n = o.len();
+                    let left = s.adopt(o);
+                    if left.is_empty() {
+                        self.events.push_back((
+                            t,
+                            Event::Log(format!(
+                                "{n} phase 2 SA(s) kept on the newer ISAKMP SA with the peer"
+                            )),
+                        ));
+                    }
+                    left
+                }
+                None => o,
+            };
+            for c in left {
+                self.events.push_back((
+                    t,
+                    Event::ChildSaDown {
+                        inbound_spi: c.inbound_spi,
+                        outbound_spi: c.outbound_spi,
+                    },
+                ));
+            }
+        }
         for (t, ci, cr) in contact {
             for (u, sa) in &mut self.sas {
                 if *u == t && (sa.cky_i(), sa.cky_r()) != (ci, cr) && !sa.is_closed() {

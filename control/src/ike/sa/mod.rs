@@ -142,6 +142,9 @@ pub enum DownReason {
     Replaced,
     /// The peer broke the protocol.
     Protocol,
+    /// Its lifetime ended without a rekey (IKEv1: the responder's ISAKMP
+    /// SA, which the initiator replaces by a new Main Mode).
+    Expired,
 }
 
 /// Proof that the peer's AUTH payload verified (convention 6).

@@ -231,16 +231,27 @@ impl Ikev1Sa {
     }
 
     /// IPsec SAs and the ISAKMP SA past their lifetime (the smaller of
-    /// the proposed and configured ones) are deleted and reported down;
-    /// rekeying them is the initiator's (RFC 2409 has no in-place rekey).
+    /// the proposed and configured ones) are deleted; rekeying them is the
+    /// initiator's (RFC 2409 has no in-place rekey). An expired ISAKMP
+    /// SA leaves its IPsec SAs to [`Ikev1Sa::take_orphans`].
     pub(super) fn handle_lifetimes(&mut self, now: Instant, rng: &mut dyn Rng) {
         let Some(mut est) = self.take_established() else {
             return;
         };
         if now >= est.expire_at {
+            // The IPsec SAs outlive it (RFC 2409: phase 2 SAs do not
+            // depend on the phase 1 SA); a peer that rekeyed phase 1 has
+            // them on its newer ISAKMP SA, where the owner moves ours too
+            // (or reports them down when there is none).
             self.log("phase 1 lifetime expired: deleting the ISAKMP SA");
+            let d = Payload::Delete(Delete {
+                doi: DOI_IPSEC,
+                protocol: ProtocolId::Isakmp,
+                spis: vec![self.cookies()],
+            });
+            let _ = self.send_informational(&est, rng, &[d]);
             self.state = State::Established(est);
-            self.close(rng);
+            self.down(DownReason::Expired);
             return;
         }
         let expired: Vec<usize> = (0..est.children.len())

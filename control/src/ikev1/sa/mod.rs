@@ -127,12 +127,15 @@ pub struct ExpectMm5(Keyed);
 #[derive(Debug)]
 pub struct ExpectMm6(Keyed);
 
-/// An IPsec SA we hold.
-#[derive(Debug)]
-struct Child {
-    inbound_spi: u32,
-    outbound_spi: u32,
-    expire_at: Instant,
+/// An IPsec SA an ISAKMP SA holds (for DELETE, expiry and adoption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSa {
+    /// Our SPI.
+    pub inbound_spi: u32,
+    /// The peer's SPI.
+    pub outbound_spi: u32,
+    /// Its hard lifetime ends then.
+    pub expire_at: Instant,
 }
 
 /// A Quick Mode in progress.
@@ -166,7 +169,7 @@ pub struct Established {
     expire_at: Instant,
     last_heard: Instant,
     quick: Vec<Quick>,
-    children: Vec<Child>,
+    children: Vec<HeldSa>,
     dpd: Option<DpdProbe>,
     dpd_seq: u32,
 }
@@ -218,6 +221,10 @@ pub struct Ikev1Sa {
     half_open_until: Instant,
     /// [`Event::IkeSaDown`] was reported.
     down_reported: bool,
+    /// IPsec SAs that outlive this ISAKMP SA (the peer deleted it, RFC
+    /// 2409 keeps phase 2 SAs independent of phase 1), for
+    /// [`Self::take_orphans`].
+    orphans: Vec<HeldSa>,
 }
 
 fn random_u64(rng: &mut dyn Rng) -> u64 {
@@ -318,6 +325,7 @@ impl Ikev1Sa {
             resend: None,
             half_open_until,
             down_reported: false,
+            orphans: Vec::new(),
         }
     }
 
@@ -430,6 +438,20 @@ impl Ikev1Sa {
     fn down(&mut self, reason: DownReason) {
         if let State::Established(est) = &mut self.state {
             let children = std::mem::take(&mut est.children);
+            if matches!(reason, DownReason::DeletedByPeer | DownReason::Expired) {
+                // Phase 2 SAs do not depend on the phase 1 SA that made
+                // them: a peer that rekeys its ISAKMP SA (a new Main Mode)
+                // deletes the old one and keeps them. The owner moves them
+                // to another ISAKMP SA with the peer, or reports them down.
+                self.orphans = children;
+                self.state = State::Closed;
+                self.resend = None;
+                if !self.down_reported {
+                    self.down_reported = true;
+                    self.events.push_back(Event::IkeSaDown { reason });
+                }
+                return;
+            }
             for c in children {
                 self.events.push_back(Event::ChildSaDown {
                     inbound_spi: c.inbound_spi,
@@ -452,6 +474,27 @@ impl Ikev1Sa {
     /// ([`DownReason::Replaced`]).
     pub fn replaced(&mut self) {
         self.down(DownReason::Replaced);
+    }
+
+    /// The IPsec SAs left when the peer deleted this ISAKMP SA or it
+    /// expired ([`DownReason::DeletedByPeer`], [`DownReason::Expired`]);
+    /// the caller gives them to another
+    /// ISAKMP SA with [`Self::adopt`] or reports them down.
+    pub fn take_orphans(&mut self) -> Vec<HeldSa> {
+        std::mem::take(&mut self.orphans)
+    }
+
+    /// Takes over IPsec SAs of an older ISAKMP SA with the same peer
+    /// (their DELETEs and expiry are this SA's from now on). Returns them
+    /// back if this SA is not established.
+    pub fn adopt(&mut self, sas: Vec<HeldSa>) -> Vec<HeldSa> {
+        match &mut self.state {
+            State::Established(est) => {
+                est.children.extend(sas);
+                Vec::new()
+            }
+            _ => sas,
+        }
     }
 
     /// Handles a datagram for this SA (its cookies match, or it is Main

@@ -36,8 +36,8 @@ use super::super::wire::{
     Body, Chain, ExchangeType, Id, IdType, Message, Payload, PayloadType, ProtocolId, Sa,
 };
 use super::{
-    Child, Established, HashVerified, Ikev1Sa, NONCE_LEN, Quick, State, hashed_chain, random_bytes,
-    random_u32,
+    Established, HashVerified, HeldSa, Ikev1Sa, NONCE_LEN, Quick, State, hashed_chain,
+    random_bytes, random_u32,
 };
 
 /// An IPsec SA's selectors: ours, the peer's.
@@ -305,7 +305,7 @@ impl Ikev1Sa {
         c: ChildSa,
         _p: &HashVerified,
     ) {
-        est.children.push(Child {
+        est.children.push(HeldSa {
             inbound_spi: c.inbound.spi,
             outbound_spi: c.outbound.spi,
             expire_at: now + c.lifetime,
