@@ -543,3 +543,48 @@ fn strongswan_rekeys_the_isakmp_sa() {
     assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
     strongswan_deletes(&lab, &mut peer);
 }
+
+/// Phase 2 without a common proposal (strongSwan: ESP AES-192 only): the
+/// ISAKMP SA comes up, the Quick Mode is refused with a protected
+/// NO-PROPOSAL-CHOSEN and the spec's two log lines; and our Main Mode
+/// against a strongSwan without a common phase 1 proposal ends on its
+/// NO-PROPOSAL-CHOSEN.
+#[test]
+fn phase2_no_proposal_and_refused_initiator() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = Lab::new("h");
+    let mut c = matrix().swap_remove(1);
+    c.esp = "aes192-sha256".to_owned();
+    lab.load(&c);
+    let mut peer = lab.peer(&c, &[], "p2np.log");
+    let (ok, _) = lab.swanctl("--initiate --child net --timeout 8");
+    assert!(!ok, "phase 2 must not come up");
+    assert!(
+        wait_until(Duration::from_secs(5), || peer.output().contains(
+            "LOG AWS tunnel phase 2 SA cannot be established while keeping phase 1"
+        )),
+        "{}",
+        peer.output()
+    );
+    let o = peer.output();
+    assert!(o.contains("LOG No matching proposal found. Notifying with \"No proposal chosen\""));
+    assert!(o.contains("IKE_UP") && !o.contains("CHILD_UP"), "{o}");
+    assert!(lab.charon.output().contains("NO_PROPOSAL_CHOSEN"));
+    let _ = lab.swanctl("--terminate --ike s2s --timeout 5");
+    peer.stop(Duration::from_secs(5));
+
+    c.ike = "aes128-sha256-modp3072".to_owned();
+    lab.load(&c);
+    let mut peer = lab.peer(&c, &["--initiate"], "np-init.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || peer
+            .output()
+            .contains("IKE_DOWN NoProposalChosen")),
+        "{}",
+        peer.output()
+    );
+    assert!(peer.output().contains("LOG No proposal match found by AWS"));
+    peer.stop(Duration::from_secs(5));
+}
