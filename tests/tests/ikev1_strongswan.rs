@@ -296,7 +296,10 @@ fn strongswan_initiates_proposal_matrix() {
         let log = format!("resp{n}.log");
         let mut peer = lab.peer(c, &[], &log);
         let mark = lab.charon.output().len();
+        let t0 = std::time::Instant::now();
         let (ok, out) = lab.swanctl("--initiate --child net --timeout 15");
+        // Main Mode + Quick Mode, as swanctl waits for them.
+        eprintln!("swanctl --initiate took {:?}", t0.elapsed());
         assert!(
             ok,
             "{} / {}: swanctl --initiate failed: {out}\n--- ours:\n{}\n--- charon:\n{}",

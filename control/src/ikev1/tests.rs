@@ -889,3 +889,46 @@ fn retransmitted_mm1_is_answered_from_the_cache() {
     assert_eq!(first, again);
     assert!(ep.poll_transmit().is_none());
 }
+
+/// A replayed protected Informational (the peer's DELETE of an IPsec
+/// SA, delivered twice) is dropped by its Message ID.
+#[test]
+fn replayed_informational_is_dropped() {
+    let mut p = Pair::new(false, false, "pairpsk.123456789");
+    p.run(Duration::from_secs(1));
+    check_up(&p, false);
+    // Some DPD traffic both ways first (Message IDs remembered).
+    p.run(Duration::from_secs(25));
+    assert!(p.i.is_established());
+    let before = p.i_events.len();
+    // The responder deletes: an ESP DELETE, then the ISAKMP DELETE.
+    let r = p.r.as_mut().unwrap();
+    r.close(&mut p.rng);
+    let mut sent = Vec::new();
+    while let Some(t) = r.poll_transmit() {
+        sent.push(t);
+    }
+    let (first_delete, isakmp_delete) = (sent[0].clone(), sent[1].clone());
+    p.deliver_to_i(first_delete.clone());
+    let downs = |ev: &[Event]| {
+        ev.iter()
+            .filter(|e| matches!(e, Event::ChildSaDown { .. }))
+            .count()
+    };
+    while let Some(e) = p.i.poll_event() {
+        p.i_events.push(e);
+    }
+    assert_eq!(downs(&p.i_events[before..]), 1);
+    p.deliver_to_i(first_delete);
+    while let Some(e) = p.i.poll_event() {
+        p.i_events.push(e);
+    }
+    assert!(
+        p.i_events
+            .iter()
+            .any(|e| matches!(e, Event::Log(l) if l == "dropped a replayed Informational"))
+    );
+    assert!(p.i.is_established());
+    p.deliver_to_i(isakmp_delete);
+    assert!(p.i.is_closed());
+}

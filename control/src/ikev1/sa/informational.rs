@@ -112,6 +112,11 @@ impl Ikev1Sa {
             self.log("dropped an Informational whose HASH does not verify");
             return;
         }
+        if !est.fresh_mid(h.message_id) {
+            self.state = State::Established(est);
+            self.log("dropped a replayed Informational");
+            return;
+        }
         est.last_heard = now;
         let mut delete_ike = false;
         for p in &chain.payloads[1..] {

@@ -172,6 +172,27 @@ pub struct Established {
     children: Vec<HeldSa>,
     dpd: Option<DpdProbe>,
     dpd_seq: u32,
+    /// Message IDs of the peer's exchanges already handled (bounded):
+    /// a replayed Informational or Quick Mode message 1 is dropped.
+    seen_mids: VecDeque<u32>,
+}
+
+/// Message IDs remembered against replay.
+const SEEN_MIDS_MAX: usize = 256;
+
+impl Established {
+    /// Records a Message ID; false when it was seen before (a replay,
+    /// RFC 2408 § 3.1: Message IDs are unique per exchange).
+    fn fresh_mid(&mut self, mid: u32) -> bool {
+        if self.seen_mids.contains(&mid) {
+            return false;
+        }
+        if self.seen_mids.len() == SEEN_MIDS_MAX {
+            self.seen_mids.pop_front();
+        }
+        self.seen_mids.push_back(mid);
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -641,6 +662,7 @@ impl Ikev1Sa {
             children: Vec::new(),
             dpd: None,
             dpd_seq: 0,
+            seen_mids: VecDeque::new(),
         }));
         self.events.push_back(Event::IkeSaUp {
             spi_i: self.cky_i,

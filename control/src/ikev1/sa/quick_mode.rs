@@ -232,6 +232,10 @@ impl Ikev1Sa {
                     self.log("dropped a Quick Mode message 1 whose HASH(1) does not verify");
                     return;
                 }
+                if !est.fresh_mid(mid) {
+                    self.log("dropped a replayed Quick Mode message 1");
+                    return;
+                }
                 est.last_heard = now;
                 self.respond_qm(now, rng, est, bytes, mid, iv_next, &chain, HashVerified(()));
             }
