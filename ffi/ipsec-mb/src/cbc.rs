@@ -240,12 +240,41 @@ impl CbcHmacJob<'_> {
     }
 }
 
+/// A place holding at most one [`CbcHmacJob`]: the job itself, or an
+/// `Option` of it (a fixed array of slots, filled per burst, needs no
+/// allocation and no `MaybeUninit`).
+pub trait CbcHmacSlot<'a> {
+    /// The job in this slot, if any.
+    fn job(&mut self) -> Option<&mut CbcHmacJob<'a>>;
+}
+
+impl<'a> CbcHmacSlot<'a> for CbcHmacJob<'a> {
+    #[inline]
+    fn job(&mut self) -> Option<&mut Self> {
+        Some(self)
+    }
+}
+
+impl<'a> CbcHmacSlot<'a> for Option<CbcHmacJob<'a>> {
+    #[inline]
+    fn job(&mut self) -> Option<&mut CbcHmacJob<'a>> {
+        self.as_mut()
+    }
+}
+
 impl Manager {
     /// Runs every job of `jobs` through the job API (multi-buffer: the
     /// library interleaves up to 8/16 buffers per SIMD lane set). Each
     /// job's `result` says how it went.
     pub fn run_cbc_hmac(&mut self, jobs: &mut [CbcHmacJob<'_>]) {
-        for j in jobs.iter_mut() {
+        self.run_cbc_hmac_slots(jobs);
+    }
+
+    /// [`Manager::run_cbc_hmac`] over slots: empty slots (`None`) are
+    /// skipped, so a caller can fill a fixed array of
+    /// `Option<CbcHmacJob>` per burst.
+    pub fn run_cbc_hmac_slots<'a, S: CbcHmacSlot<'a>>(&mut self, jobs: &mut [S]) {
+        for j in jobs.iter_mut().filter_map(CbcHmacSlot::job) {
             j.result = if j.ranges_ok() {
                 Ok(())
             } else {
@@ -262,15 +291,18 @@ impl Manager {
             let mut m = 0;
             for k in 0..chunk_len {
                 // SAFETY: `chunk_start + k < n`.
-                if unsafe { (*base.add(chunk_start + k)).result.is_ok() } {
+                let slot = unsafe { &mut *base.add(chunk_start + k) };
+                if slot.job().is_some_and(|j| j.result.is_ok()) {
                     idx[m] = chunk_start + k;
                     m += 1;
                 }
             }
             let fill = |i: usize, job: &mut sys::IMB_JOB| {
-                // SAFETY: `idx[i] < n`; each job is touched only here and
+                // SAFETY: `idx[i] < n`; each slot is touched only here and
                 // in `done`, never at the same time.
-                let j = unsafe { &mut *base.add(idx[i]) };
+                let Some(j) = (unsafe { &mut *base.add(idx[i]) }).job() else {
+                    return;
+                };
                 let k = &*j.key.data;
                 job.enc_keys = k.enc.as_ptr().cast();
                 job.dec_keys = k.dec.as_ptr().cast();
@@ -318,7 +350,9 @@ impl Manager {
             };
             let done = |i: usize, r: Result<(), Error>| {
                 // SAFETY: as in `fill`.
-                let j = unsafe { &mut *base.add(idx[i]) };
+                let Some(j) = (unsafe { &mut *base.add(idx[i]) }).job() else {
+                    return;
+                };
                 j.result = r.and_then(|()| {
                     if !j.open {
                         return Ok(());

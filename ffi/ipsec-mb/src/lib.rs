@@ -39,7 +39,7 @@ mod cbc;
 mod gcm;
 mod mgr;
 
-pub use cbc::{CbcHmacJob, CbcHmacKey, HashAlg};
+pub use cbc::{CbcHmacJob, CbcHmacKey, CbcHmacSlot, HashAlg};
 pub use gcm::{GCM_IV_LEN, GCM_TAG_LEN, GcmJob, GcmKey};
 pub use mgr::{Arch, Direct, Manager};
 

@@ -18,8 +18,9 @@ use ipsec_mb::{Arch, Direct, Manager};
 pub enum CryptoBackend {
     /// `ring` for AES-GCM and HMAC, `aws-lc-rs` for AES-CBC.
     Ring,
-    /// intel-ipsec-mb for AES-GCM (its direct API, per packet); AES-CBC +
-    /// HMAC stay on `aws-lc-rs` + `ring` for now.
+    /// intel-ipsec-mb: AES-GCM through its direct API, per packet;
+    /// AES-CBC with HMAC through its job API, per burst (single packets on
+    /// `aws-lc-rs` and `ring`).
     IpsecMb(Direct),
 }
 

@@ -157,6 +157,12 @@ impl AesCbcHmac {
             .map_err(|_| CryptoError::BadLength)
     }
 
+    /// The IV this SA sends with sequence number `seq`.
+    #[inline]
+    pub(crate) fn iv(&self, seq: u64) -> Result<[u8; IV_LEN], CryptoError> {
+        self.ivgen.iv(seq)
+    }
+
     /// Full (untruncated) HMAC over `covered || esn_hi?`.
     fn mac(&self, covered: &[u8], seq: u64, esn: bool) -> hmac::Tag {
         let mut ctx = hmac::Context::with_key(&self.mac);

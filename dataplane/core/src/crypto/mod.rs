@@ -8,13 +8,16 @@
 //! | suite | RFC | engine |
 //! | --- | --- | --- |
 //! | AES-128/256-GCM-16 | [RFC 4106] | `ring` `LessSafeKey` (~38 Gbps/core on Zen 3), or intel-ipsec-mb's direct API ([`MbGcm`]) |
-//! | AES-128/256-CBC | [RFC 3602] | `aws-lc-rs` unpadded CBC with an explicit IV |
-//! | HMAC-SHA1-96 | [RFC 2404] | `ring::hmac` |
-//! | HMAC-SHA2-256-128/-384-192/-512-256 | [RFC 4868] | `ring::hmac` |
+//! | AES-128/256-CBC | [RFC 3602] | `aws-lc-rs` unpadded CBC with an explicit IV, or intel-ipsec-mb's job API over a burst ([`MbCbcHmac`], [`run_cbc_batch`]) |
+//! | HMAC-SHA1-96 | [RFC 2404] | `ring::hmac`, or intel-ipsec-mb with the CBC |
+//! | HMAC-SHA2-256-128/-384-192/-512-256 | [RFC 4868] | `ring::hmac`, or intel-ipsec-mb with the CBC |
 //!
-//! The engine for AES-GCM is chosen once per process by
-//! [`select_backend`] ([`CryptoBackend`]: intel-ipsec-mb where its code
-//! path is AVX2 or better, else `ring`); both give identical bytes.
+//! The engine is chosen once per process by [`select_backend`]
+//! ([`CryptoBackend`]: intel-ipsec-mb where its code path is AVX2 or
+//! better, else `ring`); both give identical bytes. On intel-ipsec-mb,
+//! AES-CBC + HMAC runs through the job API for whole bursts (the caller
+//! holds a per-worker [`ipsec_mb::Manager`]); single packets outside a
+//! burst use the `aws-lc-rs` + `ring` engine the transform also carries.
 //!
 //! Guarantees: no allocation, no syscall, no lock and no panic per packet;
 //! ICVs are compared in constant time (`ring` verifies the GCM tag itself,
@@ -37,11 +40,13 @@
 mod backend;
 mod cbc;
 mod gcm;
+mod mb_cbc;
 mod mb_gcm;
 
 pub use backend::{BackendChoice, BackendPreference, CryptoBackend, select_backend};
 pub use cbc::{AesCbcHmac, CbcIvGenerator};
 pub use gcm::AesGcm;
+pub use mb_cbc::{CBC_BATCH, CbcOp, MbCbcHmac, run_cbc_batch};
 pub use mb_gcm::MbGcm;
 
 /// Length of the ESP header in front of the IV: SPI (4) + sequence number (4).
@@ -63,6 +68,10 @@ pub enum CryptoError {
     /// The ICV (GCM tag or truncated HMAC) did not verify.
     #[error("integrity check value did not verify")]
     AuthFailed,
+    /// The crypto library failed the operation for another reason (a
+    /// job-API status other than completed).
+    #[error("the crypto library failed the operation")]
+    Engine,
 }
 
 /// Encryption algorithms of the ESP phase 2 proposal (spec § 3.6:
@@ -284,6 +293,10 @@ pub enum Transform {
     /// would otherwise make every SA, GCM ones included, several cache
     /// lines larger; CBC is not the hot suite and pays one indirection.
     CbcHmac(Box<AesCbcHmac>),
+    /// AES-CBC + HMAC on intel-ipsec-mb's job API, for bursts
+    /// ([`run_cbc_batch`]); single packets through its `aws-lc-rs` +
+    /// `ring` twin. Boxed for the same reason as [`Transform::CbcHmac`].
+    CbcHmacMb(Box<MbCbcHmac>),
 }
 
 impl Transform {
@@ -330,8 +343,14 @@ impl Transform {
                 if enc_key.len() != alg.enc_key_len() {
                     return Err(CryptoError::BadKeyLength);
                 }
-                AesCbcHmac::new(enc_key, integ, auth_key, iv_seed)
-                    .map(|t| Self::CbcHmac(Box::new(t)))
+                match backend {
+                    CryptoBackend::Ring => AesCbcHmac::new(enc_key, integ, auth_key, iv_seed)
+                        .map(|t| Self::CbcHmac(Box::new(t))),
+                    CryptoBackend::IpsecMb(api) => {
+                        MbCbcHmac::new(&api, enc_key, integ, auth_key, iv_seed)
+                            .map(|t| Self::CbcHmacMb(Box::new(t)))
+                    }
+                }
             }
         }
     }
@@ -344,6 +363,7 @@ impl EspTransform for Transform {
             Self::Gcm(t) => t.iv_len(),
             Self::GcmMb(t) => t.iv_len(),
             Self::CbcHmac(t) => t.iv_len(),
+            Self::CbcHmacMb(t) => t.iv_len(),
         }
     }
     #[inline]
@@ -352,6 +372,7 @@ impl EspTransform for Transform {
             Self::Gcm(t) => t.icv_len(),
             Self::GcmMb(t) => t.icv_len(),
             Self::CbcHmac(t) => t.icv_len(),
+            Self::CbcHmacMb(t) => t.icv_len(),
         }
     }
     #[inline]
@@ -360,6 +381,7 @@ impl EspTransform for Transform {
             Self::Gcm(t) => t.pad_align(),
             Self::GcmMb(t) => t.pad_align(),
             Self::CbcHmac(t) => t.pad_align(),
+            Self::CbcHmacMb(t) => t.pad_align(),
         }
     }
     #[inline]
@@ -368,6 +390,7 @@ impl EspTransform for Transform {
             Self::Gcm(t) => t.seal(seq, esn, esp),
             Self::GcmMb(t) => t.seal(seq, esn, esp),
             Self::CbcHmac(t) => t.seal(seq, esn, esp),
+            Self::CbcHmacMb(t) => t.seal(seq, esn, esp),
         }
     }
     #[inline]
@@ -376,6 +399,20 @@ impl EspTransform for Transform {
             Self::Gcm(t) => t.open(seq, esn, esp),
             Self::GcmMb(t) => t.open(seq, esn, esp),
             Self::CbcHmac(t) => t.open(seq, esn, esp),
+            Self::CbcHmacMb(t) => t.open(seq, esn, esp),
+        }
+    }
+}
+
+impl Transform {
+    /// The intel-ipsec-mb CBC + HMAC context if this transform has one:
+    /// its packets can go through [`run_cbc_batch`] with a burst.
+    #[inline]
+    #[must_use]
+    pub fn cbc_mb(&self) -> Option<&MbCbcHmac> {
+        match self {
+            Self::CbcHmacMb(t) => Some(t),
+            _ => None,
         }
     }
 }

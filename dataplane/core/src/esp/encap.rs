@@ -30,10 +30,11 @@ use netbuf::PacketBuffer;
 
 use super::DropReason;
 use super::hdr::{
-    IPV4_LEN, PROTO_IPIP, PROTO_IPV6, UDP_LEN, ipv4_fill_checksum, parse_ip, v6_addrs, v6_set_tc,
+    IPV4_LEN, IPV6_LEN, PROTO_IPIP, PROTO_IPV6, UDP_LEN, ipv4_fill_checksum, parse_ip, v6_addrs,
+    v6_set_tc,
 };
 use super::sa::{DfPolicy, OutboundSa, SaCounters};
-use crate::crypto::{EspTransform, seq_lo};
+use crate::crypto::{CbcOp, CryptoError, EspTransform, seq_lo};
 use crate::wire::{IpPair, UdpPacket};
 
 /// Encapsulates the inner IP packet in `buf` for `sa` and updates the
@@ -56,6 +57,100 @@ pub(crate) fn encap_pending<B: PacketBuffer>(
     buf: &mut B,
     pending: &mut SaCounters,
 ) -> Result<(), DropReason> {
+    let t = encap_begin_pending(sa, buf, pending)?;
+    t.seal_inline(sa, buf)
+}
+
+/// What [`encap_begin`] leaves for the crypto step and [`EncapTicket::finish`]:
+/// where the ESP packet starts and the sequence number it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct EncapTicket {
+    esp_off: usize,
+    seq: u64,
+    esn: bool,
+    /// NAT-T over IPv6: the UDP checksum covers the ciphertext, so it is
+    /// filled after the crypto.
+    udp_v6: bool,
+}
+
+impl EncapTicket {
+    /// Seals the packet with the SA's transform, one packet at a time,
+    /// and finishes it.
+    ///
+    /// # Errors
+    /// [`DropReason::CryptoFailure`].
+    #[inline]
+    pub fn seal_inline<B: PacketBuffer>(
+        &self,
+        sa: &OutboundSa,
+        buf: &mut B,
+    ) -> Result<(), DropReason> {
+        sa.transform
+            .seal(self.seq, self.esn, &mut buf.as_mut()[self.esp_off..])
+            .map_err(|_| DropReason::CryptoFailure)?;
+        self.finish(buf, Ok(()))
+    }
+
+    /// The sealing operation for a burst through the job API
+    /// ([`run_cbc_batch`]), if the SA's transform is intel-ipsec-mb's
+    /// CBC + HMAC; `pkt` is the buffer's bytes (`buf.as_mut()`).
+    #[inline]
+    #[must_use]
+    pub fn op<'a>(&self, sa: &'a OutboundSa, pkt: &'a mut [u8]) -> Option<CbcOp<'a>> {
+        Some(CbcOp {
+            transform: sa.transform.cbc_mb()?,
+            esp: pkt.get_mut(self.esp_off..)?,
+            seq: self.seq,
+            esn: self.esn,
+            open: false,
+        })
+    }
+
+    /// Completes the packet after the crypto step whose outcome is
+    /// `sealed` (the IPv6 NAT-T UDP checksum covers the ciphertext).
+    ///
+    /// # Errors
+    /// [`DropReason::CryptoFailure`] if `sealed` is an error.
+    pub fn finish<B: PacketBuffer>(
+        &self,
+        buf: &mut B,
+        sealed: Result<(), CryptoError>,
+    ) -> Result<(), DropReason> {
+        sealed.map_err(|_| DropReason::CryptoFailure)?;
+        if self.udp_v6 {
+            let pkt = buf.as_mut();
+            let (iph, udp) = pkt.split_at_mut(IPV6_LEN);
+            let (src, dst) = v6_addrs(iph);
+            UdpPacket::new_unchecked(udp).fill_checksum(&IpPair::V6 { src, dst });
+        }
+        Ok(())
+    }
+}
+
+/// The first half of [`encap`]: everything but the crypto (and the IPv6
+/// NAT-T UDP checksum, which covers the ciphertext), for the worker that
+/// submits a whole burst to the job API; the SA's counters are updated.
+/// Then [`EncapTicket::seal_inline`], or [`EncapTicket::op`] in a
+/// [`run_cbc_batch`] followed by [`EncapTicket::finish`].
+///
+/// # Errors
+/// As [`encap`].
+pub fn encap_begin<B: PacketBuffer>(
+    sa: &mut OutboundSa,
+    buf: &mut B,
+) -> Result<EncapTicket, DropReason> {
+    let mut pending = SaCounters::default();
+    let r = encap_begin_pending(sa, buf, &mut pending);
+    sa.life.flush(&pending);
+    r
+}
+
+/// [`encap_begin`] accumulating counters in `pending`.
+pub(crate) fn encap_begin_pending<B: PacketBuffer>(
+    sa: &mut OutboundSa,
+    buf: &mut B,
+    pending: &mut SaCounters,
+) -> Result<EncapTicket, DropReason> {
     // 1. The inner packet.
     let inner = parse_ip(buf.as_ref()).ok_or(DropReason::InnerMalformed)?;
     let extra = buf.as_ref().len() - inner.total_len;
@@ -118,14 +213,10 @@ pub(crate) fn encap_pending<B: PacketBuffer>(
     h[..tlen].copy_from_slice(&sa.template.bytes[..tlen]);
     h[tlen - 4..tlen].copy_from_slice(&seq_lo(next).to_be_bytes());
 
-    // 7. Encrypt and authenticate in place.
+    // 7. Outer IP fields (the crypto comes after them, in
+    //    `EncapTicket`). DSCP and ECN: copied (RFC 6040 normal mode).
     let esp_off = ip_len + if sa.template.udp { UDP_LEN } else { 0 };
     let pkt = buf.as_mut();
-    sa.transform
-        .seal(next, sa.esn, &mut pkt[esp_off..])
-        .map_err(|_| DropReason::CryptoFailure)?;
-
-    // 8. Outer IP fields. DSCP and ECN: copied (RFC 6040 normal mode).
     let tos = inner.tos;
     if ip_len == IPV4_LEN {
         pkt[1] = tos;
@@ -146,18 +237,19 @@ pub(crate) fn encap_pending<B: PacketBuffer>(
     }
     if sa.template.udp {
         let udp_len = u16::try_from(outer_total - ip_len).map_err(|_| DropReason::NoTailroom)?;
-        let (iph, udp) = pkt.split_at_mut(ip_len);
-        let mut udp = UdpPacket::new_unchecked(udp);
+        let mut udp = UdpPacket::new_unchecked(&mut pkt[ip_len..]);
         udp.set_len(udp_len);
-        if ip_len == IPV4_LEN {
-            udp.set_checksum(0);
-        } else {
-            let (src, dst) = v6_addrs(iph);
-            udp.fill_checksum(&IpPair::V6 { src, dst });
-        }
+        // Over IPv6 the checksum is computed in `EncapTicket::finish`,
+        // once the payload is ciphertext.
+        udp.set_checksum(0);
     }
 
     pending.packets += 1;
     pending.bytes += u64::try_from(payload_len).unwrap_or(0);
-    Ok(())
+    Ok(EncapTicket {
+        esp_off,
+        seq: next,
+        esn: sa.esn,
+        udp_v6: sa.template.udp && ip_len != IPV4_LEN,
+    })
 }
