@@ -7,6 +7,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+use dataplane::crypto::{CBC_BATCH, CryptoError, run_cbc_batch};
+use dataplane::esp::decap::DecapTicket;
+use dataplane::esp::encap::EncapTicket;
 use dataplane::esp::frag::{self, Fit, FragConfig};
 use dataplane::esp::mtu::{self, mss_clamp, mss_v4, mss_v6};
 use dataplane::esp::reassembly::{Reassembler, Reassembly, ReassemblyConfig};
@@ -244,6 +247,33 @@ pub struct Worker {
     /// Which worker decrypts each tunnel's inbound ESP (empty: no
     /// hand-off; see [`Command::SetInboundOwners`]).
     owners: Arc<[u16]>,
+    /// intel-ipsec-mb's job API state for this worker (`None` if the
+    /// library cannot run here: then no SA uses it either).
+    mgr: Option<ipsec_mb::Manager>,
+    /// Inside [`Worker::handle_burst_io`]: packets of SAs on the job API
+    /// are prepared and left in [`Worker::deferred`] for the burst's batch
+    /// instead of being encrypted one by one.
+    batching: bool,
+    /// The packet just handled was prepared for the batch (see
+    /// [`Deferred`]); taken by the burst loop.
+    deferred: Option<Deferred>,
+}
+
+/// A packet prepared for the burst's batch through intel-ipsec-mb's job
+/// API ([`Worker::handle_burst_io`]): what finishing it needs. The SA is
+/// found again by its key; SAs change only between bursts
+/// ([`Worker::apply_commands`]).
+#[derive(Debug, Clone, Copy)]
+enum Deferred {
+    /// Encapsulated but for the crypto, toward `tunnel`; `bytes` inner
+    /// bytes (counted once sealed).
+    Encap {
+        tunnel: TunnelId,
+        ticket: EncapTicket,
+        bytes: usize,
+    },
+    /// ESP of the inbound SA `spi`, checked up to the ICV.
+    Decap { spi: u32, ticket: DecapTicket },
 }
 
 /// What a parsed frame is.
@@ -290,6 +320,9 @@ impl Worker {
             owners: Arc::from(Vec::new()),
             counters: TunnelCounterBlock::new(capacity),
             policers: Policers::new(capacity),
+            mgr: ipsec_mb::Manager::new().ok(),
+            batching: false,
+            deferred: None,
         }
     }
 
@@ -556,6 +589,9 @@ impl Worker {
         for (_, hint) in ahead.iter().take(PREFETCH_SA_AHEAD).flatten() {
             self.prefetch_sa(*hint);
         }
+        let mut batch: [Option<(B, Deferred)>; CBC_BATCH] = std::array::from_fn(|_| None);
+        let mut batched = 0;
+        self.batching = self.mgr.is_some();
         let mut head = 0;
         while let Some((mut buf, _)) = ahead[head].take() {
             // The packet PREFETCH_SA_AHEAD behind this one: its SA now.
@@ -577,10 +613,119 @@ impl Worker {
                 Ingress::Inside => self.handle_inside_io(&mut buf, io),
                 Ingress::Kernel => self.handle_kernel_io(&mut buf, io),
             };
+            if let Some(d) = self.deferred.take() {
+                batch[batched] = Some((buf, d));
+                batched += 1;
+                if batched == CBC_BATCH {
+                    self.finish_batch(&mut batch, io);
+                    batched = 0;
+                }
+            } else if action != Action::Drop {
+                io.send(action, buf);
+            }
+        }
+        if batched > 0 {
+            self.finish_batch(&mut batch[..batched], io);
+        }
+        self.batching = false;
+    }
+
+    /// The crypto of every packet in `batch` in one pass through
+    /// intel-ipsec-mb's job API, then each finished in order (ICV placed
+    /// and Ethernet header pushed; or ICV result, replay commit, trailer,
+    /// strip and the rest of [`Worker::handle_outside_io`]) and sent or
+    /// dropped and counted. Empties `batch`.
+    ///
+    /// The batch's packets leave after the packets of the burst that were
+    /// not batched (other suites, fragmented packets): order is kept per
+    /// SA for everything batched, and the burst is bounded.
+    fn finish_batch<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        batch: &mut [Option<(B, Deferred)>],
+        io: &mut I,
+    ) {
+        let mut results = [Err(CryptoError::Engine); CBC_BATCH];
+        let n = batch.len().min(CBC_BATCH);
+        if let Some(mgr) = self.mgr.as_mut() {
+            let tables = &self.tables;
+            let ops = batch.iter_mut().map(|slot| {
+                let (b, d) = slot.as_mut()?;
+                match d {
+                    Deferred::Encap { tunnel, ticket, .. } => {
+                        ticket.op(tables.outbound_of(*tunnel)?, b.as_mut())
+                    }
+                    Deferred::Decap { spi, ticket } => {
+                        let (sa, _) = tables.inbound_at(tables.inbound_index(*spi)?)?;
+                        ticket.op(sa, b.as_mut())
+                    }
+                }
+            });
+            run_cbc_batch(mgr, ops, &mut results[..n]);
+        }
+        // Finishing may route a decapsulated packet into another tunnel:
+        // that one is encrypted on its own.
+        let batching = core::mem::replace(&mut self.batching, false);
+        for (slot, r) in batch.iter_mut().zip(results) {
+            let Some((mut buf, d)) = slot.take() else {
+                continue;
+            };
+            let action = match d {
+                Deferred::Encap {
+                    tunnel,
+                    ticket,
+                    bytes,
+                } => self.finish_encap(&mut buf, tunnel, &ticket, bytes, r),
+                Deferred::Decap { spi, ticket } => self.finish_decap(&mut buf, spi, &ticket, r, io),
+            };
             if action != Action::Drop {
                 io.send(action, buf);
             }
         }
+        self.batching = batching;
+    }
+
+    /// A batched encap after its crypto step.
+    fn finish_encap<B: PacketBuffer>(
+        &mut self,
+        buf: &mut B,
+        tunnel: TunnelId,
+        ticket: &EncapTicket,
+        bytes: usize,
+        sealed: Result<(), CryptoError>,
+    ) -> Action {
+        let tc = self.counters.get(Some(tunnel));
+        if let Err(r) = ticket.finish(buf, sealed) {
+            tc.count_drop(r);
+            self.stats.esp_drop(r);
+            return Action::Drop;
+        }
+        tc.count_out(bytes);
+        self.stats.encap_packets += 1;
+        let (dst, src) = (self.addrs.outside_gateway_mac, self.addrs.outside_mac);
+        self.push_eth(buf, dst, src, Action::ToOutside)
+    }
+
+    /// A batched decap after its crypto step, then the rest of the
+    /// outside path.
+    fn finish_decap<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        spi: u32,
+        ticket: &DecapTicket,
+        opened: Result<(), CryptoError>,
+        io: &mut I,
+    ) -> Action {
+        let Some((sa, tunnel)) = self.tables.inbound_with_tunnel(spi) else {
+            return self.drop(Drop::UnknownSpi);
+        };
+        let tc = self.counters.get(tunnel);
+        let mtu = mtu::inbound_sa_tunnel_mtu(sa);
+        if let Err(r) = ticket.finish(sa, buf, opened) {
+            tc.count_drop(r);
+            self.stats.esp_drop(r);
+            return Action::Drop;
+        }
+        self.after_decap(buf, tunnel, mtu, io)
     }
 
     /// The worker that decrypts an outside frame
@@ -719,47 +864,75 @@ impl Worker {
                 };
                 let tc = self.counters.get(tunnel);
                 let mtu = mtu::inbound_sa_tunnel_mtu(sa);
+                if self.batching && sa.uses_job_api() {
+                    // Checked up to the ICV; the crypto and the rest in
+                    // the burst's batch (`finish_batch`).
+                    return match esp::decap::decap_begin(sa, buf, esp_offset) {
+                        Ok(ticket) => {
+                            self.deferred = Some(Deferred::Decap { spi, ticket });
+                            Action::Drop
+                        }
+                        Err(r) => {
+                            tc.count_drop(r);
+                            self.stats.esp_drop(r);
+                            Action::Drop
+                        }
+                    };
+                }
                 if let Err(r) = esp::decap(sa, buf, esp_offset) {
                     tc.count_drop(r);
                     self.stats.esp_drop(r);
                     return Action::Drop;
                 }
-                // Policed after the ICV and replay checks, on inner bytes
-                // (see `crate::policy`).
-                if let Some(t) = tunnel
-                    && !self
-                        .policers
-                        .admit(t.0 as usize, Dir::In, buf.as_ref().len(), self.now_ms)
-                {
-                    tc.count_policed(true);
-                    return self.drop(Drop::Policed);
-                }
-                tc.count_in(buf.as_ref().len());
-                self.stats.decap_packets += 1;
-                // Spec § 25.3: inner fragments are reassembled before
-                // forwarding.
-                match self
-                    .reassembler
-                    .handle_fragment(self.now_ms, buf, &mut self.stats.esp)
-                {
-                    Ok(Reassembly::NotFragment) => {}
-                    Ok(Reassembly::Complete) => self.stats.reassembled += 1,
-                    Ok(Reassembly::Held) => {
-                        self.stats.fragments_held += 1;
-                        return Action::Drop;
-                    }
-                    Err(r) => {
-                        tc.count_drop(r);
-                        self.stats.esp_drop(r);
-                        return Action::Drop;
-                    }
-                }
-                if self.options.mss_clamp && mss_clamp(buf.as_mut(), mss_v4(mtu), mss_v6(mtu)) {
-                    self.stats.mss_clamped += 1;
-                }
-                self.route(buf, Side::Outside, io)
+                self.after_decap(buf, tunnel, mtu, io)
             }
         }
+    }
+
+    /// The outside path after a successful decap: policing, counters,
+    /// reassembly, MSS clamping, routing.
+    fn after_decap<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        tunnel: Option<TunnelId>,
+        mtu: u16,
+        io: &mut I,
+    ) -> Action {
+        let tc = self.counters.get(tunnel);
+        // Policed after the ICV and replay checks, on inner bytes
+        // (see `crate::policy`).
+        if let Some(t) = tunnel
+            && !self
+                .policers
+                .admit(t.0 as usize, Dir::In, buf.as_ref().len(), self.now_ms)
+        {
+            tc.count_policed(true);
+            return self.drop(Drop::Policed);
+        }
+        tc.count_in(buf.as_ref().len());
+        self.stats.decap_packets += 1;
+        // Spec § 25.3: inner fragments are reassembled before
+        // forwarding.
+        match self
+            .reassembler
+            .handle_fragment(self.now_ms, buf, &mut self.stats.esp)
+        {
+            Ok(Reassembly::NotFragment) => {}
+            Ok(Reassembly::Complete) => self.stats.reassembled += 1,
+            Ok(Reassembly::Held) => {
+                self.stats.fragments_held += 1;
+                return Action::Drop;
+            }
+            Err(r) => {
+                tc.count_drop(r);
+                self.stats.esp_drop(r);
+                return Action::Drop;
+            }
+        }
+        if self.options.mss_clamp && mss_clamp(buf.as_mut(), mss_v4(mtu), mss_v6(mtu)) {
+            self.stats.mss_clamped += 1;
+        }
+        self.route(buf, Side::Outside, io)
     }
 
     /// A frame received on the inside port, without a buffer pool (see
@@ -1035,6 +1208,26 @@ impl Worker {
             .saturating_add(self.burst_left);
         sa.begin_burst(self.burst_epoch, expected);
         let mut bytes = sa.counters().bytes;
+        if extra == 0 && self.batching && sa.uses_job_api() {
+            // Encapsulated but for the crypto, which the burst's batch
+            // does (`finish_batch`).
+            return match esp::encap::encap_begin(sa, buf) {
+                Ok(ticket) => {
+                    let bytes = sa.counters().bytes.saturating_sub(bytes);
+                    self.deferred = Some(Deferred::Encap {
+                        tunnel,
+                        ticket,
+                        bytes: usize::try_from(bytes).unwrap_or(0),
+                    });
+                    Action::Drop
+                }
+                Err(r) => {
+                    tc.count_drop(r);
+                    self.stats.esp_drop(r);
+                    Action::Drop
+                }
+            };
+        }
         if let Err(r) = esp::encap(sa, buf) {
             tc.count_drop(r);
             self.stats.esp_drop(r);

@@ -16,7 +16,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use dataplane::crypto::EspAlgorithm;
+use dataplane::crypto::{CryptoBackend, EspAlgorithm};
 use dataplane::esp::sa::Direction;
 use dataplane::esp::{InboundSa, OutboundSa};
 use fib::{FibBuilder, Target, TunnelId};
@@ -38,17 +38,27 @@ fn alg_of(t: u32) -> EspAlgorithm {
 /// `0x1000 + t`, inbound `0x2000 + t`, route `10.0.t.0/24`; an ECMP route
 /// over tunnels 0-3; the VPC inside; a local address.
 fn concentrator() -> Side {
+    concentrator_with(CryptoBackend::Ring, alg_of)
+}
+
+/// [`concentrator`] with its SAs on `backend`, tunnel `t` with suite
+/// `alg(t)`.
+fn concentrator_with(backend: CryptoBackend, alg: fn(u32) -> EspAlgorithm) -> Side {
     let mut conc = Side::new(CONC, CONC_MAC, CGW_MAC);
     let mut fib = FibBuilder::new();
     for t in 0..TUNNELS {
-        let cfg = |spi, dir| sa_config(spi, alg_of(t), dir, CONC, CGW, false);
+        let cfg = |spi, dir| sa_config(spi, alg(t), dir, CONC, CGW, false);
         conc.send(Command::SetOutbound {
             tunnel: TunnelId(t),
-            sa: Box::new(OutboundSa::new(&cfg(0x1000 + t, Direction::Outbound), 0).unwrap()),
+            sa: Box::new(
+                OutboundSa::new_with(&cfg(0x1000 + t, Direction::Outbound), 0, backend).unwrap(),
+            ),
         });
         conc.send(Command::AddInboundForTunnel {
             tunnel: TunnelId(t),
-            sa: Box::new(InboundSa::new(&cfg(0x2000 + t, Direction::Inbound), 0).unwrap()),
+            sa: Box::new(
+                InboundSa::new_with(&cfg(0x2000 + t, Direction::Inbound), 0, backend).unwrap(),
+            ),
         });
         fib.insert(
             format!("10.0.{t}.0/24").parse().unwrap(),
@@ -72,10 +82,15 @@ fn concentrator() -> Side {
 /// The gateway side of every tunnel: sends to `198.51.100.t` through
 /// tunnel `t` (outbound SPI `0x2000 + t`).
 fn gateway() -> Side {
+    gateway_with(alg_of)
+}
+
+/// [`gateway`] with tunnel `t` on suite `alg(t)` (`ring` backend).
+fn gateway_with(alg: fn(u32) -> EspAlgorithm) -> Side {
     let mut cgw = Side::new(CGW, CGW_MAC, CONC_MAC);
     let mut fib = FibBuilder::new();
     for t in 0..TUNNELS {
-        let cfg = sa_config(0x2000 + t, alg_of(t), Direction::Outbound, CGW, CONC, false);
+        let cfg = sa_config(0x2000 + t, alg(t), Direction::Outbound, CGW, CONC, false);
         cgw.send(Command::SetOutbound {
             tunnel: TunnelId(t),
             sa: Box::new(OutboundSa::new(&cfg, 0).unwrap()),
@@ -132,7 +147,12 @@ fn inside_frames() -> Vec<TestBuffer> {
 /// Outside frames: ESP of every tunnel from the gateway, with a replay, an
 /// unknown SPI, a tampered packet and IKE among them.
 fn outside_frames() -> Vec<TestBuffer> {
-    let mut cgw = gateway();
+    outside_frames_with(alg_of)
+}
+
+/// [`outside_frames`] from a gateway with tunnel `t` on `alg(t)`.
+fn outside_frames_with(alg: fn(u32) -> EspAlgorithm) -> Vec<TestBuffer> {
+    let mut cgw = gateway_with(alg);
     let mut esp = Vec::new();
     for i in 0..120u32 {
         let t = (i * 5) % TUNNELS;
@@ -330,4 +350,60 @@ fn inbound_owner_names_the_worker_of_the_esp_s_tunnel() {
         })
         .collect();
     assert_eq!(retired, [0, 3], "each table replaced comes back");
+}
+
+/// Tunnel `t` on the `t % 8`-th AES-CBC + HMAC suite (both key sizes, all
+/// four integrity algorithms), a third of them on AES-GCM.
+fn cbc_alg_of(t: u32) -> EspAlgorithm {
+    if t % 3 == 2 {
+        EspAlgorithm::Aes256Gcm16
+    } else {
+        EspAlgorithm::ALL[2 + (t % 8) as usize]
+    }
+}
+
+/// With the SAs on intel-ipsec-mb, [`Worker::handle_burst_io`] batches the
+/// AES-CBC + HMAC packets of a burst through the job API (prepared in
+/// order, sealed or opened in one pass, finished in order), while one
+/// packet at a time goes through the `aws-lc-rs` + `ring` engine: the same
+/// frames come out, byte for byte, with the same actions, stats and
+/// per-tunnel counters. Batched packets leave after the burst's other
+/// packets (fragmented ones are sealed one at a time), so the frames are
+/// compared as multisets; the sequence numbers inside them show each was
+/// prepared in the same order.
+#[test]
+fn cbc_bursts_through_the_job_api_leave_as_one_packet_at_a_time() {
+    let mb = CryptoBackend::ipsec_mb().expect("intel-ipsec-mb runs on this CPU");
+    for (ingress, frames) in [
+        (Ingress::Inside, inside_frames()),
+        (Ingress::Outside, outside_frames_with(cbc_alg_of)),
+    ] {
+        for size in SIZES {
+            let one_w = concentrator_with(mb, cbc_alg_of);
+            let many_w = concentrator_with(mb, cbc_alg_of);
+            let (mut one, mut many) = (one_w, many_w);
+            let mut a = run(&mut one.worker, ingress, &frames, false, size);
+            let mut b = run(&mut many.worker, ingress, &frames, true, size);
+            a.sort_by(|x, y| (format!("{:?}", x.0), &x.1).cmp(&(format!("{:?}", y.0), &y.1)));
+            b.sort_by(|x, y| (format!("{:?}", x.0), &x.1).cmp(&(format!("{:?}", y.0), &y.1)));
+            assert_eq!(a.len(), b.len(), "as many frames out (bursts of {size})");
+            assert!(a == b, "same frames out (bursts of {size})");
+            assert_eq!(one.worker.stats(), many.worker.stats(), "bursts of {size}");
+            let (c1, c2) = (one.worker.counters(), many.worker.counters());
+            for t in 0..TUNNELS {
+                assert_eq!(c1.tunnel(TunnelId(t)), c2.tunnel(TunnelId(t)), "tunnel {t}");
+            }
+            let s = many.worker.stats();
+            if ingress == Ingress::Outside {
+                assert!(s.decap_packets >= 110, "{s:?}");
+                assert!(s.esp.get(dataplane::esp::DropReason::IcvFail) > 0, "{s:?}");
+                assert!(
+                    s.esp.get(dataplane::esp::DropReason::ReplayDuplicate) > 0,
+                    "{s:?}"
+                );
+            } else {
+                assert!(s.encap_packets > 100, "{s:?}");
+            }
+        }
+    }
 }

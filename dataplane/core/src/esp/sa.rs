@@ -412,6 +412,15 @@ impl OutboundSa {
         Self::new_with(cfg, installed_at_secs, CryptoBackend::Ring)
     }
 
+    /// The SA's crypto runs on intel-ipsec-mb's job API: its packets are
+    /// best prepared with [`super::encap::encap_begin`] and sealed a burst
+    /// at a time ([`crate::crypto::run_cbc_batch`]).
+    #[inline]
+    #[must_use]
+    pub fn uses_job_api(&self) -> bool {
+        self.transform.cbc_mb().is_some()
+    }
+
     /// Builds the runtime SA from the cold record (cold path), its cipher
     /// on `backend` (the one the process chose at start).
     ///
@@ -567,6 +576,15 @@ impl InboundSa {
     /// [`SaError`] for an invalid record or key.
     pub fn new(cfg: &SaConfig, installed_at_secs: u64) -> Result<Self, SaError> {
         Self::new_with(cfg, installed_at_secs, CryptoBackend::Ring)
+    }
+
+    /// The SA's crypto runs on intel-ipsec-mb's job API: its packets are
+    /// best checked with [`super::decap::decap_begin`] and opened a burst
+    /// at a time ([`crate::crypto::run_cbc_batch`]).
+    #[inline]
+    #[must_use]
+    pub fn uses_job_api(&self) -> bool {
+        self.transform.cbc_mb().is_some()
     }
 
     /// Builds the runtime SA from the cold record (cold path), its cipher
