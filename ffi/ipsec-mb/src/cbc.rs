@@ -5,7 +5,6 @@
 //! [RFC 3602]: https://www.rfc-editor.org/rfc/rfc3602
 
 use ipsec_mb_sys as sys;
-use subtle::ConstantTimeEq;
 
 use crate::gcm::MAX_JOB_BURST;
 use crate::{Direct, Error, Manager};
@@ -360,7 +359,7 @@ impl Manager {
                     let tl = j.key.tag_len;
                     // SAFETY: `i < MAX_JOB_BURST`; the job is complete.
                     let c = unsafe { &*cbase.add(i) };
-                    if bool::from(c[..tl].ct_eq(&j.tag[..tl])) {
+                    if crate::tag_eq(&c[..tl], &j.tag[..tl]) {
                         Ok(())
                     } else {
                         Err(Error::AuthFailed)

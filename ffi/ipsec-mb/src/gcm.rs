@@ -5,7 +5,6 @@
 use core::ptr;
 
 use ipsec_mb_sys as sys;
-use subtle::ConstantTimeEq;
 
 use crate::{Direct, Error, Manager};
 
@@ -127,7 +126,7 @@ impl GcmKey {
         let mut computed = [0u8; GCM_TAG_LEN];
         // SAFETY: see `crypt`.
         unsafe { self.crypt(self.dec, iv, aad, in_out, &mut computed) };
-        if bool::from(computed.ct_eq(tag)) {
+        if crate::tag_eq(&computed, tag) {
             return Ok(());
         }
         // Re-encrypt: the keystream is the same, so this gives back the
@@ -295,7 +294,7 @@ impl Manager {
                     }
                     // SAFETY: `i < MAX_JOB_BURST`; the job is complete.
                     let c = unsafe { &*cbase.add(i) };
-                    if bool::from(c.ct_eq(&j.tag)) {
+                    if crate::tag_eq(c, &j.tag) {
                         Ok(())
                     } else {
                         Err(Error::AuthFailed)

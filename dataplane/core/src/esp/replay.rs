@@ -162,9 +162,11 @@ impl ReplayWindow {
             let diff = seq - self.top;
             if diff >= RING_BITS {
                 self.bits = [0; WORDS];
-            } else {
+            } else if diff > 1 {
                 self.clear_range(self.top + 1, diff);
             }
+            // diff == 1, in order (the common case): the one slot entering
+            // the window is `seq`'s own, set below; nothing to clear.
             self.top = seq;
         }
         let p = ring_pos(seq);
