@@ -132,6 +132,7 @@ impl DecapTicket {
     }
 
     /// [`DecapTicket::finish`] accumulating counters in `pending`.
+    #[inline(always)]
     pub(crate) fn finish_pending<B: PacketBuffer>(
         &self,
         sa: &mut InboundSa,
@@ -241,6 +242,7 @@ pub fn decap_begin<B: PacketBuffer>(
 }
 
 /// [`decap_begin`], the hard lifetime seen with `pending` added.
+#[inline(always)]
 pub(crate) fn decap_begin_pending<B: PacketBuffer>(
     sa: &mut InboundSa,
     buf: &mut B,
