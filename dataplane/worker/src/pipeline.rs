@@ -562,6 +562,13 @@ impl Worker {
     /// the packets before them instead of stalling their own. The lookups
     /// only read; what a packet does is decided when it is handled,
     /// exactly as without them.
+    ///
+    /// Packets of SAs whose crypto runs on intel-ipsec-mb's job API
+    /// (AES-CBC + HMAC on the `ipsec-mb` backend) are only prepared while
+    /// the burst is walked; every [`CBC_BATCH`] of them, and at the end, they
+    /// are sealed or opened in one pass and finished in order
+    /// ([`Worker::finish_batch`]), so they leave after the burst's other
+    /// packets.
     pub fn handle_burst_io<B, I>(
         &mut self,
         ingress: Ingress,
