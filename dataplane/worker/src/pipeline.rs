@@ -567,7 +567,7 @@ impl Worker {
     /// (AES-CBC + HMAC on the `ipsec-mb` backend) are only prepared while
     /// the burst is walked; every [`CBC_BATCH`] of them, and at the end, they
     /// are sealed or opened in one pass and finished in order
-    /// ([`Worker::finish_batch`]), so they leave after the burst's other
+    /// (`finish_batch`), so they leave after the burst's other
     /// packets.
     pub fn handle_burst_io<B, I>(
         &mut self,

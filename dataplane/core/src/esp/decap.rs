@@ -81,7 +81,7 @@ pub struct DecapTicket {
 
 impl DecapTicket {
     /// The opening operation for a burst through the job API
-    /// ([`run_cbc_batch`]), if the SA's transform is intel-ipsec-mb's
+    /// ([`run_cbc_batch`](crate::crypto::run_cbc_batch)), if the SA's transform is intel-ipsec-mb's
     /// CBC + HMAC; `pkt` is the buffer's bytes (`buf.as_mut()`).
     #[inline]
     #[must_use]
@@ -225,7 +225,7 @@ impl DecapTicket {
 /// The first half of [`decap`]: outer header, lengths, SPI, lifetime and
 /// the anti-replay pre-check (steps 0-2), for the worker that submits a
 /// whole burst to the job API. Then [`DecapTicket::open_inline`], or
-/// [`DecapTicket::op`] in a [`run_cbc_batch`] followed by
+/// [`DecapTicket::op`] in a [`run_cbc_batch`](crate::crypto::run_cbc_batch) followed by
 /// [`DecapTicket::finish`]. Packets of one burst may all pass the
 /// pre-check with the same sequence number: the commit in `finish`
 /// re-checks, so only the first is accepted.

@@ -92,7 +92,7 @@ impl EncapTicket {
     }
 
     /// The sealing operation for a burst through the job API
-    /// ([`run_cbc_batch`]), if the SA's transform is intel-ipsec-mb's
+    /// ([`run_cbc_batch`](crate::crypto::run_cbc_batch)), if the SA's transform is intel-ipsec-mb's
     /// CBC + HMAC; `pkt` is the buffer's bytes (`buf.as_mut()`).
     #[inline]
     #[must_use]
@@ -131,7 +131,7 @@ impl EncapTicket {
 /// NAT-T UDP checksum, which covers the ciphertext), for the worker that
 /// submits a whole burst to the job API; the SA's counters are updated.
 /// Then [`EncapTicket::seal_inline`], or [`EncapTicket::op`] in a
-/// [`run_cbc_batch`] followed by [`EncapTicket::finish`].
+/// [`run_cbc_batch`](crate::crypto::run_cbc_batch) followed by [`EncapTicket::finish`].
 ///
 /// # Errors
 /// As [`encap`].
