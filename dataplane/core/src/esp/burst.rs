@@ -17,7 +17,12 @@
 //! (header, padding, IV; replay pre-check), submitted together
 //! ([`run_cbc_batch`]), then finished one after the other (ICV placed, or
 //! checked and the trailer stripped); the other packets go through as in
-//! [`encap_burst`] / [`decap_burst`]. Same bytes, same verdicts.
+//! [`encap_burst`] / [`decap_burst`]. Same bytes, same verdicts; one
+//! difference in accounting: a batched decap counts its packet when it is
+//! finished, so the hard lifetime check of the packets prepared in the
+//! same burst does not see them yet (a hard packet/byte limit can be
+//! overshot by at most one burst; encap counts when it prepares, as
+//! before).
 
 use ipsec_mb::Manager;
 use netbuf::PacketBuffer;
