@@ -14,7 +14,8 @@
 #   vt-boot-v  tap "tapi" 198.51.100.2 <-> the VM's inside e1000e: the VPC host
 #
 # Checks: first boot made the machine id and SSH host keys; the configured
-# PCI NICs are on vfio-pci and vpnd drives them; a dynamic connection made
+# PCI NICs are on vfio-pci and vpnd drives them (`vpnctl show ports`: the
+# PCI devices, link up); a dynamic connection made
 # with vpnctl inside the VM brings both tunnels UP with BGP Established and
 # ECMP; pings VPC -> LAN and LAN -> VPC; then the VM reboots: same machine
 # id, configuration kept, tunnels back, traffic flows.
@@ -177,7 +178,9 @@ wait_tunnels 150 || { vm vpnctl show tunnels >&2; fail "tunnels/BGP not up withi
 vm vpnctl show tunnels
 vm vpnctl show routes
 pings
-vm vpnctl show stats | grep -E "^(wan|lan) " || fail "no port counters"
+vm vpnctl show ports
+vm vpnctl show ports | grep -qE "^wan +0000:00:04\.0 +up " || fail "show ports: the outside PCI port is not up"
+vm vpnctl show ports | grep -qE "^lan +0000:00:05\.0 +up " || fail "show ports: the inside PCI port is not up"
 
 step "reboot"
 vm systemctl reboot || true
