@@ -658,12 +658,22 @@ impl Runtime {
         let mbufs = config
             .mbufs
             .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
-        let pool = Mempool::new(eal, "vpn_pool", mbufs, 256, Mempool::DEFAULT_DATA_ROOM).map_err(
-            |source| RuntimeError::Mempool {
-                count: mbufs,
-                source,
-            },
-        )?;
+        // The mbufs live on the workers' NUMA socket: they touch every
+        // byte of every packet (a port on another socket is warned about
+        // below).
+        let worker_socket = config.worker_lcores.first().map(|&l| eal.lcore_socket(l));
+        let pool = Mempool::new_on(
+            eal,
+            "vpn_pool",
+            mbufs,
+            256,
+            Mempool::DEFAULT_DATA_ROOM,
+            worker_socket,
+        )
+        .map_err(|source| RuntimeError::Mempool {
+            count: mbufs,
+            source,
+        })?;
         let start = |role: &'static str, device: &str, rss_extra: u64| {
             let err = |what, source| RuntimeError::Port {
                 role,
@@ -737,6 +747,20 @@ impl Runtime {
             self.ports.push(("kernel", port));
             self.port_queues.push(info);
             k_q = Some(q);
+        }
+        for (role, port) in &self.ports {
+            let Some(port_socket) = port.socket() else {
+                continue;
+            };
+            for &lcore in &config.worker_lcores {
+                let worker = eal.lcore_socket(lcore);
+                if worker != port_socket {
+                    tracing::warn!(
+                        "NUMA: worker lcore {lcore} is on socket {worker} but the {role} port is on socket \
+                         {port_socket}: every packet crosses between sockets; choose worker lcores on socket {port_socket}"
+                    );
+                }
+            }
         }
         self.links = [
             Some(&config.outside),

@@ -23,6 +23,14 @@ pub struct Eal {
 struct EalInner;
 
 impl Eal {
+    /// The NUMA socket of an lcore (0 on a machine with one).
+    #[must_use]
+    pub fn lcore_socket(&self, lcore: u32) -> u32 {
+        // SAFETY: the EAL is initialised (we hold an Eal); an lcore id out
+        // of range makes DPDK return 0, not read out of bounds.
+        unsafe { dpdk_sys::rte_lcore_to_socket_id(lcore) }
+    }
+
     /// Runs `rte_eal_init` with `args` (without the program name).
     ///
     /// Tests must pass `--no-pci` and a `--file-prefix` unique to the

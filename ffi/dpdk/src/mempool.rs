@@ -42,20 +42,33 @@ impl Mempool {
     /// # Errors
     /// What `rte_pktmbuf_pool_create` reported (a taken name, no memory).
     pub fn new(eal: &Eal, name: &str, count: u32, cache: u32, data_room: u16) -> Result<Self> {
+        Self::new_on(eal, name, count, cache, data_room, None)
+    }
+
+    /// [`new`](Self::new) with the pool's memory on NUMA socket `socket`
+    /// (`None`: any), e.g. the socket of the workers that use the mbufs.
+    ///
+    /// # Errors
+    /// What `rte_pktmbuf_pool_create` reported (a taken name, no memory on
+    /// that socket).
+    pub fn new_on(
+        eal: &Eal,
+        name: &str,
+        count: u32,
+        cache: u32,
+        data_room: u16,
+        socket: Option<u32>,
+    ) -> Result<Self> {
+        let socket = socket.map_or(dpdk_sys::SOCKET_ID_ANY, |s| {
+            i32::try_from(s).unwrap_or(dpdk_sys::SOCKET_ID_ANY)
+        });
         let cname = CString::new(name).map_err(|_| Error::NulInArgument {
             op: "rte_pktmbuf_pool_create",
         })?;
         // SAFETY: cname is a valid C string for the call; the EAL is
         // initialised (we hold an Eal).
         let raw = unsafe {
-            dpdk_sys::rte_pktmbuf_pool_create(
-                cname.as_ptr(),
-                count,
-                cache,
-                0,
-                data_room,
-                dpdk_sys::SOCKET_ID_ANY,
-            )
+            dpdk_sys::rte_pktmbuf_pool_create(cname.as_ptr(), count, cache, 0, data_room, socket)
         };
         let raw = NonNull::new(raw).ok_or_else(|| Error::last("rte_pktmbuf_pool_create"))?;
         Ok(Self {

@@ -125,6 +125,9 @@ struct PortInner {
     rx_taken: AtomicU64,
     /// Bit q set: tx queue q was handed out.
     tx_taken: AtomicU64,
+    /// The NUMA socket the device is attached to (`None`: the driver does
+    /// not say, as for virtual devices).
+    socket: Option<u32>,
     _pool: Mempool,
     _eal: Eal,
 }
@@ -201,8 +204,8 @@ impl Port {
             unsafe { dpdk_sys::rte_eth_dev_adjust_nb_rx_tx_desc(id.0, &mut rx_desc, &mut tx_desc) };
         check("rte_eth_dev_adjust_nb_rx_tx_desc", rc)?;
         // SAFETY: valid port id.
-        let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id.0) };
-        let socket = u32::try_from(socket).unwrap_or(0);
+        let device_socket = u32::try_from(unsafe { dpdk_sys::rte_eth_dev_socket_id(id.0) }).ok();
+        let socket = device_socket.unwrap_or(0);
         for q in 0..config.rx_queues {
             // SAFETY: the pool outlives the port (PortInner keeps a clone);
             // a null rxconf selects the driver defaults.
@@ -245,6 +248,7 @@ impl Port {
                 rss_hf,
                 rx_taken: AtomicU64::new(0),
                 tx_taken: AtomicU64::new(0),
+                socket: device_socket,
                 _pool: pool.clone(),
                 _eal: eal.clone(),
             }),
@@ -324,6 +328,13 @@ impl Port {
     /// Link status, without waiting.
     ///
     /// # Errors
+    /// The NUMA socket the device is attached to (`None` when the driver
+    /// does not say, e.g. a virtual device).
+    #[must_use]
+    pub fn socket(&self) -> Option<u32> {
+        self.inner.socket
+    }
+
     /// What `rte_eth_link_get_nowait` reported.
     pub fn link(&self) -> Result<LinkStatus> {
         let mut link = dpdk_sys::rte_eth_link::default();
