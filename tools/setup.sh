@@ -19,6 +19,8 @@ PACKAGES=(
   dpkg-dev mmdebstrap
   # the disk image and its boot test under QEMU/OVMF (tools/build-image.sh, tests/tests/boot.rs)
   qemu-system-x86 qemu-utils ovmf mtools dosfstools fdisk e2fsprogs openssh-client
+  # the real OpenVPN 2.6 client for the remote-access interop tests
+  openvpn
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

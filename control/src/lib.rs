@@ -1,4 +1,5 @@
-//! The control plane: configuration, IKE, DPD, BGP and the management API.
+//! The control plane: configuration, IKE, DPD, BGP, the OpenVPN remote-access
+//! engine and the management API.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,3 +13,4 @@ pub mod ikev1;
 pub mod logs;
 pub mod manager;
 pub mod metrics;
+pub mod openvpn;

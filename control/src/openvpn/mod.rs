@@ -1,0 +1,41 @@
+//! Remote access ("Client VPN"): an OpenVPN 2.6–compatible server engine,
+//! sans-IO. OpenVPN clients connect with mutual certificates; the control
+//! channel runs here, the data channel functions ([`data`]) are what the
+//! DPDK workers will call per packet.
+//!
+//! Layers, bottom up (each its own module, none reads a clock or a socket):
+//!
+//! ```text
+//!   server      demux by client address, tls-crypt check first, pool, drop counters
+//!   session     one client: reliable control channel ⇄ rustls ⇄ key method 2,
+//!               PUSH_REQUEST → PUSH_REPLY, keepalive, exit
+//!   ├ reliable  acks, retransmission with backoff, in-order delivery, bounded windows
+//!   ├ tls       rustls server config: TLS 1.2/1.3, client certificates required
+//!   ├ key_method / push   the plaintext messages and the address pool
+//!   └ data      AES-GCM P_DATA_V2 in place, packet-id replay window, TLS-EKM keys
+//!   tls_crypt   AES-256-CTR + HMAC-SHA256 over every control packet (static key)
+//!   wire        opcodes, session ids, ack arrays, packet ids, TCP framing
+//! ```
+//!
+//! What it does not do (yet): renegotiation (soft reset / key id > 0; the
+//! client's `reneg-sec` must be 0 or longer than the session),
+//! tls-crypt-v2, the pre-2.6 TLS-PRF key derivation (clients must offer
+//! TLS-EKM, which every OpenVPN ≥ 2.5 with OpenSSL does), compression,
+//! username/password auth, CRLs.
+//!
+//! Protocol sources read (never copied): OpenVPN's
+//! `doc/doxygen/doc_protocol_overview.h`, `ssl_pkt.h`, `reliable.h`,
+//! `tls_crypt.c`, `ssl.c` (key method 2, key directions, EKM label).
+
+pub mod data;
+pub mod key_method;
+pub mod push;
+pub mod reliable;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod tls_crypt;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;

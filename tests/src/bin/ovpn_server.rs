@@ -1,0 +1,263 @@
+//! A tiny OpenVPN server for the interop test: our sans-IO engine
+//! (`control::openvpn`) over one kernel UDP socket, or a TCP listener
+//! (2-byte length framing). It answers ICMP echo requests that arrive
+//! through the data channel itself, addressed to any tunnel address.
+//!
+//! ```text
+//! ovpn_server --listen IP:PORT --ca FILE --cert FILE --key FILE --tls-crypt FILE
+//!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60]
+//! ```
+//!
+//! Prints one line per event on stdout (`ESTABLISHED`, `CLOSED`, `ECHO`)
+//! and a `COUNTERS` line whenever a counter changed; exits after `--secs`.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use control::ike::SystemRng;
+use control::openvpn::push::PushConfig;
+use control::openvpn::server::{Counters, DropReason, Server, ServerConfig};
+use control::openvpn::session::{Event, SessionConfig};
+use control::openvpn::tls_crypt::{Role, StaticKey, TlsCrypt};
+use control::openvpn::wire::{TcpDeframer, tcp_frame};
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for c in b.chunks(2) {
+        let w = u32::from(c[0]) << 8 | u32::from(c.get(1).copied().unwrap_or(0));
+        sum += w;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0)
+}
+
+/// The echo reply to an IPv4 ICMP echo request, if `p` is one.
+fn echo_reply(p: &[u8]) -> Option<Vec<u8>> {
+    if p.len() < 28 || p[0] >> 4 != 4 || p[9] != 1 {
+        return None;
+    }
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    if p.len() < ihl + 8 || p[ihl] != 8 {
+        return None;
+    }
+    let mut r = p.to_vec();
+    r[12..16].copy_from_slice(&p[16..20]);
+    r[16..20].copy_from_slice(&p[12..16]);
+    r[8] = 64;
+    r[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&r[..ihl]);
+    r[10..12].copy_from_slice(&c.to_be_bytes());
+    r[ihl] = 0;
+    r[ihl + 2..ihl + 4].copy_from_slice(&[0, 0]);
+    let c = checksum(&r[ihl..]);
+    r[ihl + 2..ihl + 4].copy_from_slice(&c.to_be_bytes());
+    Some(r)
+}
+
+fn counters_line(c: &Counters) -> String {
+    use DropReason as D;
+    format!(
+        "COUNTERS malformed={} unauthenticated={} replay={} unknown_session={} wrong_session={} \
+         unsupported={} data_rejected={} sessions_created={} established={} data_rx={} data_tx={}",
+        c.drop(D::Malformed),
+        c.drop(D::Unauthenticated),
+        c.drop(D::Replay),
+        c.drop(D::UnknownSession),
+        c.drop(D::WrongSession),
+        c.drop(D::Unsupported),
+        c.drop(D::DataRejected),
+        c.sessions_created,
+        c.sessions_established,
+        c.data_rx,
+        c.data_tx,
+    )
+}
+
+enum Transport {
+    Udp(UdpSocket),
+    Tcp {
+        listener: TcpListener,
+        conns: HashMap<SocketAddr, (TcpStream, TcpDeframer)>,
+    },
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut listen, mut ca, mut cert, mut key, mut tc) = (None, None, None, None, None);
+    let mut push = PushConfig::default();
+    let (mut tcp, mut secs) = (false, 60u64);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--listen" => listen = Some(v().parse::<SocketAddr>().expect("listen")),
+            "--ca" => ca = Some(v()),
+            "--cert" => cert = Some(v()),
+            "--key" => key = Some(v()),
+            "--tls-crypt" => tc = Some(v()),
+            "--pool" => push.pool = v().parse().expect("pool"),
+            "--route" => push.routes.push(v().parse().expect("route")),
+            "--dns" => push.dns.push(v().parse().expect("dns")),
+            "--tcp" => tcp = true,
+            "--secs" => secs = v().parse().expect("secs"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let listen = listen.expect("--listen");
+    let tls = control::openvpn::tls::server_config(
+        &read(&ca.expect("--ca")),
+        &read(&cert.expect("--cert")),
+        &read(&key.expect("--key")),
+    )
+    .expect("TLS configuration");
+    let static_key = StaticKey::parse(&read(&tc.expect("--tls-crypt"))).expect("tls-crypt key");
+    let net_time = u32::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(0);
+    let mut server = Server::new(ServerConfig {
+        session: SessionConfig {
+            tls,
+            tls_crypt: Arc::new(TlsCrypt::new(&static_key, Role::Server)),
+            push,
+            tcp,
+            handshake_timeout: Duration::from_secs(60),
+            initial_retransmit: Duration::from_secs(1),
+            max_retransmit: Duration::from_secs(8),
+            net_time,
+        },
+        max_sessions: 64,
+    });
+    let mut transport = if tcp {
+        let listener = TcpListener::bind(listen).expect("bind TCP");
+        listener.set_nonblocking(true).expect("nonblocking");
+        Transport::Tcp {
+            listener,
+            conns: HashMap::new(),
+        }
+    } else {
+        Transport::Udp(UdpSocket::bind(listen).expect("bind UDP"))
+    };
+    println!("LISTENING {listen} {}", if tcp { "tcp" } else { "udp" });
+    let _ = std::io::stdout().flush();
+
+    let mut rng = SystemRng;
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut last_counters = String::new();
+    let mut buf = vec![0u8; 4096];
+    while Instant::now() < end {
+        let now = Instant::now();
+        let wait = server
+            .poll_timeout()
+            .map_or(Duration::from_millis(200), |t| {
+                t.saturating_duration_since(now)
+            })
+            .clamp(Duration::from_millis(1), Duration::from_millis(200));
+        match &mut transport {
+            Transport::Udp(sock) => {
+                sock.set_read_timeout(Some(wait)).expect("timeout");
+                if let Ok((n, src)) = sock.recv_from(&mut buf) {
+                    server.handle_datagram(Instant::now(), &mut rng, src, &buf[..n]);
+                }
+            }
+            Transport::Tcp { listener, conns } => {
+                if let Ok((s, peer)) = listener.accept() {
+                    s.set_nonblocking(true).expect("nonblocking");
+                    conns.insert(peer, (s, TcpDeframer::new()));
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(5)));
+                let mut gone = Vec::new();
+                for (peer, (s, d)) in conns.iter_mut() {
+                    match s.read(&mut buf) {
+                        Ok(0) => gone.push(*peer),
+                        Ok(n) => {
+                            let mut packets = Vec::new();
+                            if d.feed(&buf[..n], |p| packets.push(p.to_vec())).is_err() {
+                                gone.push(*peer);
+                            }
+                            for p in packets {
+                                server.handle_datagram(Instant::now(), &mut rng, *peer, &p);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => gone.push(*peer),
+                    }
+                }
+                for g in gone {
+                    conns.remove(&g);
+                }
+            }
+        }
+        let now = Instant::now();
+        server.handle_timeout(now);
+        while let Some((peer, ev)) = server.poll_event() {
+            match ev {
+                Event::Established {
+                    common_name,
+                    address,
+                    peer_id,
+                    cipher,
+                    client_version,
+                } => println!(
+                    "ESTABLISHED peer={peer} cn={common_name} address={address} peer_id={peer_id} \
+                     cipher={} version={}",
+                    cipher.name(),
+                    client_version.unwrap_or_default()
+                ),
+                Event::Packet(p) => {
+                    if let Some(r) = echo_reply(&p) {
+                        let dst = Ipv4Addr::new(r[16], r[17], r[18], r[19]);
+                        match server.send_packet(now, dst, &r) {
+                            Ok(()) => println!(
+                                "ECHO {dst} -> {}",
+                                Ipv4Addr::new(r[12], r[13], r[14], r[15])
+                            ),
+                            Err(e) => println!("ECHO_FAILED {dst}: {e}"),
+                        }
+                    }
+                }
+                Event::Closed(reason) => println!("CLOSED peer={peer} reason={reason}"),
+                _ => {}
+            }
+        }
+        while let Some(t) = server.poll_transmit(now) {
+            match &mut transport {
+                Transport::Udp(sock) => {
+                    let _ = sock.send_to(&t.payload, t.dst);
+                }
+                Transport::Tcp { conns, .. } => {
+                    if let (Some((s, _)), Ok(f)) = (conns.get_mut(&t.dst), tcp_frame(&t.payload)) {
+                        // Whole frames only: a partial one would break the stream.
+                        let mut off = 0;
+                        while off < f.len() {
+                            match s.write(&f[off..]) {
+                                Ok(n) => off += n,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    std::thread::sleep(Duration::from_millis(1));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let line = counters_line(server.counters());
+        if line != last_counters {
+            println!("{line}");
+            last_counters = line;
+        }
+        let _ = std::io::stdout().flush();
+    }
+}

@@ -1,0 +1,357 @@
+//! Remote access against the real OpenVPN 2.6 client (Debian's
+//! `openvpn`): our engine (`control::openvpn`, run by the `ovpn_server`
+//! test binary) in one namespace, `openvpn --config client.ovpn` in
+//! another, a veth between them.
+//!
+//! * `openvpn_client_connects_pings_and_exits` (UDP) and
+//!   `openvpn_client_over_tcp` (TCP framing): "Initialization Sequence
+//!   Completed", the pushed address on the client's tun, pings to the
+//!   server's tunnel address answered through the data channel, the
+//!   client's explicit-exit-notify / close seen by the server.
+//! * the UDP test also sends forged and malformed packets: counted and
+//!   dropped, the session unaffected.
+//! * `openvpn_client_from_another_ca_is_refused`: the TLS handshake fails
+//!   with the CA named, no address is handed out.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use e2e::{Netns, Proc, bin, require_root, tag, veth, wait_until};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+
+const SERVER_IP: &str = "10.99.0.1";
+const CLIENT_IP: &str = "10.99.0.2";
+const POOL: &str = "192.168.100.0/22";
+const SERVER_TUN_IP: &str = "192.168.100.1";
+const CLIENT_TUN_IP: &str = "192.168.100.2";
+
+struct Node {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+}
+
+fn params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2035, 1, 1);
+    p.use_authority_key_identifier_extension = true;
+    p
+}
+
+fn ca(cn: &str) -> Node {
+    let mut p = params(cn);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let pem = p.self_signed(&key).unwrap().pem();
+    Node {
+        params: p,
+        key,
+        pem,
+    }
+}
+
+fn leaf(cn: &str, server: bool, by: &Node) -> Node {
+    let mut p = params(cn);
+    p.is_ca = IsCa::ExplicitNoCa;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyAgreement,
+    ];
+    p.extended_key_usages = vec![if server {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    }];
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let issuer = Issuer::from_params(&by.params, &by.key);
+    let pem = p.signed_by(&key, &issuer).unwrap().pem();
+    Node {
+        params: p,
+        key,
+        pem,
+    }
+}
+
+fn static_key() -> String {
+    let mut b = [0u8; 256];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut b).unwrap();
+    control::openvpn::tls_crypt::StaticKey::from_bytes(b).to_file_text()
+}
+
+fn client_ovpn(ca: &Node, client: &Node, tls_crypt: &str, tcp: bool) -> String {
+    format!(
+        "client\ndev tun\nproto {}\nremote {SERVER_IP} 1194\nnobind\nremote-cert-tls server\n\
+         data-ciphers AES-256-GCM:AES-128-GCM\n{}connect-retry 1\nconnect-retry-max 3\n\
+         verb 4\n<ca>\n{}</ca>\n<cert>\n{}</cert>\n<key>\n{}</key>\n<tls-crypt>\n{}</tls-crypt>\n",
+        if tcp { "tcp-client" } else { "udp" },
+        if tcp { "" } else { "explicit-exit-notify 1\n" },
+        ca.pem,
+        client.pem,
+        client.key.serialize_pem(),
+        tls_crypt,
+    )
+}
+
+fn openvpn_available() -> bool {
+    let ok = e2e::sh_ok("command -v openvpn");
+    if !ok {
+        testkit::tool_missing("openvpn (Debian package openvpn)");
+    }
+    ok
+}
+
+struct Lab {
+    _server_ns: Netns,
+    client_ns: Netns,
+    dir: tempfile::TempDir,
+    server: Proc,
+    ca: Node,
+    tls_crypt: String,
+}
+
+impl Lab {
+    fn new(tcp: bool) -> Self {
+        require_root();
+        let t = tag();
+        let server_ns = Netns::new(&format!("ovs{t}"));
+        let client_ns = Netns::new(&format!("ovc{t}"));
+        veth(&server_ns, "ovs0", &client_ns, "ovc0");
+        server_ns.sh(&format!("ip addr add {SERVER_IP}/24 dev ovs0"));
+        client_ns.sh(&format!("ip addr add {CLIENT_IP}/24 dev ovc0"));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca("vt client-vpn CA");
+        let server_cert = leaf("vpn.example", true, &ca);
+        let tls_crypt = static_key();
+        let w = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let mut cmd = server_ns.command(&bin("ovpn_server"));
+        cmd.args([
+            "--listen",
+            &format!("{SERVER_IP}:1194"),
+            "--ca",
+            &w("ca.pem", &ca.pem),
+            "--cert",
+            &w("server.pem", &server_cert.pem),
+            "--key",
+            &w("server.key", &server_cert.key.serialize_pem()),
+            "--tls-crypt",
+            &w("tc.key", &tls_crypt),
+            "--pool",
+            POOL,
+            "--route",
+            "10.2.0.0/16",
+            "--dns",
+            "10.2.0.2",
+            "--secs",
+            "90",
+        ]);
+        if tcp {
+            cmd.arg("--tcp");
+        }
+        let mut server = Proc::spawn(cmd, &dir.path().join("server.log"));
+        assert!(
+            wait_until(Duration::from_secs(10), || server
+                .output()
+                .contains("LISTENING")),
+            "ovpn_server did not start: {}",
+            server.output()
+        );
+        assert!(server.running());
+        Self {
+            _server_ns: server_ns,
+            client_ns,
+            dir,
+            server,
+            ca,
+            tls_crypt,
+        }
+    }
+
+    fn client(&self, name: &str, ca: &Node, cn: &str, tcp: bool) -> Proc {
+        let cert = leaf(cn, false, ca);
+        let conf = self.dir.path().join(format!("{name}.ovpn"));
+        std::fs::write(&conf, client_ovpn(&self.ca, &cert, &self.tls_crypt, tcp)).unwrap();
+        let mut cmd = self.client_ns.command(Path::new("openvpn"));
+        cmd.args(["--config", &conf.display().to_string()]);
+        Proc::spawn(cmd, &self.dir.path().join(format!("{name}.log")))
+    }
+
+    fn diag(&self, client: &Proc) -> String {
+        format!(
+            "\n--- server ---\n{}\n--- client ---\n{}",
+            self.server.output(),
+            client.output()
+        )
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let out = self.server.output();
+        let last = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("COUNTERS"))
+            .unwrap_or("");
+        last.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn connects_pings_and_exits(tcp: bool) {
+    let lab = Lab::new(tcp);
+    let mut client = lab.client("alice", &lab.ca, "alice", tcp);
+    assert!(
+        wait_until(Duration::from_secs(30), || client
+            .output()
+            .contains("Initialization Sequence Completed")),
+        "client did not complete{}",
+        lab.diag(&client)
+    );
+    let out = lab.server.output();
+    assert!(
+        out.contains(&format!(
+            "cn=alice address={CLIENT_TUN_IP} peer_id=0 cipher=AES-256-GCM"
+        )),
+        "{}",
+        lab.diag(&client)
+    );
+    // The pushed address and route are on the client.
+    let addr = lab.client_ns.sh("ip -4 addr show dev tun0");
+    let addr = String::from_utf8_lossy(&addr.stdout);
+    assert!(
+        addr.contains(&format!("inet {CLIENT_TUN_IP}/22")),
+        "tun0: {addr}"
+    );
+    let routes = lab.client_ns.sh("ip -4 route");
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        routes.contains("10.2.0.0/16 via 192.168.100.1 dev tun0"),
+        "routes: {routes}"
+    );
+    // Pings through the data channel, answered by the engine's harness.
+    let ping = lab
+        .client_ns
+        .sh(&format!("ping -c 3 -i 0.2 -W 2 {SERVER_TUN_IP}"));
+    assert!(
+        String::from_utf8_lossy(&ping.stdout).contains("3 received"),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    assert!(lab.server.output().matches("ECHO 192.168.100.2").count() >= 3);
+    assert!(lab.counter("data_rx") >= 3 && lab.counter("data_tx") >= 3);
+
+    if !tcp {
+        // Forged control packets (a hard reset with a garbage tag) and a
+        // malformed one: counted, dropped, the session stays up.
+        let before_unauth = lab.counter("unauthenticated");
+        let before_malformed = lab.counter("malformed");
+        let code = format!(
+            "import os, socket\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for _ in range(5): s.sendto(b'\\x38' + os.urandom(80), ('{SERVER_IP}', 1194))\n\
+             s.sendto(b'\\x38\\x01', ('{SERVER_IP}', 1194))\n"
+        );
+        let out = lab
+            .client_ns
+            .command(Path::new("python3"))
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || lab.counter("unauthenticated")
+                >= before_unauth + 5
+                && lab.counter("malformed") > before_malformed),
+            "forged packets not counted{}",
+            lab.diag(&client)
+        );
+        assert_eq!(lab.counter("sessions_created"), 1);
+        let ping = lab.client_ns.sh(&format!("ping -c 1 -W 2 {SERVER_TUN_IP}"));
+        assert!(String::from_utf8_lossy(&ping.stdout).contains("1 received"));
+    }
+
+    // The client leaves: explicit-exit-notify (UDP) or the TCP close.
+    assert!(client.terminate(Duration::from_secs(10)));
+    if !tcp {
+        assert!(
+            wait_until(Duration::from_secs(5), || lab
+                .server
+                .output()
+                .contains("reason=client exit")),
+            "no exit notification{}",
+            lab.diag(&client)
+        );
+    }
+}
+
+#[test]
+fn openvpn_client_connects_pings_and_exits() {
+    if !testkit::own_process() || !openvpn_available() {
+        return;
+    }
+    connects_pings_and_exits(false);
+}
+
+#[test]
+fn openvpn_client_over_tcp() {
+    if !testkit::own_process() || !openvpn_available() {
+        return;
+    }
+    connects_pings_and_exits(true);
+}
+
+#[test]
+fn openvpn_client_from_another_ca_is_refused() {
+    if !testkit::own_process() || !openvpn_available() {
+        return;
+    }
+    let lab = Lab::new(false);
+    let rogue_ca = ca("someone else's CA");
+    let mut client = lab.client("mallory", &rogue_ca, "mallory", false);
+    assert!(
+        wait_until(Duration::from_secs(20), || lab
+            .server
+            .output()
+            .contains("reason=TLS handshake failed")),
+        "server did not refuse{}",
+        lab.diag(&client)
+    );
+    let out = lab.server.output();
+    assert!(
+        out.contains("UnknownIssuer"),
+        "the refusal names the cause{}",
+        lab.diag(&client)
+    );
+    assert!(!out.contains("ESTABLISHED"));
+    // The client learns it from the TLS alert.
+    assert!(
+        wait_until(Duration::from_secs(10), || client
+            .output()
+            .contains("TLS Error")
+            || client.output().contains("alert")),
+        "client saw no TLS error{}",
+        lab.diag(&client)
+    );
+    assert!(
+        !client
+            .output()
+            .contains("Initialization Sequence Completed")
+    );
+    client.stop(Duration::from_secs(5));
+}
