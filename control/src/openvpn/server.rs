@@ -366,7 +366,7 @@ impl Server {
                     && self
                         .closed_at
                         .get(&p)
-                        .is_none_or(|&t| now >= t + CLOSE_LINGER || !s.wants_transmit())
+                        .is_none_or(|&t| now >= t + CLOSE_LINGER || s.idle())
             });
             if done {
                 self.remove(p);

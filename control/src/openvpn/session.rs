@@ -580,11 +580,6 @@ impl Session {
         Some(self.send.poll_timeout().map_or(timer, |t| t.min(timer)))
     }
 
-    /// Whether [`Self::poll_transmit`] has something right now.
-    pub(crate) fn wants_transmit(&self) -> bool {
-        !self.datagrams.is_empty() || self.send.has_unsent() || self.recv.owes_acks()
-    }
-
     /// The next datagram to send: data packets, then due control messages
     /// (with acks piggybacked), then a bare ack.
     pub(crate) fn poll_transmit(&mut self, cfg: &SessionConfig, now: Instant) -> Option<Vec<u8>> {
@@ -625,6 +620,11 @@ impl Session {
         };
         self.tx_packet_id = self.tx_packet_id.wrapping_add(1);
         Some(cfg.tls_crypt.wrap(&header, &plain))
+    }
+
+    /// Whether nothing is left to send or acknowledge.
+    pub(crate) fn idle(&self) -> bool {
+        self.datagrams.is_empty() && self.send.is_empty() && !self.recv.owes_acks()
     }
 
     /// Control-channel retransmissions so far.
