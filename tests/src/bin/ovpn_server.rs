@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! ovpn_server --listen IP:PORT --ca FILE --cert FILE --key FILE --tls-crypt FILE
-//!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60]
+//!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60] [--lose N]
 //! ```
+//!
+//! `--lose N` drops every N-th datagram in each direction (UDP), to
+//! exercise both sides' retransmission.
 //!
 //! Prints one line per event on stdout (`ESTABLISHED`, `CLOSED`, `ECHO`)
 //! and a `COUNTERS` line whenever a counter changed; exits after `--secs`.
@@ -95,7 +98,8 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let (mut listen, mut ca, mut cert, mut key, mut tc) = (None, None, None, None, None);
     let mut push = PushConfig::default();
-    let (mut tcp, mut secs) = (false, 60u64);
+    let (mut tcp, mut secs, mut lose) = (false, 60u64, 0u64);
+    let (mut rx_n, mut tx_n) = (0u64, 0u64);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
@@ -109,6 +113,7 @@ fn main() {
             "--dns" => push.dns.push(v().parse().expect("dns")),
             "--tcp" => tcp = true,
             "--secs" => secs = v().parse().expect("secs"),
+            "--lose" => lose = v().parse().expect("lose"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -168,7 +173,10 @@ fn main() {
             Transport::Udp(sock) => {
                 sock.set_read_timeout(Some(wait)).expect("timeout");
                 if let Ok((n, src)) = sock.recv_from(&mut buf) {
-                    server.handle_datagram(Instant::now(), &mut rng, src, &buf[..n]);
+                    rx_n += 1;
+                    if lose == 0 || rx_n % lose != 0 {
+                        server.handle_datagram(Instant::now(), &mut rng, src, &buf[..n]);
+                    }
                 }
             }
             Transport::Tcp { listener, conns } => {
@@ -234,7 +242,10 @@ fn main() {
         while let Some(t) = server.poll_transmit(now) {
             match &mut transport {
                 Transport::Udp(sock) => {
-                    let _ = sock.send_to(&t.payload, t.dst);
+                    tx_n += 1;
+                    if lose == 0 || tx_n % lose != 0 {
+                        let _ = sock.send_to(&t.payload, t.dst);
+                    }
                 }
                 Transport::Tcp { conns, .. } => {
                     if let (Some((s, _)), Ok(f)) = (conns.get_mut(&t.dst), tcp_frame(&t.payload)) {
@@ -253,7 +264,11 @@ fn main() {
                 }
             }
         }
-        let line = counters_line(server.counters());
+        let line = format!(
+            "{} retransmits={}",
+            counters_line(server.counters()),
+            server.retransmits()
+        );
         if line != last_counters {
             println!("{line}");
             last_counters = line;
