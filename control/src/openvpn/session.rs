@@ -12,6 +12,7 @@
 //!  [TLS] key method 2 (options, IV_PROTO, IV_CIPHERS)
 //!                             ◀───────────  [TLS] key method 2
 //!  [TLS] "PUSH_REQUEST"       ───────────▶  address from the pool, data keys by TLS-EKM
+//!    (or at once when IV_PROTO has REQUEST_PUSH)
 //!                             ◀───────────  [TLS] "PUSH_REPLY,…,ifconfig …,peer-id n,cipher …"
 //!  P_DATA_V2 (AES-GCM) ◀──────────────────▶ P_DATA_V2, keepalive pings
 //!  [TLS] "EXIT" or OCC exit   ───────────▶  closed, address released
@@ -30,8 +31,8 @@ use super::data::{
     classify,
 };
 use super::key_method::{
-    ClientKeyMethod2, IV_PROTO_CC_EXIT_NOTIFY, IV_PROTO_TLS_KEY_EXPORT, KeyMethodError, PeerInfo,
-    server_message, server_options,
+    ClientKeyMethod2, IV_PROTO_CC_EXIT_NOTIFY, IV_PROTO_REQUEST_PUSH, IV_PROTO_TLS_KEY_EXPORT,
+    KeyMethodError, PeerInfo, server_message, server_options,
 };
 use super::push::{AddressPool, PushConfig};
 use super::reliable::{Received, RecvQueue, SendQueue};
@@ -391,6 +392,15 @@ impl Session {
                     if let Err(e) = self.key_method(cfg, rng, km) {
                         self.close(CloseReason::Negotiation(e));
                         return;
+                    }
+                    // A client announcing IV_PROTO_REQUEST_PUSH counts as
+                    // having asked: push now rather than on its first
+                    // PUSH_REQUEST timer (OpenVPN's server does the same).
+                    if self.peer_info.has(IV_PROTO_REQUEST_PUSH) {
+                        self.control_message(cfg, pool, now, "PUSH_REQUEST");
+                        if self.phase == Phase::Closed {
+                            return;
+                        }
                     }
                 }
             }
