@@ -19,7 +19,7 @@
 //! datagram with [`super::wire::tcp_frame`] and deframes the stream with
 //! [`super::wire::TcpDeframer`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -27,12 +27,14 @@ use super::data::DataDrop;
 use super::push::AddressPool;
 use super::session::{CloseReason, Event, Session, SessionConfig, SessionDrop};
 use super::tls_crypt::UnwrapError;
-use super::wire::{ControlBody, MAX_PEER_ID, Opcode, split_first_byte};
+use super::wire::{ControlBody, MAX_PEER_ID, Opcode, SessionId, split_first_byte};
 use crate::ike::Rng;
 
 /// How long a closed session lingers to deliver its last packets (the TLS
 /// alert that tells a refused client why).
 pub const CLOSE_LINGER: Duration = Duration::from_secs(3);
+/// Hard resets remembered to refuse their replay from another address.
+pub const RECENT_RESETS: usize = 4096;
 /// Largest datagram handled; longer ones are dropped as malformed.
 pub const MAX_DATAGRAM: usize = 2048;
 
@@ -45,7 +47,8 @@ pub enum DropReason {
     Malformed = 0,
     /// tls-crypt tag did not verify (forged, corrupted, wrong key).
     Unauthenticated,
-    /// tls-crypt packet id seen before.
+    /// tls-crypt packet id seen before (in the session, or a hard reset
+    /// that already started one, replayed from elsewhere).
     Replay,
     /// A control packet from an address without a session that does not
     /// start one.
@@ -141,6 +144,11 @@ pub struct Server {
     events: VecDeque<(SocketAddr, Event)>,
     counters: Counters,
     scratch: Vec<u8>,
+    /// (session id, tls-crypt packet id) of the hard resets that started
+    /// sessions, oldest first: a captured reset replayed from a spoofed
+    /// address must not start another session.
+    recent_resets: VecDeque<(SessionId, u32)>,
+    recent_reset_set: HashSet<(SessionId, u32)>,
 }
 
 impl Server {
@@ -158,6 +166,8 @@ impl Server {
             events: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::with_capacity(MAX_DATAGRAM),
+            recent_resets: VecDeque::new(),
+            recent_reset_set: HashSet::new(),
         }
     }
 
@@ -276,6 +286,11 @@ impl Server {
                 self.counters.count(DropReason::Malformed);
                 return;
             }
+            let seen = (header.session_id, header.packet_id);
+            if self.recent_reset_set.contains(&seen) {
+                self.counters.count(DropReason::Replay);
+                return;
+            }
             if existing.is_some() {
                 self.end_session(now, src, CloseReason::Replaced);
                 self.remove(src);
@@ -289,6 +304,13 @@ impl Server {
                 Ok(s) => {
                     self.sessions.insert(src, s);
                     self.counters.sessions_created += 1;
+                    if self.recent_resets.len() == RECENT_RESETS
+                        && let Some(old) = self.recent_resets.pop_front()
+                    {
+                        self.recent_reset_set.remove(&old);
+                    }
+                    self.recent_resets.push_back(seen);
+                    self.recent_reset_set.insert(seen);
                 }
                 Err(_) => self.counters.count(DropReason::SessionLimit),
             }

@@ -573,8 +573,15 @@ fn client_without_tls_ekm_or_common_cipher_is_refused() {
 fn forged_replayed_and_stray_packets_are_counted() {
     let mut lab = lab();
     let mut c = Client::new(&lab, 4004, None, PEER_INFO);
+    // Capture the client's hard reset as an eavesdropper would.
+    let reset = c.poll_transmit(lab.now).unwrap();
+    lab.server
+        .handle_datagram(lab.now, &mut lab.rng, c.addr, &reset);
     lab.connect(&mut c);
     let t = lab.now;
+    // Replayed from another address, it starts no second session.
+    let spoofed = SocketAddr::from(([203, 0, 113, 10], 1194));
+    lab.server.handle_datagram(t, &mut lab.rng, spoofed, &reset);
     // A control packet under another static key.
     let mut other = [0u8; STATIC_KEY_LEN];
     other[0] = 1;
@@ -611,7 +618,7 @@ fn forged_replayed_and_stray_packets_are_counted() {
     let k = lab.server.counters();
     assert_eq!(k.drop(DropReason::Unauthenticated), 1);
     assert_eq!(k.drop(DropReason::Malformed), 3);
-    assert_eq!(k.drop(DropReason::Replay), 1);
+    assert_eq!(k.drop(DropReason::Replay), 2);
     assert_eq!(k.drop(DropReason::UnknownSession), 1);
     assert_eq!(k.drop(DropReason::DataRejected), 1);
     assert_eq!(k.data_drops[super::data::DataDrop::Replay.index()], 1);
