@@ -159,3 +159,33 @@ write("ikev1_message", "mm1_endpoint_4500", b"\x03" + bytes(4) + MM1)
 write("ikev1_message", "mm1_endpoint_twice", b"\x05" + MM1)
 AGGR = MM1[:18] + b"\x04" + MM1[19:]
 write("ikev1_message", "aggressive_endpoint", b"\x01" + AGGR)
+# ---------------------------------------------------------------- OpenVPN
+# Fixtures of control/src/openvpn/wire.rs and key_method.rs behind 0x00
+# (every decoder); behind 0x01 datagram sequences for the server:
+# [len][flags][bytes], flags bit 0 = wrap with the tls-crypt key.
+OVPN_HEADER = h("38 0102030405060708 0f000001 65432110")
+OVPN_BODY = h("02 00000000 00000001 0909090909090909 00000002 1603")
+KM2 = (
+    h("00000000 02") + b"\x11" * 112
+    + len(b"V4,dev-type tun,tls-client\0").to_bytes(2, "big") + b"V4,dev-type tun,tls-client\0"
+    + h("0000 0000")
+    + (lambda s: len(s).to_bytes(2, "big") + s)(b"IV_VER=2.6.14\nIV_PROTO=990\nIV_CIPHERS=AES-256-GCM\n\0")
+)
+write("openvpn_packet", "control_header", b"\x00" + OVPN_HEADER + OVPN_BODY)
+write("openvpn_packet", "control_body", b"\x00" + OVPN_BODY)
+write("openvpn_packet", "data_v2", b"\x00" + h("48 000102") + bytes(24))
+write("openvpn_packet", "key_method_2", b"\x00" + KM2)
+
+
+def dgram(flags: int, data: bytes) -> bytes:
+    return bytes([len(data), flags]) + data
+
+
+RESET = h("38 00 00000000")  # hard reset: no acks, message 0
+HELLO = h("20 01 00000000 0102030405060708 00000001") + h("160301") + bytes(40)
+write("openvpn_packet", "server_reset_then_control", b"\x01" + dgram(1, RESET) + dgram(1, HELLO))
+write(
+    "openvpn_packet",
+    "server_two_clients_and_timeout",
+    b"\x01" + dgram(1, RESET) + dgram(3, RESET) + dgram(9, h("28 00 00000000")) + dgram(0, h("48 000000") + bytes(30)),
+)
