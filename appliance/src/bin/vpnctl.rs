@@ -110,7 +110,9 @@ enum Command {
         #[arg(long, short = 'f')]
         follow: bool,
     },
-    /// Customer device configuration.
+    /// Customer device configuration download (devices: generic,
+    /// strongswan, cisco-ios, cisco-asa, juniper-srx, fortinet, palo-alto,
+    /// mikrotik, windows), export, import.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Check that the daemon answers.
@@ -284,12 +286,17 @@ enum ShowCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    /// strongSwan swanctl.conf.
-    Strongswan,
-    /// Plain text sheet.
-    Generic,
+/// `--device` values: every [`Device`], each with its one-line
+/// description, so `--help` lists them and clap's error for an unknown one
+/// names the valid ones.
+fn device_parser() -> impl clap::builder::TypedValueParser<Value = Device> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new(
+        Device::ALL
+            .iter()
+            .map(|d| PossibleValue::new(d.as_str()).help(d.description())),
+    )
+    .try_map(|s| s.parse::<Device>())
 }
 
 #[derive(Debug, Subcommand)]
@@ -300,8 +307,8 @@ enum ConfigCommand {
         /// Connection id.
         connection: String,
         /// Device kind.
-        #[arg(long, value_enum, default_value = "generic")]
-        device: DeviceArg,
+        #[arg(long, default_value = "generic", value_parser = device_parser())]
+        device: Device,
     },
     /// Print the daemon's whole configuration as a TOML file (contains the
     /// pre-shared keys), or write it to --output (mode 0600, replaced
@@ -613,10 +620,7 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
         Command::Config(ConfigCommand::Download { connection, device }) => {
             Request::ConfigDownload {
                 connection_id: connection.clone(),
-                device: match device {
-                    DeviceArg::Strongswan => Device::Strongswan,
-                    DeviceArg::Generic => Device::Generic,
-                },
+                device: *device,
             }
         }
     })
@@ -1153,6 +1157,57 @@ fn human(r: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
+
+    /// `config download --device` takes every device by name, `--help`
+    /// lists them all (top level and the subcommand), and an unknown name
+    /// is a usage error that lists the valid ones.
+    #[test]
+    fn download_devices() {
+        for &d in Device::ALL {
+            let cli = Cli::try_parse_from([
+                "vpnctl",
+                "config",
+                "download",
+                "vpn-1",
+                "--device",
+                d.as_str(),
+            ])
+            .unwrap();
+            match build_request(&cli.command).unwrap() {
+                Request::ConfigDownload { device, .. } => assert_eq!(device, d),
+                other => panic!("{other:?}"),
+            }
+        }
+        let cli = Cli::try_parse_from(["vpnctl", "config", "download", "vpn-1"]).unwrap();
+        assert!(matches!(
+            build_request(&cli.command).unwrap(),
+            Request::ConfigDownload {
+                device: Device::Generic,
+                ..
+            }
+        ));
+        let e = Cli::try_parse_from(["vpnctl", "config", "download", "vpn-1", "--device", "cisco"])
+            .unwrap_err()
+            .to_string();
+        for &d in Device::ALL {
+            assert!(e.contains(d.as_str()), "{e}");
+        }
+        let top = Cli::command().render_long_help().to_string();
+        let mut cmd = Cli::command();
+        let download = cmd
+            .find_subcommand_mut("config")
+            .unwrap()
+            .find_subcommand_mut("download")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for &d in Device::ALL {
+            assert!(top.contains(d.as_str()), "{d} not in vpnctl --help:\n{top}");
+            assert!(download.contains(d.as_str()), "{d}:\n{download}");
+            assert!(download.contains(d.description()), "{d}:\n{download}");
+        }
+    }
 
     fn sets(s: &[&str]) -> Vec<String> {
         s.iter().map(|&x| x.to_owned()).collect()

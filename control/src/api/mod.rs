@@ -58,7 +58,7 @@
 //! | `show_bgp` | `connection_id`? | `bgp` (`neighbors`: state, uptime, prefixes received/advertised) |
 //! | `show_stats` | — | `stats` |
 //! | `logs` | `connection_id`?, `lines`? (default 100) | `logs` |
-//! | `config_download` | `connection_id`, `device` (`strongswan` or `generic`) | `config_text` |
+//! | `config_download` | `connection_id`, `device` ([`Device::as_str`](crate::download::Device::as_str): `generic`, `strongswan`, `cisco-ios`, …) | `config_text` |
 //!
 //! Error codes: `bad_request`, `too_large`, `unsupported_version`,
 //! `validation_failed`, `not_found`, `already_exists`, `permission_denied`,
