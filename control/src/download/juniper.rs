@@ -298,6 +298,10 @@ fn routing(ctx: &Ctx<'_>, s: &mut String) {
         }
         let grp = "set protocols bgp group appliance";
         line(s, format!("{grp} type external"));
+        if ctx.tunnels.iter().any(|t| t.inside_v6.is_some()) {
+            line(s, format!("{grp} family inet unicast"));
+            line(s, format!("{grp} family inet6 unicast"));
+        }
         line(s, format!("{grp} peer-as {}", ctx.appliance_asn()));
         line(s, format!("{grp} hold-time {}", b.hold_time_secs));
         line(

@@ -114,6 +114,12 @@ pub(super) fn render(ctx: &Ctx<'_>) -> String {
         &mut s,
         format!("{C} interface (the default route); the policy encrypts it after routing."),
     );
+    line(
+        &mut s,
+        format!(
+            "{C} place-before=0 puts the rules ahead of any drop rule; leave it out on an empty chain."
+        ),
+    );
     line(&mut s, "/ip firewall filter");
     for t in &ctx.tunnels {
         line(

@@ -468,9 +468,13 @@ fn ipv6_inside_addresses_reach_the_tunnel_interfaces() {
             "  neighbor fd00:22::1 activate",
         ],
     );
-    assert!(
-        text(&cfg, Device::JuniperSrx)
-            .contains("set interfaces st0 unit 2 family inet6 address fd00:22::2/126")
+    has_lines(
+        &text(&cfg, Device::JuniperSrx),
+        &[
+            "set interfaces st0 unit 2 family inet6 address fd00:22::2/126",
+            "set protocols bgp group appliance family inet6 unicast",
+            "set protocols bgp group appliance neighbor fd00:21::1 local-address fd00:21::2",
+        ],
     );
     assert!(
         text(&cfg, Device::PaloAlto)
