@@ -284,6 +284,25 @@ impl DynamicRoute {
     }
 }
 
+/// A change of the BGP routes the FIB carries: routes added or replaced
+/// (by prefix), prefixes removed. What [`Dataplane::update_dynamic_routes`]
+/// follows so that a BGP update costs its own size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteDelta {
+    /// Routes added, or replacing the route of their prefix.
+    pub put: Vec<DynamicRoute>,
+    /// Prefixes whose route goes.
+    pub remove: Vec<IpNet>,
+}
+
+impl RouteDelta {
+    /// Whether nothing changes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.remove.is_empty()
+    }
+}
+
 /// A negotiated Child SA: the two directions of one tunnel's ESP.
 ///
 /// The key material is in the [`SaConfig`]s (zeroised on drop); nothing
@@ -434,6 +453,15 @@ pub trait Dataplane: Send {
     /// configuration (local networks, static routes, inside CIDRs) win over
     /// a BGP route for the same prefix.
     fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>);
+    /// Follow a change of the BGP routes: `delta` is what changed, `all`
+    /// the whole set after it. The default replaces the whole set
+    /// ([`set_dynamic_routes`](Self::set_dynamic_routes)); a runtime that
+    /// can follow the change overrides it, so that an update costs its own
+    /// size.
+    fn update_dynamic_routes(&mut self, delta: &RouteDelta, all: &[DynamicRoute]) {
+        let _ = delta;
+        self.set_dynamic_routes(all.to_vec());
+    }
     /// Counters summed over workers.
     fn stats(&self) -> DataplaneStats;
     /// Record the state IKE/BGP report for one tunnel.
@@ -527,6 +555,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
         (**self).set_dynamic_routes(routes);
     }
+    fn update_dynamic_routes(&mut self, delta: &RouteDelta, all: &[DynamicRoute]) {
+        (**self).update_dynamic_routes(delta, all);
+    }
     fn stats(&self) -> DataplaneStats {
         (**self).stats()
     }
@@ -601,6 +632,8 @@ pub struct InMemoryDataplane {
     sas: Vec<SaInfo>,
     applies: u64,
     dynamic: Vec<DynamicRoute>,
+    route_updates: u64,
+    route_delta_items: usize,
 }
 
 impl InMemoryDataplane {
@@ -635,6 +668,19 @@ impl InMemoryDataplane {
     #[must_use]
     pub fn apply_count(&self) -> u64 {
         self.applies
+    }
+
+    /// The BGP routes the stand-in holds (what the FIB would carry).
+    #[must_use]
+    pub fn routes(&self) -> &[DynamicRoute] {
+        &self.dynamic
+    }
+
+    /// How many route updates arrived, and how many routes and prefixes
+    /// their deltas carried in all.
+    #[must_use]
+    pub fn route_updates(&self) -> (u64, usize) {
+        (self.route_updates, self.route_delta_items)
     }
 }
 
@@ -691,6 +737,16 @@ impl Dataplane for InMemoryDataplane {
 
     fn set_dynamic_routes(&mut self, routes: Vec<DynamicRoute>) {
         self.dynamic = routes;
+        self.route_updates += 1;
+    }
+
+    fn update_dynamic_routes(&mut self, delta: &RouteDelta, _all: &[DynamicRoute]) {
+        let gone = |p: &IpNet| delta.remove.contains(p) || delta.put.iter().any(|r| r.prefix == *p);
+        self.dynamic.retain(|r| !gone(&r.prefix));
+        self.dynamic.extend(delta.put.iter().cloned());
+        self.dynamic.sort_by_key(|r| r.prefix);
+        self.route_updates += 1;
+        self.route_delta_items += delta.put.len() + delta.remove.len();
     }
 
     fn stats(&self) -> DataplaneStats {

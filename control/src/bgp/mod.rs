@@ -28,6 +28,7 @@ pub mod peer;
 pub mod rib;
 pub mod session;
 pub mod snapshot;
+pub mod speaker;
 pub mod wire;
 
 #[cfg(test)]
@@ -41,3 +42,4 @@ pub use session::{
     Action, Advert, ConnId, Direction, PeerConfig, PeerRoute, Session, State, Transmit,
 };
 pub use snapshot::NeighborSnapshot;
+pub use speaker::{BgpSpec, RoutingSink, Speaker, SpeakerAction, bgp_specs};

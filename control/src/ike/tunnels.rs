@@ -66,7 +66,7 @@ use super::sa::{
 use super::{Rng, SystemRng};
 use crate::config::{
     ApplianceConfig, CertConfigError, CertificatesConfig, IkeVersion, RoutingType,
-    TunnelInsideIpVersion, TunnelOptions,
+    TunnelInsideIpVersion, TunnelOptions, VpnConnection,
 };
 use crate::dataplane::{
     ChildSaPair, Dataplane, DataplaneError, SaLifetimeEvent, TunnelKey, TunnelRuntimeState,
@@ -333,68 +333,93 @@ pub fn tunnel_specs(config: &ApplianceConfig) -> (Vec<TunnelSpec>, Vec<String>) 
     let mut specs = Vec::new();
     let mut skipped = Vec::new();
     for c in &config.connections {
-        let cgw = config
-            .customer_gateways
-            .iter()
-            .find(|g| g.id == c.customer_gateway_id);
-        let remote = cgw.and_then(|g| g.ip_address);
-        let certificate = cgw
-            .and_then(|g| g.certificate.clone())
-            .map(|name| (name, config.certificates.clone()));
-        let Some(remote) = remote else {
-            skipped.push(format!(
-                "{}: customer gateway {} has no IP address",
-                c.id, c.customer_gateway_id
-            ));
-            continue;
-        };
-        let (local_ts, remote_ts) = match c.tunnel_inside_ip_version {
-            TunnelInsideIpVersion::Ipv6 => (
-                vec![IpNet::V6(c.remote_ipv6_network_cidr)],
-                vec![IpNet::V6(c.local_ipv6_network_cidr)],
-            ),
-            _ => (
-                vec![IpNet::V4(c.remote_ipv4_network_cidr)],
-                vec![IpNet::V4(c.local_ipv4_network_cidr)],
-            ),
-        };
-        for (i, t) in c.tunnels.iter().enumerate() {
-            let what = format!("{}/{i}", c.id);
-            let Some(local) = t.outside_ip_address else {
-                skipped.push(format!("{what}: no outside address"));
-                continue;
-            };
-            if t.pre_shared_key.is_none() && certificate.is_none() {
-                skipped.push(format!("{what}: no pre-shared key"));
-                continue;
-            }
-            if !t.ike_versions.contains(&IkeVersion::Ikev2) {
-                skipped.push(format!("{what}: IKEv1 only (this build speaks IKEv2)"));
-                continue;
-            }
-            let mut options = t.clone();
-            // Not IKE's business: changing them must not restart IKE.
-            options.inside_ipv4_cidr = None;
-            options.inside_ipv6_cidr = None;
-            options.tunnel_bandwidth = TunnelOptions::default().tunnel_bandwidth;
-            options.log = TunnelOptions::default().log;
-            options.enable_tunnel_lifecycle_control = false;
-            specs.push(TunnelSpec {
-                key: TunnelKey {
-                    connection_id: c.id.clone(),
-                    tunnel: i,
-                },
-                local,
-                remote,
-                routing: c.routing,
-                local_ts: local_ts.clone(),
-                remote_ts: remote_ts.clone(),
-                options,
-                certificate: certificate.clone(),
-            });
-        }
+        connection_specs(config, c, &mut specs, &mut skipped);
     }
     (specs, skipped)
+}
+
+/// The tunnels IKE runs for connection `id` of `config` (none when it
+/// does not exist), and why others of it are not run: what
+/// [`TunnelSet::reconcile_connection`] takes.
+#[must_use]
+pub fn connection_tunnel_specs(
+    config: &ApplianceConfig,
+    id: &str,
+) -> (Vec<TunnelSpec>, Vec<String>) {
+    let mut specs = Vec::new();
+    let mut skipped = Vec::new();
+    if let Some(c) = config.connections.iter().find(|c| c.id == id) {
+        connection_specs(config, c, &mut specs, &mut skipped);
+    }
+    (specs, skipped)
+}
+
+fn connection_specs(
+    config: &ApplianceConfig,
+    c: &VpnConnection,
+    specs: &mut Vec<TunnelSpec>,
+    skipped: &mut Vec<String>,
+) {
+    let cgw = config
+        .customer_gateways
+        .iter()
+        .find(|g| g.id == c.customer_gateway_id);
+    let remote = cgw.and_then(|g| g.ip_address);
+    let certificate = cgw
+        .and_then(|g| g.certificate.clone())
+        .map(|name| (name, config.certificates.clone()));
+    let Some(remote) = remote else {
+        skipped.push(format!(
+            "{}: customer gateway {} has no IP address",
+            c.id, c.customer_gateway_id
+        ));
+        return;
+    };
+    let (local_ts, remote_ts) = match c.tunnel_inside_ip_version {
+        TunnelInsideIpVersion::Ipv6 => (
+            vec![IpNet::V6(c.remote_ipv6_network_cidr)],
+            vec![IpNet::V6(c.local_ipv6_network_cidr)],
+        ),
+        _ => (
+            vec![IpNet::V4(c.remote_ipv4_network_cidr)],
+            vec![IpNet::V4(c.local_ipv4_network_cidr)],
+        ),
+    };
+    for (i, t) in c.tunnels.iter().enumerate() {
+        let what = format!("{}/{i}", c.id);
+        let Some(local) = t.outside_ip_address else {
+            skipped.push(format!("{what}: no outside address"));
+            continue;
+        };
+        if t.pre_shared_key.is_none() && certificate.is_none() {
+            skipped.push(format!("{what}: no pre-shared key"));
+            continue;
+        }
+        if !t.ike_versions.contains(&IkeVersion::Ikev2) {
+            skipped.push(format!("{what}: IKEv1 only (this build speaks IKEv2)"));
+            continue;
+        }
+        let mut options = t.clone();
+        // Not IKE's business: changing them must not restart IKE.
+        options.inside_ipv4_cidr = None;
+        options.inside_ipv6_cidr = None;
+        options.tunnel_bandwidth = TunnelOptions::default().tunnel_bandwidth;
+        options.log = TunnelOptions::default().log;
+        options.enable_tunnel_lifecycle_control = false;
+        specs.push(TunnelSpec {
+            key: TunnelKey {
+                connection_id: c.id.clone(),
+                tunnel: i,
+            },
+            local,
+            remote,
+            routing: c.routing,
+            local_ts: local_ts.clone(),
+            remote_ts: remote_ts.clone(),
+            options,
+            certificate: certificate.clone(),
+        });
+    }
 }
 
 fn phase(p: PhaseState) -> IkePhaseState {
@@ -893,6 +918,54 @@ impl TunnelSet {
             .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
             .map(|(k, _)| k.clone())
             .collect();
+        self.replace(now, stale, wanted, sink);
+    }
+
+    /// [`reconcile`](Self::reconcile) for the tunnels of connection `id`
+    /// only (it was created, changed or deleted): `specs` and `skipped` are
+    /// [`connection_tunnel_specs`]'s for it. The other tunnels are not
+    /// looked at, so a change costs its own size.
+    pub fn reconcile_connection(
+        &mut self,
+        now: Now,
+        id: &str,
+        specs: Vec<TunnelSpec>,
+        skipped: Vec<String>,
+        sink: &mut dyn TunnelSink,
+    ) {
+        for s in &skipped {
+            if !self.skipped.contains(s) {
+                self.lines.push_back(format!("not running {s}"));
+            }
+        }
+        let mine = |s: &String| {
+            s.strip_prefix(id)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
+        };
+        self.skipped.retain(|s| !mine(s));
+        self.skipped.extend(skipped);
+        let wanted: BTreeMap<TunnelKey, TunnelSpec> = specs
+            .into_iter()
+            .filter(|s| s.key.connection_id == id)
+            .map(|s| (s.key.clone(), s))
+            .collect();
+        let stale: Vec<TunnelKey> = self
+            .runners
+            .range(crate::bgp::speaker::connection_range(id))
+            .filter(|(k, r)| wanted.get(*k) != Some(&r.spec))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.replace(now, stale, wanted, sink);
+    }
+
+    /// Close the `stale` runners, then start those of `wanted` not running.
+    fn replace(
+        &mut self,
+        now: Now,
+        stale: Vec<TunnelKey>,
+        wanted: BTreeMap<TunnelKey, TunnelSpec>,
+        sink: &mut dyn TunnelSink,
+    ) {
         for k in stale {
             if let Some(mut r) = self.runners.remove(&k) {
                 r.close(now, &mut self.rng, sink);
@@ -1023,7 +1096,19 @@ impl TunnelSet {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.runners
             .values()
-            .filter_map(|r| r.endpoint.poll_timeout())
+            .flat_map(|r| {
+                // A refused install is retried, and a tunnel's cookie line
+                // written, at its own time (collect_events then applies).
+                let cookies = (r.endpoint.counters().cookies_sent > r.cookies_logged.0)
+                    .then(|| r.cookies_logged.1.map(|t| t + COOKIE_LOG_PERIOD))
+                    .flatten();
+                [
+                    r.endpoint.poll_timeout(),
+                    r.retry.as_ref().map(|(at, _)| *at),
+                    cookies,
+                ]
+            })
+            .flatten()
             .min()
     }
 
