@@ -1,25 +1,17 @@
 //! BGP for `vpnd`'s dynamic-routing tunnels, the socket half: kernel TCP
-//! between the tunnels' inside addresses, driven for the pure half,
-//! [`control::bgp::speaker::Speaker`] (every session, the RIB, what is
-//! published to the FIB). Only I/O lives here: listeners, connections,
-//! `poll(2)`, the clocks.
+//! between the tunnels' inside addresses, for the pure half,
+//! [`control::bgp::speaker::Speaker`] inside the control core (every
+//! session, the RIB, what is published to the FIB). Only I/O lives here.
 //!
 //! ```text
-//!   BGP thread (run), one poll(2) loop, non-blocking sockets:
-//!     every 100 ms: lock Manager ──► Speaker::reconcile (config), and for
-//!                   each session its tunnel's IPsec state ──► set_ipsec_up
-//!     poll: listeners <inside-ip>:179 (IP_FREEBIND) ── accept ─► Speaker::handle_incoming
-//!           connects <inside-ip> → <peer-ip>:179    ── ready ─► handle_connected
-//!           streams ── bytes ─► handle_data, EOF/error ─► handle_closed
-//!           timers  ─► Speaker::handle_timeout
-//!     Speaker::poll_action ─► BgpSockets::perform: Listen / Unlisten /
-//!                             Connect / Send (bounded queue) / Close
-//!     updates? lock Manager ──► Speaker::publish (route delta to the FIB,
-//!                               tunnel state, log records, show bgp)
+//!   event loop (crate::event_loop), poll(2) over BgpSockets::poll_set:
+//!     listeners <inside-ip>:179 (IP_FREEBIND) ── accept ─► SocketEvent::Accepted
+//!                                                          ─► Core::handle_bgp_accept ─► adopt
+//!     connects <inside-ip> → <peer-ip>:179    ── ready ─► SocketEvent::Connected
+//!     streams ── bytes ─► SocketEvent::Data, EOF/error ─► SocketEvent::Closed
+//!   Output::Bgp(SpeakerAction) ─► BgpSockets::perform: Listen / Unlisten /
+//!                                 Connect / Send (bounded queue) / Close
 //! ```
-//!
-//! [`BgpSockets`] is the part an event loop reuses: it performs the
-//! speaker's socket actions and turns readiness into [`SocketEvent`]s.
 //!
 //! The inside addresses live on the kernel (tap) port like the outside
 //! ones ([`crate::kernel_port`] puts them there, with a route and a
@@ -30,27 +22,21 @@
 //! it fails and is retried by the session's ConnectRetryTimer; a listener
 //! that cannot be bound is retried every [`LISTEN_RETRY`]).
 //!
-//! What it never does: block (every socket is non-blocking; the only wait
-//! is `poll(2)`, at most [`MAX_WAIT`]), hold the manager's lock while
-//! waiting for the network, or keep unbounded state: bytes queued per
-//! connection and bytes read per wake-up are capped.
+//! What it never does: block (every socket is non-blocking), or keep
+//! unbounded state: bytes queued per connection and bytes read per
+//! wake-up are capped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use control::bgp::ConnId;
-use control::bgp::speaker::{RoutingSink, Speaker, SpeakerAction, ipsec_up};
-use control::ike::tunnels::Now;
-use rustix::event::{PollFd, PollFlags, Timespec};
+use control::bgp::speaker::SpeakerAction;
+use rustix::event::{PollFd, PollFlags};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, ipproto, sockopt};
 
-/// How often the configuration and the tunnels' IPsec state are read.
-pub const RECONCILE_PERIOD: Duration = Duration::from_millis(100);
-/// Longest `poll(2)` wait.
-pub const MAX_WAIT: Duration = Duration::from_millis(100);
 /// Bytes queued for a connection the peer does not read; beyond this the
 /// connection is closed (TcpConnectionFails).
 const MAX_QUEUED_BYTES: usize = 4 << 20;
@@ -154,7 +140,7 @@ struct Listener {
 #[derive(Debug)]
 pub enum SocketEvent {
     /// A connection was accepted on `local` from `remote`: give it to
-    /// [`Speaker::handle_incoming`], then [`BgpSockets::adopt`] or drop it.
+    /// [`control::core::Core::handle_bgp_accept`], then [`BgpSockets::adopt`] or drop it.
     Accepted {
         /// The socket.
         stream: TcpStream,
@@ -400,132 +386,6 @@ impl BgpSockets {
         }
         if failed && self.conns.remove(&id).is_some() {
             out.push(SocketEvent::Closed(id));
-        }
-    }
-}
-
-/// Hand socket events to the speaker, and the speaker's actions to the
-/// sockets, until neither has anything left.
-pub fn exchange(
-    now: Instant,
-    speaker: &mut Speaker,
-    sockets: &mut BgpSockets,
-    mut events: Vec<SocketEvent>,
-) {
-    loop {
-        for e in events.drain(..) {
-            match e {
-                SocketEvent::Accepted {
-                    stream,
-                    local,
-                    remote,
-                } => {
-                    if let Some(id) = speaker.handle_incoming(now, local, remote) {
-                        sockets.adopt(id, stream);
-                    }
-                }
-                SocketEvent::Connected(id) => speaker.handle_connected(now, id),
-                SocketEvent::Data(id, data) => speaker.handle_data(now, id, &data),
-                SocketEvent::Closed(id) => speaker.handle_closed(now, id),
-            }
-        }
-        let mut any = false;
-        while let Some(a) = speaker.poll_action() {
-            any = true;
-            sockets.perform(now, a, &mut events);
-        }
-        if !any && events.is_empty() {
-            return;
-        }
-    }
-}
-
-fn clock() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    }
-}
-
-/// The BGP thread's loop: never returns. `with_manager` runs a closure
-/// with the manager locked.
-pub fn run<F>(mut with_manager: F)
-where
-    F: FnMut(&mut dyn FnMut(&mut dyn RoutingSink)),
-{
-    let mut speaker = Speaker::new();
-    let mut sockets = BgpSockets::new();
-    let mut next_reconcile = Instant::now();
-    loop {
-        let now = clock();
-        if now.instant >= next_reconcile {
-            next_reconcile = now.instant + RECONCILE_PERIOD;
-            with_manager(&mut |m: &mut dyn RoutingSink| {
-                speaker.reconcile(now, m);
-                let moved: Vec<_> = speaker
-                    .ipsec_states()
-                    .filter_map(|(k, was)| {
-                        let up = ipsec_up(&m.tunnel_state(k));
-                        (up != was).then(|| (k.clone(), up))
-                    })
-                    .collect();
-                for (k, up) in moved {
-                    speaker.set_ipsec_up(now, &k, up);
-                }
-                speaker.publish(now, m);
-            });
-            sockets.retry_listeners(now.instant);
-        }
-        speaker.handle_timeout(now.instant);
-        exchange(now.instant, &mut speaker, &mut sockets, Vec::new());
-        if speaker.has_updates() {
-            with_manager(&mut |m: &mut dyn RoutingSink| speaker.publish(clock(), m));
-        }
-        let now = Instant::now();
-        let wake = [speaker.poll_timeout(), sockets.next_retry()]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + MAX_WAIT)
-            .min(now + MAX_WAIT)
-            .min(next_reconcile);
-        let events = wait(&sockets, wake.saturating_duration_since(now));
-        let events = {
-            let mut out = Vec::new();
-            for (slot, revents) in events {
-                sockets.service(slot, revents, &mut out);
-            }
-            out
-        };
-        exchange(Instant::now(), &mut speaker, &mut sockets, events);
-        if speaker.has_updates() {
-            with_manager(&mut |m: &mut dyn RoutingSink| speaker.publish(clock(), m));
-        }
-    }
-}
-
-/// Wait up to `timeout` for the sockets; the ready ones.
-fn wait(sockets: &BgpSockets, timeout: Duration) -> Vec<(Slot, PollFlags)> {
-    let mut slots = Vec::new();
-    let mut fds = Vec::new();
-    sockets.poll_set(&mut slots, &mut fds);
-    let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
-        tv_sec: 0,
-        tv_nsec: 100_000_000,
-    });
-    match rustix::event::poll(&mut fds, Some(&ts)) {
-        Ok(0) | Err(rustix::io::Errno::INTR) => Vec::new(),
-        Ok(_) => slots
-            .into_iter()
-            .zip(fds.iter().map(PollFd::revents))
-            .filter(|(_, r)| !r.is_empty())
-            .collect(),
-        Err(e) => {
-            tracing::warn!("bgp: poll: {e}");
-            std::thread::sleep(timeout);
-            Vec::new()
         }
     }
 }

@@ -169,6 +169,12 @@ impl KernelPort {
         }
     }
 
+    /// Whether the tap has everything `want` asks for (nothing to retry).
+    #[must_use]
+    pub fn settled(&self, want: &BTreeSet<Entry>) -> bool {
+        want.iter().all(|e| self.applied.contains(e))
+    }
+
     /// The interface.
     #[must_use]
     pub fn iface(&self) -> &str {

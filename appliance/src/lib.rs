@@ -5,6 +5,7 @@
 
 pub mod bgp_service;
 pub mod eal_args;
+pub mod event_loop;
 pub mod hugepages;
 pub mod ike_service;
 pub mod kernel_port;

@@ -76,6 +76,73 @@ pub fn read_bounded_line(
     }
 }
 
+/// One framed unit of a [`LineFramer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Framed {
+    /// A line (without its `\n`).
+    Line(Vec<u8>),
+    /// A line longer than the limit, discarded; the value is its length.
+    TooLong(usize),
+}
+
+/// [`read_bounded_line`] for a non-blocking reader: bytes are pushed as
+/// they arrive, whole lines come out, at most `max` bytes of a line are
+/// kept (a longer one is dropped up to its `\n` and reported as
+/// [`Framed::TooLong`]), so memory stays bounded whatever the peer sends.
+#[derive(Debug)]
+pub struct LineFramer {
+    buf: Vec<u8>,
+    max: usize,
+    /// Length of the current line, when it is past the limit.
+    overflow: Option<usize>,
+}
+
+impl LineFramer {
+    /// Lines of at most `max` bytes.
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max,
+            overflow: None,
+        }
+    }
+
+    /// Take `data`; whole lines (and discarded long ones) go to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<Framed>) {
+        while !data.is_empty() {
+            let (chunk, found) = match data.iter().position(|b| *b == b'\n') {
+                Some(i) => (&data[..i], true),
+                None => (data, false),
+            };
+            match &mut self.overflow {
+                Some(n) => *n += chunk.len(),
+                None if self.buf.len() + chunk.len() > self.max => {
+                    self.overflow = Some(self.buf.len() + chunk.len());
+                    self.buf = Vec::new();
+                }
+                None => self.buf.extend_from_slice(chunk),
+            }
+            data = &data[chunk.len() + usize::from(found)..];
+            if found {
+                out.push(self.take());
+            }
+        }
+    }
+
+    /// The stream ended: the last line, if it lacked its `\n`.
+    pub fn finish(&mut self) -> Option<Framed> {
+        (self.overflow.is_some() || !self.buf.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Framed {
+        match self.overflow.take() {
+            Some(n) => Framed::TooLong(n),
+            None => Framed::Line(std::mem::take(&mut self.buf)),
+        }
+    }
+}
+
 /// Who may use the management socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerPolicy {
@@ -156,6 +223,38 @@ pub fn sd_notify(state: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The framer gives what `read_bounded_line` gives, however the bytes
+    /// are split into reads.
+    #[test]
+    fn the_framer_agrees_with_the_blocking_reader() {
+        let mut data = b"short\n\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 40));
+        data.extend(b"\nafter\n");
+        data.extend(std::iter::repeat_n(b'y', 11));
+        data.extend(b"\nlast-without-newline");
+        let max = 10;
+        let mut want = Vec::new();
+        let mut reader = io::BufReader::with_capacity(7, &data[..]);
+        let mut line = Vec::new();
+        loop {
+            match read_bounded_line(&mut reader, max, &mut line).unwrap() {
+                LineRead::Eof => break,
+                LineRead::Line => want.push(Framed::Line(line.clone())),
+                LineRead::TooLong(n) => want.push(Framed::TooLong(n)),
+            }
+        }
+        assert_eq!(want[2], Framed::TooLong(40));
+        for split in 1..data.len() {
+            let mut f = LineFramer::new(max);
+            let mut got = Vec::new();
+            for chunk in data.chunks(split) {
+                f.push(chunk, &mut got);
+            }
+            got.extend(f.finish());
+            assert_eq!(got, want, "reads of {split} bytes");
+        }
+    }
 
     #[test]
     fn lines_are_bounded_and_the_stream_resyncs() {

@@ -137,6 +137,9 @@ pub enum Output {
     KernelPort,
     /// A line for the daemon's log.
     Log(String),
+    /// A problem that failed nothing (a compaction that could not be
+    /// written), for the daemon's log as a warning.
+    Warn(String),
     /// The shutdown's DELETEs are out and flushed: stop the dataplane
     /// ([`Core::shutdown_dataplane`]) and exit.
     Stopped,
@@ -254,6 +257,11 @@ pub struct Core<D: Dataplane> {
     /// IKE datagrams the loop could not take (counted into the metrics).
     rx_dropped: u64,
     stopping: bool,
+    /// The shutdown's DELETEs, counted before they are handed out.
+    deletes: VecDeque<Transmit>,
+    /// IKE and BGP run (false: the management plane only, for a daemon
+    /// without a dataplane that moves packets).
+    protocols: bool,
 }
 
 impl<D: Dataplane + std::fmt::Debug> std::fmt::Debug for Core<D> {
@@ -290,6 +298,19 @@ impl<D: Dataplane> Core<D> {
             logged: IkeCounters::default(),
             rx_dropped: 0,
             stopping: false,
+            deletes: VecDeque::new(),
+            protocols: true,
+        }
+    }
+
+    /// A core that serves the management API and the dataplane handle
+    /// only: no IKE, no BGP, no kernel port (the in-memory stand-in moves
+    /// no packets).
+    #[must_use]
+    pub fn management_only(manager: Manager<D>) -> Self {
+        Self {
+            protocols: false,
+            ..Self::new(manager)
         }
     }
 
@@ -319,7 +340,10 @@ impl<D: Dataplane> Core<D> {
     /// Run the configured tunnels and sessions (the whole configuration,
     /// once).
     pub fn start(&mut self, now: Now) {
-        self.reconcile(now, &Scope::All);
+        if self.protocols {
+            self.reconcile(now, &Scope::All);
+            self.outputs.push_back(Output::KernelPort);
+        }
         self.timers
             .set(Timer::Dataplane, now.instant + DATAPLANE_POLL);
         self.timers
@@ -376,6 +400,9 @@ impl<D: Dataplane> Core<D> {
 
     /// The next IKE datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if let Some(t) = self.deletes.pop_front() {
+            return Some(t);
+        }
         self.ike.poll_transmit()
     }
 
@@ -404,9 +431,9 @@ impl<D: Dataplane> Core<D> {
         let scope = self.scope(&request);
         let result = self.manager.handle(request);
         for w in self.manager.take_warnings() {
-            self.outputs.push_back(Output::Log(w));
+            self.outputs.push_back(Output::Warn(w));
         }
-        if result.is_ok() && !matches!(scope, Scope::Nothing) {
+        if result.is_ok() && !matches!(scope, Scope::Nothing) && self.protocols {
             self.reconcile(now, &scope);
             self.outputs.push_back(Output::KernelPort);
         }
@@ -492,7 +519,9 @@ impl<D: Dataplane> Core<D> {
         }
         if self.timers.is_expired(Timer::Counters, t) {
             self.timers.set(Timer::Counters, t + COUNTERS_PERIOD);
-            self.publish_counters();
+            if self.protocols {
+                self.publish_counters();
+            }
         }
         if self.timers.is_expired(Timer::Flush, t) {
             self.timers = TimerTable::default();
@@ -505,7 +534,7 @@ impl<D: Dataplane> Core<D> {
     fn collect_dataplane(&mut self, now: Now) {
         self.manager.dataplane_mut().poll();
         for w in self.manager.take_warnings() {
-            self.outputs.push_back(Output::Log(w));
+            self.outputs.push_back(Output::Warn(w));
         }
         let mut watch = Watch {
             manager: &mut self.manager,
@@ -552,8 +581,11 @@ impl<D: Dataplane> Core<D> {
             changed: &mut self.changed,
         };
         self.ike.close_all(now, &mut watch);
+        self.deletes
+            .extend(std::iter::from_fn(|| self.ike.poll_transmit()));
         self.outputs.push_back(Output::Log(format!(
-            "ike: shutting down: {n} tunnel(s) closed, DELETEs sent"
+            "ike: shutting down: {n} tunnel(s) closed, {} DELETE(s) sent",
+            self.deletes.len()
         )));
         self.timers = TimerTable::default();
         self.timers.set(Timer::Flush, now.instant + DELETE_FLUSH);

@@ -1,5 +1,6 @@
 //! The control plane: configuration, IKE, DPD, BGP, the OpenVPN remote-access
-//! engine and the management API.
+//! engine, the management API, and the control core ([`core`]) that owns
+//! them as one sans-IO state machine.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -225,8 +225,8 @@ impl<D: Dataplane> Manager<D> {
         })
     }
 
-    /// Record the BGP neighbours' state (the daemon's BGP thread publishes
-    /// it; `show_bgp` reads it).
+    /// Record the BGP neighbours' state (the control core's speaker
+    /// publishes it; `show_bgp` reads it).
     pub fn set_bgp_neighbors(&mut self, neighbors: Vec<BgpNeighbor>) {
         self.bgp_neighbors = neighbors;
     }
@@ -239,8 +239,8 @@ impl<D: Dataplane> Manager<D> {
         out
     }
 
-    /// Record control-plane metrics a daemon thread publishes (the IKE
-    /// service's counters); they replace the previous ones.
+    /// Record control-plane metrics the control core publishes (the IKE
+    /// counters); they replace the previous ones.
     pub fn set_control_metrics(&mut self, metrics: Vec<crate::metrics::ControlMetric>) {
         self.control_metrics = metrics;
     }

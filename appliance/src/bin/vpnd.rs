@@ -11,25 +11,20 @@
 //! `metrics.listen` (HTTP `GET /metrics`) when `metrics.enabled`.
 //!
 //! ```text
-//!   main thread: EAL init, ports, worker lcore ──► Manager::start (apply config)
-//!   main thread: accept on the unix socket ──► one thread per client
-//!                                                  │ read line (≤ 1 MiB)
-//!                                                  │ lock Manager, handle, unlock
-//!                                                  ▼ write reply line
-//!   metrics thread: accept TCP ──► GET /metrics ──► lock Manager, render
-//!   tick thread: every 20 ms lock Manager ──► Dataplane::poll (acks, retired
-//!                SAs freed, counters)
-//!   ike thread: appliance::ike_service::run (IKE over UDP 500/4500 on the
-//!               outside addresses; Child SAs ──► lock Manager ──► install)
-//!   bgp thread: appliance::bgp_service::run (a BGP session per dynamic-routing
-//!               tunnel over kernel TCP between the inside addresses, while
-//!               IKE has the tunnel up; selected routes ──► lock Manager ──►
-//!               FIB; state and logs)
-//!   signal thread: SIGTERM/SIGINT ──► ike thread closes every tunnel
-//!                  (DELETE to each peer, through the still-running worker;
-//!                  ≤ 3 s) ──► lock Manager (waits for an in-flight
-//!                  save) ──► remove socket ──► stop worker, close ports,
-//!                  rte_eal_cleanup ──► exit 0
+//!   main thread: EAL init, ports, worker lcores ──► Manager::start (apply config)
+//!                ──► control::core::Core (manager + IKE tunnels + BGP speaker
+//!                    + timers) ──► Core::start (the configured tunnels)
+//!                ──► appliance::event_loop: one poll(2) loop over the
+//!                    management socket and its clients, the metrics
+//!                    listener, the IKE sockets, the BGP sockets and the
+//!                    signal pipes; every input an event of the core,
+//!                    every output performed by the loop
+//!   SIGTERM/SIGINT ──► STOPPING=1 ──► Event::Shutdown: DELETE to each peer
+//!                  (through the still-running worker), changes refused
+//!                  ──► 300 ms later Output::Stopped ──► remove socket ──►
+//!                  stop worker, close ports, rte_eal_cleanup ──► exit 0
+//!   log thread: appliance::logging (the only other thread of the control
+//!               side)
 //! ```
 //!
 //! With `--no-dataplane` an in-memory stand-in takes the configuration
@@ -37,7 +32,7 @@
 //! the NICs. systemd: `Type=notify`; `READY=1` is sent once the dataplane,
 //! the socket and the metrics listener are up, `STOPPING=1` on SIGTERM.
 //!
-//! The IKE thread puts the outside and tunnel inside addresses on the
+//! The event loop puts the outside and tunnel inside addresses on the
 //! kernel port itself (`appliance::kernel_port`). Test mode only (logged
 //! at start, never for production): `VPND_IKE_LIFETIME_DIVISOR=<n>`
 //! divides every tunnel's IKE/Child SA lifetimes and rekey margin,
@@ -54,24 +49,23 @@
 //! available.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use appliance::eal_args::{self, Memory};
+use appliance::event_loop::{self, EventLoop, Setup};
 use appliance::logging;
-use appliance::mgmt::{self, LineRead, PeerPolicy};
+use appliance::mgmt::{self, PeerPolicy};
 use appliance::runtime::dataplane::DpdkDataplane;
 use appliance::runtime::{Runtime, RuntimeConfig};
 use clap::Parser;
-use control::api::{self, ApiError, ErrorCode, MAX_MESSAGE_BYTES};
 use control::config::journal::{DroppedTail, Journal, OpenReport};
 use control::config::{ApplianceConfig, ConfigStore, DataplaneConfig, PortRole, StorePaths};
+use control::core::Core;
 use control::dataplane::{Dataplane, InMemoryDataplane};
 use control::manager::{Fill, Loaded, Manager};
 use rustix::fs::Mode;
@@ -105,14 +99,6 @@ struct Args {
     /// without free hugepages) vpnd falls back to `--no-huge`.
     #[arg(long, default_value = "/etc/vpn/hugepages.conf")]
     hugepages_conf: PathBuf,
-}
-
-type Shared = Arc<Mutex<Manager<Box<dyn Dataplane>>>>;
-
-fn lock(m: &Shared) -> MutexGuard<'_, Manager<Box<dyn Dataplane>>> {
-    // A panicking client thread must not take the management plane down;
-    // the manager's state is only replaced after a complete commit.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn urandom_fill() -> Result<Fill, std::io::Error> {
@@ -254,7 +240,6 @@ fn run(args: &Args) -> i32 {
     );
     let mgmt_cfg = manager.config().management.clone();
     let metrics_cfg = manager.config().metrics.clone();
-    let shared: Shared = Arc::new(Mutex::new(manager));
 
     let group_gid = mgmt::lookup_group_gid(&mgmt_cfg.socket_group);
     let listener = match bind_socket(&mgmt_cfg.socket_path, group_gid) {
@@ -275,124 +260,64 @@ fn run(args: &Args) -> i32 {
         group_gid,
     };
 
-    if metrics_cfg.enabled {
+    let metrics = if metrics_cfg.enabled {
         match TcpListener::bind(metrics_cfg.listen) {
-            Ok(l) => {
-                let m = shared.clone();
-                std::thread::spawn(move || serve_metrics(&l, &m));
-            }
+            Ok(l) => Some(l),
             Err(e) => {
                 tracing::error!("cannot listen for metrics on {}: {e}", metrics_cfg.listen);
                 let _ = std::fs::remove_file(&mgmt_cfg.socket_path);
                 return 2;
             }
         }
-    }
+    } else {
+        None
+    };
 
-    let ike_shutdown = appliance::ike_service::Shutdown::default();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(mut signals) => {
-            let m = shared.clone();
-            let path = mgmt_cfg.socket_path.clone();
-            let ike = (!args.no_dataplane).then(|| ike_shutdown.clone());
-            std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    let _ = mgmt::sd_notify("STOPPING=1");
-                    // DELETE to the peers first, while the worker still
-                    // forwards what the IKE sockets send.
-                    if let Some(ike) = ike
-                        && !ike.request_and_wait(IKE_SHUTDOWN)
-                    {
-                        tracing::warn!(
-                            "IKE did not close its tunnels within {IKE_SHUTDOWN:?}; stopping anyway"
-                        );
-                    }
-                    // Wait for a change in progress to finish (it holds
-                    // the lock through its save), then stop; the lock is
-                    // kept so no request runs after this point.
-                    let mut guard = lock(&m);
-                    let _ = std::fs::remove_file(&path);
-                    tracing::info!("signal {sig}, stopping");
-                    guard.dataplane_mut().shutdown();
-                    logging::flush(LOG_FLUSH);
-                    std::process::exit(0);
-                }
-            });
-        }
+    let signals = match signal_pipes() {
+        Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
+            let _ = std::fs::remove_file(&mgmt_cfg.socket_path);
             return 2;
         }
-    }
-
-    {
-        let m = shared.clone();
-        std::thread::spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_millis(20));
-                let mut guard = lock(&m);
-                guard.dataplane_mut().poll();
-                for w in guard.take_warnings() {
-                    tracing::warn!("{w}");
-                }
-            }
-        });
-    }
+    };
 
     // IKE and BGP on the real dataplane only: the stand-in moves no packets.
-    if !args.no_dataplane {
-        let m = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ike".to_owned())
-            .spawn(move || appliance::ike_service::run(|f| f(&mut *lock(&m)), &ike_shutdown));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the IKE thread: {e}");
-            return 2;
-        }
-        let m = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("bgp".to_owned())
-            .spawn(move || appliance::bgp_service::run(|f| f(&mut *lock(&m))));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the BGP thread: {e}");
-            return 2;
-        }
-    }
+    let mut core = if args.no_dataplane {
+        Core::management_only(manager)
+    } else {
+        Core::with_tunnels(manager, appliance::ike_service::tunnel_set_from_env())
+    };
+    core.start(event_loop::clock());
+    let lp = EventLoop::new(
+        core,
+        Setup {
+            mgmt: listener,
+            mgmt_path: mgmt_cfg.socket_path.clone(),
+            policy,
+            metrics,
+            signals,
+        },
+    );
 
     if let Err(e) = mgmt::sd_notify("READY=1") {
         tracing::warn!("sd_notify: {e}");
     }
     tracing::info!("serving on {}", mgmt_cfg.socket_path.display());
-    let clients = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        match stream {
-            Ok(mut s) => {
-                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                    clients.fetch_sub(1, Ordering::SeqCst);
-                    let reply = api::encode_reply(
-                        None,
-                        Err(ApiError::new(
-                            ErrorCode::Internal,
-                            format!("{MAX_CLIENTS} clients are connected; try again later"),
-                        )),
-                    );
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                    let _ = s.write_all(&reply);
-                    continue;
-                }
-                let (m, clients) = (shared.clone(), clients.clone());
-                std::thread::spawn(move || {
-                    serve_client(s, &m, policy);
-                    clients.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            Err(e) => tracing::warn!("accept: {e}"),
-        }
+    lp.run()
+}
+
+/// A pipe per stopping signal: the handler writes a byte, the event loop
+/// polls the read end.
+fn signal_pipes() -> std::io::Result<Vec<(UnixStream, i32)>> {
+    let mut out = Vec::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        let (read, write) = UnixStream::pair()?;
+        write.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(sig, write)?;
+        out.push((read, sig));
     }
-    0
+    Ok(out)
 }
 
 /// The configuration the dataplane starts with, read before the manager
@@ -432,13 +357,6 @@ fn log_open_report(paths: &StorePaths, report: &OpenReport) {
         );
     }
 }
-
-/// How long SIGTERM waits for IKE to send DELETE to the peers.
-const IKE_SHUTDOWN: Duration = Duration::from_secs(3);
-
-/// Connections served at once; more are answered `internal` and closed, so
-/// idle clients cannot exhaust threads.
-const MAX_CLIENTS: usize = 64;
 
 /// The runtime's settings from `[dataplane]` and the command line.
 fn runtime_config(d: &DataplaneConfig, args: &Args) -> Result<RuntimeConfig, String> {
@@ -497,132 +415,4 @@ fn bind_socket(path: &Path, group_gid: Option<u32>) -> std::io::Result<UnixListe
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
-}
-
-fn serve_client(stream: UnixStream, manager: &Shared, policy: PeerPolicy) {
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!("client: {e}");
-            return;
-        }
-    };
-    match rustix::net::sockopt::socket_peercred(&stream) {
-        Ok(cred) => {
-            let pid = rustix::process::Pid::as_raw(Some(cred.pid));
-            let groups = mgmt::supplementary_groups(pid);
-            if !policy.allows(cred.uid.as_raw(), cred.gid.as_raw(), &groups) {
-                tracing::warn!(
-                    "refused client pid {pid} uid {} gid {}",
-                    cred.uid.as_raw(),
-                    cred.gid.as_raw()
-                );
-                let reply = api::encode_reply(
-                    None,
-                    Err(ApiError::new(
-                        ErrorCode::PermissionDenied,
-                        format!(
-                            "uid {} is not allowed to use the management socket (root, the daemon's user or the socket group only)",
-                            cred.uid.as_raw()
-                        ),
-                    )),
-                );
-                let _ = writer.write_all(&reply);
-                // Let the client finish sending its request (bounded), so
-                // it reads the refusal instead of a broken pipe.
-                let _ = writer.shutdown(std::net::Shutdown::Write);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut sink = [0u8; 4096];
-                let mut left = MAX_MESSAGE_BYTES;
-                while let Ok(n @ 1..) = (&stream).read(&mut sink) {
-                    left = left.saturating_sub(n);
-                    if left == 0 {
-                        break;
-                    }
-                }
-                return;
-            }
-        }
-        Err(e) => {
-            tracing::warn!("cannot read peer credentials: {e}");
-            return;
-        }
-    }
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
-    // A client that does not read its replies cannot hold a thread forever.
-    let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        let reply = match mgmt::read_bounded_line(&mut reader, MAX_MESSAGE_BYTES, &mut line) {
-            Ok(LineRead::Eof) | Err(_) => return,
-            Ok(LineRead::TooLong(n)) => api::encode_reply(
-                None,
-                Err(ApiError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "message of {n} bytes exceeds the limit of {MAX_MESSAGE_BYTES} bytes; discarded"
-                    ),
-                )),
-            ),
-            Ok(LineRead::Line) => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                match api::decode_request(&line) {
-                    Ok(env) => {
-                        let result = lock(manager).handle(env.request);
-                        api::encode_reply(Some(env.id), result)
-                    }
-                    Err(e) => api::encode_reply(e.id, Err(e.error)),
-                }
-            }
-        };
-        if writer.write_all(&reply).is_err() {
-            return;
-        }
-    }
-}
-
-fn serve_metrics(listener: &TcpListener, manager: &Shared) {
-    for stream in listener.incoming() {
-        let Ok(s) = stream else { continue };
-        let m = manager.clone();
-        std::thread::spawn(move || serve_metrics_client(s, &m));
-    }
-}
-
-fn serve_metrics_client(mut s: TcpStream, manager: &Shared) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut req = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    // Read the request head (bounded to 8 KiB).
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => req.extend_from_slice(&buf[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&req);
-    let first = head.lines().next().unwrap_or_default();
-    let mut parts = first.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = if method == "GET" && (target == "/metrics" || target == "/") {
-        (
-            "200 OK",
-            control::metrics::CONTENT_TYPE,
-            lock(manager).render_metrics(),
-        )
-    } else {
-        (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "GET /metrics\n".to_owned(),
-        )
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes());
 }

@@ -22,6 +22,8 @@
 //! * [`log`]: the spec's BGP log entries and texts.
 //! * [`peer`]: a session's settings from the configuration model.
 //! * [`snapshot`]: what `vpnctl show bgp` prints.
+//! * [`speaker`]: every session of the appliance and the RIB, fed by the
+//!   control core ([`crate::core`]); routes out as deltas.
 
 pub mod log;
 pub mod peer;

@@ -459,6 +459,7 @@ impl Lab {
             | Output::IkeListen(_)
             | Output::KernelPort
             | Output::Log(_)
+            | Output::Warn(_)
             | Output::Stopped => {}
         }
     }

@@ -1,16 +1,18 @@
 //! The tunnels IKE runs, without sockets, threads or clocks: the
 //! per-tunnel logic between the sans-IO engine ([`super::endpoint`],
-//! [`super::sa`]) and the rest of the control core. The daemon
-//! (`appliance::ike_service`) reads the sockets and the clocks and calls
-//! [`TunnelSet`] in this order:
+//! [`super::sa`]) and the rest of the control core. The control core
+//! ([`crate::core::Core`]) calls [`TunnelSet`] in this order (the daemon's
+//! event loop reads the sockets and the clocks):
 //!
 //! ```text
-//!   every reconcile period: tunnel_specs(config) ──► TunnelSet::reconcile
-//!                           dataplane SA events  ──► TunnelSet::handle_sa_events
+//!   at start, on config_import: tunnel_specs(config) ──► TunnelSet::reconcile
+//!   a change of connection c:   connection_tunnel_specs(config, c)
+//!                               ──► TunnelSet::reconcile_connection (c's tunnels only)
+//!   dataplane SA events  ──► TunnelSet::handle_sa_events
 //!   a datagram            ──► TunnelSet::handle_datagram ─► the tunnel's Endpoint
 //!   a timer               ──► TunnelSet::handle_timeout     (by local/peer address)
 //!   TunnelSet::poll_transmit ──► send_to
-//!   TunnelSet::collect_events? ──► TunnelSet::apply (the sink locked):
+//!   TunnelSet::collect_events? ──► TunnelSet::apply (through the sink):
 //!       ChildSaUp       ─► install_child_sa (make before break), or
 //!                          add_child_inbound when we answered the peer's
 //!                          rekey (RFC 7296 § 2.8)
@@ -19,8 +21,11 @@
 //!       ChildSaDown     ─► remove_child_sa (the installed pair),
 //!                          remove_child_inbound (any other SA)
 //!       Log             ─► the tunnel's activity log
-//!       state           ─► set_tunnel_state (the FIB follows the UP tunnels)
+//!       state           ─► set_tunnel_state (the FIB follows the UP tunnels;
+//!                          the core tells BGP whether IPsec is up)
 //!   TunnelSet::poll_log ──► the daemon's log
+//!   TunnelSet::poll_timeout: the earliest engine timer, install retry or
+//!                            cookie log line
 //! ```
 //!
 //! One [`Endpoint`] per tunnel (a `Runner`), keyed by (our outside
