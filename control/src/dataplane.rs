@@ -443,6 +443,15 @@ pub trait Dataplane: Send {
     }
     /// State of one tunnel (DOWN with no SA when unknown).
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState;
+    /// The tunnel's number in the runtime (the handle its FIB entries and
+    /// workers use), assigned when its connection is applied; the control
+    /// core's RIB takes the same number, so one id names a tunnel from the
+    /// configuration to the worker. `None` (the default) when the runtime
+    /// does not number tunnels or `key` is not configured.
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<fib::TunnelId> {
+        let _ = key;
+        None
+    }
     /// Installed SAs.
     fn sas(&self) -> Vec<SaInfo>;
     /// Routes learnt dynamically (BGP); static routes come from the
@@ -546,6 +555,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Box<D> {
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
         (**self).tunnel_state(key)
     }
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<fib::TunnelId> {
+        (**self).tunnel_id(key)
+    }
     fn sas(&self) -> Vec<SaInfo> {
         (**self).sas()
     }
@@ -634,6 +646,8 @@ pub struct InMemoryDataplane {
     dynamic: Vec<DynamicRoute>,
     route_updates: u64,
     route_delta_items: usize,
+    /// Tunnel numbers, lowest free first, as a runtime assigns them.
+    ids: BTreeMap<TunnelKey, fib::TunnelId>,
 }
 
 impl InMemoryDataplane {
@@ -684,6 +698,32 @@ impl InMemoryDataplane {
     }
 }
 
+impl InMemoryDataplane {
+    /// Number the tunnels of connection `id` (present in `config`) or free
+    /// their numbers (absent).
+    fn number(&mut self, config: &ApplianceConfig, id: &str) {
+        let n = config
+            .connections
+            .iter()
+            .find(|c| c.id == id)
+            .map_or(0, |c| c.tunnels.len());
+        self.ids
+            .retain(|k, _| k.connection_id != id || k.tunnel < n);
+        for tunnel in 0..n {
+            let key = TunnelKey {
+                connection_id: id.to_owned(),
+                tunnel,
+            };
+            if self.ids.contains_key(&key) {
+                continue;
+            }
+            let used: std::collections::BTreeSet<u32> = self.ids.values().map(|t| t.0).collect();
+            let free = (0..).find(|i| !used.contains(i)).unwrap_or(u32::MAX);
+            self.ids.insert(key, fib::TunnelId(free));
+        }
+    }
+}
+
 impl Dataplane for InMemoryDataplane {
     fn apply(&mut self, config: &ApplianceConfig) {
         // Forget state and SAs of tunnels that no longer exist.
@@ -691,8 +731,17 @@ impl Dataplane for InMemoryDataplane {
             .retain(|k, _| config.connections.iter().any(|c| c.id == k.connection_id));
         self.sas
             .retain(|s| config.connections.iter().any(|c| c.id == s.connection_id));
+        self.ids
+            .retain(|k, _| config.connections.iter().any(|c| c.id == k.connection_id));
+        for c in &config.connections {
+            self.number(config, &c.id);
+        }
         self.applied = Some(config.clone());
         self.applies += 1;
+    }
+
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<fib::TunnelId> {
+        self.ids.get(key).copied()
     }
 
     fn apply_change(&mut self, config: &ApplianceConfig, change: &Change) {
@@ -703,6 +752,11 @@ impl Dataplane for InMemoryDataplane {
         if let Change::DeleteConnection { id } = change {
             self.states.retain(|k, _| k.connection_id != *id);
             self.sas.retain(|s| s.connection_id != *id);
+        }
+        match change {
+            Change::PutConnection { connection } => self.number(config, &connection.id),
+            Change::DeleteConnection { id } => self.number(config, id),
+            _ => {}
         }
         self.applies += 1;
     }

@@ -532,6 +532,10 @@ fn snake(debug_name: &str) -> String {
 }
 
 impl Dataplane for DpdkDataplane {
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
+        Self::tunnel_id(self, key)
+    }
+
     fn apply(&mut self, config: &ApplianceConfig) {
         if self.rt.is_none() {
             return;

@@ -153,6 +153,12 @@ pub trait RoutingSink {
     fn set_bgp_neighbors(&mut self, neighbors: Vec<BgpNeighbor>);
     /// Record a tunnel log entry.
     fn record_log(&mut self, entry: LogEntry);
+    /// The dataplane's number of the tunnel ([`Dataplane::tunnel_id`]),
+    /// which the RIB then uses too; `None`: the speaker numbers it.
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
+        let _ = key;
+        None
+    }
 }
 
 impl<D: Dataplane> RoutingSink for Manager<D> {
@@ -173,6 +179,9 @@ impl<D: Dataplane> RoutingSink for Manager<D> {
     }
     fn record_log(&mut self, entry: LogEntry) {
         Self::record_log(self, entry);
+    }
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
+        self.dataplane().tunnel_id(key)
     }
 }
 
@@ -363,6 +372,12 @@ impl Speaker {
         &self.rib
     }
 
+    /// The RIB's handle of `key`'s tunnel, if it has a session.
+    #[must_use]
+    pub fn tunnel_id(&self, key: &TunnelKey) -> Option<TunnelId> {
+        self.peers.get(key).map(|p| p.tunnel)
+    }
+
     /// The session of `key`'s tunnel, if it has one.
     #[must_use]
     pub fn session(&self, key: &TunnelKey) -> Option<&Session> {
@@ -503,12 +518,17 @@ impl Speaker {
             let key = s.key.clone();
             self.remove_peer(now, &key, sink);
         }
-        let mut next_id = 0u32;
-        while self.used_ids.contains(&next_id) {
-            next_id += 1;
-        }
-        self.used_ids.insert(next_id);
-        let tunnel = TunnelId(next_id);
+        // The dataplane's number of the tunnel, so one id names it from
+        // the configuration to the worker; else the lowest free one.
+        let tunnel = match sink.tunnel_id(&s.key) {
+            Some(id) if !self.used_ids.contains(&id.0) => id,
+            _ => TunnelId(
+                (0..)
+                    .find(|i| !self.used_ids.contains(i))
+                    .unwrap_or(u32::MAX),
+            ),
+        };
+        self.used_ids.insert(tunnel.0);
         self.rib.add_tunnel(tunnel);
         let mut session = Session::new(s.peer.clone());
         session.set_advertised(now.instant, s.adverts.iter().cloned());

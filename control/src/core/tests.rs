@@ -157,6 +157,9 @@ impl Dataplane for Workers {
     fn tunnel_state(&self, key: &TunnelKey) -> TunnelRuntimeState {
         self.inner.tunnel_state(key)
     }
+    fn tunnel_id(&self, key: &TunnelKey) -> Option<fib::TunnelId> {
+        self.inner.tunnel_id(key)
+    }
     fn sas(&self) -> Vec<SaInfo> {
         self.inner.sas()
     }
@@ -680,6 +683,19 @@ fn a_config_change_brings_a_tunnel_through_ike_and_bgp_to_a_fib_route() {
         [("10.66.0.0/16".to_owned(), vec![key("vpn-a", 0)])]
     );
     assert!(lab.datagrams >= 4, "IKE_SA_INIT and IKE_AUTH both ways");
+    // One number for the tunnel: the RIB's handle is the dataplane's.
+    let k = key("vpn-a", 0);
+    let id = lab.core.speaker().tunnel_id(&k);
+    assert!(id.is_some());
+    assert_eq!(id, lab.core.manager().dataplane().inner.tunnel_id(&k));
+    assert_eq!(
+        lab.core.speaker().tunnel_id(&key("vpn-a", 1)),
+        lab.core
+            .manager()
+            .dataplane()
+            .inner
+            .tunnel_id(&key("vpn-a", 1))
+    );
     // Virtual time: the peer's IKE retransmission (the connection did not
     // exist at its first IKE_SA_INIT) and BGP's timers, not wall time.
     assert!(took < Duration::from_secs(120), "{took:?}");
