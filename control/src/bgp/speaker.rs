@@ -322,6 +322,12 @@ pub struct Speaker {
     logs: VecDeque<LogEntry>,
     logs_dropped: u64,
     actions: VecDeque<SpeakerAction>,
+    /// Sessions whose state moved since it was last published.
+    used: BTreeSet<TunnelKey>,
+    /// Every session's next deadline (timer or connect), earliest first,
+    /// and the index back: a timeout costs the sessions it concerns.
+    timers: BTreeSet<(Instant, TunnelKey)>,
+    deadlines: HashMap<TunnelKey, Instant>,
 }
 
 impl Default for Speaker {
@@ -351,6 +357,9 @@ impl Speaker {
             logs: VecDeque::new(),
             logs_dropped: 0,
             actions: VecDeque::new(),
+            used: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            deadlines: HashMap::new(),
         }
     }
 
@@ -566,6 +575,7 @@ impl Speaker {
             .push_back(SpeakerAction::Listen(p.listen_addr()));
         self.peers.insert(key.clone(), p);
         self.neighbors_dirty = true;
+        self.refresh(&key);
         if up {
             self.set_ipsec_up(now, &key, true);
         }
@@ -596,6 +606,7 @@ impl Speaker {
         }
         self.actions
             .push_back(SpeakerAction::Unlisten(p.listen_addr()));
+        self.refresh(key);
         self.rib.remove_tunnel(p.tunnel);
         self.used_ids.remove(&p.tunnel.0);
         self.routes_dirty = true;
@@ -729,13 +740,10 @@ impl Speaker {
     /// Fire the sessions' due timers and time out slow connects.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due: Vec<TunnelKey> = self
-            .peers
+            .timers
             .iter()
-            .filter(|(_, p)| {
-                p.session.poll_timeout().is_some_and(|t| t <= now)
-                    || p.connecting.is_some_and(|(_, d)| d <= now)
-            })
-            .map(|(k, _)| k.clone())
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| k.clone())
             .collect();
         for key in due {
             let Some(p) = self.peers.get_mut(&key) else {
@@ -758,11 +766,7 @@ impl Speaker {
     /// The earliest timer of any session or pending connect.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .flat_map(|p| [p.session.poll_timeout(), p.connecting.map(|(_, d)| d)])
-            .flatten()
-            .min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// The next thing to do with the sockets.
@@ -773,6 +777,35 @@ impl Speaker {
     /// Take one session's outputs: bytes and socket actions queued, route
     /// changes into the RIB, log records.
     fn drive(&mut self, now: Instant, key: &TunnelKey) {
+        self.drive_outputs(now, key);
+        self.refresh(key);
+    }
+
+    /// `key`'s session was used: its state is published next, its
+    /// deadline brought up to date.
+    fn refresh(&mut self, key: &TunnelKey) {
+        if let Some(old) = self.deadlines.remove(key) {
+            self.timers.remove(&(old, key.clone()));
+        }
+        let Some(p) = self.peers.get(key) else {
+            self.used.remove(key);
+            return;
+        };
+        let next = [p.session.poll_timeout(), p.connecting.map(|(_, d)| d)]
+            .into_iter()
+            .flatten()
+            .min();
+        let moved = p.published_state != Some(p.session.state());
+        if let Some(t) = next {
+            self.deadlines.insert(key.clone(), t);
+            self.timers.insert((t, key.clone()));
+        }
+        if moved {
+            self.used.insert(key.clone());
+        }
+    }
+
+    fn drive_outputs(&mut self, now: Instant, key: &TunnelKey) {
         for _ in 0..MAX_DRIVE_ROUNDS {
             let mut progress = false;
             let Some(p) = self.peers.get_mut(key) else {
@@ -870,10 +903,7 @@ impl Speaker {
             || self.neighbors_dirty
             || !self.logs.is_empty()
             || !self.pending_bgp.is_empty()
-            || self
-                .peers
-                .values()
-                .any(|p| p.published_state != Some(p.session.state()))
+            || !self.used.is_empty()
     }
 
     /// Hand what changed to `sink`: the selected BGP routes (as a delta;
@@ -897,7 +927,10 @@ impl Speaker {
             );
             self.logs_dropped = 0;
         }
-        for p in self.peers.values_mut() {
+        for k in std::mem::take(&mut self.used) {
+            let Some(p) = self.peers.get_mut(&k) else {
+                continue;
+            };
             let state = p.session.state();
             if p.published_state == Some(state) {
                 continue;

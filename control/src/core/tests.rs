@@ -299,6 +299,8 @@ struct Lab {
     replies: Vec<(u64, Result<Response, ApiError>)>,
     /// While set, BGP connections are refused and bytes lost.
     bgp_cut: bool,
+    /// While set, IKE datagrams are lost both ways (the peer froze).
+    ike_cut: bool,
     /// The customer gateway's configuration per connection.
     peer_cfg: BTreeMap<String, ApplianceConfig>,
     /// IKE datagrams crossed, both ways.
@@ -323,6 +325,7 @@ impl Lab {
             peer_bgp: BTreeMap::new(),
             replies: Vec::new(),
             bgp_cut: false,
+            ike_cut: false,
             peer_cfg: BTreeMap::new(),
             datagrams: 0,
             _dir: dir,
@@ -382,6 +385,9 @@ impl Lab {
             while let Some(t) = self.core.poll_transmit() {
                 progress = true;
                 self.datagrams += 1;
+                if self.ike_cut {
+                    continue;
+                }
                 self.peer_ike.handle_datagram(
                     self.now,
                     Datagram {
@@ -401,6 +407,9 @@ impl Lab {
             while let Some(t) = self.peer_ike.poll_transmit() {
                 progress = true;
                 self.datagrams += 1;
+                if self.ike_cut {
+                    continue;
+                }
                 self.core.handle(
                     at,
                     Event::IkeDatagram(Datagram {
@@ -971,4 +980,40 @@ fn shutdown_sends_deletes_then_stops() {
     }
     assert!(stopped);
     assert_eq!(lab.core.poll_timeout(), None, "nothing left to wake for");
+}
+
+/// The peer freezes: the core's timers alone (no datagram comes) run DPD
+/// (liveness checks, retransmissions, the timeout) and take the tunnel
+/// down; BGP hears IPsec down and the route leaves the FIB.
+#[test]
+fn dpd_takes_a_silent_peer_down_on_the_timers_alone() {
+    let mut lab = Lab::new("");
+    lab.peer_runs("vpn-a", "203.0.113.20", "169.254.21.0/30", "10.66.0.0/16");
+    create(&mut lab, 1, "vpn-a", "cgw-a", "169.254.21.0/30", "169.254.22.0/30");
+    lab.run_until(Duration::from_secs(120), |l| !l.fib().is_empty());
+    // vpnd initiates from now on (the e2e lab's shape): a changed tunnel
+    // runner, the same addresses.
+    let r = lab.api(
+        2,
+        Request::ModifyTunnelOptions {
+            connection_id: "vpn-a".to_owned(),
+            tunnel: 0,
+            options: Box::new(TunnelOptionsPatch {
+                startup_action: Some(crate::config::StartupAction::Start),
+                dpd_timeout_secs: Some(30),
+                ..TunnelOptionsPatch::default()
+            }),
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+    lab.run_until(Duration::from_secs(120), |l| !l.fib().is_empty());
+    lab.run_for(Duration::from_secs(5));
+    lab.ike_cut = true;
+    lab.bgp_cut = true;
+    let took = lab.run_until(Duration::from_secs(600), |l| {
+        l.state("vpn-a", 0).ike_phase1_state == IkePhaseState::Down
+    });
+    assert!(took >= Duration::from_secs(30), "not before the DPD idle time: {took:?}");
+    assert!(lab.fib().is_empty());
+    assert!(lab.spis("vpn-a").is_empty());
 }

@@ -55,7 +55,7 @@
 //! are read when a tunnel (re)starts ([`TunnelSpec::ike_config_loaded`]),
 //! as the configuration code reads them.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -473,9 +473,28 @@ struct Runner {
     /// Daemon log lines (its activity-log lines as text), for
     /// [`TunnelSet::poll_log`].
     lines: VecDeque<String>,
+    /// Its half-open responder SAs as last counted into
+    /// [`TunnelSet`]'s total.
+    half_open: usize,
 }
 
 impl Runner {
+    /// When this tunnel next needs the set: its engine's timer, a refused
+    /// install's retry, a cookie line due.
+    fn deadline(&self) -> Option<Instant> {
+        let cookies = (self.endpoint.counters().cookies_sent > self.cookies_logged.0)
+            .then(|| self.cookies_logged.1.map(|t| t + COOKIE_LOG_PERIOD))
+            .flatten();
+        [
+            self.endpoint.poll_timeout(),
+            self.retry.as_ref().map(|(at, _)| *at),
+            cookies,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     fn new(spec: TunnelSpec, now: Now, rng: &mut dyn Rng, lifetime_divisor: u32) -> Self {
         let mut endpoint = Endpoint::new(rng, DEFAULT_HALF_OPEN_THRESHOLD);
         let mut pending = Vec::new();
@@ -510,6 +529,7 @@ impl Runner {
             cookies_logged: (0, None),
             rekey_packets: None,
             lines: VecDeque::new(),
+            half_open: 0,
         }
     }
 
@@ -798,6 +818,19 @@ pub struct TunnelSet {
     rekey_packets: Option<u64>,
     /// Daemon log lines, for [`poll_log`](Self::poll_log).
     lines: VecDeque<String>,
+    /// Runners by (our outside address, the peer's address), for datagrams.
+    by_addr: HashMap<(IpAddr, IpAddr), TunnelKey>,
+    /// Outside addresses in use, with how many runners use each.
+    locals: BTreeMap<IpAddr, usize>,
+    /// Runners touched since their events were last taken.
+    touched: BTreeSet<TunnelKey>,
+    /// Runners that may have datagrams to send.
+    outbox: BTreeSet<TunnelKey>,
+    /// Runners that may have log lines.
+    logbox: BTreeSet<TunnelKey>,
+    /// Every runner's next deadline, earliest first, and the index back.
+    timers: BTreeSet<(Instant, TunnelKey)>,
+    deadlines: HashMap<TunnelKey, Instant>,
 }
 
 impl Default for TunnelSet {
@@ -814,11 +847,71 @@ impl Default for TunnelSet {
             lifetime_divisor: 1,
             rekey_packets: None,
             lines: VecDeque::new(),
+            by_addr: HashMap::new(),
+            locals: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            outbox: BTreeSet::new(),
+            logbox: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            deadlines: HashMap::new(),
         }
     }
 }
 
 impl TunnelSet {
+    /// `key`'s runner was used: its outputs are looked at, its deadline
+    /// and half-open count brought up to date. What keeps every call
+    /// proportional to the tunnels it concerns, not to all of them.
+    fn touch(&mut self, key: &TunnelKey) {
+        let Some(r) = self.runners.get_mut(key) else {
+            return;
+        };
+        let h = r.endpoint.half_open();
+        self.half_open = (self.half_open + h).saturating_sub(r.half_open);
+        r.half_open = h;
+        let next = r.deadline();
+        if let Some(old) = self.deadlines.remove(key) {
+            self.timers.remove(&(old, key.clone()));
+        }
+        if let Some(t) = next {
+            self.deadlines.insert(key.clone(), t);
+            self.timers.insert((t, key.clone()));
+        }
+        self.touched.insert(key.clone());
+        self.outbox.insert(key.clone());
+        self.logbox.insert(key.clone());
+    }
+
+    /// Forget `key`'s runner in the indexes (it was removed).
+    fn forget(&mut self, key: &TunnelKey, r: &Runner) {
+        self.half_open = self.half_open.saturating_sub(r.half_open);
+        if let Some(old) = self.deadlines.remove(key) {
+            self.timers.remove(&(old, key.clone()));
+        }
+        self.touched.remove(key);
+        self.outbox.remove(key);
+        self.logbox.remove(key);
+        if let Some(n) = self.locals.get_mut(&r.spec.local) {
+            *n -= 1;
+            if *n == 0 {
+                self.locals.remove(&r.spec.local);
+            }
+        }
+        let pair = (r.spec.local, r.spec.remote);
+        if self.by_addr.get(&pair) == Some(key) {
+            self.by_addr.remove(&pair);
+            // Another runner of the same addresses (configuration
+            // validation forbids it; the first in key order takes over).
+            if let Some((k, _)) = self
+                .runners
+                .iter()
+                .find(|(_, o)| (o.spec.local, o.spec.remote) == pair)
+            {
+                self.by_addr.insert(pair, k.clone());
+            }
+        }
+    }
+
     /// No tunnels.
     #[must_use]
     pub fn new() -> Self {
@@ -851,7 +944,10 @@ impl TunnelSet {
         sink: &mut dyn TunnelSink,
     ) {
         for ev in events {
-            let Some(r) = ev.tunnel.as_ref().and_then(|k| self.runners.get_mut(k)) else {
+            let Some(key) = ev.tunnel.as_ref() else {
+                continue;
+            };
+            let Some(r) = self.runners.get_mut(key) else {
                 continue;
             };
             let known = r.endpoint.expedite_child_rekey(now.instant, ev.spi);
@@ -865,6 +961,7 @@ impl TunnelSet {
                 format!("{what}: no longer in use, nothing to do")
             };
             r.log(sink, now, line);
+            self.touch(key);
         }
     }
 
@@ -973,6 +1070,7 @@ impl TunnelSet {
     ) {
         for k in stale {
             if let Some(mut r) = self.runners.remove(&k) {
+                self.forget(&k, &r);
                 r.close(now, &mut self.rng, sink);
                 self.transmits
                     .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
@@ -996,7 +1094,12 @@ impl TunnelSet {
                 r.pending.push(e);
             }
             r.apply(now, &mut self.rng, sink);
-            self.runners.insert(k, r);
+            *self.locals.entry(r.spec.local).or_insert(0) += 1;
+            self.by_addr
+                .entry((r.spec.local, r.spec.remote))
+                .or_insert_with(|| k.clone());
+            self.runners.insert(k.clone(), r);
+            self.touch(&k);
         }
     }
 
@@ -1009,6 +1112,14 @@ impl TunnelSet {
                 .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
             self.lines.extend(r.lines.drain(..));
         }
+        self.by_addr.clear();
+        self.locals.clear();
+        self.touched.clear();
+        self.outbox.clear();
+        self.logbox.clear();
+        self.timers.clear();
+        self.deadlines.clear();
+        self.half_open = 0;
     }
 
     /// How many tunnels run.
@@ -1036,29 +1147,30 @@ impl TunnelSet {
         if let Some(l) = self.lines.pop_front() {
             return Some(l);
         }
-        self.runners.values_mut().find_map(|r| r.lines.pop_front())
+        while let Some(k) = self.logbox.first().cloned() {
+            if let Some(l) = self.runners.get_mut(&k).and_then(|r| r.lines.pop_front()) {
+                return Some(l);
+            }
+            self.logbox.remove(&k);
+        }
+        None
     }
 
     /// The outside addresses the running tunnels use.
     #[must_use]
     pub fn local_addresses(&self) -> BTreeSet<IpAddr> {
-        self.runners.values().map(|r| r.spec.local).collect()
+        self.locals.keys().copied().collect()
     }
 
     /// A datagram from one of the IKE sockets, to the tunnel of its
     /// (local, remote) addresses.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) {
-        let r = self
-            .runners
-            .values_mut()
-            .find(|r| r.spec.local == d.local.ip() && r.spec.remote == d.remote.ip());
-        match r {
-            Some(r) => {
-                let before = r.endpoint.half_open();
+        let key = self.by_addr.get(&(d.local.ip(), d.remote.ip())).cloned();
+        match key.and_then(|k| self.runners.get_mut(&k).map(|r| (k, r))) {
+            Some((k, r)) => {
                 r.endpoint.handle_datagram(now, &mut self.rng, d);
-                let after = r.endpoint.half_open();
-                let total = (self.half_open + after).saturating_sub(before);
-                self.update_load(total);
+                self.touch(&k);
+                self.update_load(self.half_open);
             }
             None => {
                 self.counters.unmatched += 1;
@@ -1071,14 +1183,23 @@ impl TunnelSet {
 
     /// Run the timers that are due.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut half_open = 0;
-        for r in self.runners.values_mut() {
-            if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+        let due: Vec<TunnelKey> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| k.clone())
+            .collect();
+        for k in due {
+            if let Some(r) = self.runners.get_mut(&k)
+                && r.endpoint.poll_timeout().is_some_and(|t| t <= now)
+            {
                 r.endpoint.handle_timeout(now, &mut self.rng);
             }
-            half_open += r.endpoint.half_open();
+            // Its deadline moves on; a retry or cookie line due is found
+            // by collect_events, and applying it moves that deadline.
+            self.touch(&k);
         }
-        self.update_load(half_open);
+        self.update_load(self.half_open);
     }
 
     /// The counters, summed over the tunnels.
@@ -1099,22 +1220,7 @@ impl TunnelSet {
     /// The earliest timer.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.runners
-            .values()
-            .flat_map(|r| {
-                // A refused install is retried, and a tunnel's cookie line
-                // written, at its own time (collect_events then applies).
-                let cookies = (r.endpoint.counters().cookies_sent > r.cookies_logged.0)
-                    .then(|| r.cookies_logged.1.map(|t| t + COOKIE_LOG_PERIOD))
-                    .flatten();
-                [
-                    r.endpoint.poll_timeout(),
-                    r.retry.as_ref().map(|(at, _)| *at),
-                    cookies,
-                ]
-            })
-            .flatten()
-            .min()
+        self.timers.first().map(|(t, _)| *t)
     }
 
     /// The next datagram to send.
@@ -1122,30 +1228,53 @@ impl TunnelSet {
         if let Some(t) = self.transmits.pop_front() {
             return Some(t);
         }
-        self.runners
-            .values_mut()
-            .find_map(|r| r.endpoint.poll_transmit())
+        while let Some(k) = self.outbox.first().cloned() {
+            if let Some(t) = self
+                .runners
+                .get_mut(&k)
+                .and_then(|r| r.endpoint.poll_transmit())
+            {
+                return Some(t);
+            }
+            self.outbox.remove(&k);
+        }
+        None
     }
 
     /// Take the engines' events; `true` when some must be applied (call
     /// [`apply`](Self::apply) with the manager locked).
     pub fn collect_events(&mut self, now: Instant) -> bool {
-        let mut any = false;
-        for r in self.runners.values_mut() {
+        // Only the tunnels touched since the last call can have any.
+        let mut ready = BTreeSet::new();
+        for k in std::mem::take(&mut self.touched) {
+            let Some(r) = self.runners.get_mut(&k) else {
+                continue;
+            };
             while let Some((_, e)) = r.endpoint.poll_event() {
                 r.pending.push(e);
             }
-            any |= !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now);
+            if !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now) {
+                ready.insert(k);
+            }
         }
+        let any = !ready.is_empty();
+        self.touched = ready;
         any
     }
 
     /// Apply the collected events: SAs into the dataplane, state, logs.
     pub fn apply(&mut self, now: Now, sink: &mut dyn TunnelSink) {
-        for r in self.runners.values_mut() {
-            if !r.pending.is_empty() || r.retry_due(now.instant) || r.cookies_to_log(now.instant) {
+        for k in std::mem::take(&mut self.touched) {
+            if let Some(r) = self.runners.get_mut(&k)
+                && (!r.pending.is_empty()
+                    || r.retry_due(now.instant)
+                    || r.cookies_to_log(now.instant))
+            {
                 r.apply(now, &mut self.rng, sink);
             }
+            // A retry or cookie line set or done: its deadline moves.
+            self.touch(&k);
+            self.touched.remove(&k);
         }
     }
 
