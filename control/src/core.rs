@@ -56,7 +56,8 @@ use crate::api::{ApiError, Request, Response};
 use crate::bgp::ConnId;
 use crate::bgp::speaker::{RoutingSink, Speaker, SpeakerAction, ipsec_up};
 use crate::dataplane::{
-    ChildSaPair, Dataplane, DataplaneError, SaLifetimeEvent, TunnelKey, TunnelRuntimeState,
+    ChildSaPair, Dataplane, DataplaneError, DataplaneEvent, SaLifetimeEvent, TunnelKey,
+    TunnelRuntimeState,
 };
 use crate::ike::sa::{Datagram, Transmit};
 pub use crate::ike::tunnels::Now;
@@ -228,6 +229,13 @@ impl<D: Dataplane> TunnelSink for Watch<'_, D> {
     fn publish_ike_counters(&mut self, c: &IkeCounters) {
         self.manager.publish_ike_counters(c);
     }
+}
+
+/// ` of <connection>/<tunnel>`, or nothing.
+fn of(tunnel: Option<&TunnelKey>) -> String {
+    tunnel.map_or_else(String::new, |k| {
+        format!(" of {}/{}", k.connection_id, k.tunnel)
+    })
 }
 
 /// Which connections a request changes.
@@ -543,6 +551,35 @@ impl<D: Dataplane> Core<D> {
         let events = watch.poll_sa_events();
         if !events.is_empty() {
             self.ike.handle_sa_events(now, events, &mut watch);
+        }
+        // What the workers did with the commands queued for them: a
+        // refusal or a stalled worker is logged; an applied command is
+        // what was expected.
+        for e in self.manager.dataplane_mut().poll_events() {
+            let line = match e {
+                DataplaneEvent::Applied { .. } => continue,
+                DataplaneEvent::Failed {
+                    what,
+                    tunnel,
+                    reason,
+                } => format!(
+                    "dataplane: a worker refused {what}{}: {reason}",
+                    of(tunnel.as_ref())
+                ),
+                DataplaneEvent::RingFull { what, tunnel } => format!(
+                    "dataplane: {what}{} not sent: a worker's command ring is full",
+                    of(tunnel.as_ref())
+                ),
+                DataplaneEvent::Late {
+                    what,
+                    tunnel,
+                    after_ms,
+                } => format!(
+                    "dataplane: {what}{} not applied after {after_ms} ms (a worker is stalled)",
+                    of(tunnel.as_ref())
+                ),
+            };
+            self.outputs.push_back(Output::Warn(line));
         }
         if !self.stopping {
             self.timers

@@ -145,6 +145,8 @@ struct Workers {
     lost_acks: usize,
     installs: usize,
     polls: u64,
+    /// Reports the next poll hands over.
+    reports: Vec<DataplaneEvent>,
 }
 
 impl Dataplane for Workers {
@@ -204,6 +206,9 @@ impl Dataplane for Workers {
     }
     fn poll(&mut self) {
         self.polls += 1;
+    }
+    fn poll_events(&mut self) -> Vec<DataplaneEvent> {
+        std::mem::take(&mut self.reports)
     }
 }
 
@@ -989,7 +994,14 @@ fn shutdown_sends_deletes_then_stops() {
 fn dpd_takes_a_silent_peer_down_on_the_timers_alone() {
     let mut lab = Lab::new("");
     lab.peer_runs("vpn-a", "203.0.113.20", "169.254.21.0/30", "10.66.0.0/16");
-    create(&mut lab, 1, "vpn-a", "cgw-a", "169.254.21.0/30", "169.254.22.0/30");
+    create(
+        &mut lab,
+        1,
+        "vpn-a",
+        "cgw-a",
+        "169.254.21.0/30",
+        "169.254.22.0/30",
+    );
     lab.run_until(Duration::from_secs(120), |l| !l.fib().is_empty());
     // vpnd initiates from now on (the e2e lab's shape): a changed tunnel
     // runner, the same addresses.
@@ -1013,7 +1025,56 @@ fn dpd_takes_a_silent_peer_down_on_the_timers_alone() {
     let took = lab.run_until(Duration::from_secs(600), |l| {
         l.state("vpn-a", 0).ike_phase1_state == IkePhaseState::Down
     });
-    assert!(took >= Duration::from_secs(30), "not before the DPD idle time: {took:?}");
+    assert!(
+        took >= Duration::from_secs(30),
+        "not before the DPD idle time: {took:?}"
+    );
     assert!(lab.fib().is_empty());
     assert!(lab.spis("vpn-a").is_empty());
+}
+
+/// What the workers report about queued commands is collected on the
+/// dataplane timer: a refusal and a stalled worker become warnings, an
+/// applied command nothing.
+#[test]
+fn worker_reports_are_collected_on_the_dataplane_timer() {
+    let mut lab = Lab::new("");
+    lab.core.manager_mut().dataplane_mut().reports = vec![
+        DataplaneEvent::Applied {
+            what: "routes".to_owned(),
+            tunnel: None,
+        },
+        DataplaneEvent::Late {
+            what: "SetOutbound 0x2001".to_owned(),
+            tunnel: Some(key("vpn-a", 0)),
+            after_ms: 250,
+        },
+        DataplaneEvent::Failed {
+            what: "AddInbound 0x2002".to_owned(),
+            tunnel: Some(key("vpn-a", 1)),
+            reason: "SA table full".to_owned(),
+        },
+    ];
+    let polls = lab.core.manager().dataplane().polls;
+    let next = lab.core.poll_timeout().unwrap();
+    assert!(next <= lab.now + DATAPLANE_POLL);
+    let at = Now {
+        instant: next,
+        unix_ms: lab.unix_ms,
+    };
+    lab.core.handle(at, Event::Timeout);
+    assert_eq!(lab.core.manager().dataplane().polls, polls + 1);
+    let mut warnings = Vec::new();
+    while let Some(o) = lab.core.poll_action() {
+        if let Output::Warn(w) = o {
+            warnings.push(w);
+        }
+    }
+    assert_eq!(
+        warnings,
+        [
+            "dataplane: SetOutbound 0x2001 of vpn-a/0 not applied after 250 ms (a worker is stalled)",
+            "dataplane: a worker refused AddInbound 0x2002 of vpn-a/1: SA table full",
+        ]
+    );
 }
