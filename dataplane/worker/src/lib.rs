@@ -118,7 +118,7 @@ pub use command::{Command, ControlEnd, Event, NO_OWNER, SaSnapshot, WorkerEnd, c
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,
-    PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PREFETCH_TABLE_AHEAD, PacketIo, Worker,
+    OUTER_REASSEMBLY, PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PREFETCH_TABLE_AHEAD, PacketIo, Worker,
 };
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

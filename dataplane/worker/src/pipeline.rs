@@ -40,8 +40,9 @@ pub enum Action {
     /// Hand to the kernel through the exception (tap) port.
     ToKernel,
     /// Free it. Either the reason is already counted as a drop, or the
-    /// pipeline consumed it: an inner fragment whose data is held for
-    /// reassembly (counted in [`WorkerStats::fragments_held`]).
+    /// pipeline consumed it: an inner or outer fragment whose data is
+    /// held for reassembly (counted in [`WorkerStats::fragments_held`] or
+    /// [`WorkerStats::outer_fragments_held`]).
     Drop,
 }
 
@@ -154,6 +155,18 @@ pub const EVENTS_PER_COMMAND: usize = 2;
 /// (a 9000-byte packet over the smallest tunnel MTU needs 7).
 pub const MAX_FRAGMENTS: usize = 8;
 
+/// Limits of the per-worker outer reassembly table (ESP and NAT-T
+/// fragments to us, reassembled before decap; spec § 25.3). A peer
+/// fragments only what exceeds its path MTU, so a datagram is a few
+/// fragments of at most an mbuf's data room; 64 contexts × 2 KiB is
+/// 128 KiB per worker, allocated once.
+pub const OUTER_REASSEMBLY: ReassemblyConfig = ReassemblyConfig {
+    contexts: 64,
+    max_datagram_len: 2048,
+    max_fragments: 16,
+    timeout_ms: 30_000,
+};
+
 /// Per-worker options for the tunnel MTU handling (spec § 14.2, § 14.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MtuOptions {
@@ -231,6 +244,9 @@ pub struct Worker {
     options: MtuOptions,
     /// Inner fragments from peers, reassembled after decap.
     reassembler: Reassembler,
+    /// Outer ESP / UDP fragments to us, reassembled before decap (its
+    /// own table, so that a flood of one kind cannot evict the other).
+    outer_reassembler: Reassembler,
     /// The worker's clock (ms), advanced by the runtime between bursts.
     now_ms: u64,
     /// ICMP error tokens left, and when they were last refilled.
@@ -287,6 +303,9 @@ enum Class {
     },
     /// For the kernel (IKE, ICMP to us, …).
     Punt,
+    /// An IPv4 or IPv6 fragment of ESP or UDP to us: reassembled before
+    /// it is classified again.
+    OuterFragment,
     /// Not for us / keepalive: dropped with this reason.
     Drop(Drop),
 }
@@ -314,6 +333,7 @@ impl Worker {
             icmp_refilled_ms: 0,
             options,
             reassembler: Reassembler::new(reassembly),
+            outer_reassembler: Reassembler::new(OUTER_REASSEMBLY),
             now_ms: 0,
             burst_epoch: 0,
             burst_left: 0,
@@ -358,6 +378,18 @@ impl Worker {
         &self.reassembler
     }
 
+    /// The outer reassembler (read-only).
+    #[must_use]
+    pub fn outer_reassembler(&self) -> &Reassembler {
+        &self.outer_reassembler
+    }
+
+    /// Replaces the outer reassembly table (allocated here: cold path;
+    /// datagrams under reassembly are dropped uncounted).
+    pub fn set_outer_reassembly(&mut self, cfg: ReassemblyConfig) {
+        self.outer_reassembler = Reassembler::new(cfg);
+    }
+
     /// The worker's clock in milliseconds.
     #[must_use]
     pub fn now_ms(&self) -> u64 {
@@ -382,6 +414,14 @@ impl Worker {
         self.now_ms = now_ms;
         if self.reassembler.poll_timeout().is_some_and(|t| t <= now_ms) {
             self.reassembler.handle_timeout(now_ms, &mut self.stats.esp);
+        }
+        if self
+            .outer_reassembler
+            .poll_timeout()
+            .is_some_and(|t| t <= now_ms)
+        {
+            self.outer_reassembler
+                .handle_timeout(now_ms, &mut self.stats.outer);
         }
         let elapsed = now_ms.saturating_sub(self.icmp_refilled_ms);
         let add = elapsed.saturating_mul(u64::from(self.options.icmp_per_sec)) / 1000;
@@ -859,41 +899,102 @@ impl Worker {
             Class::Nd => self.nd_reply(buf),
             Class::Punt => self.punt(buf),
             Class::Drop(reason) => self.drop(reason),
-            Class::Esp { esp_offset } => {
-                let Some(spi) = read_spi(buf.as_ref(), ETH_LEN + esp_offset) else {
-                    return self.drop(Drop::Malformed);
-                };
+            Class::OuterFragment => {
                 if buf.trim_from_start(ETH_LEN).is_err() {
                     return self.drop(Drop::Malformed);
                 }
-                let Some((sa, tunnel)) = self.tables.inbound_with_tunnel(spi) else {
-                    return self.drop(Drop::UnknownSpi);
-                };
-                let tc = self.counters.get(tunnel);
-                let mtu = mtu::inbound_sa_tunnel_mtu(sa);
-                if self.batching && sa.uses_job_api() {
-                    // Checked up to the ICV; the crypto and the rest in
-                    // the burst's batch (`finish_batch`).
-                    return match esp::decap::decap_begin(sa, buf, esp_offset) {
-                        Ok(ticket) => {
-                            self.deferred = Some(Deferred::Decap { spi, ticket });
-                            Action::Drop
-                        }
-                        Err(r) => {
-                            tc.count_drop(r);
-                            self.stats.esp_drop(r);
-                            Action::Drop
-                        }
-                    };
+                self.outer_fragment(buf, io)
+            }
+            Class::Esp { esp_offset } => {
+                if buf.trim_from_start(ETH_LEN).is_err() {
+                    return self.drop(Drop::Malformed);
                 }
-                if let Err(r) = esp::decap(sa, buf, esp_offset) {
-                    tc.count_drop(r);
-                    self.stats.esp_drop(r);
-                    return Action::Drop;
-                }
-                self.after_decap(buf, tunnel, mtu, io)
+                self.decap_outside(buf, esp_offset, io)
             }
         }
+    }
+
+    /// Spec § 25.3: an outer fragment (no Ethernet header) is reassembled
+    /// before decryption; the whole datagram is classified again: ESP is
+    /// decapsulated, anything else (IKE, other UDP) goes to the kernel.
+    fn outer_fragment<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        io: &mut I,
+    ) -> Action {
+        match self
+            .outer_reassembler
+            .handle_fragment(self.now_ms, buf, &mut self.stats.outer)
+        {
+            Ok(Reassembly::Held) => {
+                self.stats.outer_fragments_held += 1;
+                return Action::Drop;
+            }
+            Ok(Reassembly::Complete) => self.stats.outer_reassembled += 1,
+            // Classified as a fragment, parsed as none (an IPv6 chain
+            // over the walk limit): judged whole below.
+            Ok(Reassembly::NotFragment) => {}
+            Err(r) => {
+                self.stats.outer_drop(r);
+                return Action::Drop;
+            }
+        }
+        match self.classify_outside_ip(buf.as_ref()) {
+            Class::Esp { esp_offset } => self.decap_outside(buf, esp_offset, io),
+            Class::Punt => {
+                let (dst, src) = (self.addrs.kernel_mac, self.addrs.outside_mac);
+                match self.push_eth(buf, dst, src, Action::ToKernel) {
+                    Action::ToKernel => {
+                        self.stats.punted += 1;
+                        Action::ToKernel
+                    }
+                    a => a,
+                }
+            }
+            Class::Drop(reason) => self.drop(reason),
+            // Still a fragment after reassembly, or not IP: never
+            // reassembled twice.
+            Class::Arp | Class::Nd | Class::OuterFragment => self.drop(Drop::Malformed),
+        }
+    }
+
+    /// ESP (or UDP-encapsulated ESP) to us, without its Ethernet header:
+    /// `esp_offset` is the ESP header's offset from the IP header.
+    fn decap_outside<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        esp_offset: usize,
+        io: &mut I,
+    ) -> Action {
+        let Some(spi) = read_spi(buf.as_ref(), esp_offset) else {
+            return self.drop(Drop::Malformed);
+        };
+        let Some((sa, tunnel)) = self.tables.inbound_with_tunnel(spi) else {
+            return self.drop(Drop::UnknownSpi);
+        };
+        let tc = self.counters.get(tunnel);
+        let mtu = mtu::inbound_sa_tunnel_mtu(sa);
+        if self.batching && sa.uses_job_api() {
+            // Checked up to the ICV; the crypto and the rest in
+            // the burst's batch (`finish_batch`).
+            return match esp::decap::decap_begin(sa, buf, esp_offset) {
+                Ok(ticket) => {
+                    self.deferred = Some(Deferred::Decap { spi, ticket });
+                    Action::Drop
+                }
+                Err(r) => {
+                    tc.count_drop(r);
+                    self.stats.esp_drop(r);
+                    Action::Drop
+                }
+            };
+        }
+        if let Err(r) = esp::decap(sa, buf, esp_offset) {
+            tc.count_drop(r);
+            self.stats.esp_drop(r);
+            return Action::Drop;
+        }
+        self.after_decap(buf, tunnel, mtu, io)
     }
 
     /// The outside path after a successful decap: policing, counters,
@@ -1059,15 +1160,29 @@ impl Worker {
             Some(EtherType::Ipv4 | EtherType::Ipv6) => &frame[ETH_LEN..],
             _ => return Class::Drop(Drop::Malformed),
         };
+        self.classify_outside_ip(ip)
+    }
+
+    /// [`Self::classify_outside`] from the IP header on.
+    fn classify_outside_ip(&self, ip: &[u8]) -> Class {
         let Some((_, dst)) = ip_addrs(ip) else {
             return Class::Drop(Drop::Malformed);
         };
         if !self.addrs.is_outside_local(dst) {
             return Class::Drop(Drop::NotLocal);
         }
-        let Some((protocol, offset)) = upper_layer(ip) else {
+        let Some((protocol, offset, fragment)) = upper_layer(ip) else {
             return Class::Drop(Drop::Malformed);
         };
+        if fragment {
+            // ESP and NAT-T ESP are reassembled here (spec § 25.3); a
+            // non-first UDP fragment does not show its port, so all UDP
+            // to us is, and the kernel gets non-ESP datagrams whole.
+            return match protocol {
+                IpProtocol::Esp | IpProtocol::Udp => Class::OuterFragment,
+                _ => Class::Punt,
+            };
+        }
         match protocol {
             IpProtocol::Esp => Class::Esp { esp_offset: offset },
             IpProtocol::Udp => {
@@ -1557,24 +1672,19 @@ fn ip_addrs(ip: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
-/// Upper-layer protocol and its offset from the start of the IP header.
-fn upper_layer(ip: &[u8]) -> Option<(IpProtocol, usize)> {
+/// Upper-layer protocol (for a fragment: of the fragmented payload),
+/// its offset from the start of the IP header, and whether the packet is
+/// a fragment.
+fn upper_layer(ip: &[u8]) -> Option<(IpProtocol, usize, bool)> {
     match ip.first()? >> 4 {
         4 => {
             let p = Ipv4Packet::new_checked(ip).ok()?;
-            if p.is_fragment() {
-                // Outer fragments are the kernel's to reassemble.
-                return Some((IpProtocol::Unknown(255), usize::from(p.header_len())));
-            }
-            Some((p.protocol(), usize::from(p.header_len())))
+            Some((p.protocol(), usize::from(p.header_len()), p.is_fragment()))
         }
         6 => {
             let p = Ipv6Packet::new_checked(ip).ok()?;
             let u = p.upper_layer().ok()?;
-            if u.fragment.is_some() {
-                return Some((IpProtocol::Unknown(255), u.offset));
-            }
-            Some((u.protocol, u.offset))
+            Some((u.protocol, u.offset, u.fragment.is_some()))
         }
         _ => None,
     }

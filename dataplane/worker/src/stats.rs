@@ -34,11 +34,14 @@ pub enum Drop {
     /// An IPv6 Neighbor Solicitation on the outside port for an address
     /// that is not one of ours.
     NdIgnored,
+    /// An outer fragment dropped by the outer reassembly (the reason in
+    /// [`WorkerStats::outer`]).
+    OuterFragment,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Self::NdIgnored as usize + 1;
+    pub const COUNT: usize = Self::OuterFragment as usize + 1;
     /// All reasons in order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Malformed,
@@ -54,6 +57,7 @@ impl Drop {
         Self::Esp,
         Self::Policed,
         Self::NdIgnored,
+        Self::OuterFragment,
     ];
 
     /// A stable name for logs and metrics.
@@ -73,6 +77,7 @@ impl Drop {
             Self::Esp => "esp",
             Self::Policed => "policed",
             Self::NdIgnored => "nd_ignored",
+            Self::OuterFragment => "outer_fragment",
         }
     }
 }
@@ -104,6 +109,11 @@ pub struct WorkerStats {
     pub fragments_held: u64,
     /// Inner datagrams reassembled and forwarded.
     pub reassembled: u64,
+    /// Outer fragments (ESP / UDP to us) held for reassembly before
+    /// decap (freed, not dropped).
+    pub outer_fragments_held: u64,
+    /// Outer datagrams reassembled (then decapsulated or punted).
+    pub outer_reassembled: u64,
     /// Packets above the inside MTU fragmented toward the inside port.
     pub inside_fragmented: u64,
     /// Extra fragments sent on the inside port.
@@ -112,6 +122,11 @@ pub struct WorkerStats {
     pub drops: [u64; Drop::COUNT],
     /// Drops by ESP reason.
     pub esp: DropCounters,
+    /// Outer reassembly drops by reason (`Reassembly*`, and
+    /// `InnerMalformed` for a bad fragment header): the fragment being
+    /// handled also counts [`Drop::OuterFragment`]; timeouts and
+    /// evictions count here only, once per datagram.
+    pub outer: DropCounters,
 }
 
 impl WorkerStats {
@@ -126,6 +141,13 @@ impl WorkerStats {
     pub fn esp_drop(&mut self, reason: DropReason) {
         self.drops[Drop::Esp as usize] += 1;
         self.esp.count(reason);
+    }
+
+    /// Counts an outer reassembly drop.
+    #[inline]
+    pub fn outer_drop(&mut self, reason: DropReason) {
+        self.drops[Drop::OuterFragment as usize] += 1;
+        self.outer.count(reason);
     }
 
     /// Drops of one reason.
@@ -158,10 +180,13 @@ impl std::ops::AddAssign<&Self> for WorkerStats {
             icmp_suppressed,
             fragments_held,
             reassembled,
+            outer_fragments_held,
+            outer_reassembled,
             inside_fragmented,
             inside_fragments_out,
             drops,
             esp,
+            outer,
         } = o;
         for (a, b) in [
             (&mut self.decap_packets, decap_packets),
@@ -176,6 +201,8 @@ impl std::ops::AddAssign<&Self> for WorkerStats {
             (&mut self.icmp_suppressed, icmp_suppressed),
             (&mut self.fragments_held, fragments_held),
             (&mut self.reassembled, reassembled),
+            (&mut self.outer_fragments_held, outer_fragments_held),
+            (&mut self.outer_reassembled, outer_reassembled),
             (&mut self.inside_fragmented, inside_fragmented),
             (&mut self.inside_fragments_out, inside_fragments_out),
         ] {
@@ -185,6 +212,9 @@ impl std::ops::AddAssign<&Self> for WorkerStats {
             *a = a.wrapping_add(*b);
         }
         for (a, b) in self.esp.0.iter_mut().zip(esp.0) {
+            *a = a.wrapping_add(b);
+        }
+        for (a, b) in self.outer.0.iter_mut().zip(outer.0) {
             *a = a.wrapping_add(b);
         }
     }
