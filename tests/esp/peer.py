@@ -1,7 +1,7 @@
 """A scapy customer gateway for the static-SA end-to-end test.
 
 Usage (inside the peer namespace):
-  peer.py IFACE ALG NATT LOCAL REMOTE OUT_SPI OUT_KEY OUT_AUTH IN_SPI IN_KEY IN_AUTH SRC DST COUNT
+  peer.py IFACE ALG NATT LOCAL REMOTE OUT_SPI OUT_KEY OUT_AUTH IN_SPI IN_KEY IN_AUTH SRC DST COUNT [FRAGSIZE]
 
 Sends COUNT ICMP echo requests SRC -> DST encrypted with the OUT SA (scapy's
 independent ESP, tunnel mode, LOCAL -> REMOTE, raw or UDP 4500) and decrypts
@@ -9,12 +9,20 @@ what comes back from REMOTE with the IN SA. Prints one JSON line:
   {"sent": N, "replies": M, "bad": K}
 where replies are decrypted, ICV-checked echo replies DST -> SRC matching a
 request, and bad counts ESP packets that did not decrypt. Exit 0.
+
+With FRAGSIZE > 0 each request carries 1200 bytes of data and its ESP packet
+is split by scapy's fragment() into outer IP fragments of at most FRAGSIZE
+bytes of data (as a router with a small MTU on the path would), sent last
+fragment first so that the receiver must hold and reorder them. They are sent
+at layer 2: through a raw IP socket the peer's own netfilter (nf_defrag, when
+conntrack is loaded) would reassemble them again on output.
 """
 import json
 import sys
 import time
 
-from scapy.all import AsyncSniffer, conf, send
+from scapy.all import AsyncSniffer, conf, fragment, get_if_hwaddr, getmacbyip, send, sendp
+from scapy.layers.l2 import Ether
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
@@ -35,7 +43,8 @@ def sa(alg, natt, spi, key, auth, src, dst):
 
 def main():
     (iface, alg, natt, local, remote, out_spi, out_key, out_auth,
-     in_spi, in_key, in_auth, src, dst, count) = sys.argv[1:]
+     in_spi, in_key, in_auth, src, dst, count) = sys.argv[1:15]
+    fragsize = int(sys.argv[15]) if len(sys.argv) > 15 else 0
     natt, count = natt == "1", int(count)
     conf.verb = 0
     out = sa(alg, natt, int(out_spi), out_key, out_auth, local, remote)
@@ -68,9 +77,20 @@ def main():
     sniffer = AsyncSniffer(iface=iface, prn=on_packet, store=False)
     sniffer.start()
     time.sleep(0.5)
+    if fragsize:
+        eth = Ether(src=get_if_hwaddr(iface), dst=getmacbyip(remote))
     for i in range(count):
-        pkt = IP(src=src, dst=dst) / ICMP(id=0x4242, seq=i + 1) / (b"vpn-test-%04d" % i)
-        send(out.encrypt(pkt), iface=iface)
+        data = b"vpn-test-%04d" % i
+        if fragsize:
+            data = data.ljust(1200, b"f")
+        pkt = IP(src=src, dst=dst) / ICMP(id=0x4242, seq=i + 1) / data
+        esp = out.encrypt(pkt)
+        if fragsize:
+            frags = fragment(esp, fragsize=fragsize)
+            assert len(frags) > 1, "ESP packet not fragmented"
+            sendp([eth / f for f in reversed(frags)], iface=iface)
+        else:
+            send(esp, iface=iface)
         time.sleep(0.05)
     deadline = time.time() + 5
     while len(got) < count and time.time() < deadline:

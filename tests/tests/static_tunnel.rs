@@ -24,6 +24,9 @@ struct Case {
     keys: [&'static str; 4],
     /// `vpn-dp --crypto-backend`.
     backend: &'static str,
+    /// Non-zero: the peer sends big requests whose ESP packets scapy
+    /// splits into outer fragments of this many data bytes.
+    fragsize: usize,
 }
 
 fn run_case(case: &Case) {
@@ -43,7 +46,7 @@ fn run_case(case: &Case) {
     let config = format!(
         r#"
 [ports]
-outside = "net_af_packet0,iface=so{t}"
+outside = "{outside_dev}"
 inside = "net_af_packet1,iface=si{t}"
 
 [addresses]
@@ -69,6 +72,15 @@ target = "tunnel:0"
 prefix = "198.51.100.0/24"
 target = "inside"
 "#,
+        // DPDK's af_packet PMD opens its socket with
+        // PACKET_FANOUT_FLAG_DEFRAG: the kernel would reassemble outer
+        // fragments before vpn-dp sees them. net_pcap hands them over as
+        // they came.
+        outside_dev = if case.fragsize > 0 {
+            format!("net_pcap0,iface=so{t}")
+        } else {
+            format!("net_af_packet0,iface=so{t}")
+        },
         peer_mac = mac_of(&peer, &format!("sp{t}")),
         vpc_mac = mac_of(&vpc, &format!("sv{t}")),
         alg = case.alg,
@@ -97,10 +109,11 @@ target = "inside"
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("esp/peer.py");
     // The peer's view: its outbound SA is our inbound one and vice versa.
     let out = peer.sh(&format!(
-        "python3 {} sp{t} {} {} 192.0.2.2 192.0.2.1 8194 {ik} {ia_} 4097 {ok} {oa_} 203.0.113.5 198.51.100.2 20",
+        "python3 {} sp{t} {} {} 192.0.2.2 192.0.2.1 8194 {ik} {ia_} 4097 {ok} {oa_} 203.0.113.5 198.51.100.2 20 {}",
         script.display(),
         case.alg,
         u8::from(case.nat_t),
+        case.fragsize,
         ia_ = if ia.is_empty() { "-" } else { ia },
         oa_ = if oa.is_empty() { "-" } else { oa },
     ));
@@ -117,6 +130,15 @@ target = "inside"
         stats.contains("decap=20") && stats.contains("encap=20"),
         "{stats}"
     );
+    if case.fragsize > 0 {
+        // Every request arrived in outer fragments, reassembled before
+        // decryption, none dropped.
+        assert!(
+            stats.contains("reassembly outer_reassembled=20 "),
+            "{stats}"
+        );
+        assert!(!stats.contains("drop outer_fragment"), "{stats}");
+    }
     // The backend asked for is the one that ran (`ring`, `ipsec-mb/avx512`;
     // `auto` names what it chose).
     let err = String::from_utf8_lossy(&stopped.stderr);
@@ -145,6 +167,7 @@ fn aes_gcm_raw_esp_through_the_dataplane() {
             "",
         ],
         backend: "ring",
+        fragsize: 0,
     });
 }
 
@@ -167,6 +190,7 @@ fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
             "",
         ],
         backend: "ipsec-mb",
+        fragsize: 0,
     });
 }
 
@@ -188,6 +212,44 @@ fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
             "6162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80",
         ],
         backend: "auto",
+        fragsize: 0,
+    });
+}
+
+/// Spec § 25.3: ESP that reaches us in outer IPv4 fragments (scapy's
+/// `fragment()` below the ESP packet's size, sent last fragment first) is
+/// reassembled before decryption, raw ESP and UDP 4500 alike.
+#[test]
+fn outer_esp_fragments_are_reassembled_before_decryption() {
+    if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
+        return;
+    }
+    run_case(&Case {
+        alg: "aes128gcm16",
+        nat_t: false,
+        keys: [
+            "000102030405060708090a0b0c0d0e0f10111213",
+            "",
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3",
+            "",
+        ],
+        backend: "ring",
+        fragsize: 512,
+    });
+    run_case(&Case {
+        alg: "aes256cbc-sha256",
+        nat_t: true,
+        keys: [
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60",
+            "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf",
+            "6162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80",
+        ],
+        backend: "auto",
+        fragsize: 600,
     });
 }
 

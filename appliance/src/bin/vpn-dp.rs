@@ -310,6 +310,10 @@ fn print_stats(label: &str, s: &WorkerStats) {
         s.arp_replies,
         s.total_dropped()
     );
+    println!(
+        "reassembly outer_reassembled={} outer_held={} inner_reassembled={} inner_held={}",
+        s.outer_reassembled, s.outer_fragments_held, s.reassembled, s.fragments_held
+    );
     for reason in Drop::ALL {
         let n = s.dropped(reason);
         if n > 0 {
@@ -320,6 +324,10 @@ fn print_stats(label: &str, s: &WorkerStats) {
         let n = s.esp.get(reason);
         if n > 0 {
             println!("esp_drop {reason:?}={n}");
+        }
+        let n = s.outer.get(reason);
+        if n > 0 {
+            println!("outer_drop {reason:?}={n}");
         }
     }
 }
