@@ -744,6 +744,12 @@ impl Dataplane for DpdkDataplane {
                 format!("esp_{}", snake(&format!("{reason:?}"))),
                 w.esp.get(reason),
             );
+            // Outer reassembly before decap: only its own reasons.
+            let outer = w.outer.get(reason);
+            if outer > 0 || format!("{reason:?}").starts_with("Reassembly") {
+                st.drops
+                    .insert(format!("outer_{}", snake(&format!("{reason:?}"))), outer);
+            }
         }
         for (i, role) in ["outside", "inside", "kernel"].into_iter().enumerate() {
             st.drops.insert(format!("tx_full_{role}"), snap.tx_full[i]);
@@ -758,6 +764,8 @@ impl Dataplane for DpdkDataplane {
             ("decap_packets", w.decap_packets),
             ("punted", w.punted),
             ("arp_replies", w.arp_replies),
+            ("outer_reassembled", w.outer_reassembled),
+            ("outer_fragments_held", w.outer_fragments_held),
             ("handed_off", snap.handoff.sent),
             ("handoff_received", snap.handoff.received),
             ("dropped", w.total_dropped()),

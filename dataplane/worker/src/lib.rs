@@ -7,8 +7,9 @@
 //!        └──────── Event (acks, retired SAs) ◄─────┘
 //!
 //!   outside port ─► Worker::handle_outside ─► decap ─► reassemble ─► MSS clamp ─► FIB ─► inside port
-//!                                             │                (above the inside MTU: fragment again)
-//!                                             (IKE, NAT-T marker, ICMP to us) ─► kernel (tap)
+//!                     │                       ▲ │                (above the inside MTU: fragment again)
+//!                     │                       │ (IKE, NAT-T marker, ICMP to us) ─► kernel (tap)
+//!                     └─ ESP/UDP fragment to us ─► reassemble (outer table) ─┘ (or non-ESP: kernel, whole)
 //!   inside port  ─► Worker::handle_inside  ─► FIB ─► MSS clamp ─► clear DF ─► fit to MTU ─► encap ─► outside port
 //!                                                                  └─ too big, DF ─► ICMP ─► inside port
 //!   kernel (tap) ─► Worker::handle_kernel  ─► outside (IKE from our address) or FIB ─► encap
@@ -38,6 +39,10 @@
 //! reassembled after decap by a per-worker
 //! [`Reassembler`](dataplane::esp::reassembly::Reassembler), whose
 //! timeouts run on the worker's clock ([`Worker::handle_time_ms`]).
+//! Outer fragments (IPv4 or IPv6 ESP, or UDP, to one of our outside
+//! addresses) are reassembled before decap by a second one, sized by
+//! [`OUTER_REASSEMBLY`], and the whole datagram is classified again; its
+//! drops are counted in [`WorkerStats::outer`].
 //!
 //! [`DfPolicy::Clear`]: dataplane::esp::sa::DfPolicy::Clear
 //! [`DropReason::TooBig`]: dataplane::esp::DropReason::TooBig

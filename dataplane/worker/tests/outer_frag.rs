@@ -12,12 +12,14 @@
 
 mod common;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use common::*;
 use dataplane::crypto::EspAlgorithm;
 use dataplane::esp::DropReason;
 use dataplane::esp::reassembly::ReassemblyConfig;
 use netbuf::TestBuffer;
-use worker::{Action, Drop, OUTER_REASSEMBLY};
+use worker::{Action, Addresses, Command, Drop, OUTER_REASSEMBLY};
 
 const VPC_HOST: [u8; 4] = [198, 51, 100, 2];
 const REMOTE_HOST: [u8; 4] = [203, 0, 113, 5];
@@ -311,4 +313,69 @@ fn garbage_fragments_never_panic() {
         }
     }
     assert!(cgw.worker.stats().dropped(Drop::OuterFragment) > 0);
+}
+
+/// IPv6 fragments of `payload` (next header `nh`) from `src` to `dst`,
+/// `data` bytes each (a multiple of 8), last fragment first.
+fn fragment_v6(src: Ipv6Addr, dst: Ipv6Addr, nh: u8, payload: &[u8], data: usize) -> Vec<Vec<u8>> {
+    let n = payload.len().div_ceil(data);
+    let mut out: Vec<_> = (0..n)
+        .map(|i| {
+            let chunk = &payload[i * data..payload.len().min((i + 1) * data)];
+            let mut p = vec![0x60, 0, 0, 0];
+            p.extend_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            p.extend_from_slice(&[44, 64]);
+            p.extend_from_slice(&src.octets());
+            p.extend_from_slice(&dst.octets());
+            let off = ((i * data) as u16) | u16::from(i + 1 < n);
+            p.extend_from_slice(&[nh, 0]);
+            p.extend_from_slice(&off.to_be_bytes());
+            p.extend_from_slice(&0x0bad_cafe_u32.to_be_bytes());
+            p.extend_from_slice(chunk);
+            p
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+#[test]
+fn ipv6_esp_fragments_are_reassembled_and_other_v6_fragments_punted() {
+    let (_, mut cgw) = pair(EspAlgorithm::Aes128Gcm16, false);
+    let me: Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let peer: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    cgw.send(Command::SetAddresses(Box::new(Addresses {
+        outside_mac: CGW_MAC,
+        outside_gateway_mac: CONC_MAC,
+        inside_mac: INSIDE_MAC,
+        inside_gateway_mac: VPC_ROUTER_MAC,
+        kernel_mac: KERNEL_MAC,
+        outside_v4: vec![CGW],
+        outside_v6: vec![me],
+        inside_v4: vec![Ipv4Addr::new(198, 51, 100, 1)],
+    })));
+    // ESP for an SPI nobody has: reassembled, then classified as ESP and
+    // dropped as an unknown SPI (not punted, not an outer drop).
+    let mut esp = vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1];
+    esp.extend((0..1200u32).map(|i| i as u8));
+    let frags = fragment_v6(peer, me, 50, &esp, 512);
+    assert_eq!(frags.len(), 3);
+    for f in &frags[..2] {
+        let mut b = frame(CGW_MAC, CONC_MAC, 0x86dd, f);
+        assert_eq!(cgw.worker.handle_outside(&mut b), Action::Drop);
+    }
+    assert_eq!(cgw.worker.stats().outer_fragments_held, 2);
+    let mut b = frame(CGW_MAC, CONC_MAC, 0x86dd, &frags[2]);
+    assert_eq!(cgw.worker.handle_outside(&mut b), Action::Drop);
+    let s = cgw.worker.stats();
+    assert_eq!(s.outer_reassembled, 1);
+    assert_eq!(s.dropped(Drop::UnknownSpi), 1);
+    assert_eq!((s.dropped(Drop::OuterFragment), s.punted), (0, 0));
+    // ICMPv6 fragments are the kernel's, untouched.
+    for f in fragment_v6(peer, me, 58, &[7u8; 1000], 512) {
+        let mut b = frame(CGW_MAC, CONC_MAC, 0x86dd, &f);
+        assert_eq!(cgw.worker.handle_outside(&mut b), Action::ToKernel);
+        assert_eq!(&b.as_ref()[14..], &f[..]);
+    }
+    assert_eq!(cgw.worker.stats().punted, 2);
 }

@@ -53,9 +53,9 @@
 //! datagrams (timeouts, evictions) are counted into the `drops` argument,
 //! once per datagram.
 //!
-//! The same reassembler can serve outer fragments before decryption
-//! (spec § 25.3 asks for both); use one instance per purpose so that a
-//! flood of one kind cannot evict the other.
+//! The same reassembler serves outer fragments before decryption (spec
+//! § 25.3 asks for both): the worker has one instance per purpose so
+//! that a flood of one kind cannot evict the other.
 //!
 //! [RFC 4459 § 5.2]: https://www.rfc-editor.org/rfc/rfc4459#section-5.2
 //! [RFC 791 § 3.2]: https://www.rfc-editor.org/rfc/rfc791#section-3.2
