@@ -158,8 +158,9 @@ pub const MAX_FRAGMENTS: usize = 8;
 /// Limits of the per-worker outer reassembly table (ESP and NAT-T
 /// fragments to us, reassembled before decap; spec § 25.3). A peer
 /// fragments only what exceeds its path MTU, so a datagram is a few
-/// fragments of at most an mbuf's data room; 64 contexts × 2 KiB is
-/// 128 KiB per worker, allocated once.
+/// fragments of at most an mbuf's data room; 64 contexts × (2 KiB of
+/// data, 256 B of header, 16 ranges) is 160 KiB per worker, allocated
+/// once.
 pub const OUTER_REASSEMBLY: ReassemblyConfig = ReassemblyConfig {
     contexts: 64,
     max_datagram_len: 2048,
