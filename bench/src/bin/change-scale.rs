@@ -208,6 +208,33 @@ impl Vpnd {
             .context("VmRSS")
     }
 
+    /// CPU time (user + system, in clock ticks) of vpnd's threads other
+    /// than the DPDK worker lcores (`lcore-worker-*`), which poll without
+    /// rest by design: the control core, its log writer and the EAL's
+    /// service threads.
+    fn control_ticks(&self) -> Result<u64> {
+        let mut ticks = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id()))? {
+            let task = task?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.starts_with("lcore-worker") {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state is field 3,
+            // utime 14 and stime 15 (1-based).
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let field = |i: usize| {
+                f.get(i - 3)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            ticks += field(14) + field(15);
+        }
+        Ok(ticks)
+    }
+
     fn stop(mut self) -> Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -244,6 +271,9 @@ fn ms(us: u64) -> f64 {
     let v = us as f64;
     v / 1000.0
 }
+
+/// How long the idle control CPU is measured.
+const IDLE: Duration = Duration::from_secs(10);
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -330,6 +360,12 @@ fn main() -> Result<()> {
         bail!("show tunnels listed {shown} tunnels, expected {max_tunnels}");
     }
     let rss_full = vpnd.rss_kib()?;
+    // Idle: nothing asked for IDLE_SECS; the control threads' CPU time.
+    let idle_before = vpnd.control_ticks()?;
+    std::thread::sleep(IDLE);
+    let idle_ticks = vpnd.control_ticks()?.saturating_sub(idle_before);
+    // USER_HZ is 100 on Linux x86-64.
+    let idle_pct = idle_ticks as f64 / IDLE.as_secs_f64();
     drop(client);
     vpnd.stop()?;
     let config_bytes = std::fs::metadata(dir.join("vpnd.toml"))?.len();
@@ -404,6 +440,10 @@ fn main() -> Result<()> {
     );
     println!(
         "on disk: {config_bytes} B vpnd.toml, {store_bytes} B in all (config and store files)"
+    );
+    println!(
+        "idle control CPU with {max_tunnels} tunnels configured: {idle_pct:.1} % of a core over {} s (threads other than the worker lcores)",
+        IDLE.as_secs()
     );
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
