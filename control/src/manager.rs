@@ -574,8 +574,16 @@ impl<D: Dataplane> Manager<D> {
                 device,
             } => {
                 self.require_connection(&connection_id)?;
-                let text = download::render(&self.config, &connection_id, device)
-                    .map_err(|e| ApiError::new(ErrorCode::NotFound, e.to_string()))?;
+                let text = download::render(&self.config, &connection_id, device).map_err(|e| {
+                    // Unassigned values and options the device's file
+                    // cannot express are the configuration's state, not a
+                    // missing object.
+                    let code = match e {
+                        download::RenderError::UnknownConnection(_) => ErrorCode::NotFound,
+                        _ => ErrorCode::ValidationFailed,
+                    };
+                    ApiError::new(code, e.to_string())
+                })?;
                 Ok(Response::ConfigText { device, text })
             }
             Request::ConfigExport {} => {

@@ -360,6 +360,33 @@ fn show_tunnels_logs_and_download() {
         panic!()
     };
     assert!(text.contains("secrets {"));
+
+    // A device whose file cannot say what the options ask for is the
+    // configuration's problem, not a missing object.
+    m.handle(Request::ModifyTunnelOptions {
+        connection_id: "vpn-branch1".into(),
+        tunnel: 0,
+        options: Box::new(TunnelOptionsPatch {
+            ike_versions: Some(vec![crate::config::IkeVersion::Ikev1]),
+            startup_action: Some(crate::config::StartupAction::Add),
+            ..TunnelOptionsPatch::default()
+        }),
+    })
+    .unwrap();
+    let e = m
+        .handle(Request::ConfigDownload {
+            connection_id: "vpn-branch1".into(),
+            device: download::Device::CiscoIos,
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ValidationFailed, "{e:?}");
+    let e = m
+        .handle(Request::ConfigDownload {
+            connection_id: "vpn-nope".into(),
+            device: download::Device::CiscoIos,
+        })
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
 }
 
 /// BGP state published by the daemon's BGP thread: `show_bgp` lists the
