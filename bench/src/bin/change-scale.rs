@@ -209,7 +209,8 @@ impl Vpnd {
     }
 
     /// CPU time (user + system, in clock ticks) of vpnd's threads other
-    /// than the DPDK worker lcores (`lcore-worker-*`), which poll without
+    /// than the DPDK worker lcores (`rte-worker-*` in DPDK 22.11,
+    /// `lcore-worker-*` in later releases), which poll without
     /// rest by design: the control core, its log writer and the EAL's
     /// service threads.
     fn control_ticks(&self) -> Result<u64> {
@@ -217,7 +218,7 @@ impl Vpnd {
         for task in std::fs::read_dir(format!("/proc/{}/task", self.child.id()))? {
             let task = task?.path();
             let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.starts_with("lcore-worker") {
+            if comm.starts_with("rte-worker") || comm.starts_with("lcore-worker") {
                 continue;
             }
             let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
