@@ -230,7 +230,7 @@ fn with_queue_pairs(device: &str, workers: usize) -> String {
 
 /// A PCI address (`0000:01:00.0` or `01:00.0`), as opposed to a vdev.
 fn is_pci(device: &str) -> bool {
-    !device.starts_with("net_") && device.contains(':')
+    crate::nics::PciAddress::of_device(device).is_some()
 }
 
 /// The ethdev name of a device specification: a vdev's name is what comes

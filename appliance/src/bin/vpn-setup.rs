@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use appliance::hugepages::{self, HugepageConfig};
 use appliance::nics::{self, BindOptions, Host, NicState, Outcome, SysHost};
 use clap::{Parser, Subcommand};
-use control::config::{ApplianceConfig, ConfigStore, Journal, StorePaths};
+use control::config::{ConfigStore, Journal};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Boot-time set-up of the VPN appliance host")]
@@ -108,20 +108,6 @@ fn hugepages_command(conf: &Path, status: bool) {
     }
 }
 
-/// The configuration vpnd will start from: the store's snapshot when the
-/// store exists (its journal's changes do not touch the ports), else the
-/// TOML file.
-fn load_config(path: &Path) -> Result<ApplianceConfig, String> {
-    let paths = StorePaths::next_to(path);
-    if paths.exists() {
-        return Journal::read_snapshot(&paths).map_err(|e| e.to_string());
-    }
-    ConfigStore::new(path)
-        .load_or_prev()
-        .map(|(c, _)| c)
-        .map_err(|e| e.to_string())
-}
-
 fn nics_command(config: &Path, state_path: &Path, restore: bool, status: bool, force: bool) {
     let fail = |code: i32, e: &dyn std::fmt::Display| -> ! {
         eprintln!("vpn-setup: {e}");
@@ -144,8 +130,8 @@ fn nics_command(config: &Path, state_path: &Path, restore: bool, status: bool, f
         }
         return;
     }
-    let cfg =
-        load_config(config).unwrap_or_else(|e| fail(1, &format!("{}: {e}", config.display())));
+    let cfg = Journal::startup_config(&ConfigStore::new(config))
+        .unwrap_or_else(|e| fail(1, &format!("{}: {e}", config.display())));
     let devices = nics::configured_devices(&cfg);
     if devices.is_empty() {
         println!(

@@ -64,7 +64,7 @@ use appliance::runtime::dataplane::DpdkDataplane;
 use appliance::runtime::{Runtime, RuntimeConfig};
 use clap::Parser;
 use control::config::journal::{DroppedTail, Journal, OpenReport};
-use control::config::{ApplianceConfig, ConfigStore, DataplaneConfig, PortRole, StorePaths};
+use control::config::{ConfigStore, DataplaneConfig, PortRole, StorePaths};
 use control::core::Core;
 use control::dataplane::{Dataplane, InMemoryDataplane};
 use control::manager::{Fill, Loaded, Manager};
@@ -138,7 +138,7 @@ const LOG_FLUSH: Duration = Duration::from_secs(2);
 /// reported once the log is up). A
 /// relative `logging.file` is left out here; validation rejects it.
 fn start_logging(config: &Path) -> Result<(), logging::InitError> {
-    let mut cfg = startup_config(&ConfigStore::new(config))
+    let mut cfg = Journal::startup_config(&ConfigStore::new(config))
         .map(|c| c.logging)
         .unwrap_or_default();
     if cfg.file.as_ref().is_some_and(|f| !f.is_absolute()) {
@@ -163,7 +163,7 @@ fn run(args: &Args) -> i32 {
         tracing::info!("--no-dataplane: the in-memory stand-in takes the configuration");
         Box::new(InMemoryDataplane::new())
     } else {
-        let cfg = match startup_config(&store) {
+        let cfg = match Journal::startup_config(&store) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("{}: {e}", args.config.display());
@@ -318,22 +318,6 @@ fn signal_pipes() -> std::io::Result<Vec<(UnixStream, i32)>> {
         out.push((read, sig));
     }
     Ok(out)
-}
-
-/// The configuration the dataplane starts with, read before the manager
-/// (the EAL needs the ports first): the store's if it exists (a read-only
-/// look; the manager opens it for writing, dropping a torn tail), else the
-/// TOML file's.
-fn startup_config(toml: &ConfigStore) -> Result<ApplianceConfig, String> {
-    let paths = StorePaths::next_to(toml.path());
-    if paths.exists() {
-        // The dataplane section only: opening the store here would also
-        // repair it, which is the manager's job; the snapshot has it.
-        return Journal::read_snapshot(&paths).map_err(|e| e.to_string());
-    }
-    toml.load_or_prev()
-        .map(|(c, _)| c)
-        .map_err(|e| e.to_string())
 }
 
 /// Log what opening the store found beyond the normal case.

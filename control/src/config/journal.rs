@@ -522,6 +522,24 @@ impl Journal {
         Ok(Some((j, config, report)))
     }
 
+    /// The appliance-wide sections vpnd starts with (dataplane ports,
+    /// lcores, logging): the store's snapshot when the store next to
+    /// `toml` exists, else the TOML file (or its `.prev`). Reads, never
+    /// writes or repairs (opening the store is the manager's job). For
+    /// vpnd's early set-up and for `vpn-setup nics`.
+    ///
+    /// # Errors
+    /// What reading the snapshot or the file reported, as text.
+    pub fn startup_config(toml: &crate::config::ConfigStore) -> Result<ApplianceConfig, String> {
+        let paths = StorePaths::next_to(toml.path());
+        if paths.exists() {
+            return Self::read_snapshot(&paths).map_err(|e| e.to_string());
+        }
+        toml.load_or_prev()
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    }
+
     /// The snapshot's configuration alone (without the journal's changes,
     /// so only its appliance-wide sections are current: changes touch
     /// customer gateways and connections only). Reads, never writes.
