@@ -181,6 +181,7 @@ pings
 vm vpnctl show ports
 vm vpnctl show ports | grep -qE "^wan +0000:00:04\.0 +up " || fail "show ports: the outside PCI port is not up"
 vm vpnctl show ports | grep -qE "^lan +0000:00:05\.0 +up " || fail "show ports: the inside PCI port is not up"
+vm vpnctl show ports | grep -qE "^wan .* rx-ipv4-cksum,tx-ipv4-cksum " || fail "show ports: the e1000e outside port does not use its IPv4 checksum offloads"
 
 step "reboot"
 vm systemctl reboot || true

@@ -442,6 +442,9 @@ pub struct PortQueues {
     /// The RSS hash functions enabled (`rss_hf`); 0 with one queue or
     /// when the driver spreads by its own means (af_packet fanout, tap).
     pub rss_hf: u64,
+    /// The checksum offloads the driver offered and the port uses; the
+    /// rest is done in software.
+    pub offloads: dpdk::Offloads,
 }
 
 impl std::fmt::Display for PortQueues {
@@ -452,10 +455,11 @@ impl std::fmt::Display for PortQueues {
             self.role, self.device, self.queues
         )?;
         match (self.queues, self.rss_hf) {
-            (1, _) => Ok(()),
-            (_, 0) => write!(f, ", spread by the driver (no RSS offload)"),
-            (_, hf) => write!(f, ", RSS hash functions {hf:#x}"),
+            (1, _) => {}
+            (_, 0) => write!(f, ", spread by the driver (no RSS offload)")?,
+            (_, hf) => write!(f, ", RSS hash functions {hf:#x}")?,
         }
+        write!(f, ", checksum offloads: {}", self.offloads)
     }
 }
 
@@ -497,6 +501,8 @@ pub struct Runtime {
     jobs: Vec<Join>,
     total: WorkerSnapshot,
     ports: Vec<(&'static str, Port)>,
+    /// The outside port fills outer IPv4 header checksums.
+    outside_tx_checksum: bool,
     /// Each port's device and link as last read, in the order of `ports`.
     links: Vec<PortLink>,
     links_read_at: Instant,
@@ -621,6 +627,7 @@ impl Runtime {
             jobs: Vec::new(),
             total: WorkerSnapshot::default(),
             ports: Vec::new(),
+            outside_tx_checksum: false,
             links: Vec::new(),
             links_read_at: Instant::now(),
             port_queues: Vec::new(),
@@ -711,6 +718,7 @@ impl Runtime {
                 device: device.to_owned(),
                 queues: nq,
                 rss_hf: port.rss_hf(),
+                offloads: port.offloads(),
             };
             Ok::<_, RuntimeError>((port, queues, mac, info))
         };
@@ -740,6 +748,9 @@ impl Runtime {
             Vec::new()
         }
         .into_iter();
+        // Outbound SAs leave the outer IPv4 header checksum to the NIC
+        // where the outside port can fill it (`set_outbound`).
+        self.outside_tx_checksum = outside.offloads().tx_ipv4_checksum;
         self.ports = vec![("outside", outside), ("inside", inside)];
         self.port_queues = vec![o_info, i_info];
         let mut k_q = None;
@@ -1077,6 +1088,7 @@ impl Runtime {
         let now = self.now_secs();
         let backend = self.crypto.backend;
         let shared = (self.workers.len() > 1).then(shared_seq);
+        let tx_checksum = self.outside_tx_checksum;
         self.broadcast(patience, &mut |_| {
             let mut sa = OutboundSa::new_with(cfg, now, backend).map_err(|e| RuntimeError::Sa {
                 spi: cfg.spi,
@@ -1085,6 +1097,7 @@ impl Runtime {
             if let Some(c) = &shared {
                 sa = sa.with_shared_seq(c.clone());
             }
+            sa = sa.with_tx_checksum_offload(tx_checksum);
             Ok(Command::SetOutbound {
                 tunnel,
                 sa: Box::new(sa),

@@ -130,6 +130,11 @@ pub struct PortCounters {
     /// Link state changes seen since start (each is logged).
     #[serde(default)]
     pub link_changes: u64,
+    /// The checksum offloads the port uses (`rx-ipv4-cksum`,
+    /// `tx-ipv4-cksum`, comma-separated; `none`: all in software; empty:
+    /// not known).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub offloads: String,
 }
 
 /// Counters summed over the workers.

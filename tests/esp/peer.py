@@ -1,14 +1,19 @@
 """A scapy customer gateway for the static-SA end-to-end test.
 
 Usage (inside the peer namespace):
-  peer.py IFACE ALG NATT LOCAL REMOTE OUT_SPI OUT_KEY OUT_AUTH IN_SPI IN_KEY IN_AUTH SRC DST COUNT [FRAGSIZE]
+  peer.py IFACE ALG NATT LOCAL REMOTE OUT_SPI OUT_KEY OUT_AUTH IN_SPI IN_KEY IN_AUTH SRC DST COUNT [FRAGSIZE [BADSUM]]
 
 Sends COUNT ICMP echo requests SRC -> DST encrypted with the OUT SA (scapy's
 independent ESP, tunnel mode, LOCAL -> REMOTE, raw or UDP 4500) and decrypts
 what comes back from REMOTE with the IN SA. Prints one JSON line:
   {"sent": N, "replies": M, "bad": K}
 where replies are decrypted, ICV-checked echo replies DST -> SRC matching a
-request, and bad counts ESP packets that did not decrypt. Exit 0.
+request, and bad counts ESP packets that did not decrypt or whose outer IPv4
+header checksum is wrong (the dataplane fills it, or leaves it to the NIC:
+either way it must be right on the wire). Exit 0.
+
+With BADSUM = N > 0, N more requests (sequence numbers after COUNT's) are sent
+with a wrong outer IPv4 header checksum: they must be dropped unanswered.
 
 With FRAGSIZE > 0 each request carries 1200 bytes of data and its ESP packet
 is split by scapy's fragment() into outer IP fragments of at most FRAGSIZE
@@ -21,7 +26,7 @@ import json
 import sys
 import time
 
-from scapy.all import AsyncSniffer, conf, fragment, get_if_hwaddr, getmacbyip, send, sendp
+from scapy.all import AsyncSniffer, checksum, conf, fragment, get_if_hwaddr, getmacbyip, send, sendp
 from scapy.layers.l2 import Ether
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.ipsec import ESP, SecurityAssociation
@@ -45,6 +50,7 @@ def main():
     (iface, alg, natt, local, remote, out_spi, out_key, out_auth,
      in_spi, in_key, in_auth, src, dst, count) = sys.argv[1:15]
     fragsize = int(sys.argv[15]) if len(sys.argv) > 15 else 0
+    badsum = int(sys.argv[16]) if len(sys.argv) > 16 else 0
     natt, count = natt == "1", int(count)
     conf.verb = 0
     out = sa(alg, natt, int(out_spi), out_key, out_auth, local, remote)
@@ -58,8 +64,14 @@ def main():
             return
         if ESP not in p and not (UDP in p and p[UDP].dport == 4500):
             return
+        raw = bytes(p[IP])
+        if checksum(raw[:(raw[0] & 15) * 4]) != 0:
+            bad[0] += 1
+            if len(why) < 8:
+                why.append("outer IPv4 header checksum %#06x is wrong" % p[IP].chksum)
+            return
         try:
-            ip = IP(bytes(p[IP]))
+            ip = IP(raw)
             if natt and ESP not in ip:
                 return
             inner = inb.decrypt(ip)
@@ -92,10 +104,16 @@ def main():
         else:
             send(esp, iface=iface)
         time.sleep(0.05)
+    for i in range(count, count + badsum):
+        esp = out.encrypt(IP(src=src, dst=dst) / ICMP(id=0x4242, seq=i + 1) / b"bad-checksum")
+        esp[IP].chksum = (IP(bytes(esp))[IP].chksum ^ 0x5555) or 1
+        send(esp, iface=iface)
+        time.sleep(0.05)
     deadline = time.time() + 5
     while len(got) < count and time.time() < deadline:
         time.sleep(0.1)
     sniffer.stop()
+    # Answers to the bad-checksum requests would show as extra replies.
     print(json.dumps({"sent": count, "replies": len(got), "bad": bad[0]}))
     for w in why:
         print("bad:", w, file=sys.stderr)

@@ -1121,6 +1121,15 @@ enabled = false
         "kernel port link: {}",
         kernel(&s)
     );
+    // Checksum offloads where the driver offers them (issue 20):
+    // af_packet offers none, the tap PMD both IPv4 header ones.
+    assert_eq!(wan(&s)["offloads"], "none", "{}", wan(&s));
+    assert_eq!(
+        kernel(&s)["offloads"],
+        "rx-ipv4-cksum,tx-ipv4-cksum",
+        "{}",
+        kernel(&s)
+    );
     dp.sh(&format!("ip link set dk{t} down"));
     assert!(
         wait_until(Duration::from_secs(10), || kernel(&s)["link_up"] == false),

@@ -27,7 +27,33 @@ struct Case {
     /// Non-zero: the peer sends big requests whose ESP packets scapy
     /// splits into outer fragments of this many data bytes.
     fragsize: usize,
+    /// The outside port's driver.
+    outside: Outside,
 }
+
+/// The outside port's DPDK driver, and so which checksum work the NIC
+/// does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outside {
+    /// `net_af_packet` on a veth: no checksum offloads, all in software.
+    AfPacket,
+    /// `net_pcap` on a veth (hands outer fragments over as they came:
+    /// af_packet's fanout would defragment them).
+    Pcap,
+    /// `net_tap`, its interface moved into the peer's namespace: the PMD
+    /// offers the IPv4 header checksum offloads (it verifies received
+    /// headers and fills marked ones on transmit), so the outer checksum
+    /// is the "NIC"'s on both paths.
+    Tap,
+}
+
+/// The peer's MAC on a `net_tap` outside port (set on the kernel's side
+/// of the tap once it is in the peer's namespace).
+const TAP_PEER_MAC: &str = "02:00:5e:00:02:02";
+
+/// Requests the peer sends with a wrong outer IPv4 header checksum after
+/// the good ones.
+const BAD_CHECKSUMS: usize = 2;
 
 fn run_case(case: &Case) {
     require_root();
@@ -37,9 +63,11 @@ fn run_case(case: &Case) {
         Netns::new(&format!("vt-sd-{t}")),
         Netns::new(&format!("vt-sv-{t}")),
     );
-    veth(&peer, &format!("sp{t}"), &dp, &format!("so{t}"));
+    if case.outside != Outside::Tap {
+        veth(&peer, &format!("sp{t}"), &dp, &format!("so{t}"));
+        peer.sh(&format!("ip addr add 192.0.2.2/24 dev sp{t}"));
+    }
     veth(&vpc, &format!("sv{t}"), &dp, &format!("si{t}"));
-    peer.sh(&format!("ip addr add 192.0.2.2/24 dev sp{t}"));
     vpc.sh(&format!("ip addr add 198.51.100.2/24 dev sv{t}"));
     vpc.sh("ip route add 203.0.113.0/24 via 198.51.100.1");
     let [ok, oa, ik, ia] = case.keys;
@@ -76,12 +104,16 @@ target = "inside"
         // PACKET_FANOUT_FLAG_DEFRAG: the kernel would reassemble outer
         // fragments before vpn-dp sees them. net_pcap hands them over as
         // they came.
-        outside_dev = if case.fragsize > 0 {
-            format!("net_pcap0,iface=so{t}")
-        } else {
-            format!("net_af_packet0,iface=so{t}")
+        outside_dev = match case.outside {
+            Outside::Pcap => format!("net_pcap0,iface=so{t}"),
+            Outside::AfPacket => format!("net_af_packet0,iface=so{t}"),
+            Outside::Tap => format!("net_tap0,iface=sp{t}"),
         },
-        peer_mac = mac_of(&peer, &format!("sp{t}")),
+        peer_mac = if case.outside == Outside::Tap {
+            TAP_PEER_MAC.to_owned()
+        } else {
+            mac_of(&peer, &format!("sp{t}"))
+        },
         vpc_mac = mac_of(&vpc, &format!("sv{t}")),
         alg = case.alg,
         nat_t = case.nat_t,
@@ -96,6 +128,21 @@ target = "inside"
     cmd.args(["--no-huge", "--file-prefix", &format!("vt-sd-{t}")]);
     cmd.args(["--crypto-backend", case.backend]);
     let daemon = Daemon::spawn(cmd, "vpn-dp");
+    if case.outside == Outside::Tap {
+        // The PMD made the tap in vpn-dp's namespace; the peer's kernel
+        // gets the other end of it.
+        // Moved once the port is started (the PMD configures the
+        // interface by name in its own namespace until then).
+        assert!(
+            wait_until(Duration::from_secs(20), || dp
+                .sh_ok(&format!("ip -o link show up dev sp{t} | grep -q sp{t}"))),
+            "vpn-dp never started its tap sp{t}"
+        );
+        dp.sh(&format!("ip link set sp{t} netns {}", peer.name()));
+        peer.sh(&format!(
+            "sysctl -qw net.ipv6.conf.sp{t}.disable_ipv6=1; ip link set sp{t} address {TAP_PEER_MAC} && ip addr add 192.0.2.2/24 dev sp{t} && ip link set sp{t} up"
+        ));
+    }
     // Up when it answers ARP for its outside address.
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -109,7 +156,7 @@ target = "inside"
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("esp/peer.py");
     // The peer's view: its outbound SA is our inbound one and vice versa.
     let out = peer.sh(&format!(
-        "python3 {} sp{t} {} {} 192.0.2.2 192.0.2.1 8194 {ik} {ia_} 4097 {ok} {oa_} 203.0.113.5 198.51.100.2 20 {}",
+        "python3 {} sp{t} {} {} 192.0.2.2 192.0.2.1 8194 {ik} {ia_} 4097 {ok} {oa_} 203.0.113.5 198.51.100.2 20 {} {BAD_CHECKSUMS}",
         script.display(),
         case.alg,
         u8::from(case.nat_t),
@@ -130,6 +177,12 @@ target = "inside"
         stats.contains("decap=20") && stats.contains("encap=20"),
         "{stats}"
     );
+    // The requests with a wrong outer IPv4 header checksum were dropped
+    // for it: found by the NIC on a tap, by the dataplane elsewhere.
+    assert!(
+        stats.contains(&format!("esp_drop OuterBadChecksum={BAD_CHECKSUMS}")),
+        "{stats}"
+    );
     if case.fragsize > 0 {
         // Every request arrived in outer fragments, reassembled before
         // decryption, none dropped.
@@ -142,6 +195,15 @@ target = "inside"
     // The backend asked for is the one that ran (`ring`, `ipsec-mb/avx512`;
     // `auto` names what it chose).
     let err = String::from_utf8_lossy(&stopped.stderr);
+    let offloads = match case.outside {
+        Outside::Tap => "checksum offloads: rx-ipv4-cksum,tx-ipv4-cksum",
+        Outside::AfPacket | Outside::Pcap => "checksum offloads: none",
+    };
+    assert!(
+        err.lines()
+            .any(|l| l.contains("outside port") && l.contains(offloads)),
+        "{err}"
+    );
     let want = match case.backend {
         "auto" => "vpn-dp: crypto: ".to_owned(),
         b => format!("vpn-dp: crypto: {b}"),
@@ -168,6 +230,7 @@ fn aes_gcm_raw_esp_through_the_dataplane() {
         ],
         backend: "ring",
         fragsize: 0,
+        outside: Outside::AfPacket,
     });
 }
 
@@ -191,6 +254,7 @@ fn aes_gcm_raw_esp_through_the_dataplane_ipsec_mb() {
         ],
         backend: "ipsec-mb",
         fragsize: 0,
+        outside: Outside::AfPacket,
     });
 }
 
@@ -213,6 +277,49 @@ fn aes_cbc_sha256_in_udp_4500_through_the_dataplane() {
         ],
         backend: "auto",
         fragsize: 0,
+        outside: Outside::AfPacket,
+    });
+}
+
+/// Issue 20: on a port whose driver offers the IPv4 header checksum
+/// offloads (`net_tap` here, e1000e in the image's boot test) the
+/// dataplane uses them: received outer headers are checked by the PMD
+/// (bad ones dropped and counted), sent ones are filled by it. scapy
+/// checks every outer checksum on the wire, so a header left unfilled
+/// fails the test, as does a bad one that is answered.
+#[test]
+fn outer_ipv4_checksums_are_the_nic_s_where_the_port_offers_it() {
+    if !testkit::own_process() {
+        return;
+    }
+    if !testkit::scapy_available() {
+        return;
+    }
+    run_case(&Case {
+        alg: "aes128gcm16",
+        nat_t: false,
+        keys: [
+            "000102030405060708090a0b0c0d0e0f10111213",
+            "",
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3",
+            "",
+        ],
+        backend: "ring",
+        fragsize: 0,
+        outside: Outside::Tap,
+    });
+    run_case(&Case {
+        alg: "aes256cbc-sha256",
+        nat_t: true,
+        keys: [
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            "4142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f60",
+            "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf",
+            "6162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f80",
+        ],
+        backend: "auto",
+        fragsize: 0,
+        outside: Outside::Tap,
     });
 }
 
@@ -238,6 +345,7 @@ fn outer_esp_fragments_are_reassembled_before_decryption() {
         ],
         backend: "ring",
         fragsize: 512,
+        outside: Outside::Pcap,
     });
     run_case(&Case {
         alg: "aes256cbc-sha256",
@@ -250,6 +358,7 @@ fn outer_esp_fragments_are_reassembled_before_decryption() {
         ],
         backend: "auto",
         fragsize: 600,
+        outside: Outside::Pcap,
     });
 }
 

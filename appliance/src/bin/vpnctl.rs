@@ -723,6 +723,11 @@ fn ports_table(stats: &control::dataplane::DataplaneStats) -> String {
                 link.to_owned(),
                 speed,
                 p.link_changes.to_string(),
+                if p.offloads.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.offloads.clone()
+                },
                 p.rx_packets.to_string(),
                 p.tx_packets.to_string(),
                 p.rx_dropped.to_string(),
@@ -737,6 +742,7 @@ fn ports_table(stats: &control::dataplane::DataplaneStats) -> String {
             "LINK",
             "SPEED",
             "CHANGES",
+            "CKSUM-OFFLOAD",
             "RX-PKTS",
             "TX-PKTS",
             "RX-DROPPED",

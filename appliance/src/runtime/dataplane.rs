@@ -782,6 +782,7 @@ impl Dataplane for DpdkDataplane {
             st.worker.insert(name.to_owned(), v);
         }
         let links = rt.port_links();
+        let queues = rt.port_queues();
         for (role, p) in rt.port_stats() {
             let name = self
                 .port_names
@@ -804,6 +805,11 @@ impl Dataplane for DpdkDataplane {
                     link_up: link.and_then(|l| l.status).map(|s| s.up),
                     speed_mbps: link.and_then(|l| l.status).map_or(0, |s| s.speed_mbps),
                     link_changes: link.map_or(0, |l| l.changes),
+                    offloads: queues
+                        .iter()
+                        .find(|q| q.role == role)
+                        .map(|q| q.offloads.to_string())
+                        .unwrap_or_default(),
                 },
             );
         }

@@ -106,12 +106,58 @@ pub trait TrimFromEnd {
     fn trim_from_end(&mut self, len: usize) -> Result<(), BufferError>;
 }
 
+/// What the NIC found when it checked the IPv4 header checksum of a
+/// received packet (DPDK's `RTE_MBUF_F_RX_IP_CKSUM_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxChecksum {
+    /// Not checked (no offload, or not an IPv4 packet): check in software.
+    #[default]
+    Unknown,
+    /// The NIC verified it.
+    Good,
+    /// The NIC found it wrong.
+    Bad,
+}
+
+/// Checksum work the NIC does for us, where the port offers it.
+///
+/// Buffers with no NIC behind them keep the defaults: nothing checked on
+/// receive, nothing offloaded on transmit, so the protocol code does both
+/// in software.
+pub trait ChecksumOffload {
+    /// The NIC's verdict on this received packet's (outer) IPv4 header
+    /// checksum.
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        RxChecksum::Unknown
+    }
+
+    /// Leaves the checksum of the IPv4 header that starts the packet data
+    /// (`header_len` bytes) to the NIC when the packet is sent; the caller
+    /// writes 0 into the checksum field. Returns false (and changes
+    /// nothing) when the buffer cannot: the caller then computes it.
+    ///
+    /// Call it only for a packet that will leave through a port with the
+    /// transmit offload enabled, and after the last change to the header.
+    fn offload_tx_ipv4_checksum(&mut self, header_len: usize) -> bool {
+        let _ = header_len;
+        false
+    }
+}
+
 /// Everything the ESP pipeline needs from a packet buffer.
 ///
 /// `as_ref()`/`as_mut()` are the packet bytes (from the first byte of data
 /// to the last), never the head- or tailroom.
 pub trait PacketBuffer:
-    AsRef<[u8]> + AsMut<[u8]> + Headroom + Tailroom + Prepend + Append + TrimFromStart + TrimFromEnd
+    AsRef<[u8]>
+    + AsMut<[u8]>
+    + Headroom
+    + Tailroom
+    + Prepend
+    + Append
+    + TrimFromStart
+    + TrimFromEnd
+    + ChecksumOffload
 {
 }
 
@@ -124,5 +170,6 @@ impl<T> PacketBuffer for T where
         + Append
         + TrimFromStart
         + TrimFromEnd
+        + ChecksumOffload
 {
 }

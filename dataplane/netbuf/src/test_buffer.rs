@@ -1,6 +1,9 @@
 //! A Vec-backed [`PacketBuffer`](crate::PacketBuffer) shaped like a DPDK mbuf.
 
-use crate::{Append, BufferError, Headroom, Prepend, Tailroom, TrimFromEnd, TrimFromStart};
+use crate::{
+    Append, BufferError, ChecksumOffload, Headroom, Prepend, RxChecksum, Tailroom, TrimFromEnd,
+    TrimFromStart,
+};
 
 /// A single-segment packet buffer in ordinary memory, laid out like a DPDK
 /// mbuf data room: [`TestBuffer::CAPACITY`] bytes of which the first
@@ -17,6 +20,18 @@ pub struct TestBuffer {
     room: Box<[u8]>,
     start: usize,
     end: usize,
+    offload: Offload,
+}
+
+/// A NIC's checksum offloads, as a test sets them up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Offload {
+    /// What [`ChecksumOffload::rx_ipv4_checksum`] reports.
+    rx: RxChecksum,
+    /// Whether [`ChecksumOffload::offload_tx_ipv4_checksum`] accepts.
+    tx_capable: bool,
+    /// The header length it was last asked to checksum.
+    tx_requested: Option<usize>,
 }
 
 impl TestBuffer {
@@ -43,6 +58,7 @@ impl TestBuffer {
             room: vec![Self::FILL; capacity].into_boxed_slice(),
             start: headroom,
             end: headroom,
+            offload: Offload::default(),
         }
     }
 
@@ -66,7 +82,28 @@ impl TestBuffer {
             room: self.room.clone(),
             start: self.start,
             end: self.end,
+            offload: self.offload,
         }
+    }
+
+    /// Acts as a packet received by a NIC that checked the IPv4 header
+    /// checksum and found it `verdict`.
+    pub fn set_rx_ipv4_checksum(&mut self, verdict: RxChecksum) {
+        self.offload.rx = verdict;
+    }
+
+    /// Acts as a packet bound for a port with the IPv4 header checksum
+    /// transmit offload: [`ChecksumOffload::offload_tx_ipv4_checksum`]
+    /// accepts and records the request.
+    pub fn enable_tx_ipv4_checksum_offload(&mut self) {
+        self.offload.tx_capable = true;
+    }
+
+    /// The header length the NIC was asked to checksum on transmit, if
+    /// it was.
+    #[must_use]
+    pub fn tx_ipv4_checksum_requested(&self) -> Option<usize> {
+        self.offload.tx_requested
     }
 
     /// Packet length in bytes.
@@ -168,6 +205,19 @@ impl TrimFromStart for TestBuffer {
         }
         self.start += len;
         Ok(())
+    }
+}
+
+impl ChecksumOffload for TestBuffer {
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        self.offload.rx
+    }
+
+    fn offload_tx_ipv4_checksum(&mut self, header_len: usize) -> bool {
+        if self.offload.tx_capable {
+            self.offload.tx_requested = Some(header_len);
+        }
+        self.offload.tx_capable
     }
 }
 

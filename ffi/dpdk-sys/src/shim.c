@@ -40,6 +40,27 @@ uint32_t rte_mbuf_rss_hash_w(const struct rte_mbuf *m)
 	return (m->ol_flags & RTE_MBUF_F_RX_RSS_HASH) ? m->hash.rss : 0;
 }
 struct rte_mempool *rte_mbuf_pool_w(const struct rte_mbuf *m) { return m->pool; }
+int rte_mbuf_rx_ip_cksum_w(const struct rte_mbuf *m)
+{
+	switch (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) {
+	case RTE_MBUF_F_RX_IP_CKSUM_GOOD:
+		return 1;
+	case RTE_MBUF_F_RX_IP_CKSUM_BAD:
+		return 2;
+	default:
+		return 0;
+	}
+}
+void rte_mbuf_tx_ipv4_cksum_w(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len)
+{
+	m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+	m->l2_len = l2_len;
+	m->l3_len = l3_len;
+}
+int rte_mbuf_tx_ipv4_cksum_requested_w(const struct rte_mbuf *m)
+{
+	return (m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) != 0;
+}
 
 unsigned rte_ring_enqueue_burst_w(struct rte_ring *r, void *const *obj_table, unsigned n)
 {

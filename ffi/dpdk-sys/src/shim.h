@@ -73,6 +73,13 @@ uint16_t rte_mbuf_port_w(const struct rte_mbuf *m);
 uint32_t rte_mbuf_rss_hash_w(const struct rte_mbuf *m);
 /** rte_mempool_in_use_count() of the mbuf's own pool. */
 struct rte_mempool *rte_mbuf_pool_w(const struct rte_mbuf *m);
+/** The NIC's IPv4 header checksum verdict: 0 unknown/none, 1 good, 2 bad. */
+int rte_mbuf_rx_ip_cksum_w(const struct rte_mbuf *m);
+/** Asks the NIC to fill the IPv4 header checksum on transmit
+ *  (RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM, l2_len, l3_len). */
+void rte_mbuf_tx_ipv4_cksum_w(struct rte_mbuf *m, uint16_t l2_len, uint16_t l3_len);
+/** Whether rte_mbuf_tx_ipv4_cksum_w() was called on the mbuf. */
+int rte_mbuf_tx_ipv4_cksum_requested_w(const struct rte_mbuf *m);
 
 /** rte_ring_enqueue_burst(): enqueue up to n pointers; returns how many. */
 unsigned rte_ring_enqueue_burst_w(struct rte_ring *r, void *const *obj_table, unsigned n);

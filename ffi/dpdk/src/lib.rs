@@ -41,7 +41,7 @@ pub use lcore::{LcoreId, rdtsc, tsc_hz};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use port::{
-    LinkStatus, Port, PortConfig, PortId, PortStats, RSS_ESP, RxQueue, TxQueue, TxStats,
+    LinkStatus, Offloads, Port, PortConfig, PortId, PortStats, RSS_ESP, RxQueue, TxQueue, TxStats,
     max_queues, port_by_name, port_count,
 };
 pub use ring::{MbufRing, RingConsumer, RingProducer};

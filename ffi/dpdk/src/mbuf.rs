@@ -2,7 +2,10 @@
 
 use std::ptr::NonNull;
 
-use netbuf::{Append, BufferError, Headroom, Prepend, Tailroom, TrimFromEnd, TrimFromStart};
+use netbuf::{
+    Append, BufferError, ChecksumOffload, Headroom, Prepend, RxChecksum, Tailroom, TrimFromEnd,
+    TrimFromStart,
+};
 
 /// One packet in an `rte_mbuf`, owned: dropping it frees it to its pool.
 ///
@@ -120,6 +123,48 @@ impl Mbuf {
         Ok(())
     }
 }
+
+impl ChecksumOffload for Mbuf {
+    #[inline]
+    fn rx_ipv4_checksum(&self) -> RxChecksum {
+        // SAFETY: self owns a valid mbuf.
+        match unsafe { dpdk_sys::rte_mbuf_rx_ip_cksum_w(self.as_ptr()) } {
+            1 => RxChecksum::Good,
+            2 => RxChecksum::Bad,
+            _ => RxChecksum::Unknown,
+        }
+    }
+
+    /// Sets `RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM` with an
+    /// Ethernet header of [`ETHERNET_HEADER_LEN`] bytes in front (the
+    /// worker prepends it after encapsulation). Only for a packet that
+    /// leaves through a port configured with the offload
+    /// ([`crate::Port::offloads`]).
+    #[inline]
+    fn offload_tx_ipv4_checksum(&mut self, header_len: usize) -> bool {
+        let Ok(l3) = u16::try_from(header_len) else {
+            return false;
+        };
+        // SAFETY: self owns a valid mbuf; only its offload metadata is
+        // written.
+        unsafe { dpdk_sys::rte_mbuf_tx_ipv4_cksum_w(self.as_ptr(), ETHERNET_HEADER_LEN, l3) };
+        true
+    }
+}
+
+impl Mbuf {
+    /// Whether the NIC was asked to fill the IPv4 header checksum of
+    /// this packet ([`ChecksumOffload::offload_tx_ipv4_checksum`]).
+    #[must_use]
+    pub fn tx_ipv4_checksum_requested(&self) -> bool {
+        // SAFETY: self owns a valid mbuf.
+        unsafe { dpdk_sys::rte_mbuf_tx_ipv4_cksum_requested_w(self.as_ptr()) != 0 }
+    }
+}
+
+/// The link-layer header in front of the IP header of every packet the
+/// workers send: Ethernet without VLAN tags.
+pub(crate) const ETHERNET_HEADER_LEN: u16 = 14;
 
 impl Drop for Mbuf {
     #[inline]

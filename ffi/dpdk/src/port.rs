@@ -72,7 +72,45 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
     /// Receive every frame regardless of destination MAC.
     pub promiscuous: bool,
+    /// Use the driver's IPv4 header checksum offloads where it offers
+    /// them ([`Port::offloads`]); false: all checksums in software.
+    pub checksum_offload: bool,
 }
+
+/// The offloads a port was configured with (those the driver offers and
+/// [`PortConfig`] asked for); the rest is done in software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offloads {
+    /// The NIC verifies received IPv4 header checksums
+    /// (`RTE_ETH_RX_OFFLOAD_IPV4_CKSUM`; the verdict is in each mbuf).
+    pub rx_ipv4_checksum: bool,
+    /// The NIC fills the IPv4 header checksum of packets marked so
+    /// (`RTE_ETH_TX_OFFLOAD_IPV4_CKSUM`).
+    pub tx_ipv4_checksum: bool,
+}
+
+impl std::fmt::Display for Offloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = [
+            (self.rx_ipv4_checksum, "rx-ipv4-cksum"),
+            (self.tx_ipv4_checksum, "tx-ipv4-cksum"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
+/// `RTE_ETH_RX_OFFLOAD_IPV4_CKSUM` (`RTE_BIT64(1)`, a macro bindgen cannot
+/// evaluate).
+const RX_OFFLOAD_IPV4_CKSUM: u64 = 1 << 1;
+/// `RTE_ETH_TX_OFFLOAD_IPV4_CKSUM` (`RTE_BIT64(1)`).
+const TX_OFFLOAD_IPV4_CKSUM: u64 = 1 << 1;
 
 impl Default for PortConfig {
     fn default() -> Self {
@@ -85,6 +123,7 @@ impl Default for PortConfig {
             rss_extra: 0,
             mtu: None,
             promiscuous: true,
+            checksum_offload: true,
         }
     }
 }
@@ -121,6 +160,8 @@ struct PortInner {
     /// The RSS hash functions enabled (`rss_hf`; 0: the driver spreads
     /// packets over its queues by its own means, or there is one queue).
     rss_hf: u64,
+    /// The checksum offloads enabled.
+    offloads: Offloads,
     /// Bit q set: rx queue q was handed out (bits 0..63).
     rx_taken: AtomicU64,
     /// Bit q set: tx queue q was handed out.
@@ -190,6 +231,18 @@ impl Port {
                 rss_hf = hf;
             }
         }
+        let offloads = Offloads {
+            rx_ipv4_checksum: config.checksum_offload
+                && info.rx_offload_capa & RX_OFFLOAD_IPV4_CKSUM != 0,
+            tx_ipv4_checksum: config.checksum_offload
+                && info.tx_offload_capa & TX_OFFLOAD_IPV4_CKSUM != 0,
+        };
+        if offloads.rx_ipv4_checksum {
+            conf.rxmode.offloads |= RX_OFFLOAD_IPV4_CKSUM;
+        }
+        if offloads.tx_ipv4_checksum {
+            conf.txmode.offloads |= TX_OFFLOAD_IPV4_CKSUM;
+        }
         // SAFETY: conf is a fully initialised rte_eth_conf that outlives
         // the call; the port id is checked by DPDK.
         let rc = unsafe {
@@ -246,6 +299,7 @@ impl Port {
                 id,
                 config: config.clone(),
                 rss_hf,
+                offloads,
                 rx_taken: AtomicU64::new(0),
                 tx_taken: AtomicU64::new(0),
                 socket: device_socket,
@@ -273,6 +327,12 @@ impl Port {
     #[must_use]
     pub fn rss_hf(&self) -> u64 {
         self.inner.rss_hf
+    }
+
+    /// The checksum offloads the port was configured with.
+    #[must_use]
+    pub fn offloads(&self) -> Offloads {
+        self.inner.offloads
     }
 
     /// Starts the port.

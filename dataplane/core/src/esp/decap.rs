@@ -23,7 +23,7 @@
 //!
 //! [RFC 4303 § 3.4]: https://www.rfc-editor.org/rfc/rfc4303#section-3.4
 
-use netbuf::PacketBuffer;
+use netbuf::{PacketBuffer, RxChecksum};
 
 use super::DropReason;
 use super::hdr::{
@@ -257,8 +257,16 @@ pub(crate) fn decap_begin_pending<B: PacketBuffer>(
         if outer.total_len < esp_offset || esp_offset < outer.header_len {
             return Err(DropReason::OuterMalformed);
         }
-        if outer.version == 4 && !ipv4_checksum_ok(&p[..outer.header_len]) {
-            return Err(DropReason::OuterMalformed);
+        if outer.version == 4 {
+            // The NIC's verdict where the port checks it, else ours.
+            let ok = match buf.rx_ipv4_checksum() {
+                RxChecksum::Good => true,
+                RxChecksum::Bad => false,
+                RxChecksum::Unknown => ipv4_checksum_ok(&p[..outer.header_len]),
+            };
+            if !ok {
+                return Err(DropReason::OuterBadChecksum);
+            }
         }
         // The caller classified the packet; re-check the cheap part: with
         // no extension headers the protocol must be ESP (50) or, for

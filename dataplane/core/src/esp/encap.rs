@@ -18,7 +18,9 @@
 //!   and the CE copy carries no information the inner header does not
 //!   already expose.
 //! * DF per [`DfPolicy`]: copied from an inner IPv4 packet by default.
-//! * IPv4 identification from a per-SA counter; header checksum filled.
+//! * IPv4 identification from a per-SA counter; header checksum filled,
+//!   or left to the NIC where the outside port offers that
+//!   ([`OutboundSa::with_tx_checksum_offload`]).
 //! * NAT-T ([RFC 3948]): UDP checksum 0 over IPv4 (§ 2.1); over IPv6 a
 //!   zero UDP checksum is not allowed by default (RFC 8200 § 8.1), so it
 //!   is computed.
@@ -216,6 +218,9 @@ pub(crate) fn encap_begin_pending<B: PacketBuffer>(
     // 7. Outer IP fields (the crypto comes after them, in
     //    `EncapTicket`). DSCP and ECN: copied (RFC 6040 normal mode).
     let esp_off = ip_len + if sa.template.udp { UDP_LEN } else { 0 };
+    let nic_checksum = ip_len == IPV4_LEN
+        && sa.template.tx_checksum_offload
+        && buf.offload_tx_ipv4_checksum(IPV4_LEN);
     let pkt = buf.as_mut();
     let tos = inner.tos;
     if ip_len == IPV4_LEN {
@@ -230,7 +235,11 @@ pub(crate) fn encap_begin_pending<B: PacketBuffer>(
         };
         pkt[6] = if df { 0x40 } else { 0 };
         pkt[7] = 0;
-        ipv4_fill_checksum(pkt);
+        if nic_checksum {
+            pkt[10..12].fill(0);
+        } else {
+            ipv4_fill_checksum(pkt);
+        }
     } else {
         v6_set_tc(pkt, tos);
         pkt[4..6].copy_from_slice(&outer_len_field.to_be_bytes());

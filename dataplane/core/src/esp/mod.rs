@@ -127,11 +127,15 @@ pub enum DropReason {
     /// (counted once per evicted datagram).
     #[error("reassembly table full, oldest datagram evicted")]
     ReassemblyEvicted,
+    /// The outer IPv4 header checksum is wrong (found by the NIC where
+    /// the port checks it, else in software).
+    #[error("bad outer IPv4 header checksum")]
+    OuterBadChecksum,
 }
 
 impl DropReason {
     /// Number of reasons (size of [`DropCounters`]).
-    pub const COUNT: usize = Self::ReassemblyEvicted as usize + 1;
+    pub const COUNT: usize = Self::OuterBadChecksum as usize + 1;
 
     /// All reasons, in discriminant order.
     pub const ALL: [Self; Self::COUNT] = [
@@ -160,6 +164,7 @@ impl DropReason {
         Self::ReassemblyTooManyFragments,
         Self::ReassemblyTooBig,
         Self::ReassemblyEvicted,
+        Self::OuterBadChecksum,
     ];
 }
 

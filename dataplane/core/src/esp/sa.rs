@@ -291,6 +291,9 @@ pub(crate) struct HeaderTemplate {
     pub(crate) ip_len: u8,
     /// UDP encapsulation present.
     pub(crate) udp: bool,
+    /// The outer IPv4 header checksum is left to the NIC
+    /// ([`OutboundSa::with_tx_checksum_offload`]).
+    pub(crate) tx_checksum_offload: bool,
 }
 
 /// Outer TTL / hop limit.
@@ -335,6 +338,7 @@ impl HeaderTemplate {
             len: u8::try_from(off).unwrap_or(u8::MAX),
             ip_len: u8::try_from(ip_len).unwrap_or(u8::MAX),
             udp: nat_t.is_some(),
+            tx_checksum_offload: false,
         }
     }
 }
@@ -478,6 +482,17 @@ impl OutboundSa {
         self.seq = 0;
         self.seq_end = 0;
         self.shared_seq = Some(counter);
+        self
+    }
+
+    /// Leaves the outer IPv4 header checksum to the NIC: for the copy of
+    /// the SA on a worker whose outside port has the transmit offload
+    /// enabled (the packet buffer must agree too:
+    /// [`netbuf::ChecksumOffload::offload_tx_ipv4_checksum`]). No effect
+    /// on an IPv6 outer header.
+    #[must_use]
+    pub fn with_tx_checksum_offload(mut self, on: bool) -> Self {
+        self.template.tx_checksum_offload = on;
         self
     }
 

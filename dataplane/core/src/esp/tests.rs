@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use netbuf::{Headroom, TestBuffer};
+use netbuf::{Headroom, RxChecksum, TestBuffer};
 use zeroize::Zeroizing;
 
 use super::burst::{MAX_BURST, Verdict, decap_burst, encap_burst};
@@ -846,5 +846,74 @@ mod batched {
         }
         let accepted: u64 = ins.iter().map(|s| s.counters().packets).sum();
         assert_eq!(accepted, n as u64 - 4);
+    }
+}
+
+/// Issue 20: the outer IPv4 header checksum is left to the NIC only when
+/// both the SA (its worker's outside port offers the offload) and the
+/// buffer (an mbuf) agree; an IPv6 outer header never asks.
+#[test]
+fn outer_ipv4_checksum_left_to_the_nic_only_when_both_agree() {
+    for (sa_offload, nic_capable, outer_v6) in [
+        (true, true, false),
+        (true, false, false),
+        (false, true, false),
+        (true, true, true),
+    ] {
+        let (out, mut inb) = pair(EspAlgorithm::Aes128Gcm16, outer_v6, true, false);
+        let mut out = out.with_tx_checksum_offload(sa_offload);
+        let inner = inner_v4(100, 0);
+        let mut b = TestBuffer::from_slice(&inner);
+        if nic_capable {
+            b.enable_tx_ipv4_checksum_offload();
+        }
+        encap(&mut out, &mut b).unwrap();
+        let case = format!("sa {sa_offload} nic {nic_capable} v6 {outer_v6}");
+        if sa_offload && nic_capable && !outer_v6 {
+            assert_eq!(b.tx_ipv4_checksum_requested(), Some(20), "{case}");
+            assert_eq!(&b.as_ref()[10..12], &[0, 0], "{case}: the NIC fills it");
+            // What the NIC does before the wire.
+            let mut wire = b.as_ref().to_vec();
+            ipv4_fill_checksum(&mut wire);
+            b.reset(&wire).unwrap();
+        } else {
+            assert_eq!(b.tx_ipv4_checksum_requested(), None, "{case}");
+            if !outer_v6 {
+                assert!(ipv4_checksum_ok(&b.as_ref()[..20]), "{case}");
+            }
+        }
+        decap(&mut inb, &mut b, esp_offset(outer_v6, true)).unwrap();
+        assert_eq!(b.as_ref(), &inner[..], "{case}");
+    }
+}
+
+/// The NIC's receive verdict on the outer IPv4 header replaces the
+/// software check: bad is dropped for it, good is trusted; with no
+/// verdict the dataplane checks itself.
+#[test]
+fn outer_ipv4_checksum_verdict_of_the_nic_or_ours() {
+    let sealed = |corrupt: bool| {
+        let (mut out, inb) = pair(EspAlgorithm::Aes128Gcm16, false, false, false);
+        let mut b = TestBuffer::from_slice(&inner_v4(64, 0));
+        encap(&mut out, &mut b).unwrap();
+        if corrupt {
+            b.as_mut()[10] ^= 0x5a;
+        }
+        (inb, b)
+    };
+    for (verdict, corrupt, want) in [
+        (RxChecksum::Unknown, false, None),
+        (
+            RxChecksum::Unknown,
+            true,
+            Some(DropReason::OuterBadChecksum),
+        ),
+        (RxChecksum::Bad, false, Some(DropReason::OuterBadChecksum)),
+        (RxChecksum::Good, true, None),
+    ] {
+        let (mut inb, mut b) = sealed(corrupt);
+        b.set_rx_ipv4_checksum(verdict);
+        let got = decap(&mut inb, &mut b, 20).err();
+        assert_eq!(got, want, "{verdict:?}, header corrupted: {corrupt}");
     }
 }
