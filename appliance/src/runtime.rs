@@ -463,6 +463,19 @@ impl std::fmt::Display for PortQueues {
     }
 }
 
+/// The NUMA sockets that have workers, each with how many, in the order
+/// of the workers' first appearance.
+fn workers_per_socket(worker_sockets: &[u32]) -> Vec<(u32, usize)> {
+    let mut out: Vec<(u32, usize)> = Vec::new();
+    for &s in worker_sockets {
+        match out.iter_mut().find(|(socket, _)| *socket == s) {
+            Some((_, n)) => *n += 1,
+            None => out.push((s, 1)),
+        }
+    }
+    out
+}
+
 /// Waits for a worker lcore's job.
 type Join = Box<dyn FnOnce() -> i32 + Send>;
 
@@ -661,26 +674,66 @@ impl Runtime {
     fn start_on(&mut self, eal: &Eal, config: &RuntimeConfig) -> Result<(), RuntimeError> {
         let n = config.workers();
         let nq = u16::try_from(n).unwrap_or(u16::MAX);
-        // Each worker's rx rings and bursts hold mbufs: one pool share each.
-        let mbufs = config
-            .mbufs
-            .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX));
-        // The mbufs live on the workers' NUMA socket: they touch every
-        // byte of every packet (a port on another socket is warned about
-        // below).
-        let worker_socket = config.worker_lcores.first().map(|&l| eal.lcore_socket(l));
-        let pool = Mempool::new_on(
-            eal,
-            "vpn_pool",
-            mbufs,
-            256,
-            Mempool::DEFAULT_DATA_ROOM,
-            worker_socket,
-        )
-        .map_err(|source| RuntimeError::Mempool {
-            count: mbufs,
-            source,
-        })?;
+        // Each worker's rx rings and bursts hold mbufs: one pool share
+        // each. The mbufs live on their worker's NUMA socket (they touch
+        // every byte of every packet): one pool per socket that has
+        // workers, each worker's rx queues drawing from its socket's (a
+        // port on another socket is warned about below).
+        let worker_sockets: Vec<u32> = config
+            .worker_lcores
+            .iter()
+            .map(|&l| eal.lcore_socket(l))
+            .collect();
+        let mut socket_pools: Vec<(u32, Mempool)> = Vec::new();
+        for (socket, workers) in workers_per_socket(&worker_sockets) {
+            let count = config
+                .mbufs
+                .saturating_mul(u32::try_from(workers).unwrap_or(u32::MAX));
+            let name = if socket_pools.is_empty() {
+                "vpn_pool".to_owned()
+            } else {
+                format!("vpn_pool_s{socket}")
+            };
+            let pool = Mempool::new_on(
+                eal,
+                &name,
+                count,
+                256,
+                Mempool::DEFAULT_DATA_ROOM,
+                Some(socket),
+            )
+            .map_err(|source| RuntimeError::Mempool { count, source })?;
+            socket_pools.push((socket, pool));
+        }
+        if socket_pools.is_empty() {
+            // No worker lcores named: one worker on lcore 1, socket unknown.
+            let pool = Mempool::new_on(
+                eal,
+                "vpn_pool",
+                config.mbufs,
+                256,
+                Mempool::DEFAULT_DATA_ROOM,
+                None,
+            )
+            .map_err(|source| RuntimeError::Mempool {
+                count: config.mbufs,
+                source,
+            })?;
+            socket_pools.push((0, pool));
+        }
+        // Worker i's pool (and so the pool of rx queue i of every port).
+        let worker_pools: Vec<Mempool> = (0..n)
+            .map(|i| {
+                let socket = worker_sockets.get(i).copied();
+                socket_pools
+                    .iter()
+                    .find(|(s, _)| Some(*s) == socket)
+                    .unwrap_or(&socket_pools[0])
+                    .1
+                    .clone()
+            })
+            .collect();
+        let queue_pools: Vec<&Mempool> = worker_pools.iter().collect();
         let start = |role: &'static str, device: &str, rss_extra: u64| {
             let err = |what, source| RuntimeError::Port {
                 role,
@@ -704,7 +757,8 @@ impl Runtime {
                 rss_extra,
                 ..PortConfig::default()
             };
-            let port = Port::configure(eal, id, &pc, &pool).map_err(|e| err("configure", e))?;
+            let port = Port::configure_per_queue(eal, id, &pc, &queue_pools)
+                .map_err(|e| err("configure", e))?;
             port.start().map_err(|e| err("start", e))?;
             let mut queues = Vec::with_capacity(n);
             for q in 0..nq {
@@ -796,7 +850,7 @@ impl Runtime {
         } else {
             config.worker_lcores.clone()
         };
-        for lcore in lcores {
+        for (i, lcore) in lcores.into_iter().enumerate() {
             let (Some(outside), Some(inside)) = (o_q.next(), i_q.next()) else {
                 break;
             };
@@ -807,7 +861,7 @@ impl Runtime {
             };
             // Where the pipeline's extra packets (fragments, ICMP errors)
             // come from.
-            let worker_pool = pool.clone();
+            let worker_pool = worker_pools[i % worker_pools.len()].clone();
             let (control, end) = worker::channel(COMMAND_RING);
             let w = Worker::new(end, config.sa_capacity);
             let counters = w.counters();
@@ -1615,6 +1669,15 @@ pub fn v6_only(addrs: &[IpAddr]) -> Vec<Ipv6Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_pool_per_socket_with_workers_sized_by_its_workers() {
+        assert_eq!(workers_per_socket(&[]), vec![]);
+        assert_eq!(workers_per_socket(&[0, 0]), vec![(0, 2)]);
+        // Workers on two sockets, interleaved: two pools, in order of
+        // first appearance (worker 0's socket keeps the name vpn_pool).
+        assert_eq!(workers_per_socket(&[1, 0, 1, 1]), vec![(1, 3), (0, 1)]);
+    }
 
     #[test]
     fn vdevs_and_pci_devices_get_their_own_eal_arguments() {

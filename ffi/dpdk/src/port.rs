@@ -169,7 +169,8 @@ struct PortInner {
     /// The NUMA socket the device is attached to (`None`: the driver does
     /// not say, as for virtual devices).
     socket: Option<u32>,
-    _pool: Mempool,
+    /// The pools the rx queues draw from (kept alive with the port).
+    _pools: Vec<Mempool>,
     _eal: Eal,
 }
 
@@ -211,6 +212,28 @@ impl Port {
     /// What `rte_eth_dev_configure` or the queue set-up reported, or
     /// [`Error::InvalidArgument`] for more than 64 queues or zero queues.
     pub fn configure(eal: &Eal, id: PortId, config: &PortConfig, pool: &Mempool) -> Result<Self> {
+        let pools = vec![pool; usize::from(config.rx_queues)];
+        Self::configure_per_queue(eal, id, config, &pools)
+    }
+
+    /// [`Port::configure`] with rx queue `q` drawing from `pools[q]`: on
+    /// a box with several NUMA sockets each worker's queue takes its
+    /// mbufs from a pool on the worker's socket.
+    ///
+    /// # Errors
+    /// As [`Port::configure`]; [`Error::InvalidArgument`] when there is
+    /// not one pool per rx queue.
+    pub fn configure_per_queue(
+        eal: &Eal,
+        id: PortId,
+        config: &PortConfig,
+        pools: &[&Mempool],
+    ) -> Result<Self> {
+        if pools.len() != usize::from(config.rx_queues) {
+            return Err(Error::InvalidArgument {
+                op: "port configure: one mempool per rx queue",
+            });
+        }
         if config.rx_queues == 0
             || config.tx_queues == 0
             || config.rx_queues > 64
@@ -259,7 +282,7 @@ impl Port {
         // SAFETY: valid port id.
         let device_socket = u32::try_from(unsafe { dpdk_sys::rte_eth_dev_socket_id(id.0) }).ok();
         let socket = device_socket.unwrap_or(0);
-        for q in 0..config.rx_queues {
+        for (q, pool) in (0..config.rx_queues).zip(pools) {
             // SAFETY: the pool outlives the port (PortInner keeps a clone);
             // a null rxconf selects the driver defaults.
             let rc = unsafe {
@@ -303,7 +326,7 @@ impl Port {
                 rx_taken: AtomicU64::new(0),
                 tx_taken: AtomicU64::new(0),
                 socket: device_socket,
-                _pool: pool.clone(),
+                _pools: pools.iter().map(|&p| p.clone()).collect(),
                 _eal: eal.clone(),
             }),
         })
