@@ -684,26 +684,22 @@ impl<D: Dataplane> Manager<D> {
             if only.is_some_and(|o| o != c.id) {
                 continue;
             }
-            // The dataplane spreads a static route over the connection's UP
-            // tunnels (ECMP, hashed per flow): show them as its members.
-            let up: Vec<usize> = statuses
+            // Spec § 10.2: a static connection sends through one tunnel,
+            // its first UP one (no ECMP); with neither UP its routes are
+            // withdrawn from the dataplane (§ 10.5), shown inactive.
+            let primary = statuses
                 .iter()
                 .filter(|s| s.connection_id == c.id && s.status == TunnelUpDown::Up)
                 .map(|s| s.tunnel)
-                .collect();
-            let ecmp: Vec<String> = if up.len() > 1 {
-                up.iter().map(|t| format!("{}/{t}", c.id)).collect()
-            } else {
-                Vec::new()
-            };
+                .min();
             for p in &c.static_routes {
                 out.push(RouteEntry {
                     prefix: *p,
                     connection_id: c.id.clone(),
-                    tunnel: up.first().copied(),
+                    tunnel: primary,
                     source: "static".to_owned(),
-                    active: !up.is_empty(),
-                    ecmp: ecmp.clone(),
+                    active: primary.is_some(),
+                    ecmp: Vec::new(),
                     as_path: None,
                     med: None,
                     next_hop: None,

@@ -1093,15 +1093,16 @@ fn azure_active_active_four_tunnels_ecmp_with_bird() {
     );
 }
 
-/// Issue 7 item 4: a static-routing connection uses its configured route
-/// with the same FIB and failover. Both tunnels up → 10.1.0.0/16 active,
-/// ECMP over the two (flows spread, by vpnd's counters); the tunnel that
-/// carries a 20 ms ping stream is terminated by strongSwan → the stream
-/// continues over the other with the loss measured; it returns → ECMP
-/// over both again.
+/// Issue 21 item 3, spec § 10.2/§ 10.5: a static-routing connection sends
+/// through one primary tunnel (no ECMP on static VPNs): both tunnels up →
+/// 10.1.0.0/16 active through tunnel 0 alone (every flow, by vpnd's
+/// counters); tunnel 0 is terminated by strongSwan under a 20 ms ping
+/// stream → the stream continues over tunnel 1 with the loss measured;
+/// tunnel 1 goes down too → the route is withdrawn (inactive, no answer);
+/// both return → tunnel 0 is the primary again.
 #[test]
 #[allow(clippy::too_many_lines, reason = "one scenario, step by step")]
-fn static_routing_ecmp_failover_and_back() {
+fn static_routing_primary_tunnel_failover_and_back() {
     if !testkit::own_process() {
         return;
     }
@@ -1142,8 +1143,7 @@ fn static_routing_ecmp_failover_and_back() {
     let r = static_route();
     assert_eq!(r["active"], true, "{r}\n{}", lab.diagnostics());
     assert_eq!(r["connection_id"], conn, "{r}");
-    // The FIB spreads the static route over the connection's UP tunnels
-    // (build_fib); show routes names them as its ECMP members.
+    // One primary tunnel, the first UP one; no ECMP members.
     let members = |r: &Value| -> Vec<String> {
         r["ecmp"]
             .as_array()
@@ -1152,11 +1152,8 @@ fn static_routing_ecmp_failover_and_back() {
             .filter_map(|m| m.as_str().map(str::to_owned))
             .collect()
     };
-    assert_eq!(
-        members(&r),
-        [format!("{conn}/0"), format!("{conn}/1")],
-        "{r}"
-    );
+    assert_eq!(r["tunnel"], 0, "{r}");
+    assert!(members(&r).is_empty(), "{r}");
     assert!(
         lab.route("10.1.0.0/16").is_null(),
         "a BGP route on a static connection"
@@ -1166,8 +1163,9 @@ fn static_routing_ecmp_failover_and_back() {
         lab.ctl_ok(&["show", "routes"])
     );
 
-    // 2. Traffic flows; many flows spread over both tunnels (ECMP).
+    // 2. Traffic flows; every flow through the primary tunnel 0.
     let via = lab.ping_through("static, both up");
+    assert_eq!(via, 0, "{}", lab.diagnostics());
     for i in 1..=SOURCES {
         lab.vpc
             .sh(&format!("ip addr add 10.2.1.{i}/16 dev {}", lab.dev('v')));
@@ -1189,10 +1187,10 @@ fn static_routing_ecmp_failover_and_back() {
             );
         }
     };
-    check_spread("static ECMP over both", None);
+    check_spread("static: every flow through the primary", Some(1));
 
-    // 3. Failover: strongSwan deletes the IKE SA of the tunnel that
-    //    carries the single flow while the VPC host pings every 20 ms.
+    // 3. Failover: strongSwan deletes the IKE SA of the primary tunnel
+    //    while the VPC host pings every 20 ms.
     let down = via;
     let other = 1 - down;
     let (count, interval_ms) = (500u32, 20u32);
@@ -1234,11 +1232,31 @@ fn static_routing_ecmp_failover_and_back() {
     assert_eq!(lab.ping_through("after failover"), other);
     check_spread("static over one", Some(down));
 
-    // 4. It returns: UP again, ECMP over both again.
+    // 4. The other goes down too: the route is withdrawn (spec § 10.5:
+    //    routed while the connection is UP), nothing answers.
+    let (ok, out) = lab.swanctl(&format!("--terminate --ike vpn{other} --timeout 10"));
+    assert!(ok, "swanctl --terminate: {out}\n{}", lab.diagnostics());
+    wait_tunnel(other, false, "both terminated");
+    let r = static_route();
+    assert_eq!(r["active"], false, "both down: {r}");
+    assert!(r["tunnel"].is_null(), "both down: {r}");
+    assert!(
+        !lab.vpc.sh_ok(&format!("ping -c 2 -W 1 {CGW_LAN}")),
+        "an answer with both tunnels down\n{}",
+        lab.diagnostics()
+    );
+
+    // 5. Both return: tunnel 0 is the primary again.
+    lab.initiate(other);
+    wait_tunnel(other, true, "back");
+    let r = static_route();
+    assert_eq!(r["tunnel"], other, "one back: {r}");
     lab.initiate(down);
     wait_tunnel(down, true, "back");
-    lab.ping_through("tunnel back");
     let r = static_route();
-    assert_eq!(members(&r).len(), 2, "both up again: {r}");
-    check_spread("static ECMP over both again", None);
+    assert_eq!(r["active"], true, "both up again: {r}");
+    assert_eq!(r["tunnel"], 0, "both up again: {r}");
+    assert!(members(&r).is_empty(), "both up again: {r}");
+    assert_eq!(lab.ping_through("both back"), 0);
+    check_spread("static: the primary again", Some(1));
 }

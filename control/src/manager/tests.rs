@@ -520,10 +520,11 @@ fn static_routes_show_their_up_tunnels() {
     assert_eq!(r.tunnel, Some(1));
     assert!(r.ecmp.is_empty(), "{r:?}");
 
+    // Both UP: tunnel 0 is the primary, no ECMP (spec § 10.2).
     m.dataplane_mut().set_tunnel_state(key(0), up);
     let r = route(&mut m);
     assert_eq!(r.tunnel, Some(0));
-    assert_eq!(r.ecmp, ["vpn-2/0", "vpn-2/1"]);
+    assert!(r.active && r.ecmp.is_empty(), "{r:?}");
 }
 
 /// What validating the whole configuration says of `request` applied to

@@ -16,9 +16,13 @@
 //! the highest rank wins a prefix. Keeping every contribution per prefix
 //! lets a change withdraw its own routes and reveal what they hid,
 //! without looking at any other connection. Each connection's static
-//! routes share one ECMP group, so a tunnel going UP or DOWN changes the
-//! group's members, not the routes; BGP routes share groups by member
-//! list (reference counted).
+//! routes share one group holding its primary tunnel (spec § 10.2: no
+//! ECMP on static VPNs; one tunnel is the egress path, here the first UP
+//! one), so a tunnel going UP or DOWN changes the group's member, not the
+//! routes; while neither tunnel is UP the static routes are withdrawn
+//! (spec § 10.5: static prefixes are routed while the connection is UP),
+//! revealing any route they hid. BGP routes share groups by member list
+//! (reference counted).
 //!
 //! Tunnel ids: one per (connection, tunnel) while the connection exists,
 //! never renumbered when others change, the lowest free one for a new
@@ -60,10 +64,13 @@ struct Conn {
     ids: [TunnelId; 2],
     /// The routes it asks for.
     routes: Vec<(IpNet, Rank, Target)>,
-    /// The ECMP group of its static routes.
+    /// The group of its static routes (its primary tunnel).
     static_group: Option<GroupId>,
-    /// Members last given to `static_group`.
+    /// The primary tunnel last given to `static_group`; empty while no
+    /// tunnel is UP (the static routes are then withdrawn).
     static_members: Vec<TunnelId>,
+    /// Its static routes (deduplicated), contributed while a tunnel is UP.
+    static_prefixes: Vec<IpNet>,
 }
 
 /// The model (see the module doc).
@@ -273,23 +280,38 @@ impl Model {
                 routes: Vec::new(),
                 static_group: None,
                 static_members: Vec::new(),
+                static_prefixes: Vec::new(),
             },
         );
-        // The static routes' group first (routes name it).
+        // The static routes' group first (routes name it). While no
+        // tunnel is UP the group keeps tunnel 0 and no route names it.
         let wants_group = c.routing == RoutingType::Static && !c.static_routes.is_empty();
         let members = self.static_members(&c.id, c.routing, ids);
+        let group_members = if members.is_empty() {
+            vec![ids[0]]
+        } else {
+            members.clone()
+        };
         let group = match (wants_group, old_group) {
             (true, Some(g)) => {
-                self.changes.push(FibChange::Group(g, members.clone()));
+                self.changes.push(FibChange::Group(g, group_members));
                 Some(g)
             }
-            (true, None) => Some(self.new_group(&members)),
+            (true, None) => Some(self.new_group(&group_members)),
             (false, _) => None,
         };
+        let mut static_prefixes: Vec<IpNet> = Vec::new();
+        if group.is_some() {
+            static_prefixes = c.static_routes.iter().map(IpNet::trunc).collect();
+            static_prefixes.sort_unstable();
+            static_prefixes.dedup();
+        }
         let mut routes: Vec<(IpNet, Rank, Target)> = Vec::new();
-        if let Some(g) = group {
-            for p in &c.static_routes {
-                routes.push((p.trunc(), Rank::Conn(seq, 0), Target::Ecmp(g)));
+        if let Some(g) = group
+            && !members.is_empty()
+        {
+            for p in &static_prefixes {
+                routes.push((*p, Rank::Conn(seq, 0), Target::Ecmp(g)));
             }
         }
         for (i, (t, tunnel)) in ids.into_iter().zip(&c.tunnels).enumerate() {
@@ -326,6 +348,7 @@ impl Model {
             conn.routes = deduped;
             conn.static_group = group;
             conn.static_members = members;
+            conn.static_prefixes = static_prefixes;
         }
         // Its routing type decides whether its tunnels are UP.
         for i in 0..2 {
@@ -371,19 +394,18 @@ impl Model {
         TunnelId(id)
     }
 
-    /// A static connection's group: its UP tunnels, both while neither is.
+    /// A static connection's primary tunnel (spec § 10.2: one egress
+    /// tunnel, no ECMP): its first UP tunnel; none while neither is.
     fn static_members(&self, id: &str, routing: RoutingType, ids: [TunnelId; 2]) -> Vec<TunnelId> {
-        let up: Vec<TunnelId> = ids
-            .into_iter()
+        ids.into_iter()
             .enumerate()
-            .filter(|(i, _)| {
+            .find(|(i, _)| {
                 self.states
                     .get(&key(id, *i))
                     .is_some_and(|s| s.up_down(routing) == TunnelUpDown::Up)
             })
-            .map(|(_, t)| t)
-            .collect();
-        if up.is_empty() { ids.to_vec() } else { up }
+            .map(|(_, t)| vec![t])
+            .unwrap_or_default()
     }
 
     // --- runtime state -------------------------------------------------
@@ -416,11 +438,40 @@ impl Model {
             return;
         };
         let members = self.static_members(id, c.routing, c.ids);
-        if members != c.static_members {
+        if members == c.static_members {
+            return;
+        }
+        let (seq, was_routed) = (c.seq, !c.static_members.is_empty());
+        let prefixes = c.static_prefixes.clone();
+        let rank = Rank::Conn(seq, 0);
+        if !members.is_empty() {
             self.changes.push(FibChange::Group(g, members.clone()));
-            if let Some(c) = self.conns.get_mut(id) {
-                c.static_members = members;
+        }
+        match (was_routed, !members.is_empty()) {
+            // A first tunnel came UP: the static routes are routed again.
+            (false, true) => {
+                for p in &prefixes {
+                    self.contribute(*p, rank, Target::Ecmp(g));
+                }
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.routes
+                        .extend(prefixes.iter().map(|p| (*p, rank, Target::Ecmp(g))));
+                }
             }
+            // The last UP tunnel went DOWN: withdrawn, revealing what
+            // they hid.
+            (true, false) => {
+                for p in &prefixes {
+                    self.withdraw(*p, rank);
+                }
+                if let Some(c) = self.conns.get_mut(id) {
+                    c.routes.retain(|(_, r, _)| *r != rank);
+                }
+            }
+            _ => {}
+        }
+        if let Some(c) = self.conns.get_mut(id) {
+            c.static_members = members;
         }
     }
 

@@ -16,8 +16,8 @@ use super::{Model, first_host_v4, first_host_v6};
 
 /// The forwarding table of `config` built from scratch: BGP routes first
 /// (through their UP tunnels, else their backup's), then local networks,
-/// then each connection in order (static routes over an ECMP group of its
-/// UP tunnels, both while neither is; inside CIDRs; our inside address),
+/// then each connection in order (static routes through its first UP
+/// tunnel, none while neither is; inside CIDRs; our inside address),
 /// a later insert replacing an earlier one.
 fn build_fib(
     config: &ApplianceConfig,
@@ -60,20 +60,16 @@ fn build_fib(
         let tid = |i| ids[&key(&c.id, i)];
         let (t0, t1) = (tid(0), tid(1));
         if c.routing == RoutingType::Static && !c.static_routes.is_empty() {
-            let up: Vec<TunnelId> = [t0, t1]
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| {
-                    states
-                        .get(&key(&c.id, *i))
-                        .is_some_and(|s| s.up_down(c.routing) == TunnelUpDown::Up)
-                })
-                .map(|(_, t)| t)
-                .collect();
-            let members = if up.is_empty() { vec![t0, t1] } else { up };
-            let g = b.add_group(&members).unwrap();
-            for p in &c.static_routes {
-                b.insert(*p, Target::Ecmp(g)).unwrap();
+            let primary = [t0, t1].into_iter().enumerate().find(|(i, _)| {
+                states
+                    .get(&key(&c.id, *i))
+                    .is_some_and(|s| s.up_down(c.routing) == TunnelUpDown::Up)
+            });
+            if let Some((_, t)) = primary {
+                let g = b.add_group(&[t]).unwrap();
+                for p in &c.static_routes {
+                    b.insert(*p, Target::Ecmp(g)).unwrap();
+                }
             }
         }
         for (t, tunnel) in [t0, t1].into_iter().zip(&c.tunnels) {
@@ -373,22 +369,58 @@ fn ids_are_stable_and_reused_after_release() {
     assert_eq!(m.key_of(TunnelId(3)), Some(&key("c1", 1)));
 }
 
-/// A tunnel going UP changes one group, not the static routes.
+/// Spec § 10.2/§ 10.5 on a static connection: its routes are routed
+/// while a tunnel is UP, through one primary tunnel (the first UP one, no
+/// ECMP); a tunnel changing while the other stays UP changes one group,
+/// not the routes; with neither UP they are withdrawn.
 #[test]
-fn a_state_change_is_one_group_change() {
+fn static_routes_follow_one_primary_tunnel_and_leave_with_the_last() {
     let mut m = Model::default();
     m.put_connection(
         &connection(0, false, &[0, 1, 3], [Some(0), Some(1)], None),
         None,
     );
     let first = m.take_changes();
-    assert_eq!(first.len(), 1 + 3 + 4, "{first:?}");
+    // The group (tunnel 0, unnamed) and the inside routes; no static
+    // route while both tunnels are down.
+    assert_eq!(first.len(), 1 + 4, "{first:?}");
+    // Tunnel 1 UP: the group names it and the static routes come.
     assert!(m.set_state(key("c0", 1), state(1)));
+    let up1 = m.take_changes();
     assert_eq!(
-        m.take_changes(),
-        [FibChange::Group(fib::GroupId(0), vec![TunnelId(1)])]
+        up1[0],
+        FibChange::Group(fib::GroupId(0), vec![TunnelId(1)]),
+        "{up1:?}"
+    );
+    assert_eq!(up1.len(), 1 + 3, "{up1:?}");
+    assert!(
+        up1[1..]
+            .iter()
+            .all(|c| matches!(c, FibChange::Insert(_, Target::Ecmp(fib::GroupId(0))))),
+        "{up1:?}"
     );
     // Already UP: nothing.
     assert!(!m.set_state(key("c0", 1), state(2)));
     assert!(m.take_changes().is_empty());
+    // Tunnel 0 UP too: it becomes the primary, one group change, and
+    // no ECMP over both.
+    assert!(m.set_state(key("c0", 0), state(2)));
+    assert_eq!(
+        m.take_changes(),
+        [FibChange::Group(fib::GroupId(0), vec![TunnelId(0)])]
+    );
+    // Tunnel 0 DOWN: back to tunnel 1, routes untouched.
+    assert!(m.set_state(key("c0", 0), state(0)));
+    assert_eq!(
+        m.take_changes(),
+        [FibChange::Group(fib::GroupId(0), vec![TunnelId(1)])]
+    );
+    // The last one DOWN: the three static routes are withdrawn.
+    assert!(m.set_state(key("c0", 1), state(0)));
+    let down = m.take_changes();
+    assert_eq!(down.len(), 3, "{down:?}");
+    assert!(
+        down.iter().all(|c| matches!(c, FibChange::Remove(_))),
+        "{down:?}"
+    );
 }
