@@ -425,6 +425,7 @@ impl<D: Dataplane> Core<D> {
     }
 
     fn handle_api(&mut self, now: Now, request: Request) -> Result<Response, ApiError> {
+        self.manager.handle_clock(now.unix_ms);
         if matches!(request, Request::ShowBgp { .. }) {
             // Live: uptimes move without events.
             let neighbors = self.bgp.neighbors(now.instant);
@@ -527,6 +528,10 @@ impl<D: Dataplane> Core<D> {
         }
         if self.timers.is_expired(Timer::Counters, t) {
             self.timers.set(Timer::Counters, t + COUNTERS_PERIOD);
+            // Health events (a tunnel DOWN too long) are raised on this
+            // period: their threshold is an hour, two seconds late is
+            // nothing.
+            self.manager.handle_clock(now.unix_ms);
             if self.protocols {
                 self.publish_counters();
             }

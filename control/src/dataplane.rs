@@ -21,6 +21,7 @@ use dataplane::esp::sa::TunnelEndpoints;
 
 use crate::config::{ApplianceConfig, Change, RoutingType};
 use crate::logs::IkePhaseState;
+use crate::visibility::StatusChange;
 
 /// Identifies one tunnel: connection id plus index 0 or 1.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -57,9 +58,43 @@ pub struct TunnelRuntimeState {
     /// Last UP/DOWN change, milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status_change_ms: Option<u64>,
+    /// Why the status last changed (or was first recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_change_reason: Option<String>,
+    /// UP/DOWN changes since the daemon started.
+    #[serde(default)]
+    pub status_changes: u64,
+    /// Flaps: changes from UP to DOWN since the daemon started.
+    #[serde(default)]
+    pub flaps: u64,
+    /// DOWN since (ms since the epoch); `None` while UP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_since_ms: Option<u64>,
+    /// What IKE negotiated for the current SAs (absent while no IKE SA is
+    /// established).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiated: Option<crate::visibility::NegotiatedParams>,
 }
 
 impl TunnelRuntimeState {
+    /// Record an UP/DOWN change (or the first status recorded, when
+    /// `first`): time, reason, the change and flap counters, DOWN-since.
+    pub fn note_status_change(&mut self, change: StatusChange<'_>, first: bool) {
+        self.last_status_change_ms = Some(change.at_ms);
+        self.last_status_change_reason = Some(change.reason.to_owned());
+        if change.up {
+            self.down_since_ms = None;
+        } else if first || self.down_since_ms.is_none() {
+            self.down_since_ms = Some(change.at_ms);
+        }
+        if !first {
+            self.status_changes += 1;
+            if !change.up {
+                self.flaps += 1;
+            }
+        }
+    }
+
     /// UP/DOWN by the `TunnelState` rule (spec §20.7): static routing is UP
     /// when the child SA is established (or rekeying); BGP routing only
     /// when, in addition, the BGP session is Established.

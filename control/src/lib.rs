@@ -16,3 +16,4 @@ pub mod logs;
 pub mod manager;
 pub mod metrics;
 pub mod openvpn;
+pub mod visibility;

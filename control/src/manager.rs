@@ -45,9 +45,10 @@ use crate::config::{
     LoadedFrom, OpenReport, StoreError, StorePaths, TunnelInsideIpVersion, TunnelLogOptions,
     VpnConnection,
 };
-use crate::dataplane::{Dataplane, RouteEntry, TunnelKey, TunnelUpDown};
+use crate::dataplane::{Dataplane, RouteEntry, TunnelKey, TunnelRuntimeState, TunnelUpDown};
 use crate::download;
 use crate::logs::{LogEntry, LogRing};
+use crate::visibility::{HealthMonitor, secs_until};
 
 /// Why the manager could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,10 @@ pub struct Manager<D: Dataplane> {
     fill: Fill,
     bgp_neighbors: Vec<BgpNeighbor>,
     control_metrics: Vec<crate::metrics::ControlMetric>,
+    health: HealthMonitor,
+    /// The time the control core last gave (ms since the epoch), for the
+    /// "seconds to rekey" of the replies.
+    clock_ms: u64,
 }
 
 impl<D: Dataplane + fmt::Debug> fmt::Debug for Manager<D> {
@@ -169,6 +174,8 @@ impl<D: Dataplane> Manager<D> {
             fill,
             bgp_neighbors: Vec::new(),
             control_metrics: Vec::new(),
+            health: HealthMonitor::new(),
+            clock_ms: 0,
         }
     }
 
@@ -194,6 +201,39 @@ impl<D: Dataplane> Manager<D> {
     #[must_use]
     pub fn dataplane(&self) -> &D {
         &self.dataplane
+    }
+
+    /// Record a tunnel's runtime state (IKE and BGP write through here):
+    /// the dataplane keeps it, the health monitor follows its DOWN time.
+    pub fn record_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
+        let before = self.dataplane.tunnel_state(&key).down_since_ms;
+        if before != state.down_since_ms {
+            let at = state.last_status_change_ms.unwrap_or(self.clock_ms);
+            self.health.handle_down_since(&key, state.down_since_ms, at);
+        }
+        self.dataplane.set_tunnel_state(key, state);
+    }
+
+    /// The time, from the control core: raises the health events due
+    /// (a tunnel DOWN past the threshold) and dates the replies.
+    pub fn handle_clock(&mut self, now_ms: u64) {
+        self.clock_ms = now_ms;
+        if self.health.next_due_ms().is_some_and(|at| at <= now_ms) {
+            self.health.handle_timeout(now_ms);
+        }
+    }
+
+    /// The health events and the monitor that raises them (the
+    /// maintenance work records endpoint replacements with
+    /// [`HealthMonitor::record`]).
+    pub fn health_mut(&mut self) -> &mut HealthMonitor {
+        &mut self.health
+    }
+
+    /// The health monitor.
+    #[must_use]
+    pub fn health(&self) -> &HealthMonitor {
+        &self.health
     }
 
     /// The dataplane, mutably (for the runtime to feed state in).
@@ -236,6 +276,7 @@ impl<D: Dataplane> Manager<D> {
     pub fn render_metrics(&self) -> String {
         let mut out = crate::metrics::render(&self.config, &self.dataplane);
         crate::metrics::render_control(&mut out, &self.control_metrics);
+        crate::metrics::render_health(&mut out, &self.health);
         out
     }
 
@@ -256,6 +297,14 @@ impl<D: Dataplane> Manager<D> {
         })?;
         self.config.apply_change(&change);
         self.dataplane.apply_change(&self.config, &change);
+        if let Change::DeleteConnection { id } = &change {
+            for tunnel in 0..2 {
+                self.health.forget(&TunnelKey {
+                    connection_id: id.clone(),
+                    tunnel,
+                });
+            }
+        }
         self.compact_if_due();
         Ok(())
     }
@@ -302,6 +351,16 @@ impl<D: Dataplane> Manager<D> {
                 .push(format!("configuration imported, but: {e}"));
         }
         self.dataplane.apply(&next);
+        for c in &self.config.connections {
+            if !next.connections.iter().any(|n| n.id == c.id) {
+                for tunnel in 0..2 {
+                    self.health.forget(&TunnelKey {
+                        connection_id: c.id.clone(),
+                        tunnel,
+                    });
+                }
+            }
+        }
         self.config = next;
         Ok(Response::Ok)
     }
@@ -523,6 +582,44 @@ impl<D: Dataplane> Manager<D> {
                     tunnels: self.tunnel_statuses(connection_id.as_deref()),
                 })
             }
+            Request::ShowTunnel {
+                connection_id,
+                outside_ip_address,
+            } => {
+                self.require_connection(&connection_id)?;
+                let tunnel = self
+                    .tunnel_statuses(Some(&connection_id))
+                    .into_iter()
+                    .find(|t| t.outside_ip_address == Some(outside_ip_address))
+                    .ok_or_else(|| {
+                        not_found(
+                            &format!("tunnel of connection {connection_id:?} at"),
+                            &outside_ip_address.to_string(),
+                        )
+                    })?;
+                let health_events = self
+                    .health
+                    .events()
+                    .filter(|e| e.connection_id == connection_id && e.tunnel == tunnel.tunnel)
+                    .cloned()
+                    .collect();
+                Ok(Response::Tunnel {
+                    tunnel: Box::new(tunnel),
+                    health_events,
+                })
+            }
+            Request::ShowHealthEvents { connection_id } => {
+                if let Some(i) = &connection_id {
+                    self.require_connection(i)?;
+                }
+                let events = self
+                    .health
+                    .events()
+                    .filter(|e| connection_id.as_ref().is_none_or(|i| *i == e.connection_id))
+                    .cloned()
+                    .collect();
+                Ok(Response::HealthEvents { events })
+            }
             Request::ShowSas { connection_id } => {
                 if let Some(i) = &connection_id {
                     self.require_connection(i)?;
@@ -671,6 +768,20 @@ impl<D: Dataplane> Manager<D> {
                     bgp_state: st.bgp_state,
                     nat_t_detected: st.nat_t_detected,
                     last_status_change_ms: st.last_status_change_ms,
+                    last_status_change_reason: st.last_status_change_reason,
+                    status_changes: st.status_changes,
+                    flaps: st.flaps,
+                    phase1_rekey_in_secs: st
+                        .negotiated
+                        .as_ref()
+                        .and_then(|n| n.phase1_rekey_at_ms)
+                        .map(|at| secs_until(at, self.clock_ms)),
+                    phase2_rekey_in_secs: st
+                        .negotiated
+                        .as_ref()
+                        .and_then(|n| n.phase2_rekey_at_ms)
+                        .map(|at| secs_until(at, self.clock_ms)),
+                    negotiated: st.negotiated,
                 });
             }
         }

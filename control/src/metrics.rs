@@ -15,7 +15,11 @@
 //! | `TunnelDataIn` (after decryption) | `vpn_tunnel_data_in_bytes_total` counter | `vpn_id`, `tunnel_ip_address` |
 //! | `TunnelDataOut` (before encryption) | `vpn_tunnel_data_out_bytes_total` counter | `vpn_id`, `tunnel_ip_address` |
 //!
-//! plus packet counters per tunnel, drops per tunnel and per reason, and
+//! plus `vpn_tunnel_state_changes_total` / `vpn_tunnel_flaps_total` and
+//! `vpn_tunnel_last_status_change_timestamp_seconds` per tunnel,
+//! `vpn_tunnel_negotiated_info` (value 1, the negotiated suite as labels),
+//! `vpn_health_events_total{kind}`,
+//! packet counters per tunnel, drops per tunnel and per reason, and
 //! port totals. CloudWatch's "bytes since the last data point" is
 //! `increase()` over the counter.
 //!
@@ -27,7 +31,10 @@
 use std::fmt::Write as _;
 
 use crate::config::ApplianceConfig;
-use crate::dataplane::{Dataplane, DataplaneStats, TunnelCounters, TunnelKey, TunnelUpDown};
+use crate::dataplane::{
+    Dataplane, DataplaneStats, TunnelCounters, TunnelKey, TunnelRuntimeState, TunnelUpDown,
+};
+use crate::visibility::{HealthEventKind, HealthMonitor};
 
 /// Reads one counter out of a tunnel's counters.
 type CounterGetter = fn(&TunnelCounters) -> u64;
@@ -74,6 +81,104 @@ pub fn render_control(out: &mut String, metrics: &[ControlMetric]) {
     }
 }
 
+/// Status changes, flaps and the negotiated suite of each tunnel
+/// (issue 21 item 6).
+fn render_tunnel_visibility(
+    out: &mut String,
+    tunnels: &[(String, String, usize, bool)],
+    states: &[TunnelRuntimeState],
+) {
+    type StateGetter = fn(&TunnelRuntimeState) -> u64;
+    let counters: [(&str, &str, StateGetter); 2] = [
+        (
+            "vpn_tunnel_state_changes_total",
+            "UP/DOWN changes of the tunnel since the daemon started.",
+            |s| s.status_changes,
+        ),
+        (
+            "vpn_tunnel_flaps_total",
+            "UP to DOWN changes (flaps) of the tunnel since the daemon started.",
+            |s| s.flaps,
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(out, name, "counter", help);
+        for ((vpn, ip, _, _), st) in tunnels.iter().zip(states) {
+            let _ = writeln!(
+                out,
+                "{name}{{vpn_id=\"{}\",tunnel_ip_address=\"{}\"}} {}",
+                esc(vpn),
+                esc(ip),
+                get(st)
+            );
+        }
+    }
+    header(
+        out,
+        "vpn_tunnel_last_status_change_timestamp_seconds",
+        "gauge",
+        "When the tunnel's UP/DOWN status last changed, seconds since the epoch.",
+    );
+    for ((vpn, ip, _, _), st) in tunnels.iter().zip(states) {
+        if let Some(ms) = st.last_status_change_ms {
+            let _ = writeln!(
+                out,
+                "vpn_tunnel_last_status_change_timestamp_seconds{{vpn_id=\"{}\",tunnel_ip_address=\"{}\"}} {}.{:03}",
+                esc(vpn),
+                esc(ip),
+                ms / 1000,
+                ms % 1000
+            );
+        }
+    }
+    header(
+        out,
+        "vpn_tunnel_negotiated_info",
+        "gauge",
+        "1 per tunnel with an established IKE SA; the labels are what IKE negotiated (GetActiveVpnTunnelStatus).",
+    );
+    for ((vpn, ip, _, _), st) in tunnels.iter().zip(states) {
+        let Some(n) = &st.negotiated else {
+            continue;
+        };
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "vpn_tunnel_negotiated_info{{vpn_id=\"{}\",tunnel_ip_address=\"{}\",ike_version=\"{}\",\
+             phase1_encryption=\"{}\",phase1_integrity=\"{}\",phase1_prf=\"{}\",phase1_dh_group=\"{}\",\
+             phase2_encryption=\"{}\",phase2_integrity=\"{}\",phase2_pfs_dh_group=\"{}\"}} 1",
+            esc(vpn),
+            esc(ip),
+            n.ike_version,
+            n.phase1_encryption,
+            opt(n.phase1_integrity.map(|i| i.to_string())),
+            n.phase1_prf,
+            n.phase1_dh_group,
+            opt(n.phase2_encryption.map(|e| e.to_string())),
+            opt(n.phase2_integrity.map(|i| i.to_string())),
+            opt(n.phase2_pfs_dh_group.map(|g| g.to_string())),
+        );
+    }
+}
+
+/// Health events raised since start, by kind (spec §20.9).
+pub fn render_health(out: &mut String, health: &HealthMonitor) {
+    header(
+        out,
+        "vpn_health_events_total",
+        "counter",
+        "Health events raised since the daemon started, by kind (tunnel_unhealthy: DOWN longer than the threshold).",
+    );
+    for kind in HealthEventKind::ALL {
+        let _ = writeln!(
+            out,
+            "vpn_health_events_total{{kind=\"{}\"}} {}",
+            kind.as_str(),
+            health.total(kind)
+        );
+    }
+}
+
 /// Render every metric for `config` from `dataplane`'s state and counters.
 #[must_use]
 pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
@@ -82,13 +187,16 @@ pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
 
     // (vpn_id, tunnel_ip, key, up)
     let mut tunnels = Vec::new();
+    let mut states = Vec::new();
     for c in &config.connections {
         for (i, t) in c.tunnels.iter().enumerate() {
             let key = TunnelKey {
                 connection_id: c.id.clone(),
                 tunnel: i,
             };
-            let up = dataplane.tunnel_state(&key).up_down(c.routing) == TunnelUpDown::Up;
+            let state = dataplane.tunnel_state(&key);
+            let up = state.up_down(c.routing) == TunnelUpDown::Up;
+            states.push(state);
             let ip = t
                 .outside_ip_address
                 .map_or_else(|| format!("tunnel{i}"), |a| a.to_string());
@@ -134,6 +242,8 @@ pub fn render(config: &ApplianceConfig, dataplane: &dyn Dataplane) -> String {
             esc(&c.id)
         );
     }
+
+    render_tunnel_visibility(&mut out, &tunnels, &states);
 
     let per_tunnel: [(&str, &str, CounterGetter); 5] = [
         (

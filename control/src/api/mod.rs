@@ -52,7 +52,9 @@
 //! | `delete_connection` | `id` | `ok` |
 //! | `show_connections` | `id`? | `connections` |
 //! | `add_static_route` / `delete_static_route` | `connection_id`, `prefix` | `connection` |
-//! | `show_tunnels` | `connection_id`? | `tunnels` |
+//! | `show_tunnels` | `connection_id`? | `tunnels` (with negotiated parameters, flaps, last change) |
+//! | `show_tunnel` | `connection_id`, `outside_ip_address` | `tunnel` (`tunnel`, `health_events`) |
+//! | `show_health_events` | `connection_id`? | `health_events` |
 //! | `show_sas` | `connection_id`? | `sas` |
 //! | `show_routes` | `connection_id`? | `routes` (BGP routes with their chosen path and `ecmp` members) |
 //! | `show_bgp` | `connection_id`? | `bgp` (`neighbors`: state, uptime, prefixes received/advertised) |
@@ -94,6 +96,7 @@ use crate::config::{
 use crate::dataplane::{DataplaneStats, RouteEntry, SaInfo, TunnelUpDown};
 use crate::download::Device;
 use crate::logs::{IkePhaseState, LogEntry};
+use crate::visibility::{HealthEvent, NegotiatedParams};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -262,6 +265,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         connection_id: Option<String>,
     },
+    /// One tunnel in detail (negotiated parameters, flaps, last change,
+    /// its health events), named by its connection and outside address.
+    ShowTunnel {
+        /// The connection.
+        connection_id: String,
+        /// The tunnel's appliance outside address.
+        outside_ip_address: IpAddr,
+    },
+    /// Health events (spec §20.9), oldest first.
+    ShowHealthEvents {
+        /// Only this connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection_id: Option<String>,
+    },
     /// Installed SAs.
     ShowSas {
         /// Only this connection.
@@ -360,6 +377,24 @@ pub struct TunnelStatus {
     /// Last UP/DOWN change, ms since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_status_change_ms: Option<u64>,
+    /// Why the status last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_change_reason: Option<String>,
+    /// UP/DOWN changes since the daemon started.
+    #[serde(default)]
+    pub status_changes: u64,
+    /// UP→DOWN changes (flaps) since the daemon started.
+    #[serde(default)]
+    pub flaps: u64,
+    /// What IKE negotiated for the current SAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negotiated: Option<NegotiatedParams>,
+    /// Seconds to the IKE SA's next rekey (at the time of the reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase1_rekey_in_secs: Option<u64>,
+    /// Seconds to the Child SA's next rekey (at the time of the reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase2_rekey_in_secs: Option<u64>,
 }
 
 /// One BGP neighbour, as `show_bgp` reports it (published by the daemon's
@@ -468,6 +503,18 @@ pub enum Response {
     Tunnels {
         /// One per tunnel.
         tunnels: Vec<TunnelStatus>,
+    },
+    /// One tunnel in detail (`show_tunnel`).
+    Tunnel {
+        /// Its status.
+        tunnel: Box<TunnelStatus>,
+        /// Its health events, oldest first.
+        health_events: Vec<HealthEvent>,
+    },
+    /// Health events, oldest first.
+    HealthEvents {
+        /// The events.
+        events: Vec<HealthEvent>,
     },
     /// SAs.
     Sas {

@@ -72,6 +72,13 @@ fn every_request_round_trips() {
         Request::ShowSas {
             connection_id: Some("vpn-1".into()),
         },
+        Request::ShowTunnel {
+            connection_id: "vpn-1".into(),
+            outside_ip_address: "198.51.100.10".parse().unwrap(),
+        },
+        Request::ShowHealthEvents {
+            connection_id: None,
+        },
         Request::ShowRoutes {
             connection_id: None,
         },
@@ -111,6 +118,12 @@ fn replies_round_trip() {
                 bgp_state: None,
                 nat_t_detected: false,
                 last_status_change_ms: None,
+                last_status_change_reason: None,
+                status_changes: 0,
+                flaps: 0,
+                negotiated: None,
+                phase1_rekey_in_secs: None,
+                phase2_rekey_in_secs: None,
             }],
         }),
         Err(ApiError::validation(

@@ -169,7 +169,7 @@ impl<D: Dataplane> RoutingSink for Manager<D> {
         self.dataplane().tunnel_state(key)
     }
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
-        self.dataplane_mut().set_tunnel_state(key, state);
+        self.record_tunnel_state(key, state);
     }
     fn update_dynamic_routes(&mut self, delta: &RouteDelta, all: &[DynamicRoute]) {
         self.dataplane_mut().update_dynamic_routes(delta, all);
@@ -945,7 +945,19 @@ impl Speaker {
                 // A dynamic-routing tunnel is UP only with BGP Established
                 // (spec § 20.7): the session decides this transition, so
                 // it is logged here (IKE logs the ones it causes).
-                st.last_status_change_ms = Some(now.unix_ms);
+                let reason = if is == TunnelUpDown::Up {
+                    "BGP session Established".to_owned()
+                } else {
+                    format!("BGP session left Established ({state})")
+                };
+                st.note_status_change(
+                    crate::visibility::StatusChange {
+                        up: is == TunnelUpDown::Up,
+                        at_ms: now.unix_ms,
+                        reason: &reason,
+                    },
+                    false,
+                );
                 let dpd_enabled = sink
                     .config()
                     .connections

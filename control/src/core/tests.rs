@@ -1078,3 +1078,129 @@ fn worker_reports_are_collected_on_the_dataplane_timer() {
         ]
     );
 }
+
+/// Visibility (issue 21 item 6): once UP the tunnel shows what IKE
+/// negotiated and one status change; a DELETE from the peer is a flap
+/// with its reason; DOWN past the threshold raises `tunnel_unhealthy`;
+/// the metrics carry the counters and the suite.
+#[test]
+fn negotiated_parameters_flaps_and_health_events() {
+    let mut lab = Lab::new("");
+    lab.peer_runs("vpn-a", "203.0.113.20", "169.254.21.0/30", "10.66.0.0/16");
+    create(
+        &mut lab,
+        1,
+        "vpn-a",
+        "cgw-a",
+        "169.254.21.0/30",
+        "169.254.22.0/30",
+    );
+    lab.run_until(Duration::from_secs(120), |l| !l.fib().is_empty());
+    let st = lab.state("vpn-a", 0);
+    assert_eq!(st.status_changes, 1, "{st:?}");
+    assert_eq!(st.flaps, 0);
+    assert_eq!(
+        st.last_status_change_reason.as_deref(),
+        Some("BGP session Established")
+    );
+    assert_eq!(st.down_since_ms, None);
+    let n = st.negotiated.clone().expect("negotiated parameters");
+    assert_eq!(n.ike_version, crate::config::IkeVersion::Ikev2);
+    // Ours wins: the strongest of the default lists both sides hold.
+    assert_eq!(
+        n.phase1_encryption,
+        crate::config::EncryptionAlgorithm::Aes256Gcm16
+    );
+    assert_eq!(n.phase1_integrity, None, "GCM");
+    assert_eq!(n.phase1_prf, crate::config::IntegrityAlgorithm::Sha2_256);
+    assert_eq!(n.phase1_dh_group, 19);
+    assert_eq!(n.phase1_lifetime_secs, 28_800);
+    assert_eq!(
+        n.phase2_encryption,
+        Some(crate::config::EncryptionAlgorithm::Aes256Gcm16)
+    );
+    assert_eq!(n.phase2_pfs_dh_group, None, "first Child SA: no PFS");
+    assert_eq!(n.phase2_lifetime_secs, Some(3_600));
+    let rekey1 = n.phase1_rekey_at_ms.unwrap();
+    let rekey2 = n.phase2_rekey_at_ms.unwrap();
+    assert!(rekey2 > lab.unix_ms && rekey2 <= lab.unix_ms + 3_600_000);
+    assert!(rekey1 > rekey2);
+    // The API adds the seconds to rekey at the time of the reply.
+    let Ok(Response::Tunnel {
+        tunnel,
+        health_events,
+    }) = lab.api(
+        2,
+        Request::ShowTunnel {
+            connection_id: "vpn-a".to_owned(),
+            outside_ip_address: "198.51.100.10".parse().unwrap(),
+        },
+    )
+    else {
+        panic!("show tunnel");
+    };
+    assert_eq!(tunnel.tunnel, 0);
+    assert_eq!(tunnel.negotiated.as_ref(), Some(&n));
+    assert_eq!(
+        tunnel.phase2_rekey_in_secs,
+        Some((rekey2 - lab.unix_ms) / 1000)
+    );
+    assert!(health_events.is_empty());
+
+    // The customer gateway deletes its IKE SA and goes silent.
+    let at = lab.at();
+    lab.peer_ike.close_all(at, &mut lab.peer_sink);
+    lab.pump();
+    lab.ike_cut = true;
+    let st = lab.state("vpn-a", 0);
+    assert_eq!((st.status_changes, st.flaps), (2, 1), "{st:?}");
+    assert_eq!(
+        st.last_status_change_reason.as_deref(),
+        Some("IKE_SA down: DeletedByPeer")
+    );
+    assert_eq!(st.down_since_ms, Some(lab.unix_ms));
+    assert_eq!(st.negotiated, None);
+
+    // An hour DOWN: unhealthy, once.
+    lab.run_for(Duration::from_secs(3_590));
+    let events = |lab: &mut Lab| {
+        let Ok(Response::HealthEvents { events }) = lab.api(
+            3,
+            Request::ShowHealthEvents {
+                connection_id: Some("vpn-a".to_owned()),
+            },
+        ) else {
+            panic!("show health events");
+        };
+        events
+            .into_iter()
+            .filter(|e| e.tunnel == 0)
+            .collect::<Vec<_>>()
+    };
+    assert!(events(&mut lab).is_empty());
+    lab.run_for(Duration::from_secs(20));
+    let ev = events(&mut lab);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(
+        ev[0].kind,
+        crate::visibility::HealthEventKind::TunnelUnhealthy
+    );
+    lab.run_for(Duration::from_secs(60));
+    assert_eq!(events(&mut lab).len(), 1);
+
+    let m = lab.core.manager().render_metrics();
+    assert!(
+        m.contains(
+            "vpn_tunnel_flaps_total{vpn_id=\"vpn-a\",tunnel_ip_address=\"198.51.100.10\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(m.contains(
+        "vpn_tunnel_state_changes_total{vpn_id=\"vpn-a\",tunnel_ip_address=\"198.51.100.10\"} 2"
+    ));
+    assert!(m.contains("vpn_health_events_total{kind=\"tunnel_unhealthy\"} "));
+    assert!(
+        !m.contains("vpn_tunnel_negotiated_info{vpn_id=\"vpn-a\""),
+        "down"
+    );
+}

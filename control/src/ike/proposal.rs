@@ -46,6 +46,38 @@ fn integ_of(i: IntegrityAlgorithm) -> Integ {
     }
 }
 
+/// The configuration's name of a negotiated cipher (`None`: a key length
+/// the appliance never offers).
+#[must_use]
+pub fn encryption_name(e: Encr) -> Option<EncryptionAlgorithm> {
+    EncryptionAlgorithm::ALL
+        .iter()
+        .copied()
+        .find(|a| encr_of(*a) == e)
+}
+
+/// The configuration's name of a negotiated integrity algorithm.
+#[must_use]
+pub fn integrity_name(i: Integ) -> IntegrityAlgorithm {
+    match i {
+        Integ::HmacSha1_96 => IntegrityAlgorithm::Sha1,
+        Integ::HmacSha256_128 => IntegrityAlgorithm::Sha2_256,
+        Integ::HmacSha384_192 => IntegrityAlgorithm::Sha2_384,
+        Integ::HmacSha512_256 => IntegrityAlgorithm::Sha2_512,
+    }
+}
+
+/// A PRF by the hash of its HMAC, named as the integrity algorithms are.
+#[must_use]
+pub fn prf_name(p: Prf) -> IntegrityAlgorithm {
+    match p {
+        Prf::HmacSha1 => IntegrityAlgorithm::Sha1,
+        Prf::HmacSha256 => IntegrityAlgorithm::Sha2_256,
+        Prf::HmacSha384 => IntegrityAlgorithm::Sha2_384,
+        Prf::HmacSha512 => IntegrityAlgorithm::Sha2_512,
+    }
+}
+
 /// The PRF paired with an integrity algorithm of the same hash.
 #[must_use]
 pub fn prf_of(i: Integ) -> Prf {

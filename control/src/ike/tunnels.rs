@@ -64,7 +64,9 @@ use dataplane::esp::sa::{Direction, LifetimeLimits};
 use ipnet::IpNet;
 
 use super::cert::WallClock;
+use super::crypto::IkeSuite;
 use super::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
+use super::proposal::{EspSuite, encryption_name, integrity_name, prf_name};
 use super::sa::{
     ChildSa, Datagram, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS, Transmit,
 };
@@ -80,6 +82,7 @@ use crate::dataplane::{
 use crate::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use crate::manager::Manager;
 use crate::metrics::ControlMetric;
+use crate::visibility::{NegotiatedParams, StatusChange};
 
 /// A Child SA the dataplane could not install is tried again after this
 /// long.
@@ -259,7 +262,7 @@ impl<D: Dataplane> TunnelSink for Manager<D> {
         self.dataplane().tunnel_state(key)
     }
     fn set_tunnel_state(&mut self, key: TunnelKey, state: TunnelRuntimeState) {
-        self.dataplane_mut().set_tunnel_state(key, state);
+        self.record_tunnel_state(key, state);
     }
     fn record_log(&mut self, entry: LogEntry) {
         Self::record_log(self, entry);
@@ -465,7 +468,11 @@ struct Runner {
     /// acknowledge in time), tried again at the instant given.
     retry: Option<(Instant, Box<ChildSa>)>,
     /// What was last recorded.
-    reported: Option<(IkePhaseState, IkePhaseState, bool)>,
+    reported: Option<(IkePhaseState, IkePhaseState, bool, Option<Negotiated>)>,
+    /// The suite and lifetime of the Child SA last installed.
+    child_suite: Option<(EspSuite, Duration)>,
+    /// Why the state is about to change: the last event applied.
+    reason: Option<String>,
     /// Cookies sent as of the last activity-log line about them, and when.
     cookies_logged: (u64, Option<Instant>),
     /// Test mode: soft packet limit of installed Child SAs.
@@ -526,6 +533,8 @@ impl Runner {
             pending,
             retry: None,
             reported: None,
+            child_suite: None,
+            reason: None,
             cookies_logged: (0, None),
             rekey_packets: None,
             lines: VecDeque::new(),
@@ -622,6 +631,7 @@ impl Runner {
             match e {
                 Event::IkeSaUp { nat_detected, .. } => {
                     self.nat_t = nat_detected;
+                    self.reason = Some("IKE_SA established".to_owned());
                     self.log(sink, now, "IKE_SA established".to_owned());
                 }
                 Event::ChildSaUp(c) => self.install(c, now, rng, sink),
@@ -644,6 +654,7 @@ impl Runner {
                     }
                     self.installed = None;
                     self.deferred = None;
+                    self.reason = Some(format!("CHILD_SA {inbound_spi:08x} removed"));
                     self.log(sink, now, format!("CHILD_SA {inbound_spi:08x} removed"));
                 }
                 // A rekeyed SA whose DELETE is done, or a next SA that
@@ -665,6 +676,7 @@ impl Runner {
                     }
                 }
                 Event::IkeSaDown { reason } => {
+                    self.reason = Some(format!("IKE_SA down: {reason:?}"));
                     self.log(sink, now, format!("IKE_SA down: {reason:?}"));
                 }
                 Event::IkeSaRekeyed { spi_i, spi_r } => {
@@ -730,10 +742,12 @@ impl Runner {
         };
         match done {
             Ok(line) => {
+                self.child_suite = Some((c.suite, c.lifetime));
                 if c.outbound_deferred {
                     self.deferred = Some(c);
                 } else {
                     self.installed = Some((spi_i, spi_o));
+                    self.reason = Some("CHILD_SA established".to_owned());
                 }
                 self.log(sink, now, line);
             }
@@ -752,10 +766,29 @@ impl Runner {
         }
     }
 
+    /// What IKE negotiated for the IKE SA in use (the one holding the
+    /// installed Child SA, else the newest established one).
+    fn negotiated(&self) -> Option<Negotiated> {
+        let sas = self.endpoint.sas();
+        let holding = self
+            .installed
+            .and_then(|(i, _)| sas.iter().find(|s| s.child_rekey_at(i).is_some()));
+        let sa = holding.or_else(|| sas.iter().rev().find(|s| s.established_suite().is_some()))?;
+        let (ike, ike_rekey_at) = sa.established_suite()?;
+        Some(Negotiated {
+            ike,
+            ike_lifetime: sa.config().phase1_lifetime,
+            ike_rekey_at,
+            child: self.child_suite,
+            child_rekey_at: self.installed.and_then(|(i, _)| sa.child_rekey_at(i)),
+        })
+    }
+
     /// Record the state if it changed.
     fn report(&mut self, now: Now, sink: &mut dyn TunnelSink) {
         let (p1, p2) = self.phases();
-        let seen = (p1, p2, self.nat_t);
+        let negotiated = self.negotiated();
+        let seen = (p1, p2, self.nat_t, negotiated);
         if self.reported == Some(seen) {
             return;
         }
@@ -765,9 +798,22 @@ impl Runner {
         state.ike_phase1_state = p1;
         state.ike_phase2_state = p2;
         state.nat_t_detected = self.nat_t;
+        state.negotiated = negotiated.map(|n| n.params(now));
         let is = state.up_down(self.spec.routing);
         if was != is || state.last_status_change_ms.is_none() {
-            state.last_status_change_ms = Some(now.unix_ms);
+            let reason = self.reason.take().unwrap_or_else(|| {
+                if is == TunnelUpDown::Up {
+                    "IPsec up".to_owned()
+                } else {
+                    format!("IKE phase 1 {p1:?}, phase 2 {p2:?}")
+                }
+            });
+            let change = StatusChange {
+                up: is == TunnelUpDown::Up,
+                at_ms: now.unix_ms,
+                reason: &reason,
+            };
+            state.note_status_change(change, was == is);
         }
         sink.set_tunnel_state(key, state);
         self.reported = Some(seen);
@@ -790,9 +836,60 @@ impl Runner {
             self.log(sink, now, format!("removing the CHILD_SA: {e}"));
         }
         let mut state = sink.tunnel_state(&self.spec.key);
+        let was = state.up_down(self.spec.routing);
         state.ike_phase1_state = IkePhaseState::Down;
         state.ike_phase2_state = IkePhaseState::Down;
+        state.negotiated = None;
+        if was == TunnelUpDown::Up {
+            state.note_status_change(
+                StatusChange {
+                    up: false,
+                    at_ms: now.unix_ms,
+                    reason: "tunnel closed by the appliance (configuration changed or stopping)",
+                },
+                false,
+            );
+        }
         sink.set_tunnel_state(self.spec.key.clone(), state);
+    }
+}
+
+/// [`NegotiatedParams`] in the engine's terms, compared between reports
+/// (instants, so that the same SAs always compare equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Negotiated {
+    ike: IkeSuite,
+    ike_lifetime: Duration,
+    ike_rekey_at: Instant,
+    child: Option<(EspSuite, Duration)>,
+    child_rekey_at: Option<Instant>,
+}
+
+impl Negotiated {
+    fn params(&self, now: Now) -> NegotiatedParams {
+        let at_ms = |at: Instant| {
+            let ahead = at.saturating_duration_since(now.instant).as_millis();
+            now.unix_ms
+                .saturating_add(u64::try_from(ahead).unwrap_or(u64::MAX))
+        };
+        let child = self.child.map(|(c, _)| c);
+        NegotiatedParams {
+            ike_version: IkeVersion::Ikev2,
+            // Only the appliance's own ciphers can be negotiated.
+            phase1_encryption: encryption_name(self.ike.encr)
+                .unwrap_or(crate::config::EncryptionAlgorithm::Aes256Gcm16),
+            phase1_integrity: self.ike.integ.map(integrity_name),
+            phase1_prf: prf_name(self.ike.prf),
+            phase1_dh_group: self.ike.dh,
+            phase1_lifetime_secs: self.ike_lifetime.as_secs(),
+            phase1_rekey_at_ms: Some(at_ms(self.ike_rekey_at)),
+            phase2_encryption: child.and_then(|c| encryption_name(c.encr)),
+            phase2_integrity: child.and_then(|c| c.integ).map(integrity_name),
+            phase2_pfs_dh_group: child.and_then(|c| c.dh),
+            phase2_esn: child.is_some_and(|c| c.esn),
+            phase2_lifetime_secs: self.child.map(|(_, l)| l.as_secs()),
+            phase2_rekey_at_ms: self.child_rekey_at.map(at_ms),
+        }
     }
 }
 

@@ -292,6 +292,7 @@ fn show_tunnels_logs_and_download() {
             bgp_state: Some("Established".into()),
             nat_t_detected: true,
             last_status_change_ms: Some(1),
+            ..TunnelRuntimeState::default()
         },
     );
     let Response::Tunnels { tunnels } = m

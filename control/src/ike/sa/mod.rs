@@ -513,6 +513,30 @@ impl IkeSa {
         }
     }
 
+    /// The negotiated suite and when this IKE SA is next rekeyed, once it
+    /// is established (for `show tunnels`).
+    #[must_use]
+    pub fn established_suite(&self) -> Option<(IkeSuite, Instant)> {
+        match &self.state {
+            State::Established(e) => Some((e.keys.suite, e.rekey_ike_at)),
+            _ => None,
+        }
+    }
+
+    /// When the Child SA with our (inbound) SPI `inbound_spi` is next
+    /// rekeyed, if this IKE SA holds it.
+    #[must_use]
+    pub fn child_rekey_at(&self, inbound_spi: u32) -> Option<Instant> {
+        match &self.state {
+            State::Established(e) => e
+                .children
+                .iter()
+                .find(|c| c.inbound_spi == inbound_spi)
+                .map(|c| c.rekey_at),
+            _ => None,
+        }
+    }
+
     /// Whether the peer's IKE_AUTH carried INITIAL_CONTACT: other IKE SAs
     /// with this peer are stale.
     #[must_use]
