@@ -31,6 +31,7 @@ use control::config::{
     VpnConnectionOptionsPatch,
 };
 use control::download::Device;
+use control::visibility::{HealthEvent, NegotiatedParams};
 use ipnet::IpNet;
 
 const EXIT_HELP: &str = "\
@@ -248,8 +249,25 @@ enum RouteCommand {
 
 #[derive(Debug, Subcommand)]
 enum ShowCommand {
-    /// Tunnel status: UP/DOWN, IKE phase 1/2 state, BGP, NAT-T.
+    /// Tunnel status: UP/DOWN, IKE phase 1/2 state, BGP, NAT-T, flaps,
+    /// the negotiated suites.
     Tunnels {
+        /// Only this connection.
+        connection: Option<String>,
+    },
+    /// One tunnel in detail: negotiated parameters (IKE version, phase 1
+    /// encryption/integrity/PRF/DH, phase 2 cipher/integrity/PFS),
+    /// lifetimes and time to the next rekeys, status changes, flaps, the
+    /// last change and its reason, its health events.
+    Tunnel {
+        /// The connection.
+        connection: String,
+        /// The tunnel's appliance outside address.
+        outside_ip: IpAddr,
+    },
+    /// Health events (tunnel unhealthy: DOWN for more than an hour;
+    /// recovered; endpoint replacement), oldest first.
+    HealthEvents {
         /// Only this connection.
         connection: Option<String>,
     },
@@ -578,6 +596,16 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
             ShowCommand::Tunnels { connection } => Request::ShowTunnels {
                 connection_id: connection.clone(),
             },
+            ShowCommand::Tunnel {
+                connection,
+                outside_ip,
+            } => Request::ShowTunnel {
+                connection_id: connection.clone(),
+                outside_ip_address: *outside_ip,
+            },
+            ShowCommand::HealthEvents { connection } => Request::ShowHealthEvents {
+                connection_id: connection.clone(),
+            },
             ShowCommand::Sas { connection } => Request::ShowSas {
                 connection_id: connection.clone(),
             },
@@ -848,6 +876,150 @@ fn uptime(secs: u64) -> String {
     }
 }
 
+/// `ikev2 AES256-GCM-16/PRF-SHA2-256/DH19` (integrity before the PRF
+/// when the cipher is not AEAD).
+fn ike_suite(n: &NegotiatedParams) -> String {
+    let integ = n
+        .phase1_integrity
+        .map_or_else(String::new, |i| format!("{i}/"));
+    format!(
+        "{} {}/{integ}PRF-{}/DH{}",
+        n.ike_version, n.phase1_encryption, n.phase1_prf, n.phase1_dh_group
+    )
+}
+
+/// `AES256-GCM-16`, `AES128/SHA2-256/PFS14`, … (absent before a Child SA).
+fn esp_suite(n: &NegotiatedParams) -> Option<String> {
+    let mut s = n.phase2_encryption?.to_string();
+    if let Some(i) = n.phase2_integrity {
+        let _ = write!(s, "/{i}");
+    }
+    if let Some(g) = n.phase2_pfs_dh_group {
+        let _ = write!(s, "/PFS{g}");
+    }
+    Some(s)
+}
+
+/// A time in ms since the epoch as UTC `YYYY-MM-DD HH:MM:SS`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn tunnel_detail(t: &api::TunnelStatus, events: &[HealthEvent]) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(out, "{k:<22} {v}");
+    };
+    line(
+        "tunnel",
+        format!(
+            "{}/{} {} -> {}",
+            t.connection_id,
+            t.tunnel,
+            opt(t.outside_ip_address),
+            opt(t.peer_ip_address)
+        ),
+    );
+    line("status", format!("{:?}", t.status).to_uppercase());
+    line(
+        "ike phase 1 / 2",
+        format!(
+            "{} / {}",
+            t.ike_phase1_state.as_str(),
+            t.ike_phase2_state.as_str()
+        ),
+    );
+    if let Some(b) = &t.bgp_state {
+        line("bgp", b.clone());
+    }
+    line(
+        "nat-t",
+        if t.nat_t_detected { "yes" } else { "no" }.to_owned(),
+    );
+    line(
+        "last change",
+        format!(
+            "{} ({})",
+            t.last_status_change_ms.map_or_else(|| "-".to_owned(), utc),
+            t.last_status_change_reason.as_deref().unwrap_or("-")
+        ),
+    );
+    line("status changes", t.status_changes.to_string());
+    line("flaps", t.flaps.to_string());
+    match &t.negotiated {
+        None => line("negotiated", "- (no IKE SA)".to_owned()),
+        Some(n) => {
+            line("ike version", n.ike_version.to_string());
+            line("phase 1 encryption", n.phase1_encryption.to_string());
+            line("phase 1 integrity", opt(n.phase1_integrity));
+            line("phase 1 prf", n.phase1_prf.to_string());
+            line("phase 1 dh group", n.phase1_dh_group.to_string());
+            line(
+                "phase 1 lifetime",
+                format!(
+                    "{} s, rekey in {}",
+                    n.phase1_lifetime_secs,
+                    opt(t.phase1_rekey_in_secs.map(|s| format!("{s} s")))
+                ),
+            );
+            line("phase 2 encryption", opt(n.phase2_encryption));
+            line("phase 2 integrity", opt(n.phase2_integrity));
+            line("phase 2 pfs dh group", opt(n.phase2_pfs_dh_group));
+            line(
+                "phase 2 esn",
+                if n.phase2_esn { "yes" } else { "no" }.to_owned(),
+            );
+            line(
+                "phase 2 lifetime",
+                format!(
+                    "{} s, rekey in {}",
+                    opt(n.phase2_lifetime_secs),
+                    opt(t.phase2_rekey_in_secs.map(|s| format!("{s} s")))
+                ),
+            );
+        }
+    }
+    if !events.is_empty() {
+        out.push('\n');
+        out.push_str(&health_rows(events));
+    }
+    out
+}
+
+fn health_rows(events: &[HealthEvent]) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                utc(e.event_timestamp),
+                e.kind.as_str().to_owned(),
+                e.connection_id.clone(),
+                e.tunnel.to_string(),
+                e.details.clone(),
+            ]
+        })
+        .collect();
+    table(&["TIME", "EVENT", "CONNECTION", "TUNNEL", "DETAILS"], &rows)
+}
+
 fn opt<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -924,6 +1096,9 @@ fn human(r: &Response) -> String {
                         t.ike_phase2_state.as_str().to_owned(),
                         opt(t.bgp_state.clone()),
                         if t.nat_t_detected { "yes" } else { "no" }.to_owned(),
+                        t.flaps.to_string(),
+                        opt(t.negotiated.as_ref().map(ike_suite)),
+                        opt(t.negotiated.as_ref().and_then(esp_suite)),
                     ]
                 })
                 .collect();
@@ -939,10 +1114,18 @@ fn human(r: &Response) -> String {
                     "PHASE2",
                     "BGP",
                     "NAT-T",
+                    "FLAPS",
+                    "IKE",
+                    "ESP",
                 ],
                 &rows,
             )
         }
+        Response::Tunnel {
+            tunnel,
+            health_events,
+        } => tunnel_detail(tunnel, health_events),
+        Response::HealthEvents { events } => health_rows(events),
         Response::Sas { sas } => {
             let rows: Vec<Vec<String>> = sas
                 .iter()
@@ -1261,5 +1444,12 @@ mod tests {
         let v = toml::Value::try_from(&p).unwrap();
         assert_eq!(v["phase2_lifetime_secs"].as_integer(), Some(1800));
         assert!(v.get("pre_shared_key").is_some());
+    }
+
+    #[test]
+    fn utc_renders_civil_time() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_767_225_600_000), "2026-01-01 00:00:00Z");
+        assert_eq!(utc(951_825_599_000), "2000-02-29 11:59:59Z");
     }
 }
