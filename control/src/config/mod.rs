@@ -95,6 +95,7 @@ pub mod inside;
 pub mod journal;
 mod names;
 mod psk;
+pub mod secrets;
 pub mod store;
 mod tunnel;
 

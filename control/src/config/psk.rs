@@ -5,11 +5,16 @@
 //!
 //! A key never appears in `Debug` output or in error messages; it is
 //! serialized (it must be, to be stored in the configuration file) and can be
-//! read with [`PreSharedKey::dangerous_as_str`].
+//! read with [`PreSharedKey::dangerous_as_str`]. It is wiped from memory
+//! when dropped. Where it lives is the connection's
+//! `pre_shared_key_storage`: in the configuration (`Standard`) or in the
+//! encrypted store of [`super::secrets`] (`SecretsManager`), which is
+//! preferred.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroize;
 
 /// Shortest allowed key, in characters.
 pub const PSK_MIN_LEN: usize = 8;
@@ -132,6 +137,13 @@ impl PreSharedKey {
             return Err(PskError::BadCharacter { position });
         }
         Ok(())
+    }
+}
+
+impl Drop for PreSharedKey {
+    /// A key is wiped from memory when dropped.
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 
