@@ -468,6 +468,10 @@ impl<D: Dataplane> Core<D> {
                 self.users_of(id)
             }
             Request::ConfigImport { .. } => Scope::All,
+            // The tunnels using a secret take its new key (a new IKE SA).
+            Request::PskSet { name, .. } | Request::PskRotate { name, .. } => {
+                Scope::Connections(self.manager.connections_using_secret(name))
+            }
             _ => Scope::Nothing,
         }
     }
@@ -493,13 +497,16 @@ impl<D: Dataplane> Core<D> {
         match scope {
             Scope::Nothing => return,
             Scope::All => {
-                let (specs, skipped) = tunnel_specs(watch.manager.config());
+                let (mut specs, mut skipped) = tunnel_specs(watch.manager.config());
+                watch.manager.resolve_keys(&mut specs, &mut skipped);
                 self.ike.reconcile(now, specs, skipped, &mut watch);
                 self.bgp.reconcile(now, &mut self.manager);
             }
             Scope::Connections(ids) => {
                 for id in ids {
-                    let (specs, skipped) = connection_tunnel_specs(watch.manager.config(), id);
+                    let (mut specs, mut skipped) =
+                        connection_tunnel_specs(watch.manager.config(), id);
+                    watch.manager.resolve_keys(&mut specs, &mut skipped);
                     self.ike
                         .reconcile_connection(now, id, specs, skipped, &mut watch);
                 }

@@ -40,6 +40,7 @@ use crate::api::{
     ApiError, BgpNeighbor, ConnectionView, CustomerGatewayPatch, DEFAULT_LOG_LINES, ErrorCode,
     Request, Response, TunnelStatus,
 };
+use crate::config::secrets::{SecretPaths, SecretStore};
 use crate::config::{
     ApplianceConfig, Change, ConfigError, ConfigStore, CustomerGateway, Journal, JournalError,
     LoadedFrom, OpenReport, StoreError, StorePaths, TunnelInsideIpVersion, TunnelLogOptions,
@@ -63,6 +64,11 @@ pub enum StartError {
     /// The store cannot be opened or created.
     #[error("configuration store: {0}")]
     Store(#[source] JournalError),
+    /// The pre-shared key store cannot be opened (its key is missing,
+    /// too widely readable or wrong, or the store was modified), or the
+    /// keys the configuration needs cannot be written.
+    #[error("pre-shared key store: {0}")]
+    Secrets(String),
 }
 
 /// Where [`Manager::start`] found the configuration.
@@ -97,6 +103,7 @@ pub struct Manager<D: Dataplane> {
     bgp_neighbors: Vec<BgpNeighbor>,
     control_metrics: Vec<crate::metrics::ControlMetric>,
     health: HealthMonitor,
+    secrets: SecretStore,
     /// The time the control core last gave (ms since the epoch), for the
     /// "seconds to rekey" of the replies.
     clock_ms: u64,
@@ -136,6 +143,9 @@ impl<D: Dataplane> Manager<D> {
         mut fill: Fill,
     ) -> Result<(Self, Loaded), StartError> {
         let paths = StorePaths::next_to(toml.path());
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+        let secrets = SecretStore::open(SecretPaths::next_to(toml.path(), credentials.as_deref()))
+            .map_err(|e| StartError::Secrets(e.to_string()))?;
         let (journal, mut config, loaded) =
             match Journal::open(paths.clone()).map_err(StartError::Store)? {
                 Some((j, c, report)) => (Some(j), c, Loaded::Store(report)),
@@ -144,9 +154,20 @@ impl<D: Dataplane> Manager<D> {
                     (None, c, Loaded::Toml(from))
                 }
             };
-        let assigned = config
+        let mut assigned = config
             .assign_generated(&mut *fill)
             .map_err(StartError::Invalid)?;
+        let mut pending = psk::Pending::new();
+        for c in &mut config.connections {
+            let before = pending.len();
+            psk::take_inline_keys(c, &mut pending);
+            if pending.len() > before {
+                assigned.push(format!(
+                    "connections[{}]: keys moved to the key store",
+                    c.id
+                ));
+            }
+        }
         config.validate().map_err(StartError::Invalid)?;
         let journal = match journal {
             Some(mut j) => {
@@ -157,7 +178,12 @@ impl<D: Dataplane> Manager<D> {
             }
             None => Journal::create(paths, &config).map_err(StartError::Store)?,
         };
-        Ok((Self::new(config, journal, dataplane, fill), loaded))
+        let refs: Vec<String> = config.connections.iter().flat_map(psk::refs_of).collect();
+        let mut m = Self::new(config, journal, dataplane, fill);
+        m.secrets = secrets;
+        m.store_keys(pending, &refs)
+            .map_err(|e| StartError::Secrets(e.message))?;
+        Ok((m, loaded))
     }
 
     /// A manager over an already valid `config` (not re-validated) that
@@ -175,6 +201,7 @@ impl<D: Dataplane> Manager<D> {
             bgp_neighbors: Vec::new(),
             control_metrics: Vec::new(),
             health: HealthMonitor::new(),
+            secrets: SecretStore::empty(),
             clock_ms: 0,
         }
     }
@@ -336,7 +363,13 @@ impl<D: Dataplane> Manager<D> {
         })?;
         next.assign_generated(&mut *self.fill)
             .map_err(|e| ApiError::validation(&e))?;
+        let mut pending = psk::Pending::new();
+        for c in &mut next.connections {
+            psk::take_inline_keys(c, &mut pending);
+        }
         next.validate().map_err(|e| ApiError::validation(&e))?;
+        let refs: Vec<String> = next.connections.iter().flat_map(psk::refs_of).collect();
+        self.store_keys(pending, &refs)?;
         let generation = self.journal.generation();
         if let Err(e) = self.journal.compact(&next) {
             if self.journal.generation() == generation {
@@ -670,8 +703,19 @@ impl<D: Dataplane> Manager<D> {
                 connection_id,
                 device,
             } => {
-                self.require_connection(&connection_id)?;
-                let text = download::render(&self.config, &connection_id, device).map_err(|e| {
+                let ci = self.require_connection(&connection_id)?;
+                // The device file carries the keys: those of the key store
+                // are put inline in a copy.
+                let keyed;
+                let config = if psk::refs_of(&self.config.connections[ci]).is_empty() {
+                    &self.config
+                } else {
+                    let mut c = self.config.clone();
+                    c.connections[ci] = self.with_keys_inline(&self.config.connections[ci]);
+                    keyed = c;
+                    &keyed
+                };
+                let text = download::render(config, &connection_id, device).map_err(|e| {
                     // Unassigned values and options the device's file
                     // cannot express are the configuration's state, not a
                     // missing object.
@@ -695,6 +739,16 @@ impl<D: Dataplane> Manager<D> {
                 })
             }
             Request::ConfigImport { toml } => self.import(&toml),
+            Request::PskSet {
+                name,
+                pre_shared_key,
+            } => self.psk_put(&name, pre_shared_key, false),
+            Request::PskRotate {
+                name,
+                pre_shared_key,
+            } => self.psk_put(&name, pre_shared_key, true),
+            Request::PskDelete { name } => self.psk_delete(&name),
+            Request::PskList {} => Ok(self.psk_list()),
         }
     }
 
@@ -725,10 +779,13 @@ impl<D: Dataplane> Manager<D> {
 
     /// Validate `conn` (new, or replacing the one with its id) against
     /// the configuration and commit it.
-    fn put_connection(&mut self, conn: VpnConnection) -> Result<(), ApiError> {
+    fn put_connection(&mut self, mut conn: VpnConnection) -> Result<(), ApiError> {
+        let mut pending = psk::Pending::new();
+        psk::take_inline_keys(&mut conn, &mut pending);
         self.config
             .validate_put_connection(&conn)
             .map_err(|e| ApiError::validation(&e))?;
+        self.store_keys(pending, &psk::refs_of(&conn))?;
         self.commit(Change::PutConnection {
             connection: Box::new(conn),
         })
@@ -827,5 +884,6 @@ impl<D: Dataplane> Manager<D> {
     }
 }
 
+mod psk;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use control::api::{
     self, ApiError, ConnectionView, CustomerGatewayPatch, ReplyEnvelope, Request, Response,
 };
+use control::config::PreSharedKey;
+use control::config::secrets::SecretInfo;
 use control::config::{
     CustomerGateway, RoutingType, TunnelInsideIpVersion, TunnelOptionsPatch, VpnConnection,
     VpnConnectionOptionsPatch,
@@ -116,8 +118,60 @@ enum Command {
     /// mikrotik, windows), export, import.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The pre-shared key store: set, rotate, delete, list (never shows a
+    /// key). Tunnels of connections with pre_shared_key_storage =
+    /// SecretsManager take their key from it by name
+    /// (pre_shared_key_ref, default <connection>/<tunnel>).
+    #[command(subcommand)]
+    Psk(PskCommand),
     /// Check that the daemon answers.
     Ping,
+}
+
+#[derive(Debug, Subcommand)]
+enum PskCommand {
+    /// Store a key under NAME (created or replaced): generated (32
+    /// alphanumeric characters), or read from standard input with
+    /// --stdin (one line; never pass a key as an argument). Tunnels that
+    /// use NAME re-authenticate with it at once.
+    Set {
+        /// The secret's name.
+        name: String,
+        /// Read the key from standard input.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Replace the key of an existing secret (generated, or --stdin);
+    /// its tunnels re-authenticate with the new key at once.
+    Rotate {
+        /// The secret's name.
+        name: String,
+        /// Read the key from standard input.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Remove a secret no tunnel uses.
+    Delete {
+        /// The secret's name.
+        name: String,
+    },
+    /// The secrets: name, version, last change, tunnels using it.
+    List,
+}
+
+/// A key from standard input (one line, the newline removed).
+fn key_from_stdin(stdin: bool) -> Result<Option<PreSharedKey>, Fail> {
+    if !stdin {
+        return Ok(None);
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Fail::Usage(format!("standard input: {e}")))?;
+    let key = line.trim_end_matches(['\n', '\r']);
+    PreSharedKey::new(key)
+        .map(Some)
+        .map_err(|e| Fail::Usage(format!("the key on standard input: {e}")))
 }
 
 #[derive(Debug, Args)]
@@ -651,6 +705,16 @@ fn build_request(cmd: &Command) -> Result<Request, Fail> {
                 device: *device,
             }
         }
+        Command::Psk(PskCommand::Set { name, stdin }) => Request::PskSet {
+            name: name.clone(),
+            pre_shared_key: key_from_stdin(*stdin)?,
+        },
+        Command::Psk(PskCommand::Rotate { name, stdin }) => Request::PskRotate {
+            name: name.clone(),
+            pre_shared_key: key_from_stdin(*stdin)?,
+        },
+        Command::Psk(PskCommand::Delete { name }) => Request::PskDelete { name: name.clone() },
+        Command::Psk(PskCommand::List) => Request::PskList {},
     })
 }
 
@@ -1004,6 +1068,25 @@ fn tunnel_detail(t: &api::TunnelStatus, events: &[HealthEvent]) -> String {
     out
 }
 
+fn psk_rows(secrets: &[SecretInfo]) -> String {
+    let rows: Vec<Vec<String>> = secrets
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.version.to_string(),
+                utc(s.updated_ms),
+                if s.used_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.used_by.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "UPDATED", "USED-BY"], &rows)
+}
+
 fn health_rows(events: &[HealthEvent]) -> String {
     let rows: Vec<Vec<String>> = events
         .iter()
@@ -1126,6 +1209,8 @@ fn human(r: &Response) -> String {
             health_events,
         } => tunnel_detail(tunnel, health_events),
         Response::HealthEvents { events } => health_rows(events),
+        Response::Psk { secret } => psk_rows(std::slice::from_ref(secret)),
+        Response::Psks { secrets } => psk_rows(secrets),
         Response::Sas { sas } => {
             let rows: Vec<Vec<String>> = sas
                 .iter()

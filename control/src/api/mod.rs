@@ -55,6 +55,9 @@
 //! | `show_tunnels` | `connection_id`? | `tunnels` (with negotiated parameters, flaps, last change) |
 //! | `show_tunnel` | `connection_id`, `outside_ip_address` | `tunnel` (`tunnel`, `health_events`) |
 //! | `show_health_events` | `connection_id`? | `health_events` |
+//! | `psk_set` / `psk_rotate` | `name`, `pre_shared_key`? (absent: generated) | `psk` (`secret`: name, version, `updated_ms`, `used_by`; never the key) |
+//! | `psk_delete` | `name` (refused while a tunnel references it) | `ok` |
+//! | `psk_list` | — | `psks` |
 //! | `show_sas` | `connection_id`? | `sas` |
 //! | `show_routes` | `connection_id`? | `routes` (BGP routes with their chosen path and `ecmp` members) |
 //! | `show_bgp` | `connection_id`? | `bgp` (`neighbors`: state, uptime, prefixes received/advertised) |
@@ -90,6 +93,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::config::PreSharedKey;
+use crate::config::secrets::SecretInfo;
 use crate::config::{
     ConfigError, CustomerGateway, TunnelOptionsPatch, VpnConnection, VpnConnectionOptionsPatch,
 };
@@ -318,6 +323,33 @@ pub enum Request {
     /// The whole configuration as the TOML file format (pre-shared keys
     /// included).
     ConfigExport {},
+    /// Store a pre-shared key in the key store under `name` (created, or
+    /// replaced); generated when `pre_shared_key` is absent. Tunnels that
+    /// reference it re-authenticate with it at once.
+    PskSet {
+        /// The secret's name (`pre_shared_key_ref` of the tunnels).
+        name: String,
+        /// The key; absent: generate one (32 alphanumeric characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pre_shared_key: Option<PreSharedKey>,
+    },
+    /// Replace an existing secret's key (generated when absent); its
+    /// tunnels re-authenticate with the new key at once.
+    PskRotate {
+        /// The secret's name.
+        name: String,
+        /// The new key; absent: generate one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pre_shared_key: Option<PreSharedKey>,
+    },
+    /// Remove a secret no tunnel references.
+    PskDelete {
+        /// The secret's name.
+        name: String,
+    },
+    /// The secrets' names, versions and the tunnels using them (never
+    /// the keys).
+    PskList {},
     /// Replace the whole configuration with a TOML document: validated
     /// (every broken rule reported, nothing changed), then written
     /// atomically as the store's new snapshot and applied.
@@ -343,6 +375,9 @@ impl Request {
                 | Self::AddStaticRoute { .. }
                 | Self::DeleteStaticRoute { .. }
                 | Self::ConfigImport { .. }
+                | Self::PskSet { .. }
+                | Self::PskRotate { .. }
+                | Self::PskDelete { .. }
         )
     }
 }
@@ -547,6 +582,16 @@ pub enum Response {
         device: Device,
         /// The text.
         text: String,
+    },
+    /// One secret of the key store (no key).
+    Psk {
+        /// Its name, version, time and users.
+        secret: SecretInfo,
+    },
+    /// The key store's secrets (no keys).
+    Psks {
+        /// Each secret's name, version, time and users.
+        secrets: Vec<SecretInfo>,
     },
     /// The whole configuration (`config_export`), in the TOML file format.
     ConfigToml {

@@ -1128,6 +1128,10 @@ impl ApplianceConfig {
                     t.pre_shared_key = Some(PreSharedKey::generate(fill));
                     assigned.push(format!("{tp}.pre_shared_key"));
                 }
+                if !store_psk && t.pre_shared_key_ref.is_none() {
+                    t.pre_shared_key_ref = Some(format!("{}/{ti}", conn.id));
+                    assigned.push(format!("{tp}.pre_shared_key_ref"));
+                }
             }
         }
         finish(errors)?;
@@ -1467,6 +1471,10 @@ impl ApplianceConfig {
             if store_psk && next.tunnels[ti].pre_shared_key.is_none() {
                 next.tunnels[ti].pre_shared_key = Some(PreSharedKey::generate(fill));
                 assigned.push(format!("{tp}.pre_shared_key"));
+            }
+            if !store_psk && next.tunnels[ti].pre_shared_key_ref.is_none() {
+                next.tunnels[ti].pre_shared_key_ref = Some(format!("{}/{ti}", next.id));
+                assigned.push(format!("{tp}.pre_shared_key_ref"));
             }
         }
         finish(errors)?;

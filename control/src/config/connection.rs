@@ -309,6 +309,16 @@ impl VpnConnection {
                     ),
                 );
             }
+            if self.pre_shared_key_storage == PreSharedKeyStorage::Standard
+                && let Some(name) = &t.pre_shared_key_ref
+            {
+                let other = errs.path("pre_shared_key_storage");
+                errs.conflict(
+                    &format!("tunnels[{i}].pre_shared_key_ref"),
+                    name,
+                    format!("{other} = Standard keeps the key in this file; use SecretsManager to take it from the key store"),
+                );
+            }
             if self.pre_shared_key_storage == PreSharedKeyStorage::SecretsManager
                 && t.pre_shared_key.is_some()
             {

@@ -299,6 +299,8 @@ pub struct SecretStore {
     paths: SecretPaths,
     key: Option<StoreKey>,
     contents: Contents,
+    /// [`SecretStore::empty`]: no file behind it.
+    detached: bool,
 }
 
 impl fmt::Debug for SecretStore {
@@ -311,6 +313,18 @@ impl fmt::Debug for SecretStore {
 }
 
 impl SecretStore {
+    /// A store with no file (a manager built without
+    /// [`SecretStore::open`]): it holds nothing and refuses writes.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self {
+            paths: SecretPaths::next_to(Path::new("/nonexistent/vpnd.toml"), None),
+            key: None,
+            contents: Contents::default(),
+            detached: true,
+        }
+    }
+
     /// Open the store at `paths`: empty when its file does not exist (no
     /// key needed until the first write), else read, authenticated and
     /// decrypted with the key.
@@ -334,6 +348,7 @@ impl SecretStore {
                     paths,
                     key,
                     contents: Contents::default(),
+                    detached: false,
                 });
             }
             Err(e) => return Err(io_err("read", &paths.store)(e)),
@@ -353,6 +368,7 @@ impl SecretStore {
             paths,
             key: Some(key),
             contents,
+            detached: false,
         })
     }
 
@@ -446,6 +462,13 @@ impl SecretStore {
     }
 
     fn save(&mut self, fill: &mut dyn FnMut(&mut [u8])) -> Result<(), SecretStoreError> {
+        if self.detached {
+            return Err(SecretStoreError::Io {
+                op: "write",
+                path: self.paths.store.clone(),
+                source: io::Error::other("no key store was opened"),
+            });
+        }
         if self.key.is_none() {
             let source = self.paths.key_source().to_owned();
             self.key = Some(if source.exists() {

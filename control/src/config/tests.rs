@@ -576,19 +576,43 @@ fn generated_psks_and_cidrs_are_valid_and_deterministic() {
         let k = x.connections[0].tunnels[0].pre_shared_key.as_ref().unwrap();
         assert_eq!(k.dangerous_as_str().len(), 32);
     }
-    // IPv6-inside connections also get /126s; SecretsManager gets no keys.
+    // IPv6-inside connections also get /126s; SecretsManager gets no keys
+    // but the names of its keys in the key store.
     let mut x = c.clone();
     x.connections[0].tunnel_inside_ip_version = TunnelInsideIpVersion::Ipv6;
     x.connections[0].pre_shared_key_storage = PreSharedKeyStorage::SecretsManager;
     let assigned = x.assign_generated(&mut rng(3)).unwrap();
-    assert_eq!(assigned.len(), 4, "{assigned:?}");
+    assert_eq!(assigned.len(), 6, "{assigned:?}");
     assert!(
         x.connections[0]
             .tunnels
             .iter()
             .all(|t| t.inside_ipv6_cidr.is_some() && t.pre_shared_key.is_none())
     );
+    let refs: Vec<_> = x.connections[0]
+        .tunnels
+        .iter()
+        .map(|t| t.pre_shared_key_ref.clone().unwrap())
+        .collect();
+    assert_eq!(refs, ["vpn-branch1/0", "vpn-branch1/1"]);
     x.validate().unwrap();
+    // A key name needs SecretsManager, and a valid name.
+    let mut y = x.clone();
+    y.connections[0].pre_shared_key_storage = PreSharedKeyStorage::Standard;
+    let e = y.validate().unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.to_string().contains("tunnels[0].pre_shared_key_ref")),
+        "{e:?}"
+    );
+    let mut z = x.clone();
+    z.connections[0].tunnels[1].pre_shared_key_ref = Some("bad name".to_owned());
+    let e = z.validate().unwrap_err();
+    assert!(
+        e.iter()
+            .any(|e| e.to_string().contains("tunnels[1].pre_shared_key_ref")),
+        "{e:?}"
+    );
 }
 
 // ------------------------------------------------------- connection rules
@@ -1423,6 +1447,7 @@ fn arb_tunnel() -> impl Strategy<Value = TunnelOptions> {
                     ),
                     inside_ipv6_cidr: None,
                     pre_shared_key: Some(PreSharedKey::generate(&mut r)),
+                    pre_shared_key_ref: None,
                     phase1_encryption_algorithms: e1,
                     phase2_encryption_algorithms: e2,
                     phase1_integrity_algorithms: i1,

@@ -5,6 +5,7 @@
 //! | `inside_ipv4_cidr` | /30 in 169.254.0.0/16 minus 7 reserved | allocated |
 //! | `inside_ipv6_cidr` | /126 in fd00::/8 (IPv6-inside only) | allocated |
 //! | `pre_shared_key` | 8–64 of `[A-Za-z0-9._]`, no leading `0` | generated, 32 alnum |
+//! | `pre_shared_key_ref` | name in the key store, `[A-Za-z0-9._/-]{1,128}` (SecretsManager only) | `<connection>/<tunnel>` |
 //! | `phase1_encryption_algorithms` | AES128, AES256, AES128-GCM-16, AES256-GCM-16 | all |
 //! | `phase2_encryption_algorithms` | same | all |
 //! | `phase1_integrity_algorithms` | SHA1, SHA2-256, SHA2-384, SHA2-512 | all |
@@ -127,6 +128,12 @@ pub struct TunnelOptions {
     /// stores keys in this file), or fetched from the secret store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_shared_key: Option<PreSharedKey>,
+    /// The name of this tunnel's key in the pre-shared key store
+    /// ([`super::secrets`]), for connections with `pre_shared_key_storage
+    /// = SecretsManager`. `None` there: `<connection>/<tunnel>` is
+    /// assigned. The configuration holds this name, never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_shared_key_ref: Option<String>,
     /// Phase 1 encryption algorithms, in preference order. Default: all
     /// four, GCM first ([`EncryptionAlgorithm::PREFERENCE`]).
     #[serde(default = "all_encryption")]
@@ -246,6 +253,7 @@ impl Default for TunnelOptions {
             inside_ipv4_cidr: None,
             inside_ipv6_cidr: None,
             pre_shared_key: None,
+            pre_shared_key_ref: None,
             phase1_encryption_algorithms: all_encryption(),
             phase2_encryption_algorithms: all_encryption(),
             phase1_integrity_algorithms: all_integrity(),
@@ -370,6 +378,16 @@ impl TunnelOptions {
                 "pre_shared_key",
                 "<redacted>",
                 format!("{e}; rule: {PSK_RULE}"),
+            );
+        }
+
+        if let Some(name) = &self.pre_shared_key_ref
+            && !super::secrets::valid_secret_name(name)
+        {
+            errs.invalid(
+                "pre_shared_key_ref",
+                name,
+                "1..=128 characters from [A-Za-z0-9._/-]".to_owned(),
             );
         }
 
@@ -524,6 +542,7 @@ impl TunnelOptions {
             inside_ipv4_cidr,
             inside_ipv6_cidr,
             pre_shared_key,
+            pre_shared_key_ref,
             phase1_encryption_algorithms,
             phase2_encryption_algorithms,
             phase1_integrity_algorithms,
@@ -548,7 +567,12 @@ impl TunnelOptions {
         macro_rules! set_opt {
             ($($f:ident),*) => { $( if let Some(v) = $f { n.$f = Some(v); } )* };
         }
-        set_opt!(inside_ipv4_cidr, inside_ipv6_cidr, pre_shared_key);
+        set_opt!(
+            inside_ipv4_cidr,
+            inside_ipv6_cidr,
+            pre_shared_key,
+            pre_shared_key_ref
+        );
         set!(
             phase1_encryption_algorithms,
             phase2_encryption_algorithms,
@@ -590,6 +614,9 @@ pub struct TunnelOptionsPatch {
     /// New [`TunnelOptions::pre_shared_key`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_shared_key: Option<PreSharedKey>,
+    /// New [`TunnelOptions::pre_shared_key_ref`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_shared_key_ref: Option<String>,
     /// New [`TunnelOptions::phase1_encryption_algorithms`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase1_encryption_algorithms: Option<Vec<EncryptionAlgorithm>>,

@@ -1204,3 +1204,114 @@ fn negotiated_parameters_flaps_and_health_events() {
         "down"
     );
 }
+
+/// Keys from the key store (issue 21 item 9): a `SecretsManager`
+/// connection created with inline keys keeps only their names (the keys
+/// move to the store), comes up with them, shows and exports no key; a
+/// rotation takes effect at once (the tunnel re-authenticates, and fails
+/// while the customer gateway has the old key), and the tunnel comes back
+/// when the customer gateway takes the new key.
+#[test]
+fn keys_from_the_store_and_rotation_reauthenticates_at_once() {
+    let mut lab = Lab::new("");
+    lab.peer_runs("vpn-a", "203.0.113.20", "169.254.21.0/30", "10.66.0.0/16");
+    let mut c = parse_connection(&connection(
+        "vpn-a",
+        "cgw-a",
+        "169.254.21.0/30",
+        "169.254.22.0/30",
+    ));
+    c.pre_shared_key_storage = crate::config::PreSharedKeyStorage::SecretsManager;
+    let r = lab.api(
+        1,
+        Request::CreateConnection {
+            connection: Box::new(c),
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+    lab.run_until(Duration::from_secs(120), |l| !l.fib().is_empty());
+    let stored = &lab.core.manager().config().connections[0];
+    assert!(stored.tunnels.iter().all(|t| t.pre_shared_key.is_none()));
+    assert_eq!(
+        stored.tunnels[0].pre_shared_key_ref.as_deref(),
+        Some("vpn-a/0")
+    );
+    let Ok(Response::ConfigToml { toml }) = lab.api(2, Request::ConfigExport {}) else {
+        panic!("export");
+    };
+    assert!(!toml.contains("Lab.key_for"), "{toml}");
+    assert!(toml.contains("pre_shared_key_ref = \"vpn-a/0\""), "{toml}");
+    let Ok(Response::Psks { secrets }) = lab.api(3, Request::PskList {}) else {
+        panic!("list");
+    };
+    let listed: Vec<_> = secrets
+        .iter()
+        .map(|s| (s.name.as_str(), s.version, s.used_by.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("vpn-a/0", 1, vec!["vpn-a/0".to_owned()]),
+            ("vpn-a/1", 1, vec!["vpn-a/1".to_owned()])
+        ]
+    );
+    let spis = lab.spis("vpn-a");
+
+    // Rotation: the tunnel re-authenticates now, with a key the peer
+    // does not have.
+    let r = lab.api(
+        4,
+        Request::PskRotate {
+            name: "vpn-a/0".to_owned(),
+            pre_shared_key: Some(crate::config::PreSharedKey::new("Lab.rotated_0").unwrap()),
+        },
+    );
+    let Ok(Response::Psk { secret }) = r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(secret.version, 2);
+    lab.run_for(Duration::from_secs(20));
+    assert!(lab.fib().is_empty(), "the old key is out of use");
+    assert_ne!(lab.spis("vpn-a"), spis);
+    assert_eq!(
+        lab.state("vpn-a", 0).ike_phase2_state,
+        IkePhaseState::Down,
+        "the peer's AUTH with the old key fails"
+    );
+
+    // The customer gateway takes the new key.
+    let cfg = ApplianceConfig::from_toml_str(
+        &peer_config("vpn-a", "203.0.113.20", "169.254.21.0/30")
+            .replace("Lab.key_for_vpn_a_0", "Lab.rotated_0"),
+    )
+    .unwrap();
+    let (specs, _) = tunnel_specs(&cfg);
+    let at = lab.at();
+    lab.peer_ike
+        .reconcile(at, specs, Vec::new(), &mut lab.peer_sink);
+    lab.pump();
+    lab.run_until(Duration::from_secs(180), |l| !l.fib().is_empty());
+    assert_eq!(
+        lab.state("vpn-a", 0).ike_phase2_state,
+        IkePhaseState::Established
+    );
+
+    // A secret in use cannot be deleted; the device file has the key.
+    let r = lab.api(
+        5,
+        Request::PskDelete {
+            name: "vpn-a/0".to_owned(),
+        },
+    );
+    assert_eq!(r.unwrap_err().code, ErrorCode::ValidationFailed);
+    let Ok(Response::ConfigText { text, .. }) = lab.api(
+        6,
+        Request::ConfigDownload {
+            connection_id: "vpn-a".to_owned(),
+            device: crate::download::Device::Generic,
+        },
+    ) else {
+        panic!("download");
+    };
+    assert!(text.contains("Lab.rotated_0"));
+}

@@ -327,6 +327,23 @@ impl TunnelSpec {
         Ok(cfg)
     }
 
+    /// The name of this tunnel's key in the pre-shared key store, when
+    /// its connection keeps keys there.
+    #[must_use]
+    pub fn pre_shared_key_ref(&self) -> Option<&str> {
+        if self.options.pre_shared_key.is_some() || self.certificate.is_some() {
+            return None;
+        }
+        self.options.pre_shared_key_ref.as_deref()
+    }
+
+    /// Give the tunnel its key, read from the store. The key is part of
+    /// the spec, so a rotated key makes a different spec and the tunnel
+    /// re-authenticates with it (a new IKE SA).
+    pub fn set_pre_shared_key(&mut self, key: crate::config::PreSharedKey) {
+        self.options.pre_shared_key = Some(key);
+    }
+
     /// `<connection-id>_<outside-ip>` (spec § 20.3).
     #[must_use]
     pub fn resource_id(&self) -> String {
@@ -399,7 +416,7 @@ fn connection_specs(
             skipped.push(format!("{what}: no outside address"));
             continue;
         };
-        if t.pre_shared_key.is_none() && certificate.is_none() {
+        if t.pre_shared_key.is_none() && t.pre_shared_key_ref.is_none() && certificate.is_none() {
             skipped.push(format!("{what}: no pre-shared key"));
             continue;
         }
