@@ -782,3 +782,77 @@ fn static_routes_and_inside_cidrs_of_other_connections_exclude_each_other() {
     );
     m.config().validate().unwrap();
 }
+
+/// Migration to the key store on import: an exported configuration whose
+/// connection is switched to `SecretsManager` (keys still inline) imports
+/// with its keys moved into the store; the configuration on disk and its
+/// export keep only the names; a restart finds the keys; a modified store
+/// stops the start.
+#[test]
+fn import_moves_inline_keys_to_the_key_store_and_a_restart_finds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = start(&dir);
+    let Response::ConfigToml { toml } = m.handle(Request::ConfigExport {}).unwrap() else {
+        panic!("export");
+    };
+    let key0 = m.config().connections[0].tunnels[0]
+        .pre_shared_key
+        .clone()
+        .expect("an inline key");
+    assert!(toml.contains(key0.dangerous_as_str()));
+    let id = m.config().connections[0].id.clone();
+    // The exported file names the storage; the operator switches it.
+    let switched = toml.replacen(
+        "pre_shared_key_storage = \"Standard\"",
+        "pre_shared_key_storage = \"SecretsManager\"",
+        1,
+    );
+    assert_ne!(switched, toml);
+    m.handle(Request::ConfigImport { toml: switched }).unwrap();
+    let t0 = &m.config().connections[0].tunnels[0];
+    assert_eq!(t0.pre_shared_key, None);
+    assert_eq!(t0.pre_shared_key_ref, Some(format!("{id}/0")));
+    let Response::ConfigToml { toml } = m.handle(Request::ConfigExport {}).unwrap() else {
+        panic!("export");
+    };
+    assert!(!toml.contains(key0.dangerous_as_str()), "{toml}");
+    assert!(
+        on_disk(&dir).connections[0].tunnels[0]
+            .pre_shared_key
+            .is_none()
+    );
+    let Response::Psks { secrets } = m.handle(Request::PskList {}).unwrap() else {
+        panic!("list");
+    };
+    assert_eq!(secrets.len(), 2);
+    assert_eq!(secrets[0].used_by, [format!("{id}/0")]);
+    // The key IKE gets is the one that was inline.
+    let (mut specs, mut skipped) = crate::ike::tunnels::tunnel_specs(m.config());
+    assert!(specs.iter().all(|s| s.pre_shared_key_ref().is_some()));
+    m.resolve_keys(&mut specs, &mut skipped);
+    assert!(
+        specs.iter().all(|s| s.pre_shared_key_ref().is_none()),
+        "{skipped:?}"
+    );
+    drop(m);
+
+    // A restart: the store's configuration and the key store.
+    let path = dir.path().join("vpnd.toml");
+    let (m, _) =
+        Manager::start(&ConfigStore::new(&path), InMemoryDataplane::new(), fill()).unwrap();
+    let (mut specs, mut skipped) = crate::ike::tunnels::tunnel_specs(m.config());
+    let before = specs.len();
+    m.resolve_keys(&mut specs, &mut skipped);
+    assert_eq!(specs.len(), before, "{skipped:?}");
+    drop(m);
+
+    // A flipped bit in the store: vpnd does not start.
+    let store = dir.path().join("vpnd.psk");
+    let mut bytes = std::fs::read(&store).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x80;
+    std::fs::write(&store, &bytes).unwrap();
+    let e = Manager::start(&ConfigStore::new(&path), InMemoryDataplane::new(), fill())
+        .expect_err("a tampered key store stops the start");
+    assert!(e.to_string().contains("does not authenticate"), "{e}");
+}
