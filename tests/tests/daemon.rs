@@ -1195,8 +1195,10 @@ enabled = false
         drops(&s, "no_route")
     );
 
-    // A static connection routes it into its tunnels, which are DOWN
-    // (no SA until IKE): dropped as no_outbound_sa.
+    // A static connection whose tunnels are both DOWN does not route its
+    // static prefixes (spec § 10.5): still no_route. Its tunnels' inside
+    // CIDRs do route into them (no SA until IKE): dropped as
+    // no_outbound_sa, counted per tunnel.
     assert_eq!(
         code(&s.ctl(&["cgw", "create", "cgw-dp", "--ip-address", "192.0.2.2"])),
         0
@@ -1217,8 +1219,24 @@ enabled = false
     for tun in v["response"]["tunnels"].as_array().unwrap() {
         assert_eq!(tun["status"], "DOWN");
     }
-    let before = drops(&s, "no_outbound_sa");
+    let before = drops(&s, "no_route");
     ping();
+    assert!(
+        wait_until(Duration::from_secs(5), || drops(&s, "no_route")
+            >= before + 3),
+        "no_route drops with both tunnels down: {}",
+        drops(&s, "no_route")
+    );
+    // The customer gateway's inside address of tunnel 0 (the second
+    // host of its /30).
+    let cidr: ipnet::Ipv4Net = v["response"]["tunnels"][0]["inside_cidr"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("inside_cidr: {v}"));
+    let cgw_inside = std::net::Ipv4Addr::from(u32::from(cidr.network()) + 2);
+    vpc.sh(&format!("ip route add {cidr} via 198.51.100.1"));
+    let before = drops(&s, "no_outbound_sa");
+    let _ = vpc.sh_ok(&format!("ping -c 3 -i 0.2 -W 1 {cgw_inside}"));
     assert!(
         wait_until(Duration::from_secs(5), || drops(&s, "no_outbound_sa")
             >= before + 3),
