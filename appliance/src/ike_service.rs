@@ -1,6 +1,7 @@
 //! IKE for `vpnd`'s tunnels, the socket half: the UDP sockets (500 and
 //! 4500 on each outside address the tunnels use) that the event loop
-//! (`crate::event_loop`) reads and writes for the control core, whose
+//! (`crate::event_loop`) reads and writes for the control core (each
+//! registered with its epoll instance, `crate::poller`, while open), whose
 //! [`control::ike::tunnels::TunnelSet`] runs the tunnels. Only I/O lives
 //! here.
 //!
@@ -14,14 +15,15 @@
 //! kernel refuses is counted and logged, not retried), or interpret a
 //! datagram (the core does).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use control::ike::sa::{IKE_PORT, NAT_T_PORT, Transmit};
 use control::ike::tunnels::TunnelSet;
-use rustix::event::{PollFd, PollFlags};
+
+use crate::poller::{Interest, Registry, Source, Token};
 
 /// Largest IKE datagram read.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -85,28 +87,50 @@ fn bind_freebind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// The IKE sockets (UDP 500 and 4500 on each outside address in use).
-#[derive(Debug, Default)]
+/// The IKE sockets (UDP 500 and 4500 on each outside address in use),
+/// each registered with the event loop's epoll instance while it is open.
+#[derive(Debug)]
 pub struct IkeSockets {
-    /// By local address and port.
-    sockets: BTreeMap<SocketAddr, UdpSocket>,
+    registry: Registry,
+    /// By local address and port: the socket's number (its token's id)
+    /// and the socket.
+    sockets: BTreeMap<SocketAddr, (u64, UdpSocket)>,
+    /// Socket number → local address and port.
+    by_id: HashMap<u64, SocketAddr>,
+    next_id: u64,
     wanted: BTreeSet<IpAddr>,
     failed: BTreeMap<IpAddr, Instant>,
     send_errors: u64,
 }
 
 impl IkeSockets {
-    /// No sockets yet.
+    /// No sockets yet; those bound are registered with `registry`.
     #[must_use]
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            sockets: BTreeMap::new(),
+            by_id: HashMap::new(),
+            next_id: 1,
+            wanted: BTreeSet::new(),
+            failed: BTreeMap::new(),
+            send_errors: 0,
+        }
     }
 
     /// Have sockets on exactly `locals`: bind those not bound yet (a failed
     /// bind is retried after [`BIND_RETRY`]), close the others.
     pub fn ensure(&mut self, locals: &BTreeSet<IpAddr>, now: Instant) {
         self.wanted.clone_from(locals);
-        self.sockets.retain(|a, _| locals.contains(&a.ip()));
+        let (registry, by_id) = (&self.registry, &mut self.by_id);
+        self.sockets.retain(|a, (id, s)| {
+            let keep = locals.contains(&a.ip());
+            if !keep {
+                let _ = registry.delete(&*s);
+                by_id.remove(id);
+            }
+            keep
+        });
         self.failed.retain(|a, _| locals.contains(a));
         self.retry(now);
     }
@@ -114,7 +138,8 @@ impl IkeSockets {
     /// Bind what is wanted and not bound, unless it failed less than
     /// [`BIND_RETRY`] ago.
     pub fn retry(&mut self, now: Instant) {
-        for &a in &self.wanted {
+        let wanted: Vec<IpAddr> = self.wanted.iter().copied().collect();
+        for a in wanted {
             let (ike, nat_t) = (SocketAddr::new(a, IKE_PORT), SocketAddr::new(a, NAT_T_PORT));
             if self.sockets.contains_key(&ike)
                 || self.failed.get(&a).is_some_and(|t| now < *t + BIND_RETRY)
@@ -127,10 +152,26 @@ impl IkeSockets {
                 n.set_nonblocking(true)?;
                 Ok((i, n))
             });
-            match bound {
+            let registered = bound.and_then(|(i, n)| {
+                let (ii, ni) = (self.next_id, self.next_id + 1);
+                self.registry
+                    .add(&i, Token::new(Source::Ike, ii), Interest::READ)?;
+                if let Err(e) = self
+                    .registry
+                    .add(&n, Token::new(Source::Ike, ni), Interest::READ)
+                {
+                    let _ = self.registry.delete(&i);
+                    return Err(e);
+                }
+                self.next_id += 2;
+                Ok(((ii, i), (ni, n)))
+            });
+            match registered {
                 Ok((i, n)) => {
                     tracing::info!("ike: listening on {a} ports {IKE_PORT} and {NAT_T_PORT}");
                     self.failed.remove(&a);
+                    self.by_id.insert(i.0, ike);
+                    self.by_id.insert(n.0, nat_t);
                     self.sockets.insert(ike, i);
                     self.sockets.insert(nat_t, n);
                 }
@@ -142,18 +183,20 @@ impl IkeSockets {
         }
     }
 
-    /// When a failed bind is next tried.
+    /// When a failed bind is next tried (one entry per outside address,
+    /// a handful).
     #[must_use]
     pub fn next_retry(&self) -> Option<Instant> {
         self.failed.values().map(|t| *t + BIND_RETRY).min()
     }
 
-    /// The sockets to wait on (readable), with their local addresses.
-    pub fn poll_set<'a>(&'a self, slots: &mut Vec<SocketAddr>, fds: &mut Vec<PollFd<'a>>) {
-        for (a, s) in &self.sockets {
-            slots.push(*a);
-            fds.push(PollFd::new(s, PollFlags::IN));
-        }
+    /// The local address and port of the socket a token of source
+    /// [`Source::Ike`] names.
+    #[must_use]
+    pub fn local_of(&self, token: Token) -> Option<SocketAddr> {
+        (token.source() == Some(Source::Ike))
+            .then(|| self.by_id.get(&token.id()).copied())
+            .flatten()
     }
 
     /// Read up to `max` datagrams from the socket of `local` into `buf`,
@@ -165,7 +208,7 @@ impl IkeSockets {
         buf: &mut [u8],
         mut f: impl FnMut(SocketAddr, SocketAddr, &[u8]),
     ) {
-        let Some(s) = self.sockets.get(&local) else {
+        let Some((_, s)) = self.sockets.get(&local) else {
             return;
         };
         for _ in 0..max {
@@ -188,7 +231,7 @@ impl IkeSockets {
         } else {
             IKE_PORT
         };
-        let Some(sock) = self.sockets.get(&SocketAddr::new(t.local.ip(), port)) else {
+        let Some((_, sock)) = self.sockets.get(&SocketAddr::new(t.local.ip(), port)) else {
             self.send_errors += 1;
             return;
         };

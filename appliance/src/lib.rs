@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod bgp_service;
+pub mod deadlines;
 pub mod eal_args;
 pub mod event_loop;
 pub mod hugepages;
@@ -12,5 +13,6 @@ pub mod kernel_port;
 pub mod logging;
 pub mod mgmt;
 pub mod nics;
+pub mod poller;
 pub mod runtime;
 pub mod static_mode;

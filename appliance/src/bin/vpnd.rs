@@ -289,7 +289,7 @@ fn run(args: &Args) -> i32 {
         Core::with_tunnels(manager, appliance::ike_service::tunnel_set_from_env())
     };
     core.start(event_loop::clock());
-    let lp = EventLoop::new(
+    let lp = match EventLoop::new(
         core,
         Setup {
             mgmt: listener,
@@ -298,7 +298,14 @@ fn run(args: &Args) -> i32 {
             metrics,
             signals,
         },
-    );
+    ) {
+        Ok(lp) => lp,
+        Err(e) => {
+            tracing::error!("cannot set up the event loop (epoll): {e}");
+            let _ = std::fs::remove_file(&mgmt_cfg.socket_path);
+            return 2;
+        }
+    };
 
     if let Err(e) = mgmt::sd_notify("READY=1") {
         tracing::warn!("sd_notify: {e}");
