@@ -1282,7 +1282,21 @@ impl TunnelSet {
         let key = self.by_addr.get(&(d.local.ip(), d.remote.ip())).cloned();
         match key.and_then(|k| self.runners.get_mut(&k).map(|r| (k, r))) {
             Some((k, r)) => {
+                // The totals follow each tunnel's counters as they move
+                // (only a datagram moves them), so reading them costs no
+                // walk over the tunnels.
+                let before = r.endpoint.counters();
                 r.endpoint.handle_datagram(now, &mut self.rng, d);
+                let after = r.endpoint.counters();
+                let c = &mut self.counters;
+                c.cookies_sent += after.cookies_sent.saturating_sub(before.cookies_sent);
+                c.cookies_accepted += after
+                    .cookies_accepted
+                    .saturating_sub(before.cookies_accepted);
+                c.init_refused += after.init_refused.saturating_sub(before.init_refused);
+                c.init_unknown_peer += after
+                    .init_unknown_peer
+                    .saturating_sub(before.init_unknown_peer);
                 self.touch(&k);
                 self.update_load(self.half_open);
             }
@@ -1316,17 +1330,12 @@ impl TunnelSet {
         self.update_load(self.half_open);
     }
 
-    /// The counters, summed over the tunnels.
+    /// The counters of every tunnel since the set was made (running
+    /// totals, kept as datagrams move them: O(1), and monotonic — a
+    /// removed tunnel's counts stay, as a Prometheus counter must).
     #[must_use]
     pub fn counters(&self) -> IkeCounters {
         let mut c = self.counters;
-        for r in self.runners.values() {
-            let e = r.endpoint.counters();
-            c.cookies_sent += e.cookies_sent;
-            c.cookies_accepted += e.cookies_accepted;
-            c.init_refused += e.init_refused;
-            c.init_unknown_peer += e.init_unknown_peer;
-        }
         c.half_open = u64::try_from(self.half_open).unwrap_or(u64::MAX);
         c
     }
@@ -1604,6 +1613,20 @@ mod tests {
                 .any(|l| l.contains("IKE_SA_INIT under load: COOKIE sent to 1 request(s)")),
             "{:?}",
             sink.logs
+        );
+        // The totals are kept, not summed over the running tunnels: a
+        // removed tunnel's counts stay (counters never go down).
+        set.reconcile(
+            at(Instant::now()),
+            vec![spec("192.0.2.1", "192.0.2.2", false)],
+            vec![],
+            &mut sink,
+        );
+        let after = set.counters();
+        assert_eq!(
+            (after.cookies_sent, after.init_unknown_peer, after.unmatched),
+            (c.cookies_sent, c.init_unknown_peer, c.unmatched),
+            "{after:?}"
         );
     }
 
