@@ -151,6 +151,14 @@ pub trait RoutingSink {
     fn update_dynamic_routes(&mut self, delta: &RouteDelta, all: &[DynamicRoute]);
     /// Publish the neighbours for `show bgp`.
     fn set_bgp_neighbors(&mut self, neighbors: Vec<BgpNeighbor>);
+    /// Whether [`set_bgp_neighbors`](Self::set_bgp_neighbors) should be
+    /// called whenever a session changes. A sink that asks the speaker
+    /// for [`Speaker::neighbors`] when they are shown says `false`: the
+    /// list has every session, so building it per change would cost
+    /// O(sessions) per change.
+    fn wants_bgp_neighbors(&self) -> bool {
+        true
+    }
     /// Record a tunnel log entry.
     fn record_log(&mut self, entry: LogEntry);
     /// The dataplane's number of the tunnel ([`Dataplane::tunnel_id`]),
@@ -176,6 +184,11 @@ impl<D: Dataplane> RoutingSink for Manager<D> {
     }
     fn set_bgp_neighbors(&mut self, neighbors: Vec<BgpNeighbor>) {
         Self::set_bgp_neighbors(self, neighbors);
+    }
+    /// The control core sets them live for each `show bgp`
+    /// (`Core::handle_api`), the manager's only reader of them.
+    fn wants_bgp_neighbors(&self) -> bool {
+        false
     }
     fn record_log(&mut self, entry: LogEntry) {
         Self::record_log(self, entry);
@@ -304,6 +317,9 @@ pub struct Speaker {
     by_local: HashMap<IpAddr, TunnelKey>,
     /// RIB handles in use.
     used_ids: BTreeSet<u32>,
+    /// The session's tunnel by RIB number (for the routes' tunnels,
+    /// without a map over every session per publication).
+    tunnel_keys: HashMap<TunnelId, TunnelKey>,
     rib: Rib,
     ecmp: bool,
     next_conn: u64,
@@ -345,6 +361,7 @@ impl Speaker {
             by_conn: HashMap::new(),
             by_local: HashMap::new(),
             used_ids: BTreeSet::new(),
+            tunnel_keys: HashMap::new(),
             rib: Rib::new(true),
             ecmp: true,
             next_conn: 1,
@@ -538,6 +555,7 @@ impl Speaker {
             ),
         };
         self.used_ids.insert(tunnel.0);
+        self.tunnel_keys.insert(tunnel, s.key.clone());
         self.rib.add_tunnel(tunnel);
         let mut session = Session::new(s.peer.clone());
         session.set_advertised(now.instant, s.adverts.iter().cloned());
@@ -609,6 +627,7 @@ impl Speaker {
         self.refresh(key);
         self.rib.remove_tunnel(p.tunnel);
         self.used_ids.remove(&p.tunnel.0);
+        self.tunnel_keys.remove(&p.tunnel);
         self.routes_dirty = true;
         self.neighbors_dirty = true;
         let mut st = sink.tunnel_state(key);
@@ -984,7 +1003,7 @@ impl Speaker {
             }
             sink.set_tunnel_state(p.spec.key.clone(), st);
         }
-        if std::mem::take(&mut self.neighbors_dirty) {
+        if std::mem::take(&mut self.neighbors_dirty) && sink.wants_bgp_neighbors() {
             sink.set_bgp_neighbors(self.neighbors(now.instant));
         }
     }
@@ -1032,12 +1051,7 @@ impl Speaker {
 
     /// The RIB's selected BGP routes in the dataplane's terms.
     fn selected_routes(&self) -> BTreeMap<IpNet, DynamicRoute> {
-        let keys: HashMap<TunnelId, &TunnelKey> = self
-            .peers
-            .values()
-            .map(|p| (p.tunnel, &p.spec.key))
-            .collect();
-        let key = |t: TunnelId| keys.get(&t).map(|k| (*k).clone());
+        let key = |t: TunnelId| self.tunnel_keys.get(&t).cloned();
         self.rib
             .selected()
             .into_iter()
