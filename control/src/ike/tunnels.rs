@@ -933,7 +933,7 @@ pub struct TunnelSet {
     /// Daemon log lines, for [`poll_log`](Self::poll_log).
     lines: VecDeque<String>,
     /// Runners by (our outside address, the peer's address), for datagrams.
-    by_addr: HashMap<(IpAddr, IpAddr), TunnelKey>,
+    by_addr: HashMap<(IpAddr, IpAddr), BTreeSet<TunnelKey>>,
     /// Outside addresses in use, with how many runners use each.
     locals: BTreeMap<IpAddr, usize>,
     /// Runners touched since their events were last taken.
@@ -1012,16 +1012,13 @@ impl TunnelSet {
             }
         }
         let pair = (r.spec.local, r.spec.remote);
-        if self.by_addr.get(&pair) == Some(key) {
-            self.by_addr.remove(&pair);
-            // Another runner of the same addresses (configuration
-            // validation forbids it; the first in key order takes over).
-            if let Some((k, _)) = self
-                .runners
-                .iter()
-                .find(|(_, o)| (o.spec.local, o.spec.remote) == pair)
-            {
-                self.by_addr.insert(pair, k.clone());
+        // Another runner of the same addresses (configuration validation
+        // forbids it; the first in key order takes over) stays in the
+        // set: no walk over the runners.
+        if let Some(keys) = self.by_addr.get_mut(&pair) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_addr.remove(&pair);
             }
         }
     }
@@ -1211,7 +1208,8 @@ impl TunnelSet {
             *self.locals.entry(r.spec.local).or_insert(0) += 1;
             self.by_addr
                 .entry((r.spec.local, r.spec.remote))
-                .or_insert_with(|| k.clone());
+                .or_default()
+                .insert(k.clone());
             self.runners.insert(k.clone(), r);
             self.touch(&k);
         }
@@ -1279,7 +1277,11 @@ impl TunnelSet {
     /// A datagram from one of the IKE sockets, to the tunnel of its
     /// (local, remote) addresses.
     pub fn handle_datagram(&mut self, now: Instant, d: Datagram<'_>) {
-        let key = self.by_addr.get(&(d.local.ip(), d.remote.ip())).cloned();
+        let key = self
+            .by_addr
+            .get(&(d.local.ip(), d.remote.ip()))
+            .and_then(|keys| keys.first())
+            .cloned();
         match key.and_then(|k| self.runners.get_mut(&k).map(|r| (k, r))) {
             Some((k, r)) => {
                 // The totals follow each tunnel's counters as they move
