@@ -41,7 +41,7 @@
 //! readiness ([`IKE_READS_PER_WAKE`], [`CLIENT_READS_PER_WAKE`], the BGP
 //! module's), so one busy socket cannot starve the rest.
 //!
-//! What it never does: sleep (the only wait is `poll(2)`), block on a
+//! What it never does: sleep (the only wait is `epoll_wait`), block on a
 //! client (every socket is non-blocking; a client that sends more than
 //! [`MAX_MESSAGE_BYTES`] per line has the line discarded, one that does
 //! not read its replies stops being read and is closed after

@@ -14,7 +14,7 @@
 //!   main thread: EAL init, ports, worker lcores ──► Manager::start (apply config)
 //!                ──► control::core::Core (manager + IKE tunnels + BGP speaker
 //!                    + timers) ──► Core::start (the configured tunnels)
-//!                ──► appliance::event_loop: one poll(2) loop over the
+//!                ──► appliance::event_loop: one epoll loop over the
 //!                    management socket and its clients, the metrics
 //!                    listener, the IKE sockets, the BGP sockets and the
 //!                    signal pipes; every input an event of the core,
