@@ -11,7 +11,9 @@
 //   wire   — zero-copy header views (Ethernet, IPv4, IPv6, UDP, TCP, ICMP, ESP, NAT-T)
 //   crypto — ESP transforms (AES-GCM-16, AES-CBC + HMAC)
 //   esp    — SAs, anti-replay/ESN, encap/decap, burst API, drop reasons
+//   ovpn   — the OpenVPN data channel (P_DATA_V2, AES-GCM, packet-id replay window)
 pub mod wire;
 
 pub mod crypto;
 pub mod esp;
+pub mod ovpn;
