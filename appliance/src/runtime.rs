@@ -618,6 +618,15 @@ fn replicate(c: &Command) -> Result<Command, (&'static str, &'static str)> {
         Command::SetOutbound { .. } => return Err(("SetOutbound", "set_outbound")),
         Command::SetTunnelPolicy { .. } => return Err(("SetTunnelPolicy", "set_tunnel_caps")),
         Command::SnapshotSas(_) => return Err(("SnapshotSas", "poll")),
+        Command::SetOvpnPort { port } => Command::SetOvpnPort { port: *port },
+        // A client's keys live on one worker (two copies of a sealing
+        // key would reuse AES-GCM nonces): sent to its owner only.
+        Command::AddClient(_)
+        | Command::SetClientKey { .. }
+        | Command::RetireClientKey { .. }
+        | Command::RemoveClient { .. } => {
+            return Err(("an OpenVPN client command", "its owner worker's ring"));
+        }
     })
 }
 

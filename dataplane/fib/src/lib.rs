@@ -3,7 +3,7 @@
 //! Route-based tunnels: the inner destination address of a packet selects,
 //! by longest-prefix match, a [`Target`]: a tunnel, an ECMP group of
 //! tunnels (one member chosen per flow by hash), the inside port, the
-//! kernel (punt), or a blackhole.
+//! kernel (punt), a blackhole, or an OpenVPN client.
 //!
 //! A [`Fib`] is built on the control core by a [`FibBuilder`]; workers
 //! read it without locks and the control core publishes a new one by
@@ -37,6 +37,11 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TunnelId(pub u32);
 
+/// An OpenVPN client of the remote-access endpoint, by its peer-id (the
+/// index of the workers' client tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u32);
+
 /// Index of an ECMP group in a [`Fib`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupId(pub u32);
@@ -55,13 +60,16 @@ pub enum Target {
     Local,
     /// Drop (and count).
     Blackhole,
+    /// Seal into this OpenVPN client's data channel (a /32 per client
+    /// in the endpoint's client CIDR).
+    Client(ClientId),
 }
 
 /// Targets packed in 32 bits for the lookup tables: bit 31 is reserved for
 /// the tables' own block pointers, bits 28..=30 hold the kind, bits 0..=27
 /// the index. Value 0 means "no route".
 mod packed {
-    use super::{GroupId, Target, TunnelId};
+    use super::{ClientId, GroupId, Target, TunnelId};
 
     pub(crate) const NONE: u32 = 0;
     const KIND_SHIFT: u32 = 28;
@@ -76,6 +84,7 @@ mod packed {
             Target::Inside => (3, 0),
             Target::Local => (4, 0),
             Target::Blackhole => (5, 0),
+            Target::Client(ClientId(i)) => (6, i),
         };
         let v = (kind << KIND_SHIFT) | (index & INDEX_MASK);
         debug_assert!(v & (1 << 31) == 0, "bit 31 belongs to the tables");
@@ -90,6 +99,7 @@ mod packed {
             3 => Target::Inside,
             4 => Target::Local,
             5 => Target::Blackhole,
+            6 => Target::Client(ClientId(index)),
             _ => return None,
         })
     }
@@ -154,7 +164,7 @@ impl FibBuilder {
     /// [`FibError::IndexTooLarge`] or [`FibError::UnknownGroup`].
     pub fn insert(&mut self, prefix: IpNet, target: Target) -> Result<(), FibError> {
         match target {
-            Target::Tunnel(TunnelId(i)) if i > packed::MAX_INDEX => {
+            Target::Tunnel(TunnelId(i)) | Target::Client(ClientId(i)) if i > packed::MAX_INDEX => {
                 return Err(FibError::IndexTooLarge(i));
             }
             Target::Ecmp(GroupId(g)) if g as usize >= self.groups.len() => {
@@ -341,7 +351,9 @@ impl Fib {
         match change {
             FibChange::Insert(prefix, target) => {
                 match *target {
-                    Target::Tunnel(TunnelId(i)) if i > packed::MAX_INDEX => {
+                    Target::Tunnel(TunnelId(i)) | Target::Client(ClientId(i))
+                        if i > packed::MAX_INDEX =>
+                    {
                         return Err(FibError::IndexTooLarge(i));
                     }
                     Target::Ecmp(GroupId(g)) if g as usize >= self.groups.len() => {

@@ -157,6 +157,8 @@ fn arb_target() -> impl Strategy<Value = Target> {
         Just(Target::Inside),
         Just(Target::Local),
         Just(Target::Blackhole),
+        (0u32..50).prop_map(|c| Target::Client(ClientId(c))),
+        Just(Target::Client(ClientId(packed::MAX_INDEX))),
     ]
 }
 

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use dataplane::esp::sa::{LifetimeEvent, SaCounters};
 use dataplane::esp::{InboundSa, OutboundSa};
+use dataplane::ovpn::DataChannel;
 use fib::{Fib, TunnelId};
 
+use crate::ovpn::OvpnClient;
 use crate::pipeline::{Addresses, MtuOptions};
 use crate::policy::RatePolicy;
 
@@ -81,6 +83,44 @@ pub enum Command {
     /// to its owner. An empty table turns hand-off off (the default). The
     /// old table comes back in [`Event::RetiredOwners`].
     SetInboundOwners(Arc<[u16]>),
+    /// Install an OpenVPN client (see [`crate::ovpn`]) under its peer-id,
+    /// replacing one already there ([`Event::RetiredClient`]). Fails for
+    /// a peer-id beyond the worker's client table. Install a client on
+    /// one worker only: its sealing key must not exist twice.
+    AddClient(Box<OvpnClient>),
+    /// Renegotiation: `key` becomes the client's current (sealing) key,
+    /// the current one its previous key, which still opens; the key that
+    /// was previous comes back in [`Event::RetiredClientKey`]. Fails
+    /// (the key comes back) for an unknown peer-id or a key of another
+    /// peer-id.
+    SetClientKey {
+        /// The client.
+        peer_id: u32,
+        /// The new key.
+        key: Box<DataChannel>,
+    },
+    /// End of the transition window: the key `key_id` leaves the client
+    /// ([`Event::RetiredClientKey`]). Fails when the client does not
+    /// hold it.
+    RetireClientKey {
+        /// The client.
+        peer_id: u32,
+        /// The key id (0..=7).
+        key_id: u8,
+    },
+    /// Remove a client ([`Event::RetiredClient`]).
+    RemoveClient {
+        /// Its peer-id.
+        peer_id: u32,
+    },
+    /// The UDP port of the remote-access endpoint on the outside
+    /// addresses (`None`: no endpoint, the default). Its `P_DATA_V2`
+    /// packets are handled by the worker, every other datagram to it
+    /// (the control channel) goes to the kernel like IKE.
+    SetOvpnPort {
+        /// The port.
+        port: Option<u16>,
+    },
 }
 
 /// "No owner" in [`Command::SetInboundOwners`].
@@ -129,6 +169,19 @@ pub enum Event {
         sas: Box<Vec<SaSnapshot>>,
         /// Whether some SAs did not fit.
         truncated: bool,
+    },
+    /// An OpenVPN client left the worker (removed or replaced), with its
+    /// keys and counters: free it here.
+    RetiredClient(Box<OvpnClient>),
+    /// A client key left the worker (renegotiation, retirement, or a
+    /// refused [`Command::SetClientKey`]).
+    RetiredClientKey(Box<DataChannel>),
+    /// A client sent explicit-exit-notify on its data channel (already
+    /// authenticated): the control core ends its session. Lost when the
+    /// event ring is full (the session then ends by its ping timeout).
+    ClientExit {
+        /// The client's peer-id.
+        peer_id: u32,
     },
     /// An SA reached a soft (rekey) or hard (stop) lifetime limit.
     Lifetime {

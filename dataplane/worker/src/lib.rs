@@ -13,7 +13,14 @@
 //!   inside port  ─► Worker::handle_inside  ─► FIB ─► MSS clamp ─► clear DF ─► fit to MTU ─► encap ─► outside port
 //!                                                                  └─ too big, DF ─► ICMP ─► inside port
 //!   kernel (tap) ─► Worker::handle_kernel  ─► outside (IKE from our address) or FIB ─► encap
+//!
+//!   outside UDP to the OpenVPN port, P_DATA_V2 ─► ovpn decap ─► FIB (inside, tunnel, client)
+//!                                   other opcodes (control channel) ─► kernel
+//!   FIB Target::Client ─► ovpn encap (P_DATA_V2, IPv4/UDP to the client) ─► outside port
 //! ```
+//!
+//! OpenVPN clients ("Client VPN") are in [`ovpn`]: per-client keys
+//! arrive as commands like SAs, drops count in [`WorkerStats::ovpn`].
 //!
 //! The runtime hands each received burst to [`Worker::handle_burst_io`],
 //! which runs the matching `handle_*_io` on every packet in order while
@@ -113,6 +120,7 @@
 mod command;
 mod counters;
 mod nd;
+pub mod ovpn;
 mod pipeline;
 pub mod policy;
 mod spi_map;
@@ -123,7 +131,8 @@ pub use command::{Command, ControlEnd, Event, NO_OWNER, SaSnapshot, WorkerEnd, c
 pub use counters::{CountersHandle, TunnelSnapshot, sum_tunnel};
 pub use pipeline::{
     Action, Addresses, EVENTS_PER_COMMAND, FnIo, Ingress, MAX_FRAGMENTS, MtuOptions, NoIo,
-    OUTER_REASSEMBLY, PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PREFETCH_TABLE_AHEAD, PacketIo, Worker,
+    OUTER_REASSEMBLY, OVPN_TUNNEL_MTU, PREFETCH_AHEAD, PREFETCH_SA_AHEAD, PREFETCH_TABLE_AHEAD,
+    PacketIo, Worker,
 };
 pub use stats::{Drop, WorkerStats};
 pub use tables::SaTables;

@@ -4,7 +4,7 @@
 //! it in place (decap/encap, new Ethernet header) and says where it goes.
 //! The runtime moves the buffer to that port's tx burst, or frees it.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use dataplane::crypto::{CBC_BATCH, CryptoError, run_cbc_batch};
@@ -15,17 +15,19 @@ use dataplane::esp::mtu::{self, mss_clamp, mss_v4, mss_v6};
 use dataplane::esp::reassembly::{Reassembler, Reassembly, ReassemblyConfig};
 use dataplane::esp::sa::DfPolicy;
 use dataplane::esp::{self, DropReason};
+use dataplane::ovpn::{self, DATA_V2_OVERHEAD, DataDrop, Payload};
 use dataplane::wire::ethernet::{EthernetFrame, HEADER_LEN as ETH_LEN};
 use dataplane::wire::ipv4::Ipv4Packet;
 use dataplane::wire::ipv6::Ipv6Packet;
 use dataplane::wire::nat_t::{IKE_PORT, NAT_T_PORT, NatTKind, NatTPacket};
 use dataplane::wire::{EtherType, IpProtocol};
-use fib::{Fib, Target, TunnelId};
+use fib::{ClientId, Fib, Target, TunnelId};
 use netbuf::PacketBuffer;
 
 use crate::command::{Command, Event, NO_OWNER, SaSnapshot, WorkerEnd};
 use crate::counters::{CountersHandle, TunnelCounterBlock};
 use crate::nd;
+use crate::ovpn::{ClientTable, OvpnClient};
 use crate::policy::{Dir, Policers};
 use crate::stats::{Drop, WorkerStats};
 use crate::tables::SaTables;
@@ -274,7 +276,17 @@ pub struct Worker {
     /// The packet just handled was prepared for the batch (see
     /// [`Deferred`]); taken by the burst loop.
     deferred: Option<Deferred>,
+    /// OpenVPN clients by peer-id (see [`crate::ovpn`]).
+    clients: ClientTable,
+    /// The remote-access endpoint's UDP port ([`Command::SetOvpnPort`]).
+    ovpn_port: Option<u16>,
 }
+
+/// The inner MTU of an OpenVPN client's tunnel over a 1500-byte outside
+/// path (IPv4 20, UDP 8, `P_DATA_V2` header, packet id and tag 24): TCP
+/// SYNs to and from clients are clamped to its MSS.
+pub const OVPN_TUNNEL_MTU: u16 = 1500 - 20 - 8 - 24;
+const _: () = assert!(DATA_V2_OVERHEAD == 24);
 
 /// A packet prepared for the burst's batch through intel-ipsec-mb's job
 /// API ([`Worker::handle_burst_io`]): what finishing it needs. The SA is
@@ -304,6 +316,14 @@ enum Class {
     },
     /// For the kernel (IKE, ICMP to us, …).
     Punt,
+    /// `P_DATA_V2` to the OpenVPN endpoint's port (IPv4): offset of the
+    /// UDP header from the IP header.
+    Ovpn {
+        udp_offset: usize,
+    },
+    /// Another datagram to the OpenVPN endpoint's port (its control
+    /// channel): for the kernel, counted.
+    OvpnControl,
     /// An IPv4 or IPv6 fragment of ESP or UDP to us: reassembled before
     /// it is classified again.
     OuterFragment,
@@ -344,7 +364,30 @@ impl Worker {
             mgr: ipsec_mb::Manager::new().ok(),
             batching: false,
             deferred: None,
+            clients: ClientTable::with_capacity(capacity),
+            ovpn_port: None,
         }
+    }
+
+    /// Replaces the OpenVPN client table with an empty one for peer-ids
+    /// `0..capacity` (allocated here: cold path, before clients are
+    /// installed; clients already installed are dropped). By default it
+    /// has the SA capacity the worker was created with.
+    pub fn set_client_capacity(&mut self, capacity: usize) {
+        self.clients = ClientTable::with_capacity(capacity);
+    }
+
+    /// The OpenVPN client with `peer_id` (read-only: changes go through
+    /// commands).
+    #[must_use]
+    pub fn ovpn_client(&self, peer_id: u32) -> Option<&OvpnClient> {
+        self.clients.get(peer_id)
+    }
+
+    /// How many OpenVPN clients this worker holds.
+    #[must_use]
+    pub fn ovpn_clients(&self) -> usize {
+        self.clients.len()
     }
 
     /// The control core's view of this worker's per-tunnel counters
@@ -571,6 +614,43 @@ impl Worker {
                 let old = std::mem::replace(&mut self.owners, owners);
                 self.emit(Event::RetiredOwners(old));
             }
+            Command::AddClient(client) => match self.clients.insert(client) {
+                Ok(Some(old)) => self.emit(Event::RetiredClient(old)),
+                Ok(None) => {}
+                Err(client) => {
+                    self.emit(Event::RetiredClient(client));
+                    return Err("peer-id beyond the worker's client table");
+                }
+            },
+            Command::SetClientKey { peer_id, key } => {
+                let Some(client) = self.clients.get_mut(peer_id) else {
+                    self.emit(Event::RetiredClientKey(key));
+                    return Err("no such OpenVPN client");
+                };
+                if key.peer_id() != peer_id {
+                    self.emit(Event::RetiredClientKey(key));
+                    return Err("key for another peer-id");
+                }
+                if let Some(old) = client.set_key(key) {
+                    self.emit(Event::RetiredClientKey(old));
+                }
+            }
+            Command::RetireClientKey { peer_id, key_id } => {
+                let key = self
+                    .clients
+                    .get_mut(peer_id)
+                    .and_then(|c| c.retire_key(key_id))
+                    .ok_or("no such OpenVPN client key")?;
+                self.emit(Event::RetiredClientKey(key));
+            }
+            Command::RemoveClient { peer_id } => {
+                let client = self
+                    .clients
+                    .remove(peer_id)
+                    .ok_or("no such OpenVPN client")?;
+                self.emit(Event::RetiredClient(client));
+            }
+            Command::SetOvpnPort { port } => self.ovpn_port = port,
             Command::SetAddresses(addrs) => self.addrs = *addrs,
             Command::SetMtuOptions(options) => {
                 self.options = *options;
@@ -899,6 +979,16 @@ impl Worker {
             Class::Arp => self.arp_reply(buf, Side::Outside),
             Class::Nd => self.nd_reply(buf),
             Class::Punt => self.punt(buf),
+            Class::OvpnControl => {
+                self.stats.ovpn_control_punted += 1;
+                self.punt(buf)
+            }
+            Class::Ovpn { udp_offset } => {
+                if buf.trim_from_start(ETH_LEN).is_err() {
+                    return self.drop(Drop::Malformed);
+                }
+                self.ovpn_decap(buf, udp_offset, io)
+            }
             Class::Drop(reason) => self.drop(reason),
             Class::OuterFragment => {
                 if buf.trim_from_start(ETH_LEN).is_err() {
@@ -942,7 +1032,8 @@ impl Worker {
         }
         match self.classify_outside_ip(buf.as_ref()) {
             Class::Esp { esp_offset } => self.decap_outside(buf, esp_offset, io),
-            Class::Punt => {
+            Class::Ovpn { udp_offset } => self.ovpn_decap(buf, udp_offset, io),
+            Class::Punt | Class::OvpnControl => {
                 let (dst, src) = (self.addrs.kernel_mac, self.addrs.outside_mac);
                 match self.push_eth(buf, dst, src, Action::ToKernel) {
                     Action::ToKernel => {
@@ -1191,6 +1282,17 @@ impl Worker {
                     return Class::Drop(Drop::Malformed);
                 };
                 let dport = u16::from_be_bytes([udp[2], udp[3]]);
+                if self.ovpn_port == Some(dport) {
+                    // OpenVPN's data channel in the workers (IPv4 outer
+                    // only); its control channel, and IPv6, to the
+                    // control core.
+                    let v2 = ovpn::peek_data_v2(ip.get(offset + 8..).unwrap_or(&[])).is_some();
+                    return if v2 && ip[0] >> 4 == 4 {
+                        Class::Ovpn { udp_offset: offset }
+                    } else {
+                        Class::OvpnControl
+                    };
+                }
                 if dport == IKE_PORT {
                     return Class::Punt;
                 }
@@ -1249,8 +1351,122 @@ impl Worker {
                     a => a,
                 }
             }
+            Target::Client(ClientId(peer_id)) => self.ovpn_encap(buf, peer_id),
             Target::Blackhole | Target::Ecmp(_) => self.drop(Drop::Blackhole),
         }
+    }
+
+    /// `P_DATA_V2` from an OpenVPN client (no Ethernet header;
+    /// `udp_offset` is the UDP header's offset from the IPv4 header):
+    /// opened with the key its key id names, the client's address
+    /// remembered, keepalives and OCC consumed, an exit notify reported,
+    /// and a tunnel packet from the client's own address routed.
+    fn ovpn_decap<B: PacketBuffer, I: PacketIo<B>>(
+        &mut self,
+        buf: &mut B,
+        udp_offset: usize,
+        io: &mut I,
+    ) -> Action {
+        // 1. The source and the UDP payload (bytes past the UDP length,
+        //    such as Ethernet padding, are not the packet's).
+        let Some((remote, payload_len)) = udp_v4_source(buf.as_ref(), udp_offset) else {
+            return self.drop(Drop::Malformed);
+        };
+        let tail = buf.as_ref().len() - (udp_offset + 8 + payload_len);
+        if buf.trim_from_start(udp_offset + 8).is_err() || buf.trim_from_end(tail).is_err() {
+            return self.drop(Drop::Malformed);
+        }
+        // 2. The client by peer-id, the key by key id.
+        let Some((key_id, peer_id)) = ovpn::peek_data_v2(buf.as_ref()) else {
+            return self.drop(Drop::Malformed);
+        };
+        let Some(client) = self.clients.get_mut(peer_id) else {
+            return self.drop(Drop::OvpnUnknownPeer);
+        };
+        let Some(key) = client.key_for(key_id) else {
+            self.stats.ovpn_drop(DataDrop::UnknownKeyId);
+            return Action::Drop;
+        };
+        // 3. Replay check, tag, replay commit (dataplane::ovpn).
+        if let Err(r) = ovpn::decap(key, buf) {
+            self.stats.ovpn_drop(r);
+            return Action::Drop;
+        }
+        self.stats.ovpn_decap_packets += 1;
+        // 4. Authenticated: the client may have moved (NAT rebinding).
+        let inner_v4 = client.inner_v4();
+        let payload = ovpn::classify(buf.as_ref());
+        let from_client = matches!(payload, Payload::Packet(p)
+            if matches!(ip_addrs(p), Some((IpAddr::V4(src), _)) if src == inner_v4));
+        match payload {
+            Payload::Ping | Payload::Occ(_) => {
+                client.float(remote);
+                client.count_keepalive();
+                self.stats.ovpn_keepalives += 1;
+                Action::Drop
+            }
+            Payload::Exit => {
+                client.float(remote);
+                client.count_keepalive();
+                self.stats.ovpn_keepalives += 1;
+                self.emit(Event::ClientExit { peer_id });
+                Action::Drop
+            }
+            // 5. Only the client's own address (OpenVPN's source check).
+            Payload::Packet(_) if !from_client => self.drop(Drop::OvpnSpoofedSource),
+            Payload::Packet(p) => {
+                client.float(remote);
+                client.count_in(p.len());
+                if self.options.mss_clamp
+                    && mss_clamp(
+                        buf.as_mut(),
+                        mss_v4(OVPN_TUNNEL_MTU),
+                        mss_v6(OVPN_TUNNEL_MTU),
+                    )
+                {
+                    self.stats.mss_clamped += 1;
+                }
+                // 6. Inside, a tunnel, or another client.
+                self.route(buf, Side::Outside, io)
+            }
+        }
+    }
+
+    /// Toward an OpenVPN client: MSS clamp, seal with its current key,
+    /// IPv4/UDP from the endpoint to where the client was last seen, out
+    /// of the outside port.
+    fn ovpn_encap<B: PacketBuffer>(&mut self, buf: &mut B, peer_id: u32) -> Action {
+        if self.options.mss_clamp
+            && mss_clamp(
+                buf.as_mut(),
+                mss_v4(OVPN_TUNNEL_MTU),
+                mss_v6(OVPN_TUNNEL_MTU),
+            )
+        {
+            self.stats.mss_clamped += 1;
+        }
+        let inner_len = buf.as_ref().len();
+        let Some(client) = self.clients.get_mut(peer_id) else {
+            return self.drop(Drop::OvpnNoClient);
+        };
+        let (local, remote) = client.endpoints();
+        let Some(key) = client.current() else {
+            self.stats.ovpn_drop(DataDrop::UnknownKeyId);
+            return Action::Drop;
+        };
+        if let Err(r) = ovpn::encap(key, buf) {
+            self.stats.ovpn_drop(r);
+            return Action::Drop;
+        }
+        client.count_out(inner_len);
+        let ident = self.stats.ovpn_encap_packets;
+        if push_udp_v4(buf, local, remote, ident).is_err() {
+            self.stats.ovpn_drop(DataDrop::NoHeadroom);
+            return Action::Drop;
+        }
+        self.stats.ovpn_encap_packets += 1;
+        let (dst, src) = (self.addrs.outside_gateway_mac, self.addrs.outside_mac);
+        self.push_eth(buf, dst, src, Action::ToOutside)
     }
 
     /// Toward a tunnel: MSS clamp, clear DF, fit to the tunnel MTU
@@ -1587,6 +1803,55 @@ enum Side {
     Outside,
     Inside,
     Kernel,
+}
+
+/// The source address and port of an IPv4/UDP datagram (`udp_offset`:
+/// the UDP header's offset from the IP header) and its UDP payload length,
+/// checked against the buffer.
+fn udp_v4_source(ip: &[u8], udp_offset: usize) -> Option<(SocketAddrV4, usize)> {
+    let p = Ipv4Packet::new_checked(ip).ok()?;
+    let udp = ip.get(udp_offset..udp_offset + 8)?;
+    let udp_len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let payload_len = udp_len.checked_sub(8)?;
+    if udp_offset + udp_len > ip.len() {
+        return None;
+    }
+    let port = u16::from_be_bytes([udp[0], udp[1]]);
+    Some((SocketAddrV4::new(p.src_addr(), port), payload_len))
+}
+
+/// Prepends IPv4 (no options, DF clear, TTL 64) and UDP (checksum 0,
+/// which RFC 768 allows over IPv4) headers from `local` to `remote`.
+fn push_udp_v4<B: PacketBuffer>(
+    buf: &mut B,
+    local: SocketAddrV4,
+    remote: SocketAddrV4,
+    ident: u64,
+) -> Result<(), ()> {
+    let udp_len = u16::try_from(buf.as_ref().len() + 8).map_err(|_| ())?;
+    let total = udp_len.checked_add(20).ok_or(())?;
+    let hdr = buf.prepend(28).map_err(|_| ())?;
+    let (ip, udp) = hdr.split_at_mut(20);
+    udp[0..2].copy_from_slice(&local.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&remote.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    udp[6..8].copy_from_slice(&[0, 0]);
+    ip.fill(0);
+    let mut p = Ipv4Packet::new_unchecked(ip);
+    p.set_version(4);
+    p.set_header_len(20);
+    p.set_total_len(total);
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the identification field is the low 16 bits of a counter"
+    )]
+    p.set_ident(ident as u16);
+    p.set_ttl(64);
+    p.set_protocol(IpProtocol::Udp);
+    p.set_src_addr(*local.ip());
+    p.set_dst_addr(*remote.ip());
+    p.fill_checksum();
+    Ok(())
 }
 
 /// Prepends an Ethernet header for the IP packet in `buf`.

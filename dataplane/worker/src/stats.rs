@@ -1,6 +1,7 @@
 //! Per-worker counters: one writer (the worker), summed by the control core.
 
 use dataplane::esp::{DropCounters, DropReason};
+use dataplane::ovpn::DataDrop;
 
 /// Why the worker dropped a packet outside the ESP code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,11 +38,20 @@ pub enum Drop {
     /// An outer fragment dropped by the outer reassembly (the reason in
     /// [`WorkerStats::outer`]).
     OuterFragment,
+    /// An OpenVPN data-channel drop (the reason in [`WorkerStats::ovpn`]).
+    Ovpn,
+    /// `P_DATA_V2` with a peer-id no client of this worker has.
+    OvpnUnknownPeer,
+    /// A packet from an OpenVPN client whose inner source is not the
+    /// client's tunnel address (or not IPv4).
+    OvpnSpoofedSource,
+    /// Routed to an OpenVPN client this worker does not hold.
+    OvpnNoClient,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Self::OuterFragment as usize + 1;
+    pub const COUNT: usize = Self::OvpnNoClient as usize + 1;
     /// All reasons in order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Malformed,
@@ -58,6 +68,10 @@ impl Drop {
         Self::Policed,
         Self::NdIgnored,
         Self::OuterFragment,
+        Self::Ovpn,
+        Self::OvpnUnknownPeer,
+        Self::OvpnSpoofedSource,
+        Self::OvpnNoClient,
     ];
 
     /// A stable name for logs and metrics.
@@ -78,6 +92,10 @@ impl Drop {
             Self::Policed => "policed",
             Self::NdIgnored => "nd_ignored",
             Self::OuterFragment => "outer_fragment",
+            Self::Ovpn => "ovpn",
+            Self::OvpnUnknownPeer => "ovpn_unknown_peer",
+            Self::OvpnSpoofedSource => "ovpn_spoofed_source",
+            Self::OvpnNoClient => "ovpn_no_client",
         }
     }
 }
@@ -118,8 +136,20 @@ pub struct WorkerStats {
     pub inside_fragmented: u64,
     /// Extra fragments sent on the inside port.
     pub inside_fragments_out: u64,
+    /// OpenVPN data packets opened (tunnel packets, pings and OCC).
+    pub ovpn_decap_packets: u64,
+    /// OpenVPN data packets sealed toward clients.
+    pub ovpn_encap_packets: u64,
+    /// OpenVPN keepalive pings and OCC messages consumed (not drops).
+    pub ovpn_keepalives: u64,
+    /// OpenVPN control-channel datagrams handed to the kernel (also in
+    /// [`WorkerStats::punted`]).
+    pub ovpn_control_punted: u64,
     /// Drops by pipeline reason.
     pub drops: [u64; Drop::COUNT],
+    /// OpenVPN data-channel drops by reason ([`DataDrop::index`]); each
+    /// also counts [`Drop::Ovpn`].
+    pub ovpn: [u64; DataDrop::COUNT],
     /// Drops by ESP reason.
     pub esp: DropCounters,
     /// Outer reassembly drops by reason (`Reassembly*`, and
@@ -148,6 +178,13 @@ impl WorkerStats {
     pub fn outer_drop(&mut self, reason: DropReason) {
         self.drops[Drop::OuterFragment as usize] += 1;
         self.outer.count(reason);
+    }
+
+    /// Counts an OpenVPN data-channel drop.
+    #[inline]
+    pub fn ovpn_drop(&mut self, reason: DataDrop) {
+        self.drops[Drop::Ovpn as usize] += 1;
+        self.ovpn[reason.index()] += 1;
     }
 
     /// Drops of one reason.
@@ -184,7 +221,12 @@ impl std::ops::AddAssign<&Self> for WorkerStats {
             outer_reassembled,
             inside_fragmented,
             inside_fragments_out,
+            ovpn_decap_packets,
+            ovpn_encap_packets,
+            ovpn_keepalives,
+            ovpn_control_punted,
             drops,
+            ovpn,
             esp,
             outer,
         } = o;
@@ -205,10 +247,17 @@ impl std::ops::AddAssign<&Self> for WorkerStats {
             (&mut self.outer_reassembled, outer_reassembled),
             (&mut self.inside_fragmented, inside_fragmented),
             (&mut self.inside_fragments_out, inside_fragments_out),
+            (&mut self.ovpn_decap_packets, ovpn_decap_packets),
+            (&mut self.ovpn_encap_packets, ovpn_encap_packets),
+            (&mut self.ovpn_keepalives, ovpn_keepalives),
+            (&mut self.ovpn_control_punted, ovpn_control_punted),
         ] {
             *a = a.wrapping_add(*b);
         }
         for (a, b) in self.drops.iter_mut().zip(drops) {
+            *a = a.wrapping_add(*b);
+        }
+        for (a, b) in self.ovpn.iter_mut().zip(ovpn) {
             *a = a.wrapping_add(*b);
         }
         for (a, b) in self.esp.0.iter_mut().zip(esp.0) {
