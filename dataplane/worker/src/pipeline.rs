@@ -22,7 +22,7 @@ use dataplane::wire::ipv6::Ipv6Packet;
 use dataplane::wire::nat_t::{IKE_PORT, NAT_T_PORT, NatTKind, NatTPacket};
 use dataplane::wire::{EtherType, IpProtocol};
 use fib::{ClientId, Fib, Target, TunnelId};
-use netbuf::PacketBuffer;
+use netbuf::{PacketBuffer, RxChecksum};
 
 use crate::command::{Command, Event, NO_OWNER, SaSnapshot, WorkerEnd};
 use crate::counters::{CountersHandle, TunnelCounterBlock};
@@ -1372,6 +1372,17 @@ impl Worker {
         let Some((remote, payload_len)) = udp_v4_source(buf.as_ref(), udp_offset) else {
             return self.drop(Drop::Malformed);
         };
+        //    The outer header is not authenticated but its source decides
+        //    where replies go: its checksum must hold (the NIC's verdict
+        //    where the port checks it, else ours).
+        let checksum_ok = match buf.rx_ipv4_checksum() {
+            RxChecksum::Good => true,
+            RxChecksum::Bad => false,
+            RxChecksum::Unknown => Ipv4Packet::new_unchecked(buf.as_ref()).verify_checksum(),
+        };
+        if !checksum_ok {
+            return self.drop(Drop::OvpnOuterBadChecksum);
+        }
         let tail = buf.as_ref().len() - (udp_offset + 8 + payload_len);
         if buf.trim_from_start(udp_offset + 8).is_err() || buf.trim_from_end(tail).is_err() {
             return self.drop(Drop::Malformed);

@@ -47,11 +47,13 @@ pub enum Drop {
     OvpnSpoofedSource,
     /// Routed to an OpenVPN client this worker does not hold.
     OvpnNoClient,
+    /// `P_DATA_V2` whose outer IPv4 header checksum is wrong.
+    OvpnOuterBadChecksum,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Self::OvpnNoClient as usize + 1;
+    pub const COUNT: usize = Self::OvpnOuterBadChecksum as usize + 1;
     /// All reasons in order.
     pub const ALL: [Self; Self::COUNT] = [
         Self::Malformed,
@@ -72,6 +74,7 @@ impl Drop {
         Self::OvpnUnknownPeer,
         Self::OvpnSpoofedSource,
         Self::OvpnNoClient,
+        Self::OvpnOuterBadChecksum,
     ];
 
     /// A stable name for logs and metrics.
@@ -96,6 +99,7 @@ impl Drop {
             Self::OvpnUnknownPeer => "ovpn_unknown_peer",
             Self::OvpnSpoofedSource => "ovpn_spoofed_source",
             Self::OvpnNoClient => "ovpn_no_client",
+            Self::OvpnOuterBadChecksum => "ovpn_outer_bad_checksum",
         }
     }
 }

@@ -263,6 +263,11 @@ fn every_drop_is_counted_by_reason() {
     buf.as_mut()[14 + 24..14 + 26].copy_from_slice(&2000u16.to_be_bytes());
     assert_eq!(conc.worker.handle_outside(&mut buf), Action::Drop);
     assert_eq!(conc.worker.stats().dropped(Drop::Malformed), 1);
+    // A bad outer IPv4 header checksum (the source would steer replies).
+    let mut buf = from_client(&mut a, &up, PUBLIC_A);
+    buf.as_mut()[14 + 10] ^= 0x40;
+    assert_eq!(conc.worker.handle_outside(&mut buf), Action::Drop);
+    assert_eq!(conc.worker.stats().dropped(Drop::OvpnOuterBadChecksum), 1);
     // Routed to a client this worker does not hold.
     let mut buf = frame(
         common::INSIDE_MAC,
