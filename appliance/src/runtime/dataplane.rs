@@ -735,9 +735,14 @@ impl Dataplane for DpdkDataplane {
         let snap = rt.worker_stats();
         let w = &snap.worker;
         for reason in Drop::ALL {
-            if reason != Drop::Esp {
+            if reason != Drop::Esp && reason != Drop::Ovpn {
                 st.drops.insert(reason.name().to_owned(), w.dropped(reason));
             }
+        }
+        // The OpenVPN data channel's reasons (together: Drop::Ovpn).
+        for reason in dataplane::ovpn::DataDrop::ALL {
+            st.drops
+                .insert(format!("ovpn_{}", reason.name()), w.ovpn[reason.index()]);
         }
         for reason in dataplane::esp::DropReason::ALL {
             st.drops.insert(
@@ -766,6 +771,10 @@ impl Dataplane for DpdkDataplane {
             ("arp_replies", w.arp_replies),
             ("outer_reassembled", w.outer_reassembled),
             ("outer_fragments_held", w.outer_fragments_held),
+            ("ovpn_decap_packets", w.ovpn_decap_packets),
+            ("ovpn_encap_packets", w.ovpn_encap_packets),
+            ("ovpn_keepalives", w.ovpn_keepalives),
+            ("ovpn_control_punted", w.ovpn_control_punted),
             ("handed_off", snap.handoff.sent),
             ("handoff_received", snap.handoff.received),
             ("dropped", w.total_dropped()),
