@@ -226,6 +226,13 @@ impl Bench {
     /// `dp encap` (and, untimed, the decap that restores the plaintext)
     /// or `dp decap` (and, untimed, the encap before it).
     fn dp(&mut self, time_encap: bool) -> Res<u64> {
+        // The worker cells leave frames in the buffers: the inner packet
+        // back (untimed).
+        if self.bufs[0].as_ref().len() != self.size {
+            for b in &mut self.bufs {
+                b.reset(&self.inner).map_err(|e| e.to_string())?;
+            }
+        }
         let t0 = dpdk::rdtsc();
         for b in &mut self.bufs {
             ovpn::encap(&mut self.server, b).map_err(|e| e.to_string())?;
