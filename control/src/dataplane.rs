@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use dataplane::esp::SaConfig;
 use dataplane::esp::sa::TunnelEndpoints;
 
-use crate::config::{ApplianceConfig, Change, RoutingType};
+use crate::config::{ApplianceConfig, Change, IkeVersion, RoutingType};
 use crate::logs::IkePhaseState;
 use crate::visibility::StatusChange;
 
@@ -74,6 +74,13 @@ pub struct TunnelRuntimeState {
     /// established).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negotiated: Option<crate::visibility::NegotiatedParams>,
+    /// The IKE version of the tunnel's established (or last) IKE SA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_version: Option<IkeVersion>,
+    /// Why the customer gateway's last attempt was refused (an IKE
+    /// version the tunnel does not allow), until an IKE SA is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_refused: Option<String>,
 }
 
 impl TunnelRuntimeState {

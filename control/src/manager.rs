@@ -839,6 +839,8 @@ impl<D: Dataplane> Manager<D> {
                         .and_then(|n| n.phase2_rekey_at_ms)
                         .map(|at| secs_until(at, self.clock_ms)),
                     negotiated: st.negotiated,
+                    ike_version: st.ike_version,
+                    ike_refused: st.ike_refused,
                 });
             }
         }

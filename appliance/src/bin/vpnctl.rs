@@ -1182,6 +1182,8 @@ fn human(r: &Response) -> String {
                         t.flaps.to_string(),
                         opt(t.negotiated.as_ref().map(ike_suite)),
                         opt(t.negotiated.as_ref().and_then(esp_suite)),
+                        opt(t.ike_version),
+                        opt(t.ike_refused.clone()),
                     ]
                 })
                 .collect();
@@ -1200,6 +1202,8 @@ fn human(r: &Response) -> String {
                     "FLAPS",
                     "IKE",
                     "ESP",
+                    "VERSION",
+                    "REFUSED",
                 ],
                 &rows,
             )

@@ -96,7 +96,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::PreSharedKey;
 use crate::config::secrets::SecretInfo;
 use crate::config::{
-    ConfigError, CustomerGateway, TunnelOptionsPatch, VpnConnection, VpnConnectionOptionsPatch,
+    ConfigError, CustomerGateway, IkeVersion, TunnelOptionsPatch, VpnConnection,
+    VpnConnectionOptionsPatch,
 };
 use crate::dataplane::{DataplaneStats, RouteEntry, SaInfo, TunnelUpDown};
 use crate::download::Device;
@@ -430,6 +431,15 @@ pub struct TunnelStatus {
     /// Seconds to the Child SA's next rekey (at the time of the reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase2_rekey_in_secs: Option<u64>,
+    /// IKE version of the tunnel's IKE SA (`ikev1` or `ikev2`), once one
+    /// was established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_version: Option<IkeVersion>,
+    /// Why the customer gateway's last IKE attempt was refused (e.g. it
+    /// speaks IKEv1 and the tunnel allows only IKEv2), until an IKE SA is
+    /// up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ike_refused: Option<String>,
 }
 
 /// One BGP neighbour, as `show_bgp` reports it (published by the daemon's

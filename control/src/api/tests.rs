@@ -124,6 +124,8 @@ fn replies_round_trip() {
                 negotiated: None,
                 phase1_rekey_in_secs: None,
                 phase2_rekey_in_secs: None,
+                ike_version: Some(IkeVersion::Ikev1),
+                ike_refused: None,
             }],
         }),
         Err(ApiError::validation(

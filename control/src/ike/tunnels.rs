@@ -31,7 +31,27 @@
 //! One [`Endpoint`] per tunnel (a `Runner`), keyed by (our outside
 //! address, customer gateway address): the two tunnels of a connection go
 //! to the same peer from different outside addresses, and each keeps its
-//! own IKE SA, retries and DPD. A tunnel whose IKE-relevant options
+//! own IKE SA, retries and DPD.
+//!
+//! # IKE versions (spec § 3.2)
+//!
+//! A runner has an IKEv2 side ([`Endpoint`]) and, when the tunnel's
+//! `ike_versions` allow IKEv1, an IKEv1 side
+//! ([`crate::ikev1::endpoint::Endpoint`], Main Mode + Quick Mode). A
+//! datagram goes to one of them by the major version in its ISAKMP header
+//! (octet 17), so a tunnel that allows both answers whichever version
+//! arrives. Both report the same [`Event`]s: IKEv1 IPsec SAs reach the
+//! dataplane, the state table, the FIB and BGP exactly as IKEv2 Child SAs
+//! do; the logs and the state's `ike_version` name the version. Startup
+//! action `start` initiates IKEv2 only; an IKEv1 tunnel with DPD action
+//! `restart` starts a new Main Mode after a DPD timeout. A datagram of a
+//! version the tunnel does not allow is dropped unanswered, counted
+//! ([`IkeCounters::v1_refused`], [`IkeCounters::v2_refused`]), logged in
+//! the tunnel's log at most every [`REFUSED_LOG_PERIOD`], and the state's
+//! `ike_refused` says why the tunnel is not up; IKEv1 from an address
+//! that is no customer gateway is counted
+//! ([`IkeCounters::v1_unknown_peer`]) and logged once per sender per
+//! [`REFUSED_LOG_PERIOD`]. A tunnel whose IKE-relevant options
 //! change (or that is removed) is closed (DELETE sent, SAs removed) and,
 //! if still configured, started afresh.
 //!
@@ -68,17 +88,19 @@ use super::crypto::IkeSuite;
 use super::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
 use super::proposal::{EspSuite, encryption_name, integrity_name, prf_name};
 use super::sa::{
-    ChildSa, Datagram, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS, Transmit,
+    ChildSa, Datagram, DownReason, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS,
+    Transmit,
 };
 use super::{Rng, SystemRng};
 use crate::config::{
-    ApplianceConfig, CertConfigError, CertificatesConfig, IkeVersion, RoutingType,
-    TunnelInsideIpVersion, TunnelOptions, VpnConnection,
+    ApplianceConfig, CertConfigError, CertificatesConfig, DpdTimeoutAction, IkeVersion,
+    RoutingType, TunnelInsideIpVersion, TunnelOptions, VpnConnection,
 };
 use crate::dataplane::{
     ChildSaPair, Dataplane, DataplaneError, SaLifetimeEvent, TunnelKey, TunnelRuntimeState,
     TunnelUpDown,
 };
+use crate::ikev1::endpoint::Endpoint as V1Endpoint;
 use crate::logs::{ActivityContext, IkePhaseState, LogEntry, TunnelActivityLog, resource_id};
 use crate::manager::Manager;
 use crate::metrics::ControlMetric;
@@ -106,6 +128,50 @@ pub fn soft_limits(esn: bool, test_packets: Option<u64>) -> LifetimeLimits {
 
 /// A tunnel's activity log mentions cookies at most this often.
 pub const COOKIE_LOG_PERIOD: Duration = Duration::from_secs(5);
+
+/// A datagram of an IKE version a tunnel does not allow (or an IKEv1
+/// datagram from an address that is no customer gateway) is logged at
+/// most this often per peer.
+pub const REFUSED_LOG_PERIOD: Duration = Duration::from_secs(60);
+
+/// Peers remembered for [`REFUSED_LOG_PERIOD`] that are no customer
+/// gateway (the oldest are forgotten first).
+const UNKNOWN_PEERS_LOGGED_MAX: usize = 1024;
+
+/// What a runner last wrote to the state table: phase 1, phase 2, NAT-T,
+/// IKE version, refusal.
+type Reported = (
+    IkePhaseState,
+    IkePhaseState,
+    bool,
+    Option<Negotiated>,
+    Option<IkeVersion>,
+    Option<String>,
+);
+
+/// `IKEv1` / `IKEv2`, as the logs name a version.
+fn label(v: IkeVersion) -> &'static str {
+    match v {
+        IkeVersion::Ikev1 => "IKEv1",
+        _ => "IKEv2",
+    }
+}
+
+/// The ISAKMP major version of an IKE datagram (1: IKEv1, 2: IKEv2; RFC
+/// 2408 § 3.1, RFC 7296 § 3.1: the high nibble of octet 17), after the
+/// non-ESP marker on port 4500; `None` for anything else (ESP, a NAT-T
+/// keepalive, a runt).
+fn major_version(d: Datagram<'_>) -> Option<u8> {
+    let body = if d.local.port() == NAT_T_PORT {
+        d.payload.strip_prefix(&[0, 0, 0, 0])?
+    } else {
+        d.payload
+    };
+    if body.len() < 28 {
+        return None;
+    }
+    Some(body[17] >> 4)
+}
 
 /// When a call happens: the monotonic instant the timers run on, and the
 /// wall clock for log timestamps, status-change times and certificate
@@ -138,6 +204,13 @@ pub struct IkeCounters {
     pub rx_queue_full: u64,
     /// Half-open responder IKE SAs now, all tunnels.
     pub half_open: u64,
+    /// IKEv1 datagrams to a tunnel that allows only IKEv2, dropped.
+    pub v1_refused: u64,
+    /// IKEv2 datagrams to a tunnel that allows only IKEv1, dropped.
+    pub v2_refused: u64,
+    /// IKEv1 datagrams from addresses that are no configured customer
+    /// gateway (of any running tunnel), dropped.
+    pub v1_unknown_peer: u64,
 }
 
 impl IkeCounters {
@@ -186,6 +259,24 @@ impl IkeCounters {
                 "IKE datagrams dropped because the IKE thread was behind.",
                 false,
                 self.rx_queue_full,
+            ),
+            m(
+                "vpn_ike_v1_refused_total",
+                "IKEv1 datagrams to a tunnel whose ike_versions do not allow IKEv1, dropped.",
+                false,
+                self.v1_refused,
+            ),
+            m(
+                "vpn_ike_v2_refused_total",
+                "IKEv2 datagrams to a tunnel whose ike_versions do not allow IKEv2, dropped.",
+                false,
+                self.v2_refused,
+            ),
+            m(
+                "vpn_ike_v1_unknown_peer_total",
+                "IKEv1 datagrams from addresses that are no configured customer gateway, dropped.",
+                false,
+                self.v1_unknown_peer,
             ),
             m(
                 "vpn_ike_half_open_sas",
@@ -420,10 +511,6 @@ fn connection_specs(
             skipped.push(format!("{what}: no pre-shared key"));
             continue;
         }
-        if !t.ike_versions.contains(&IkeVersion::Ikev2) {
-            skipped.push(format!("{what}: IKEv1 only (this build speaks IKEv2)"));
-            continue;
-        }
         let mut options = t.clone();
         // Not IKE's business: changing them must not restart IKE.
         options.inside_ipv4_cidr = None;
@@ -479,13 +566,25 @@ struct Runner {
     /// [`Event::ChildSaOutbound`].
     deferred: Option<Box<ChildSa>>,
     nat_t: bool,
-    /// Events taken from the endpoint, not yet applied.
-    pending: Vec<Event>,
+    /// The IKEv1 side of the tunnel (Main Mode + Quick Mode), when its
+    /// `ike_versions` allow IKEv1; `endpoint` is the IKEv2 side, which
+    /// only gets datagrams when IKEv2 is allowed.
+    v1: Option<V1Endpoint>,
+    /// IKEv2 is allowed.
+    allow_v2: bool,
+    /// The version of the last IKE SA established.
+    version: Option<IkeVersion>,
+    /// Why the peer's last attempt was refused (a version the tunnel does
+    /// not allow), until an IKE SA is up; when it was last logged.
+    refused: Option<(String, Instant)>,
+    /// Events taken from the endpoints, with their version, not yet
+    /// applied.
+    pending: Vec<(IkeVersion, Event)>,
     /// A Child SA the dataplane refused (e.g. a stalled worker did not
     /// acknowledge in time), tried again at the instant given.
     retry: Option<(Instant, Box<ChildSa>)>,
     /// What was last recorded.
-    reported: Option<(IkePhaseState, IkePhaseState, bool, Option<Negotiated>)>,
+    reported: Option<Reported>,
     /// The suite and lifetime of the Child SA last installed.
     child_suite: Option<(EspSuite, Duration)>,
     /// Why the state is about to change: the last event applied.
@@ -511,6 +610,7 @@ impl Runner {
             .flatten();
         [
             self.endpoint.poll_timeout(),
+            self.v1.as_ref().and_then(V1Endpoint::poll_timeout),
             self.retry.as_ref().map(|(at, _)| *at),
             cookies,
         ]
@@ -527,9 +627,12 @@ impl Runner {
         let mut cfg = spec.ike_config_loaded(now).unwrap_or_else(|e| {
             // No credentials at all: the peer's AUTH fails and the tunnel
             // log says why.
-            pending.push(Event::Log(format!(
-                "AWS tunnel cannot load its certificate authentication: {e}"
-            )));
+            pending.push((
+                IkeVersion::Ikev2,
+                Event::Log(format!(
+                    "AWS tunnel cannot load its certificate authentication: {e}"
+                )),
+            ));
             let mut c = spec.ike_config();
             c.psk = zeroize::Zeroizing::new(Vec::new());
             c
@@ -539,14 +642,32 @@ impl Runner {
             cfg.phase2_lifetime /= lifetime_divisor;
             cfg.rekey_margin /= lifetime_divisor;
         }
+        let allow_v2 = spec.options.ike_versions.contains(&IkeVersion::Ikev2);
+        let v1 = spec
+            .options
+            .ike_versions
+            .contains(&IkeVersion::Ikev1)
+            .then(|| {
+                let mut v1 = V1Endpoint::new();
+                v1.add_tunnel(cfg.clone());
+                v1
+            });
         endpoint.add_tunnel(cfg);
-        endpoint.start(now.instant, rng);
+        // Startup action `start` initiates IKEv2 only (spec § 3.2, § 6;
+        // configuration validation requires ikev2 with it).
+        if allow_v2 {
+            endpoint.start(now.instant, rng);
+        }
         Self {
             spec,
             endpoint,
             installed: None,
             deferred: None,
             nat_t: false,
+            v1,
+            allow_v2,
+            version: None,
+            refused: None,
             pending,
             retry: None,
             reported: None,
@@ -586,6 +707,11 @@ impl Runner {
         for s in self.endpoint.sas() {
             p1 = best(p1, phase(s.phase1_state()));
             p2 = best(p2, phase(s.phase2_state()));
+        }
+        if let Some(v1) = &self.v1 {
+            let (a, b) = v1.tunnel_state();
+            p1 = best(p1, phase(a));
+            p2 = best(p2, phase(b));
         }
         // Up only with the pair in the dataplane.
         if self.installed.is_none()
@@ -633,9 +759,10 @@ impl Runner {
         if self.retry_due(now.instant)
             && let Some((_, c)) = self.retry.take()
         {
-            self.pending.insert(0, Event::ChildSaUp(c));
+            let v = self.version.unwrap_or(IkeVersion::Ikev2);
+            self.pending.insert(0, (v, Event::ChildSaUp(c)));
         }
-        for e in std::mem::take(&mut self.pending) {
+        for (v, e) in std::mem::take(&mut self.pending) {
             // A Child SA that goes away is not retried.
             if let Event::ChildSaDown { inbound_spi, .. } = &e
                 && self
@@ -648,8 +775,14 @@ impl Runner {
             match e {
                 Event::IkeSaUp { nat_detected, .. } => {
                     self.nat_t = nat_detected;
+                    self.version = Some(v);
+                    self.refused = None;
+                    let what = match v {
+                        IkeVersion::Ikev1 => "IKEv1 Main Mode",
+                        _ => "IKEv2",
+                    };
                     self.reason = Some("IKE_SA established".to_owned());
-                    self.log(sink, now, "IKE_SA established".to_owned());
+                    self.log(sink, now, format!("IKE_SA established ({what})"));
                 }
                 Event::ChildSaUp(c) => self.install(c, now, rng, sink),
                 Event::ChildSaOutbound { inbound_spi, .. } => {
@@ -694,7 +827,8 @@ impl Runner {
                 }
                 Event::IkeSaDown { reason } => {
                     self.reason = Some(format!("IKE_SA down: {reason:?}"));
-                    self.log(sink, now, format!("IKE_SA down: {reason:?}"));
+                    self.log(sink, now, format!("IKE_SA down ({}): {reason:?}", label(v)));
+                    self.v1_down(v, reason, now, rng, sink);
                 }
                 Event::IkeSaRekeyed { spi_i, spi_r } => {
                     self.log(
@@ -703,10 +837,90 @@ impl Runner {
                         format!("IKE_SA rekeyed: new SPIs {spi_i:016x}_i {spi_r:016x}_r"),
                     );
                 }
+                Event::Log(line) if v == IkeVersion::Ikev1 => {
+                    self.log(sink, now, format!("IKEv1: {line}"));
+                }
                 Event::Log(line) => self.log(sink, now, line),
             }
         }
         self.report(now, sink);
+    }
+
+    /// An IKEv1 SA went down: with DPD action `restart` (spec § 3.1) a
+    /// new Main Mode starts (IKEv1's own dead-peer recovery; `start`
+    /// itself initiates IKEv2 only).
+    fn v1_down(
+        &mut self,
+        v: IkeVersion,
+        reason: DownReason,
+        now: Now,
+        rng: &mut dyn Rng,
+        sink: &mut dyn TunnelSink,
+    ) {
+        if v != IkeVersion::Ikev1
+            || reason != DownReason::DpdTimeout
+            || self.spec.options.dpd_timeout_action != DpdTimeoutAction::Restart
+        {
+            return;
+        }
+        if let Some(v1) = &mut self.v1
+            && v1.initiate(now.instant, rng, self.spec.remote)
+        {
+            self.log(
+                sink,
+                now,
+                "IKEv1: DPD timeout action restart: initiating Main Mode".to_owned(),
+            );
+        }
+    }
+
+    /// Move both endpoints' events to `pending`.
+    fn drain_events(&mut self) {
+        while let Some((_, e)) = self.endpoint.poll_event() {
+            self.pending.push((IkeVersion::Ikev2, e));
+        }
+        if let Some(v1) = &mut self.v1 {
+            while let Some((_, e)) = v1.poll_event() {
+                self.pending.push((IkeVersion::Ikev1, e));
+            }
+        }
+    }
+
+    /// The next datagram either endpoint sends.
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.endpoint
+            .poll_transmit()
+            .or_else(|| self.v1.as_mut().and_then(V1Endpoint::poll_transmit))
+    }
+
+    /// A datagram of `version` the tunnel does not allow arrived from its
+    /// peer: remember why (for `show tunnels`) and say so in the tunnel's
+    /// log at most every [`REFUSED_LOG_PERIOD`].
+    fn refuse(&mut self, now: Instant, version: IkeVersion) {
+        let allowed: Vec<String> = self
+            .spec
+            .options
+            .ike_versions
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let why = format!(
+            "the customer gateway {} uses {}, the tunnel allows only {} (ike_versions)",
+            self.spec.remote,
+            label(version),
+            allowed.join(", ")
+        );
+        let due = self
+            .refused
+            .as_ref()
+            .is_none_or(|(w, at)| *w != why || now >= *at + REFUSED_LOG_PERIOD);
+        if due {
+            self.pending.push((
+                IkeVersion::Ikev2,
+                Event::Log(format!("{} datagram dropped: {why}", label(version))),
+            ));
+            self.refused = Some((why, now));
+        }
     }
 
     /// Put a Child SA into the dataplane: both directions, or only the
@@ -805,8 +1019,16 @@ impl Runner {
     fn report(&mut self, now: Now, sink: &mut dyn TunnelSink) {
         let (p1, p2) = self.phases();
         let negotiated = self.negotiated();
-        let seen = (p1, p2, self.nat_t, negotiated);
-        if self.reported == Some(seen) {
+        let refused = self.refused.as_ref().map(|(w, _)| w.clone());
+        let seen = (
+            p1,
+            p2,
+            self.nat_t,
+            negotiated,
+            self.version,
+            refused.clone(),
+        );
+        if self.reported.as_ref() == Some(&seen) {
             return;
         }
         let key = self.spec.key.clone();
@@ -816,6 +1038,8 @@ impl Runner {
         state.ike_phase2_state = p2;
         state.nat_t_detected = self.nat_t;
         state.negotiated = negotiated.map(|n| n.params(now));
+        state.ike_version = self.version;
+        state.ike_refused = refused;
         let is = state.up_down(self.spec.routing);
         if was != is || state.last_status_change_ms.is_none() {
             let reason = self.reason.take().unwrap_or_else(|| {
@@ -835,7 +1059,11 @@ impl Runner {
         sink.set_tunnel_state(key, state);
         self.reported = Some(seen);
         if was != is {
-            let s = if is == TunnelUpDown::Up { "UP" } else { "DOWN" };
+            let s = match (is, self.version) {
+                (TunnelUpDown::Up, Some(v)) => format!("UP ({})", label(v)),
+                (TunnelUpDown::Up, None) => "UP".to_owned(),
+                _ => "DOWN".to_owned(),
+            };
             self.log(sink, now, format!("tunnel status changed to {s}"));
         }
     }
@@ -843,9 +1071,10 @@ impl Runner {
     /// DELETE to the peer, SAs out of the dataplane, state DOWN.
     fn close(&mut self, now: Now, rng: &mut dyn Rng, sink: &mut dyn TunnelSink) {
         self.endpoint.close(now.instant, rng, self.spec.remote);
-        while let Some((_, e)) = self.endpoint.poll_event() {
-            self.pending.push(e);
+        if let Some(v1) = &mut self.v1 {
+            v1.close_all(rng);
         }
+        self.drain_events();
         self.apply(now, rng, sink);
         if self.installed.take().is_some()
             && let Err(e) = sink.remove_child_sa(&self.spec.key)
@@ -945,6 +1174,9 @@ pub struct TunnelSet {
     /// Every runner's next deadline, earliest first, and the index back.
     timers: BTreeSet<(Instant, TunnelKey)>,
     deadlines: HashMap<TunnelKey, Instant>,
+    /// IKEv1 senders that are no customer gateway, with when each was
+    /// last logged (bounded: [`UNKNOWN_PEERS_LOGGED_MAX`]).
+    unknown_v1_logged: HashMap<IpAddr, Instant>,
 }
 
 impl Default for TunnelSet {
@@ -968,6 +1200,7 @@ impl Default for TunnelSet {
             logbox: BTreeSet::new(),
             timers: BTreeSet::new(),
             deadlines: HashMap::new(),
+            unknown_v1_logged: HashMap::new(),
         }
     }
 }
@@ -1068,6 +1301,8 @@ impl TunnelSet {
             );
             let line = if known {
                 format!("{what}: rekeying it now")
+            } else if r.v1.is_some() && r.version == Some(IkeVersion::Ikev1) {
+                format!("{what}: IKEv1 SAs are rekeyed by time (Quick Mode), not by volume")
             } else {
                 format!("{what}: no longer in use, nothing to do")
             };
@@ -1184,7 +1419,7 @@ impl TunnelSet {
                 self.forget(&k, &r);
                 r.close(now, &mut self.rng, sink);
                 self.transmits
-                    .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+                    .extend(std::iter::from_fn(|| r.poll_transmit()));
                 self.lines
                     .push_back(format!("{}/{} stopped", k.connection_id, k.tunnel));
                 self.lines.extend(r.lines.drain(..));
@@ -1194,16 +1429,25 @@ impl TunnelSet {
             if self.runners.contains_key(&k) {
                 continue;
             }
+            let versions: Vec<&str> = spec
+                .options
+                .ike_versions
+                .iter()
+                .map(|v| label(*v))
+                .collect();
             self.lines.push_back(format!(
-                "{}/{} runs {} -> {} ({:?})",
-                k.connection_id, k.tunnel, spec.local, spec.remote, spec.options.startup_action
+                "{}/{} runs {} -> {} ({:?}, {})",
+                k.connection_id,
+                k.tunnel,
+                spec.local,
+                spec.remote,
+                spec.options.startup_action,
+                versions.join("+")
             ));
             let mut r = Runner::new(spec, now, &mut self.rng, self.lifetime_divisor);
             r.rekey_packets = self.rekey_packets;
             r.endpoint.set_cookies_required(self.under_load);
-            while let Some((_, e)) = r.endpoint.poll_event() {
-                r.pending.push(e);
-            }
+            r.drain_events();
             r.apply(now, &mut self.rng, sink);
             *self.locals.entry(r.spec.local).or_insert(0) += 1;
             self.by_addr
@@ -1221,7 +1465,7 @@ impl TunnelSet {
         for (_, mut r) in std::mem::take(&mut self.runners) {
             r.close(now, &mut self.rng, sink);
             self.transmits
-                .extend(std::iter::from_fn(|| r.endpoint.poll_transmit()));
+                .extend(std::iter::from_fn(|| r.poll_transmit()));
             self.lines.extend(r.lines.drain(..));
         }
         self.by_addr.clear();
@@ -1282,23 +1526,39 @@ impl TunnelSet {
             .get(&(d.local.ip(), d.remote.ip()))
             .and_then(|keys| keys.first())
             .cloned();
+        let version = major_version(d);
         match key.and_then(|k| self.runners.get_mut(&k).map(|r| (k, r))) {
+            // By the ISAKMP header's major version, to the tunnel's
+            // IKEv1 or IKEv2 side when its ike_versions allow it.
             Some((k, r)) => {
-                // The totals follow each tunnel's counters as they move
-                // (only a datagram moves them), so reading them costs no
-                // walk over the tunnels.
-                let before = r.endpoint.counters();
-                r.endpoint.handle_datagram(now, &mut self.rng, d);
-                let after = r.endpoint.counters();
-                let c = &mut self.counters;
-                c.cookies_sent += after.cookies_sent.saturating_sub(before.cookies_sent);
-                c.cookies_accepted += after
-                    .cookies_accepted
-                    .saturating_sub(before.cookies_accepted);
-                c.init_refused += after.init_refused.saturating_sub(before.init_refused);
-                c.init_unknown_peer += after
-                    .init_unknown_peer
-                    .saturating_sub(before.init_unknown_peer);
+                match (version, r.v1.as_mut()) {
+                    (Some(1), Some(v1)) => v1.handle_datagram(now, &mut self.rng, d),
+                    (Some(1), None) => {
+                        self.counters.v1_refused += 1;
+                        r.refuse(now, IkeVersion::Ikev1);
+                    }
+                    (Some(2), _) if !r.allow_v2 => {
+                        self.counters.v2_refused += 1;
+                        r.refuse(now, IkeVersion::Ikev2);
+                    }
+                    _ => {
+                        // The totals follow each tunnel's counters as they
+                        // move (only a datagram moves them), so reading
+                        // them costs no walk over the tunnels.
+                        let before = r.endpoint.counters();
+                        r.endpoint.handle_datagram(now, &mut self.rng, d);
+                        let after = r.endpoint.counters();
+                        let c = &mut self.counters;
+                        c.cookies_sent += after.cookies_sent.saturating_sub(before.cookies_sent);
+                        c.cookies_accepted += after
+                            .cookies_accepted
+                            .saturating_sub(before.cookies_accepted);
+                        c.init_refused += after.init_refused.saturating_sub(before.init_refused);
+                        c.init_unknown_peer += after
+                            .init_unknown_peer
+                            .saturating_sub(before.init_unknown_peer);
+                    }
+                }
                 self.touch(&k);
                 self.update_load(self.half_open);
             }
@@ -1307,8 +1567,39 @@ impl TunnelSet {
                 if is_sa_init_request(d) {
                     self.counters.init_unknown_peer += 1;
                 }
+                if version == Some(1) {
+                    self.counters.v1_unknown_peer += 1;
+                    self.log_unknown_v1(now, d);
+                }
             }
         }
+    }
+
+    /// An IKEv1 datagram from an address that is no customer gateway of
+    /// a running tunnel: logged once per sender per
+    /// [`REFUSED_LOG_PERIOD`].
+    fn log_unknown_v1(&mut self, now: Instant, d: Datagram<'_>) {
+        let peer = d.remote.ip();
+        if self
+            .unknown_v1_logged
+            .get(&peer)
+            .is_some_and(|at| now < *at + REFUSED_LOG_PERIOD)
+        {
+            return;
+        }
+        if self.unknown_v1_logged.len() >= UNKNOWN_PEERS_LOGGED_MAX {
+            self.unknown_v1_logged
+                .retain(|_, at| now < *at + REFUSED_LOG_PERIOD);
+            if self.unknown_v1_logged.len() >= UNKNOWN_PEERS_LOGGED_MAX {
+                // Still full of recent senders: counted, not logged.
+                return;
+            }
+        }
+        self.unknown_v1_logged.insert(peer, now);
+        self.lines.push_back(format!(
+            "IKEv1 datagram from {} to {} dropped: no tunnel of ours has this customer gateway address ({} such datagrams in all)",
+            d.remote, d.local, self.counters.v1_unknown_peer
+        ));
     }
 
     /// Run the timers that are due.
@@ -1320,10 +1611,15 @@ impl TunnelSet {
             .map(|(_, k)| k.clone())
             .collect();
         for k in due {
-            if let Some(r) = self.runners.get_mut(&k)
-                && r.endpoint.poll_timeout().is_some_and(|t| t <= now)
-            {
-                r.endpoint.handle_timeout(now, &mut self.rng);
+            if let Some(r) = self.runners.get_mut(&k) {
+                if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    r.endpoint.handle_timeout(now, &mut self.rng);
+                }
+                if let Some(v1) = &mut r.v1
+                    && v1.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    v1.handle_timeout(now, &mut self.rng);
+                }
             }
             // Its deadline moves on; a retry or cookie line due is found
             // by collect_events, and applying it moves that deadline.
@@ -1354,11 +1650,7 @@ impl TunnelSet {
             return Some(t);
         }
         while let Some(k) = self.outbox.first().cloned() {
-            if let Some(t) = self
-                .runners
-                .get_mut(&k)
-                .and_then(|r| r.endpoint.poll_transmit())
-            {
+            if let Some(t) = self.runners.get_mut(&k).and_then(Runner::poll_transmit) {
                 return Some(t);
             }
             self.outbox.remove(&k);
@@ -1375,9 +1667,7 @@ impl TunnelSet {
             let Some(r) = self.runners.get_mut(&k) else {
                 continue;
             };
-            while let Some((_, e)) = r.endpoint.poll_event() {
-                r.pending.push(e);
-            }
+            r.drain_events();
             if !r.pending.is_empty() || r.retry_due(now) || r.cookies_to_log(now) {
                 ready.insert(k);
             }
@@ -1791,6 +2081,202 @@ mod tests {
         assert!(sa.extra_inbound.is_empty(), "{:?}", sa.extra_inbound);
     }
 
+    /// Moves every datagram between a bare IKEv1 endpoint (the customer
+    /// gateway) and a tunnel set, both ways, until neither sends.
+    fn exchange_v1(now: Instant, peer: &mut V1Endpoint, set: &mut TunnelSet, sink: &mut Sink) {
+        let mut rng = SystemRng;
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some(t) = peer.poll_transmit() {
+                moved = true;
+                set.handle_datagram(
+                    now,
+                    Datagram {
+                        local: t.remote,
+                        remote: t.local,
+                        payload: &t.payload,
+                    },
+                );
+            }
+            if set.collect_events(now) {
+                set.apply(at(now), sink);
+            }
+            while let Some(t) = set.poll_transmit() {
+                moved = true;
+                peer.handle_datagram(
+                    now,
+                    &mut rng,
+                    Datagram {
+                        local: t.remote,
+                        remote: t.local,
+                        payload: &t.payload,
+                    },
+                );
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// A tunnel that allows both versions answers an IKEv1 Main Mode:
+    /// Quick Mode's IPsec SA goes to the dataplane (mirrored SPIs), the
+    /// state says IKEv1 and UP, the log names the version; removing the
+    /// tunnel sends the peer a DELETE and takes the SA out.
+    #[test]
+    fn an_ikev1_peer_brings_a_tunnel_up_and_removal_deletes_it() {
+        let now = Instant::now();
+        let mut set = TunnelSet::new();
+        let mut sink = Sink::default();
+        let ours = spec("192.0.2.1", "192.0.2.2", false);
+        assert_eq!(
+            ours.options.ike_versions,
+            [IkeVersion::Ikev1, IkeVersion::Ikev2],
+            "default: both"
+        );
+        set.reconcile(at(now), vec![ours.clone()], vec![], &mut sink);
+        let mut rng = SystemRng;
+        let mut peer = V1Endpoint::new();
+        peer.add_tunnel(spec("192.0.2.2", "192.0.2.1", false).ike_config());
+        assert!(peer.initiate(now, &mut rng, "192.0.2.1".parse().unwrap()));
+        exchange_v1(now, &mut peer, &mut set, &mut sink);
+        let mut peer_children = Vec::new();
+        while let Some((_, e)) = peer.poll_event() {
+            if let Event::ChildSaUp(c) = e {
+                peer_children.push((c.inbound.spi, c.outbound.spi));
+            }
+        }
+        let key = ours.key.clone();
+        let (i, o) = *sink.installed.get(&key).expect("IPsec SA installed");
+        assert_eq!(peer_children, [(o, i)], "mirrored SPIs");
+        let st = &sink.states[&key];
+        assert_eq!(st.up_down(RoutingType::Static), TunnelUpDown::Up);
+        assert_eq!(st.ike_version, Some(IkeVersion::Ikev1));
+        assert!(st.ike_refused.is_none());
+        for l in [
+            "IKE_SA established (IKEv1 Main Mode)",
+            "tunnel status changed to UP (IKEv1)",
+        ] {
+            assert!(
+                sink.logs.iter().any(|x| x.contains(l)),
+                "{l}: {:?}",
+                sink.logs
+            );
+        }
+        assert_eq!(set.counters().v1_refused, 0);
+
+        // Removed: DELETE to the peer, SA out of the dataplane.
+        set.reconcile(at(now), vec![], vec![], &mut sink);
+        assert!(sink.installed.is_empty());
+        assert_eq!(
+            sink.states[&key].up_down(RoutingType::Static),
+            TunnelUpDown::Down
+        );
+        exchange_v1(now, &mut peer, &mut set, &mut sink);
+        let mut down = false;
+        while let Some((_, e)) = peer.poll_event() {
+            down |= matches!(e, Event::ChildSaDown { inbound_spi, .. } if inbound_spi == o);
+        }
+        assert!(down, "the peer deleted its IPsec SA on our DELETE");
+    }
+
+    /// IKEv1 to a tunnel that allows only IKEv2, and from an address that
+    /// is no customer gateway: no answer, counted, logged once per peer
+    /// per minute; `show tunnels`' state says why the tunnel is not up.
+    /// An IKEv1-only tunnel does not answer IKEv2 either.
+    #[test]
+    fn a_version_the_tunnel_does_not_allow_is_refused_counted_and_shown() {
+        let mut now = Instant::now();
+        let mut set = TunnelSet::new();
+        let mut sink = Sink::default();
+        let mut v2only = spec("192.0.2.1", "192.0.2.2", false);
+        v2only.options.ike_versions = vec![IkeVersion::Ikev2];
+        let mut v1only = spec("192.0.2.1", "192.0.2.9", false);
+        v1only.key.tunnel = 1;
+        v1only.options.ike_versions = vec![IkeVersion::Ikev1];
+        set.reconcile(
+            at(now),
+            vec![v2only.clone(), v1only.clone()],
+            vec![],
+            &mut sink,
+        );
+        let mut rng = SystemRng;
+        let main_mode_1 = |from: &str, to: &str| {
+            let mut peer = V1Endpoint::new();
+            peer.add_tunnel(spec(from, to, false).ike_config());
+            assert!(peer.initiate(Instant::now(), &mut SystemRng, to.parse().unwrap()));
+            peer.poll_transmit().expect("Main Mode message 1")
+        };
+        let send = |set: &mut TunnelSet, t: &Transmit, now: Instant| {
+            set.handle_datagram(
+                now,
+                Datagram {
+                    local: t.remote,
+                    remote: t.local,
+                    payload: &t.payload,
+                },
+            );
+        };
+        let mm1 = main_mode_1("192.0.2.2", "192.0.2.1");
+        for _ in 0..3 {
+            send(&mut set, &mm1, now);
+        }
+        // From no customer gateway.
+        let stray = main_mode_1("203.0.113.7", "192.0.2.1");
+        send(&mut set, &stray, now);
+        send(&mut set, &stray, now);
+        // IKEv2 to the IKEv1-only tunnel.
+        let mut v2peer = Endpoint::new(&mut rng, usize::MAX);
+        v2peer.add_tunnel(spec("192.0.2.9", "192.0.2.1", false).ike_config());
+        assert!(v2peer.initiate(now, &mut rng, "192.0.2.1".parse().unwrap()));
+        let init = v2peer.poll_transmit().expect("IKE_SA_INIT");
+        send(&mut set, &init, now);
+
+        assert!(set.poll_transmit().is_none(), "nothing is answered");
+        let c = set.counters();
+        assert_eq!(
+            (c.v1_refused, c.v1_unknown_peer, c.v2_refused),
+            (3, 2, 1),
+            "{c:?}"
+        );
+        let m = c.metrics();
+        assert!(
+            m.iter()
+                .any(|x| x.name == "vpn_ike_v1_refused_total" && x.value == 3)
+        );
+        assert!(set.collect_events(now));
+        set.apply(at(now), &mut sink);
+        let refused = |sink: &Sink| {
+            sink.logs
+                .iter()
+                .filter(|l| l.contains("IKEv1 datagram dropped"))
+                .count()
+        };
+        assert_eq!(refused(&sink), 1, "{:?}", sink.logs);
+        let why = sink.states[&v2only.key].ike_refused.clone().unwrap();
+        assert!(
+            why.contains("192.0.2.2 uses IKEv1") && why.contains("allows only ikev2"),
+            "{why}"
+        );
+        let why1 = sink.states[&v1only.key].ike_refused.clone().unwrap();
+        assert!(why1.contains("uses IKEv2"), "{why1}");
+        let lines: Vec<String> = std::iter::from_fn(|| set.poll_log()).collect();
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("IKEv1 datagram from 203.0.113.7:500"))
+                .count(),
+            1,
+            "{lines:?}"
+        );
+        // A minute later: logged again.
+        now += REFUSED_LOG_PERIOD;
+        send(&mut set, &mm1, now);
+        assert!(set.collect_events(now));
+        set.apply(at(now), &mut sink);
+        assert_eq!(refused(&sink), 2, "{:?}", sink.logs);
+    }
+
     /// A customer gateway with a private certificate makes its tunnels
     /// use certificate authentication (no PSK needed); files that do not
     /// load are named in the tunnel's log when it starts.
@@ -1829,7 +2315,7 @@ mod tests {
         let mut rng = SystemRng;
         let mut r = Runner::new(certs[0].clone(), at(now), &mut rng, 1);
         assert!(
-            r.pending.iter().any(|e| matches!(e, Event::Log(l)
+            r.pending.iter().any(|(_, e)| matches!(e, Event::Log(l)
                 if l.contains("cannot load its certificate authentication")
                     && l.contains("endpoint.pem"))),
             "{:?}",

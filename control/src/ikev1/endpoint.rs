@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::ike::Rng;
-use crate::ike::sa::{Datagram, Event, IkeConfig, Transmit};
+use crate::ike::sa::{Datagram, Event, IkeConfig, PhaseState, Transmit};
 
 use super::sa::{Ikev1Sa, strip_marker};
 use super::wire::{ExchangeType, Header, Reader};
@@ -67,6 +67,38 @@ impl Endpoint {
         self.sas.push((t, sa));
         self.collect();
         true
+    }
+
+    /// `ike_phase1_state` / `ike_phase2_state` of the tunnel (spec
+    /// § 20.3), from its most advanced ISAKMP SA; `Down` when it has none.
+    #[must_use]
+    pub fn tunnel_state(&self) -> (PhaseState, PhaseState) {
+        let rank = |p: PhaseState| match p {
+            PhaseState::Down => 0,
+            PhaseState::Negotiating => 1,
+            PhaseState::Rekeying => 2,
+            PhaseState::Established => 3,
+        };
+        let best = |f: fn(&Ikev1Sa) -> PhaseState| {
+            self.sas
+                .iter()
+                .map(|(_, s)| f(s))
+                .max_by_key(|p| rank(*p))
+                .unwrap_or(PhaseState::Down)
+        };
+        (best(Ikev1Sa::phase1_state), best(Ikev1Sa::phase2_state))
+    }
+
+    /// Responder SAs whose Main Mode has not completed.
+    #[must_use]
+    pub fn half_open(&self) -> usize {
+        self.sas.iter().filter(|(_, s)| s.is_half_open()).count()
+    }
+
+    /// Whether an ISAKMP SA is established.
+    #[must_use]
+    pub fn is_established(&self) -> bool {
+        self.sas.iter().any(|(_, s)| s.is_established())
     }
 
     /// Closes every SA (DELETE sent).

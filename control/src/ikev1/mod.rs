@@ -21,11 +21,11 @@
 //! version behind one interface.
 //!
 //! Time, randomness and sockets are the caller's: see [`sa::Ikev1Sa`].
+//! `vpnd` runs an [`endpoint::Endpoint`] per tunnel that allows IKEv1,
+//! beside its IKEv2 one ([`crate::ike::tunnels`] dispatches by version).
 //!
 //! # Not yet
 //!
-//! * Hooking into the tunnel set and `vpnd` (version selection per
-//!   tunnel, `show tunnels`).
 //! * Signature authentication (RSA / ECDSA certificates).
 //! * Phase 1 rekey (a new Main Mode) adopting the IPsec SAs, and rekeying
 //!   IPsec SAs as initiator before they expire.

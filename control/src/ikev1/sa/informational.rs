@@ -16,6 +16,7 @@
 
 use std::time::Instant;
 
+use crate::config::DpdTimeoutAction;
 use crate::ike::Rng;
 use crate::ike::sa::{DownReason, Event};
 
@@ -295,8 +296,16 @@ impl Ikev1Sa {
         let base = self.cfg.retransmit.base.saturating_mul(2);
         match &mut est.dpd {
             Some(p) if now >= p.dead_at => {
-                self.state = State::Established(est);
                 self.log("Peer is not responding - Declaring peer dead");
+                if self.cfg.dpd_action == DpdTimeoutAction::None {
+                    // Action none (spec § 3.1): keep the SAs, probe again
+                    // after another idle period.
+                    est.dpd = None;
+                    est.last_heard = now;
+                    self.state = State::Established(est);
+                    return;
+                }
+                self.state = State::Established(est);
                 self.down(DownReason::DpdTimeout);
                 return;
             }

@@ -48,7 +48,9 @@ use zeroize::Zeroizing;
 
 use crate::ike::Rng;
 use crate::ike::dh::DhPrivate;
-use crate::ike::sa::{Datagram, DownReason, Event, IKE_PORT, IkeConfig, NAT_T_PORT, Transmit};
+use crate::ike::sa::{
+    Datagram, DownReason, Event, IKE_PORT, IkeConfig, NAT_T_PORT, PhaseState, Transmit,
+};
 
 use super::crypto::{BLOCK, Phase1Cipher};
 use super::proposal::Phase1Suite;
@@ -390,6 +392,40 @@ impl Ikev1Sa {
     #[must_use]
     pub fn nat_detected(&self) -> bool {
         self.nat_detected
+    }
+
+    /// Phase 1 as `show tunnels` reports it (spec § 20.3): Main Mode in
+    /// progress is `Negotiating`.
+    #[must_use]
+    pub fn phase1_state(&self) -> PhaseState {
+        match self.state {
+            State::Established(_) => PhaseState::Established,
+            State::Closed => PhaseState::Down,
+            _ => PhaseState::Negotiating,
+        }
+    }
+
+    /// Phase 2: `Established` while the SA holds an IPsec SA, `Rekeying`
+    /// when it holds one and a Quick Mode runs, `Negotiating` when only a
+    /// Quick Mode runs.
+    #[must_use]
+    pub fn phase2_state(&self) -> PhaseState {
+        match &self.state {
+            State::Established(e) => match (e.children.is_empty(), e.quick.is_empty()) {
+                (false, true) => PhaseState::Established,
+                (false, false) => PhaseState::Rekeying,
+                (true, false) => PhaseState::Negotiating,
+                (true, true) => PhaseState::Down,
+            },
+            State::Closed => PhaseState::Down,
+            _ => PhaseState::Negotiating,
+        }
+    }
+
+    /// A responder SA whose Main Mode has not completed (half-open).
+    #[must_use]
+    pub fn is_half_open(&self) -> bool {
+        !self.initiator && !matches!(self.state, State::Established(_) | State::Closed)
     }
 
     /// The next datagram to send.
