@@ -48,7 +48,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use strongswan::{
-    esp_proposals, ike_proposals, strongswan_dh, strongswan_encryption, strongswan_integrity,
+    esp_proposals, ike_proposals, ikev1_proposals, strongswan_dh, strongswan_encryption,
+    strongswan_integrity,
 };
 
 use crate::config::{
@@ -214,6 +215,23 @@ pub fn render(
                 "tunnel {} allows only IKEv1; this device's file is written for IKEv2 \
                  (spec §14.2: use IKEv2): add ikev2 to the tunnel's ike_versions, \
                  or use --device generic",
+                t.n
+            ),
+        });
+    }
+    if device == Device::Strongswan
+        && let Some(t) = ctx
+            .tunnels
+            .iter()
+            .find(|t| !t.ikev2() && ikev1_proposals(t.opts).is_none())
+    {
+        return Err(RenderError::Unsupported {
+            connection: connection_id.to_owned(),
+            device,
+            why: format!(
+                "tunnel {} allows only IKEv1 and no AES-CBC cipher, integrity algorithm and \
+                 DH group strongSwan can name in phase 1 (IKEv1 has no AES-GCM there): add \
+                 aes128 or aes256 to its phase1_encryption_algorithms, or ikev2 to its ike_versions",
                 t.n
             ),
         });

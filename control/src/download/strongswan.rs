@@ -1,5 +1,6 @@
-//! strongSwan `swanctl.conf` (strongSwan ≥ 5.8): IKEv2, PSK, proposals
-//! from the tunnel options in strongSwan syntax, route-based (XFRM
+//! strongSwan `swanctl.conf` (strongSwan ≥ 5.8): IKEv2, or IKEv1 Main
+//! Mode (`version = 1`) for a tunnel whose `ike_versions` allow only
+//! IKEv1, PSK, proposals from the tunnel options in strongSwan syntax, route-based (XFRM
 //! interfaces, `if_id` per tunnel) with the connection's traffic selectors
 //! (default 0.0.0.0/0 both ways), the inside addresses in comments. The e2e
 //! test `downloaded_strongswan_config_brings_both_tunnels_up` loads it into
@@ -98,6 +99,31 @@ pub fn ike_proposals(t: &TunnelOptions) -> String {
     proposals.join(", ")
 }
 
+/// IKEv1 IKE proposals: the classic proposal of [`ike_proposals`] only
+/// (ISAKMP has no AEAD cipher for phase 1, RFC 2409 Appendix A); `None`
+/// when the tunnel allows no CBC cipher in phase 1.
+#[must_use]
+pub fn ikev1_proposals(t: &TunnelOptions) -> Option<String> {
+    let groups: Vec<&str> = t
+        .phase1_dh_groups
+        .iter()
+        .filter_map(|g| strongswan_dh(*g))
+        .collect();
+    let integ: Vec<&str> = t
+        .phase1_integrity_algorithms
+        .iter()
+        .map(|a| strongswan_integrity(*a))
+        .collect();
+    let cbc: Vec<&str> = t
+        .phase1_encryption_algorithms
+        .iter()
+        .filter(|a| !a.is_aead())
+        .map(|a| strongswan_encryption(*a))
+        .collect();
+    (!cbc.is_empty() && !integ.is_empty() && !groups.is_empty())
+        .then(|| join(&[cbc.as_slice(), &integ, &groups].concat()))
+}
+
 /// ESP proposals, with the phase 2 groups as PFS groups.
 #[must_use]
 pub fn esp_proposals(t: &TunnelOptions) -> String {
@@ -131,6 +157,15 @@ pub fn esp_proposals(t: &TunnelOptions) -> String {
         proposals.push(join(&[cbc.as_slice(), &integ, &groups].concat()));
     }
     proposals.join(", ")
+}
+
+/// The IKE SA's `proposals` for its version.
+fn proposals(t: &TunnelOptions, ikev2: bool) -> String {
+    if ikev2 {
+        ike_proposals(t)
+    } else {
+        ikev1_proposals(t).unwrap_or_default()
+    }
 }
 
 pub(super) fn render(ctx: &Ctx<'_>) -> String {
@@ -178,10 +213,16 @@ pub(super) fn render(ctx: &Ctx<'_>) -> String {
             );
         }
         let _ = writeln!(s, "    {}-tunnel{n} {{", conn.id);
-        s.push_str("        version = 2\n");
+        if t.ikev2() {
+            s.push_str("        version = 2\n");
+        } else {
+            s.push_str(
+                "        # IKEv1 Main Mode (the appliance refuses Aggressive Mode)\n        version = 1\n",
+            );
+        }
         let _ = writeln!(s, "        local_addrs = {cgw_ip}");
         let _ = writeln!(s, "        remote_addrs = {}", t.outside);
-        let _ = writeln!(s, "        proposals = {}", ike_proposals(o));
+        let _ = writeln!(s, "        proposals = {}", proposals(o, t.ikev2()));
         // The appliance runs DPD with its own timeout; the customer side
         // probes every 10 s (spec §3.1 default interval).
         let _ = writeln!(s, "        dpd_delay = 10s");
@@ -190,8 +231,13 @@ pub(super) fn render(ctx: &Ctx<'_>) -> String {
             "        # appliance DPD timeout: {} s",
             o.dpd_timeout_secs
         );
-        let _ = writeln!(s, "        rekey_time = {}s", o.phase1_lifetime_secs);
-        s.push_str("        encap = no\n        mobike = no\n");
+        if t.ikev2() {
+            let _ = writeln!(s, "        rekey_time = {}s", o.phase1_lifetime_secs);
+            s.push_str("        encap = no\n        mobike = no\n");
+        } else {
+            let _ = writeln!(s, "        reauth_time = {}s", o.phase1_lifetime_secs);
+            s.push_str("        encap = no\n");
+        }
         let _ = writeln!(s, "        if_id_in = {n}\n        if_id_out = {n}");
         s.push_str("        local {\n            auth = psk\n");
         let _ = writeln!(s, "            id = {cgw_ip}");

@@ -536,6 +536,42 @@ fn ikev1_only_tunnels() {
             .contains("set network ike gateway vpn-branch1-t2 protocol ikev1 exchange-mode main")
     );
     assert!(text(&cfg, Device::Mikrotik).contains("profile=vpn-branch1-t2 exchange-mode=main"));
+    // strongSwan: that tunnel in IKEv1 (CBC only in phase 1), the other
+    // stays IKEv2.
+    let sw = text(&cfg, Device::Strongswan);
+    let t2 = &sw[sw.find("vpn-branch1-tunnel2 {").unwrap()..];
+    let t1 = &sw[sw.find("vpn-branch1-tunnel1 {").unwrap()..];
+    assert!(
+        t2.starts_with("vpn-branch1-tunnel2 {\n        # IKEv1 Main Mode"),
+        "{sw}"
+    );
+    assert!(t2.contains("        version = 1\n"), "{sw}");
+    assert!(t1.contains("        version = 2\n"), "{sw}");
+    let p2 = t2.lines().find(|l| l.contains(" proposals = ")).unwrap();
+    assert!(
+        !p2.contains("gcm") && p2.contains("= aes256-aes128-sha256-") && p2.contains("ecp256"),
+        "{p2}"
+    );
+    assert!(
+        t2.contains("reauth_time = ") && !t2[..t2.find("children").unwrap()].contains("mobike")
+    );
+    // With only AES-GCM in phase 1 IKEv1 cannot be written.
+    let gcm = cfg
+        .modify_tunnel_options(
+            "vpn-branch1",
+            1,
+            TunnelOptionsPatch {
+                phase1_encryption_algorithms: Some(vec![EncryptionAlgorithm::Aes256Gcm16]),
+                ..TunnelOptionsPatch::default()
+            },
+        )
+        .unwrap();
+    let e = render(&gcm, "vpn-branch1", Device::Strongswan).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tunnel 2 allows only IKEv1 and no AES-CBC"),
+        "{e}"
+    );
 }
 
 #[test]
