@@ -27,8 +27,12 @@
 //! # Not yet
 //!
 //! * Signature authentication (RSA / ECDSA certificates).
-//! * Phase 1 rekey (a new Main Mode) adopting the IPsec SAs, and rekeying
-//!   IPsec SAs as initiator before they expire.
+//! * Phase 1 rekey as initiator (a new Main Mode before our ISAKMP SA
+//!   expires): the peer's is adopted ([`endpoint`]), ours is not started,
+//!   so at our phase 1 lifetime the ISAKMP SA is deleted and, with no
+//!   newer one from the peer, its IPsec SAs go down with it. Phase 2 SAs
+//!   are rekeyed by us `rekey_margin` before they expire (Quick Mode, the
+//!   old SA deleted [`sa::REKEYED_GRACE`] after its successor is up).
 //!
 //! [RFC 2409]: https://www.rfc-editor.org/rfc/rfc2409
 //! [RFC 2408]: https://www.rfc-editor.org/rfc/rfc2408

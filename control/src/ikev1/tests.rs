@@ -787,6 +787,9 @@ fn proposed_lifetime_is_kept_and_enforced() {
     let mut p = Pair::new(false, false, "pairpsk.123456789");
     let mut cfg = config(US, PEER, "pairpsk.123456789", false);
     cfg.phase2_lifetime = Duration::from_secs(10);
+    // Expiry alone: neither side rekeys.
+    cfg.rekey_margin = Duration::ZERO;
+    p.r_cfg.rekey_margin = Duration::ZERO;
     p.i = Ikev1Sa::initiate(cfg, p.now, &mut p.rng);
     p.run(Duration::from_secs(1));
     check_up(&p, false);
@@ -806,6 +809,65 @@ fn proposed_lifetime_is_kept_and_enforced() {
     assert!(down(&p.i_events, r_out, r_in), "{:?}", p.i_events);
     assert!(p.now - t0 <= Duration::from_secs(11));
     assert!(p.i.is_established());
+}
+
+/// Phase 2 rekey by us: `rekey_margin` before the IPsec SA expires the
+/// SA starts a Quick Mode, the peer answers, both hold the successor
+/// (same keys), and the rekeyed SA is deleted [`REKEYED_GRACE`] after the
+/// successor is up, on both sides, well before it would have expired.
+///
+/// [`REKEYED_GRACE`]: super::sa::REKEYED_GRACE
+#[test]
+fn phase2_rekey_before_expiry_retires_the_old_sa() {
+    let mut p = Pair::new(true, true, "pairpsk.123456789");
+    let mut cfg = config(US, PEER, "pairpsk.123456789", true);
+    cfg.phase2_lifetime = Duration::from_secs(60);
+    cfg.rekey_margin = Duration::from_secs(10);
+    p.i = Ikev1Sa::initiate(cfg, p.now, &mut p.rng);
+    // Only we rekey here.
+    p.r_cfg.rekey_margin = Duration::ZERO;
+    p.run(Duration::from_secs(1));
+    check_up(&p, true);
+    let (old_in, old_out) = {
+        let c = Pair::children(&p.i_events)[0];
+        (c.inbound.spi, c.outbound.spi)
+    };
+    let down = |ev: &[Event], i: u32| {
+        ev.iter()
+            .any(|e| matches!(e, Event::ChildSaDown { inbound_spi, .. } if *inbound_spi == i))
+    };
+    // Virtual time up to `t` (run stops at the last timer before it).
+    let until = |p: &mut Pair, t: Instant| {
+        p.run(t.saturating_duration_since(p.now));
+        p.now = p.now.max(t);
+    };
+    let t0 = p.now;
+    until(&mut p, t0 + Duration::from_secs(48));
+    assert_eq!(
+        Pair::children(&p.i_events).len(),
+        1,
+        "not yet: {:?}",
+        p.i_events
+    );
+    until(&mut p, t0 + Duration::from_secs(51));
+    let (ci, cr) = (Pair::children(&p.i_events), Pair::children(&p.r_events));
+    assert_eq!((ci.len(), cr.len()), (2, 2), "{:?}", p.i_events);
+    let (a, b) = (ci[1], cr[1]);
+    assert!(a.initiator && !b.initiator);
+    assert_eq!(
+        (a.outbound.spi, a.inbound.spi),
+        (b.inbound.spi, b.outbound.spi)
+    );
+    assert_eq!(*a.outbound.enc_key, *b.inbound.enc_key);
+    assert_ne!(a.inbound.spi, old_in);
+    // Both still hold the old SA: make before break.
+    assert!(!down(&p.i_events, old_in) && !down(&p.r_events, old_out));
+    let (new_a, new_b) = (a.inbound.spi, b.inbound.spi);
+    until(&mut p, t0 + Duration::from_secs(57));
+    assert!(down(&p.i_events, old_in), "{:?}", p.i_events);
+    assert!(down(&p.r_events, old_out), "{:?}", p.r_events);
+    assert!(!down(&p.i_events, new_a) && !down(&p.r_events, new_b));
+    assert!(p.i.is_established() && p.r.as_ref().unwrap().is_established());
 }
 
 /// A second Main Mode from the same peer with INITIAL-CONTACT replaces

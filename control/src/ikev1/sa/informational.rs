@@ -260,6 +260,22 @@ impl Ikev1Sa {
             self.down(DownReason::Expired);
             return;
         }
+        // Phase 2 rekey: a new Quick Mode before the IPsec SA expires
+        // (one at a time); its successor's arrival retires it.
+        if est.quick.is_empty()
+            && let Some(c) = est
+                .children
+                .iter_mut()
+                .find(|c| c.rekey_at.is_some_and(|t| now >= t))
+        {
+            c.rekey_at = None;
+            c.rekeying = true;
+            let spi = c.inbound_spi;
+            self.log(format!(
+                "phase 2 SA {spi:08x} reaches its rekey time: starting Quick Mode"
+            ));
+            self.start_qm(now, rng, &mut est);
+        }
         let expired: Vec<usize> = (0..est.children.len())
             .filter(|i| now >= est.children[*i].expire_at)
             .collect();

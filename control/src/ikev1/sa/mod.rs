@@ -33,8 +33,13 @@
 //! | `quick_mode` | Quick Mode both roles, with and without PFS, ID payloads as selectors |
 //! | `informational` | DELETE both ways, INITIAL-CONTACT, DPD (RFC 3706), lifetimes |
 //!
+//! Phase 2 SAs are rekeyed by a new Quick Mode `rekey_margin` before
+//! they expire (at most half their lifetime; a margin of zero leaves it
+//! to the peer); the successor's arrival retires the old SA after
+//! [`REKEYED_GRACE`].
+//!
 //! Not done: Aggressive Mode (refused, spec § 3.2), signature
-//! authentication, phase 1 rekey with adoption of the IPsec SAs, IPv6
+//! authentication, phase 1 rekey as initiator, IPv6
 //! selectors other than subnets, commit bit (RFC 2408 § 3.1, ignored).
 //!
 //! [RFC 3948 § 2.2]: https://www.rfc-editor.org/rfc/rfc3948#section-2.2
@@ -138,7 +143,17 @@ pub struct HeldSa {
     pub outbound_spi: u32,
     /// Its hard lifetime ends then.
     pub expire_at: Instant,
+    /// We start a Quick Mode for its successor then (None: not ours to
+    /// rekey, or started).
+    pub rekey_at: Option<Instant>,
+    /// A successor is being negotiated: once it is up, this SA is
+    /// deleted after [`REKEYED_GRACE`].
+    pub rekeying: bool,
 }
+
+/// A rekeyed IPsec SA is deleted this long after its successor is up
+/// (packets the peer sent with it before switching still arrive).
+pub const REKEYED_GRACE: Duration = Duration::from_secs(5);
 
 /// A Quick Mode in progress.
 #[derive(Debug)]
@@ -608,6 +623,11 @@ impl Ikev1Sa {
                 at(est.expire_at);
                 for c in &est.children {
                     at(c.expire_at);
+                    if est.quick.is_empty()
+                        && let Some(r) = c.rekey_at
+                    {
+                        at(r);
+                    }
                 }
                 if let Some(p) = &est.dpd {
                     at(p.resend_at.min(p.dead_at));

@@ -309,10 +309,25 @@ impl Ikev1Sa {
         c: ChildSa,
         _p: &HashVerified,
     ) {
+        // The new SA supersedes the older ones (a route-based tunnel has
+        // one): none of them is rekeyed again, and those our rekey
+        // replaces go shortly.
+        for old in &mut est.children {
+            old.rekey_at = None;
+            if c.initiator && old.rekeying {
+                old.rekeying = false;
+                old.expire_at = old.expire_at.min(now + super::REKEYED_GRACE);
+            }
+        }
+        // Rekeyed before it expires, by `rekey_margin` (at most half its
+        // lifetime); a margin of zero: never by us.
+        let margin = self.cfg.rekey_margin.min(c.lifetime / 2);
         est.children.push(HeldSa {
             inbound_spi: c.inbound.spi,
             outbound_spi: c.outbound.spi,
             expire_at: now + c.lifetime,
+            rekey_at: (!margin.is_zero()).then(|| now + c.lifetime - margin),
+            rekeying: false,
         });
         self.events
             .push_back(crate::ike::sa::Event::ChildSaUp(Box::new(c)));
@@ -525,7 +540,7 @@ impl Ikev1Sa {
         self.state = State::Established(est);
     }
 
-    fn start_qm(&mut self, now: Instant, rng: &mut dyn Rng, est: &mut Established) {
+    pub(super) fn start_qm(&mut self, now: Instant, rng: &mut dyn Rng, est: &mut Established) {
         let (Some(l), Some(r)) = (self.cfg.local_ts.first(), self.cfg.remote_ts.first()) else {
             self.log("no traffic selectors configured");
             return;
