@@ -33,6 +33,11 @@
 //!   newer one from the peer, its IPsec SAs go down with it. Phase 2 SAs
 //!   are rekeyed by us `rekey_margin` before they expire (Quick Mode, the
 //!   old SA deleted [`sa::REKEYED_GRACE`] after its successor is up).
+//! * Our Quick Mode offers the tunnel's configured networks as IDs; a
+//!   peer that narrowed them when it set the SA up (our responder accepts
+//!   a subset) answers our rekey with other IDs, which we refuse
+//!   (INVALID-ID-INFORMATION): the SA then lasts until it expires and the
+//!   peer's own rekey (or a new Quick Mode) replaces it.
 //!
 //! [RFC 2409]: https://www.rfc-editor.org/rfc/rfc2409
 //! [RFC 2408]: https://www.rfc-editor.org/rfc/rfc2408

@@ -854,6 +854,9 @@ fn phase2_rekey_before_expiry_retires_the_old_sa() {
     assert_eq!((ci.len(), cr.len()), (2, 2), "{:?}", p.i_events);
     let (a, b) = (ci[1], cr[1]);
     assert!(a.initiator && !b.initiator);
+    // We receive with the successor at once and send with it a moment
+    // later (the peer installs it on message 3).
+    assert!(a.outbound_deferred && !b.outbound_deferred);
     assert_eq!(
         (a.outbound.spi, a.inbound.spi),
         (b.inbound.spi, b.outbound.spi)
@@ -864,6 +867,12 @@ fn phase2_rekey_before_expiry_retires_the_old_sa() {
     assert!(!down(&p.i_events, old_in) && !down(&p.r_events, old_out));
     let (new_a, new_b) = (a.inbound.spi, b.inbound.spi);
     until(&mut p, t0 + Duration::from_secs(57));
+    assert!(
+        p.i_events.iter().any(|e| matches!(e,
+            Event::ChildSaOutbound { inbound_spi, .. } if *inbound_spi == new_a)),
+        "{:?}",
+        p.i_events
+    );
     assert!(down(&p.i_events, old_in), "{:?}", p.i_events);
     assert!(down(&p.r_events, old_out), "{:?}", p.r_events);
     assert!(!down(&p.i_events, new_a) && !down(&p.r_events, new_b));

@@ -260,6 +260,15 @@ impl Ikev1Sa {
             self.down(DownReason::Expired);
             return;
         }
+        // The successors of our rekeys may carry traffic now.
+        let (due, later): (Vec<_>, Vec<_>) = est.switches.iter().partition(|(t, _, _)| now >= *t);
+        est.switches = later;
+        for (_, inbound_spi, outbound_spi) in due {
+            self.events.push_back(Event::ChildSaOutbound {
+                inbound_spi,
+                outbound_spi,
+            });
+        }
         // Phase 2 rekey: a new Quick Mode before the IPsec SA expires
         // (one at a time); its successor's arrival retires it.
         if est.quick.is_empty()
@@ -270,11 +279,11 @@ impl Ikev1Sa {
         {
             c.rekey_at = None;
             c.rekeying = true;
-            let spi = c.inbound_spi;
+            let (spi, pfs) = (c.inbound_spi, c.pfs);
             self.log(format!(
                 "phase 2 SA {spi:08x} reaches its rekey time: starting Quick Mode"
             ));
-            self.start_qm(now, rng, &mut est);
+            self.start_qm(now, rng, &mut est, pfs);
         }
         let expired: Vec<usize> = (0..est.children.len())
             .filter(|i| now >= est.children[*i].expire_at)

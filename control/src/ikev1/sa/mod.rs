@@ -149,11 +149,20 @@ pub struct HeldSa {
     /// A successor is being negotiated: once it is up, this SA is
     /// deleted after [`REKEYED_GRACE`].
     pub rekeying: bool,
+    /// Its PFS group (None: without PFS), which its successor offers: a
+    /// Quick Mode carries one KE payload, and the peer accepted this one.
+    pub pfs: Option<u16>,
 }
 
 /// A rekeyed IPsec SA is deleted this long after its successor is up
 /// (packets the peer sent with it before switching still arrive).
 pub const REKEYED_GRACE: Duration = Duration::from_secs(5);
+
+/// After our rekey's Quick Mode message 3, we keep sending with the old
+/// IPsec SA this long: the peer installs the successor only when message
+/// 3 arrives (RFC 2409 § 5.5 has no acknowledgement of it), and a packet
+/// with the new SPI before that would be dropped.
+pub const OUTBOUND_SWITCH_DELAY: Duration = Duration::from_secs(1);
 
 /// A Quick Mode in progress.
 #[derive(Debug)]
@@ -187,6 +196,9 @@ pub struct Established {
     last_heard: Instant,
     quick: Vec<Quick>,
     children: Vec<HeldSa>,
+    /// Successors of our rekeys whose outbound SA is not used yet: when,
+    /// and (our SPI, the peer's SPI).
+    switches: Vec<(Instant, u32, u32)>,
     dpd: Option<DpdProbe>,
     dpd_seq: u32,
     /// Message IDs of the peer's exchanges already handled (bounded):
@@ -621,6 +633,9 @@ impl Ikev1Sa {
         match &self.state {
             State::Established(est) => {
                 at(est.expire_at);
+                for (t, _, _) in &est.switches {
+                    at(*t);
+                }
                 for c in &est.children {
                     at(c.expire_at);
                     if est.quick.is_empty()
@@ -716,6 +731,7 @@ impl Ikev1Sa {
             last_heard: now,
             quick: Vec::new(),
             children: Vec::new(),
+            switches: Vec::new(),
             dpd: None,
             dpd_seq: 0,
             seen_mids: VecDeque::new(),

@@ -306,9 +306,19 @@ impl Ikev1Sa {
         &mut self,
         now: Instant,
         est: &mut Established,
-        c: ChildSa,
+        mut c: ChildSa,
         _p: &HashVerified,
     ) {
+        if c.initiator && est.children.iter().any(|o| o.rekeying) {
+            // Our rekey: receive with the successor now, send with it
+            // once the peer has surely installed it.
+            c.outbound_deferred = true;
+            est.switches.push((
+                now + super::OUTBOUND_SWITCH_DELAY,
+                c.inbound.spi,
+                c.outbound.spi,
+            ));
+        }
         // The new SA supersedes the older ones (a route-based tunnel has
         // one): none of them is rekeyed again, and those our rekey
         // replaces go shortly.
@@ -328,6 +338,7 @@ impl Ikev1Sa {
             expire_at: now + c.lifetime,
             rekey_at: (!margin.is_zero()).then(|| now + c.lifetime - margin),
             rekeying: false,
+            pfs: c.suite.dh,
         });
         self.events
             .push_back(crate::ike::sa::Event::ChildSaUp(Box::new(c)));
@@ -536,11 +547,21 @@ impl Ikev1Sa {
         let Some(mut est) = self.take_established() else {
             return;
         };
-        self.start_qm(now, rng, &mut est);
+        let pfs = self.cfg.phase2.dh.first().copied();
+        self.start_qm(now, rng, &mut est, pfs);
         self.state = State::Established(est);
     }
 
-    pub(super) fn start_qm(&mut self, now: Instant, rng: &mut dyn Rng, est: &mut Established) {
+    /// Initiator: Quick Mode message 1, offering PFS with `pfs` (the
+    /// tunnel's first phase 2 group for a new SA, the rekeyed SA's for its
+    /// successor).
+    pub(super) fn start_qm(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        est: &mut Established,
+        pfs: Option<u16>,
+    ) {
         let (Some(l), Some(r)) = (self.cfg.local_ts.first(), self.cfg.remote_ts.first()) else {
             self.log("no traffic selectors configured");
             return;
@@ -549,7 +570,6 @@ impl Ikev1Sa {
         let mid = random_u32(rng, 0);
         let ni = random_bytes(rng, NONCE_LEN);
         let our_spi = random_u32(rng, 255);
-        let pfs = self.cfg.phase2.dh.first().copied();
         let dh = match pfs.map(|g| DhPrivate::generate(g, rng)).transpose() {
             Ok(dh) => dh,
             Err(e) => {
