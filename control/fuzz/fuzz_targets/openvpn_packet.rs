@@ -104,6 +104,9 @@ fuzz_target!(|data: &[u8]| {
             initial_retransmit: Duration::from_secs(1),
             max_retransmit: Duration::from_secs(8),
             net_time: 1,
+            // Short, so the 10 s time steps reach server-initiated soft resets.
+            reneg: Some(Duration::from_secs(30)),
+            transition_window: Duration::from_secs(60),
         },
         max_sessions: 3,
     });

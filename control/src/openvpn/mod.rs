@@ -6,9 +6,11 @@
 //! Layers, bottom up (each its own module, none reads a clock or a socket):
 //!
 //! ```text
-//!   server      demux by client address, tls-crypt check first, pool, drop counters
+//!   server      demux by client address, tls-crypt check first, stateless
+//!               cookie before any state, pool, drop counters
+//!   cookie      the hard-reset cookie (our session id = MAC of address, sid, time)
 //!   session     one client: reliable control channel ⇄ rustls ⇄ key method 2,
-//!               PUSH_REQUEST → PUSH_REPLY, keepalive, exit
+//!               PUSH_REQUEST → PUSH_REPLY, keepalive, soft resets, exit
 //!   ├ reliable  acks, retransmission with backoff, in-order delivery, bounded windows
 //!   ├ tls       rustls server config: TLS 1.2/1.3, client certificates required
 //!   ├ key_method / push   the plaintext messages and the address pool
@@ -17,16 +19,22 @@
 //!   wire        opcodes, session ids, ack arrays, packet ids, TCP framing
 //! ```
 //!
-//! What it does not do (yet): renegotiation (soft reset / key id > 0; the
-//! client's `reneg-sec` must be 0 or longer than the session),
-//! tls-crypt-v2, the pre-2.6 TLS-PRF key derivation (clients must offer
+//! Renegotiation: soft resets from either side (client `reneg-sec`,
+//! server [`session::SessionConfig::reneg`]), key ids 1..7 wrapping, a new
+//! TLS session and TLS-EKM keys each time, the previous key kept as the
+//! lame duck for the transition window.
+//!
+//! What it does not do (yet): tls-crypt-v2, the pre-2.6 TLS-PRF key derivation (clients must offer
 //! TLS-EKM, which every OpenVPN ≥ 2.5 with OpenSSL does), compression,
 //! username/password auth, CRLs.
 //!
 //! Protocol sources read (never copied): OpenVPN's
 //! `doc/doxygen/doc_protocol_overview.h`, `ssl_pkt.h`, `reliable.h`,
-//! `tls_crypt.c`, `ssl.c` (key method 2, key directions, EKM label).
+//! `tls_crypt.c`, `ssl.c` (key method 2, key directions, EKM label, soft
+//! reset and lame duck), `ssl_pkt.c` and `mudp.c` (the stateless reset
+//! cookie's behaviour).
 
+pub mod cookie;
 pub mod data;
 pub mod key_method;
 pub mod push;

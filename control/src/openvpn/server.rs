@@ -2,6 +2,11 @@
 //! authenticates every control packet with tls-crypt before it reaches
 //! (or creates) any state, owns the address pool and counts every drop.
 //!
+//! A new client costs no state until it proves its address: its hard
+//! reset is answered statelessly with a cookie as our session id
+//! ([`super::cookie`]), and only the packet echoing that cookie from the
+//! same address creates the session (OpenVPN 2.6's three-way handshake).
+//!
 //! Call order (quinn `Connection` style, time passed in):
 //!
 //! ```text
@@ -19,22 +24,26 @@
 //! datagram with [`super::wire::tcp_frame`] and deframes the stream with
 //! [`super::wire::TcpDeframer`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use arrayvec::ArrayVec;
+
+use super::cookie::CookieKey;
 use super::data::DataDrop;
 use super::push::AddressPool;
 use super::session::{CloseReason, Event, Session, SessionConfig, SessionDrop};
 use super::tls_crypt::UnwrapError;
-use super::wire::{ControlBody, MAX_PEER_ID, Opcode, SessionId, split_first_byte};
+use super::wire::{ControlBody, ControlHeader, MAX_PEER_ID, Opcode, split_first_byte};
 use crate::ike::Rng;
 
 /// How long a closed session lingers to deliver its last packets (the TLS
 /// alert that tells a refused client why).
 pub const CLOSE_LINGER: Duration = Duration::from_secs(3);
-/// Hard resets remembered to refuse their replay from another address.
-pub const RECENT_RESETS: usize = 4096;
+/// Stateless cookie replies queued for sending; beyond this a reset is
+/// dropped ([`DropReason::CookieQueueFull`]) and the client retries.
+pub const MAX_COOKIE_REPLIES: usize = 1024;
 /// Largest datagram handled; longer ones are dropped as malformed.
 pub const MAX_DATAGRAM: usize = 2048;
 
@@ -47,17 +56,16 @@ pub enum DropReason {
     Malformed = 0,
     /// tls-crypt tag did not verify (forged, corrupted, wrong key).
     Unauthenticated,
-    /// tls-crypt packet id seen before (in the session, or a hard reset
-    /// that already started one, replayed from elsewhere).
+    /// tls-crypt packet id seen before in the session.
     Replay,
-    /// A control packet from an address without a session that does not
-    /// start one.
+    /// A control packet from an address without a session that neither
+    /// starts one (a hard reset) nor echoes a cookie.
     UnknownSession,
     /// Session ids that do not match the session at that address.
     WrongSession,
     /// Message id beyond the receive window.
     OutOfWindow,
-    /// Opcodes we do not serve (key method 1, tls-crypt-v2, renegotiation).
+    /// Opcodes we do not serve (key method 1, tls-crypt-v2).
     Unsupported,
     /// The session table is full.
     SessionLimit,
@@ -65,11 +73,20 @@ pub enum DropReason {
     DataNoSession,
     /// A data packet a session refused (see `data_drops` for why).
     DataRejected,
+    /// A control packet under a key id other than the session's current
+    /// one (stale, or a soft reset out of sequence).
+    WrongKeyId,
+    /// A packet that would complete the three-way handshake with a
+    /// session id that is not our cookie for its address (expired,
+    /// replayed from elsewhere, forged), or acking ids beyond it.
+    BadCookie,
+    /// Too many cookie replies waiting to be sent.
+    CookieQueueFull,
 }
 
 impl DropReason {
     /// Number of variants.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
 }
 
 /// Drop counters.
@@ -87,6 +104,10 @@ pub struct Counters {
     pub data_rx: u64,
     /// Data packets sealed.
     pub data_tx: u64,
+    /// Data-key renegotiations completed (either side started them).
+    pub renegotiations: u64,
+    /// Hard resets answered with a stateless cookie.
+    pub cookies_sent: u64,
 }
 
 impl Counters {
@@ -144,11 +165,12 @@ pub struct Server {
     events: VecDeque<(SocketAddr, Event)>,
     counters: Counters,
     scratch: Vec<u8>,
-    /// (session id, tls-crypt packet id) of the hard resets that started
-    /// sessions, oldest first: a captured reset replayed from a spoofed
-    /// address must not start another session.
-    recent_resets: VecDeque<(SessionId, u32)>,
-    recent_reset_set: HashSet<(SessionId, u32)>,
+    /// The cookie secret, drawn on the first packet (no rng before).
+    cookie_key: Option<CookieKey>,
+    /// Cookie time slots count from the first packet.
+    epoch: Option<Instant>,
+    /// Stateless replies (cookie resets) waiting to go out.
+    replies: VecDeque<Transmit>,
 }
 
 impl Server {
@@ -166,8 +188,9 @@ impl Server {
             events: VecDeque::new(),
             counters: Counters::default(),
             scratch: Vec::with_capacity(MAX_DATAGRAM),
-            recent_resets: VecDeque::new(),
-            recent_reset_set: HashSet::new(),
+            cookie_key: None,
+            epoch: None,
+            replies: VecDeque::new(),
         }
     }
 
@@ -233,7 +256,7 @@ impl Server {
         };
         self.scratch.clear();
         self.scratch.extend_from_slice(bytes);
-        match s.handle_data(now, &mut self.scratch) {
+        match s.handle_data(&self.cfg.session, now, &mut self.scratch) {
             Ok(()) => self.counters.data_rx += 1,
             Err(d) => {
                 self.counters.count(DropReason::DataRejected);
@@ -268,27 +291,43 @@ impl Server {
             self.counters.count(DropReason::Malformed);
             return;
         };
-        // 2. A client (re)starting: a hard reset, key id 0, message 0.
-        let is_reset = op == Opcode::HardResetClientV2;
         if matches!(
             op,
-            Opcode::HardResetClientV1
-                | Opcode::HardResetClientV3
-                | Opcode::ControlWkcV1
-                | Opcode::SoftResetV1
+            Opcode::HardResetClientV1 | Opcode::HardResetClientV3 | Opcode::ControlWkcV1
         ) {
             self.counters.count(DropReason::Unsupported);
             return;
         }
+        // 2. No session for this address and client session id: answer a
+        //    hard reset with a cookie, start a session only for a packet
+        //    that echoes one (the three-way handshake), keep nothing else.
         let existing = self.sessions.get(&src).map(Session::remote_sid);
-        if is_reset && existing != Some(header.session_id) {
-            if header.key_id != 0 || body.message_id != Some(0) {
-                self.counters.count(DropReason::Malformed);
+        if existing != Some(header.session_id) {
+            if op == Opcode::HardResetClientV2 {
+                self.send_cookie(now, rng, src, &header, &body);
                 return;
             }
-            let seen = (header.session_id, header.packet_id);
-            if self.recent_reset_set.contains(&seen) {
-                self.counters.count(DropReason::Replay);
+            let echoed = body
+                .remote_session_id
+                .filter(|_| matches!(op, Opcode::ControlV1 | Opcode::AckV1) && header.key_id == 0);
+            let Some(echoed) = echoed else {
+                self.counters.count(if existing.is_some() {
+                    DropReason::WrongSession
+                } else {
+                    DropReason::UnknownSession
+                });
+                return;
+            };
+            // Only our reset (id 0) may be acked and only the client's
+            // first message after its reset (id 1) may ride along.
+            let slot = self.slot(now);
+            if body.acks.iter().any(|&a| a > 1)
+                || body.message_id.is_some_and(|m| m > 1)
+                || !self
+                    .cookie_key(rng)
+                    .verify(slot, src, header.session_id, echoed)
+            {
+                self.counters.count(DropReason::BadCookie);
                 return;
             }
             if existing.is_some() {
@@ -300,21 +339,16 @@ impl Server {
                 return;
             }
             let peer_id = self.take_peer_id();
-            match Session::new(&self.cfg.session, now, rng, src, peer_id, &header) {
+            match Session::accept(&self.cfg.session, now, src, peer_id, echoed, &header) {
                 Ok(s) => {
                     self.sessions.insert(src, s);
                     self.counters.sessions_created += 1;
-                    if self.recent_resets.len() == RECENT_RESETS
-                        && let Some(old) = self.recent_resets.pop_front()
-                    {
-                        self.recent_reset_set.remove(&old);
-                    }
-                    self.recent_resets.push_back(seen);
-                    self.recent_reset_set.insert(seen);
                 }
-                Err(_) => self.counters.count(DropReason::SessionLimit),
+                Err(_) => {
+                    self.counters.count(DropReason::SessionLimit);
+                    return;
+                }
             }
-            return;
         }
         // 3. Everything else belongs to the session at that address.
         let Some(s) = self.sessions.get_mut(&src) else {
@@ -329,9 +363,70 @@ impl Server {
                 SessionDrop::WrongSession => DropReason::WrongSession,
                 SessionDrop::OutOfWindow => DropReason::OutOfWindow,
                 SessionDrop::Unsupported => DropReason::Unsupported,
+                SessionDrop::KeyId => DropReason::WrongKeyId,
             });
         }
         self.collect_events(now, src);
+    }
+
+    /// The cookie time slot of `now`: half a handshake window each.
+    fn slot(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let half = (self.cfg.session.handshake_timeout.as_secs() / 2).max(1);
+        now.saturating_duration_since(epoch).as_secs() / half
+    }
+
+    fn cookie_key(&mut self, rng: &mut dyn Rng) -> &CookieKey {
+        self.cookie_key.get_or_insert_with(|| {
+            let mut secret = zeroize::Zeroizing::new([0u8; 32]);
+            rng.fill(&mut secret[..]);
+            CookieKey::new(&secret)
+        })
+    }
+
+    /// Answers a hard reset with our reset whose session id is the
+    /// cookie (acking the client's message 0, itself message 0), keeping
+    /// no state.
+    fn send_cookie(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        src: SocketAddr,
+        header: &ControlHeader,
+        body: &ControlBody<'_>,
+    ) {
+        if header.key_id != 0 || body.message_id != Some(0) {
+            self.counters.count(DropReason::Malformed);
+            return;
+        }
+        if self.replies.len() >= MAX_COOKIE_REPLIES {
+            self.counters.count(DropReason::CookieQueueFull);
+            return;
+        }
+        let slot = self.slot(now);
+        let cookie = self.cookie_key(rng).cookie(slot, src, header.session_id);
+        let mut acks = ArrayVec::new();
+        acks.push(0);
+        let reply = ControlBody {
+            remote_session_id: Some(header.session_id),
+            acks,
+            message_id: Some(0),
+            payload: &[],
+        };
+        let mut plain = Vec::with_capacity(reply.buffer_len());
+        reply.emit(&mut plain);
+        let payload = self.cfg.session.tls_crypt.wrap(
+            &ControlHeader {
+                opcode: Opcode::HardResetServerV2,
+                key_id: 0,
+                session_id: cookie,
+                packet_id: super::session::COOKIE_PACKET_ID,
+                net_time: self.cfg.session.net_time,
+            },
+            &plain,
+        );
+        self.replies.push_back(Transmit { dst: src, payload });
+        self.counters.cookies_sent += 1;
     }
 
     fn collect_events(&mut self, now: Instant, src: SocketAddr) {
@@ -347,6 +442,7 @@ impl Server {
                 Event::Closed(_) => {
                     self.closed_at.entry(src).or_insert(now);
                 }
+                Event::Renegotiated { .. } => self.counters.renegotiations += 1,
                 Event::Packet(_) => {}
             }
             self.events.push_back((src, ev));
@@ -398,6 +494,9 @@ impl Server {
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(t) = self.replies.pop_front() {
+            return Some(t);
+        }
         for (dst, s) in &mut self.sessions {
             if let Some(payload) = s.poll_transmit(&self.cfg.session, now) {
                 if payload

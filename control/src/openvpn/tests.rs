@@ -90,6 +90,8 @@ fn lab_with(push: PushConfig, max_sessions: usize) -> Lab {
             initial_retransmit: Duration::from_secs(1),
             max_retransmit: Duration::from_secs(8),
             net_time: 1_800_000_000,
+            reneg: Some(Duration::from_secs(3600)),
+            transition_window: Duration::from_secs(60),
         },
         max_sessions,
     });
@@ -135,6 +137,8 @@ struct Client {
     packets: Vec<Vec<u8>>,
     pings: u32,
     alerted: bool,
+    key_id: u8,
+    lru_acks: Vec<u32>,
 }
 
 impl Client {
@@ -196,6 +200,8 @@ impl Client {
             packets: Vec::new(),
             pings: 0,
             alerted: false,
+            key_id: 0,
+            lru_acks: Vec::new(),
         }
     }
 
@@ -320,7 +326,7 @@ impl Client {
         self.tc.wrap(
             &ControlHeader {
                 opcode,
-                key_id: 0,
+                key_id: self.key_id,
                 session_id: self.sid,
                 packet_id: self.packet_id,
                 net_time: 1_800_000_123,
@@ -346,10 +352,23 @@ impl Client {
             None if self.recv.owes_acks() => (Opcode::AckV1, None, Vec::new()),
             None => return None,
         };
-        let acks = self
+        let mut acks = self
             .recv
             .take_acks(SEND_ACKS)
             .collect::<arrayvec::ArrayVec<u32, 8>>();
+        // Like OpenVPN 2.6 (`lru_acks`), fill free ack slots with acks
+        // sent before: a lost ack of the server's cookie reset is resent
+        // with the next packet, or the server never sees the cookie.
+        for &a in &self.lru_acks {
+            if acks.len() < SEND_ACKS && !acks.contains(&a) {
+                acks.push(a);
+            }
+        }
+        for &a in &acks {
+            self.lru_acks.retain(|&x| x != a);
+            self.lru_acks.insert(0, a);
+            self.lru_acks.truncate(SEND_ACKS);
+        }
         let body = ControlBody {
             remote_session_id: (!acks.is_empty()).then(|| self.remote_sid.unwrap()),
             acks,
@@ -579,9 +598,13 @@ fn forged_replayed_and_stray_packets_are_counted() {
         .handle_datagram(lab.now, &mut lab.rng, c.addr, &reset);
     lab.connect(&mut c);
     let t = lab.now;
-    // Replayed from another address, it starts no second session.
+    // Replayed from another address, it starts no second session: the
+    // spoofed address gets a cookie it never echoes.
     let spoofed = SocketAddr::from(([203, 0, 113, 10], 1194));
+    let cookies = lab.server.counters().cookies_sent;
     lab.server.handle_datagram(t, &mut lab.rng, spoofed, &reset);
+    assert_eq!(lab.server.counters().cookies_sent, cookies + 1);
+    assert_eq!(lab.server.poll_transmit(t).unwrap().dst, spoofed);
     // A control packet under another static key.
     let mut other = [0u8; STATIC_KEY_LEN];
     other[0] = 1;
@@ -607,8 +630,21 @@ fn forged_replayed_and_stray_packets_are_counted() {
     let ack = c.wrap(Opcode::AckV1, &ControlBody::default());
     lab.server.handle_datagram(t, &mut lab.rng, c.addr, &ack);
     lab.server.handle_datagram(t, &mut lab.rng, c.addr, &ack);
-    // A genuine control packet from an address with no session.
-    lab.server.handle_datagram(t, &mut lab.rng, stranger, &ack);
+    // A genuine ack of the server's reset from an address with no
+    // session: the session id it echoes is another address's cookie.
+    let echo = c.wrap(
+        Opcode::AckV1,
+        &ControlBody {
+            acks: [0].into_iter().collect(),
+            remote_session_id: c.remote_sid,
+            ..ControlBody::default()
+        },
+    );
+    lab.server.handle_datagram(t, &mut lab.rng, stranger, &echo);
+    // A bare ack with no session id echoed.
+    let mut bare = Client::new(&lab, 4011, None, PEER_INFO);
+    let p = bare.wrap(Opcode::AckV1, &ControlBody::default());
+    lab.server.handle_datagram(t, &mut lab.rng, bare.addr, &p);
     // Data: replayed, and from nowhere.
     c.send_data(b"\x45");
     let d = c.out.pop_front().unwrap();
@@ -618,7 +654,8 @@ fn forged_replayed_and_stray_packets_are_counted() {
     let k = lab.server.counters();
     assert_eq!(k.drop(DropReason::Unauthenticated), 1);
     assert_eq!(k.drop(DropReason::Malformed), 3);
-    assert_eq!(k.drop(DropReason::Replay), 2);
+    assert_eq!(k.drop(DropReason::Replay), 1);
+    assert_eq!(k.drop(DropReason::BadCookie), 1);
     assert_eq!(k.drop(DropReason::UnknownSession), 1);
     assert_eq!(k.drop(DropReason::DataRejected), 1);
     assert_eq!(k.data_drops[super::data::DataDrop::Replay.index()], 1);
@@ -657,11 +694,12 @@ fn keepalive_ping_timeout_and_address_reuse() {
 fn handshake_timeout_frees_the_session() {
     let mut lab = lab();
     let mut c = Client::new(&lab, 4006, None, PEER_INFO);
-    // Only the hard reset gets through; the client then goes silent.
+    // The three-way handshake gets through (reset, cookie reset, the
+    // client's first TLS record echoing it); then the client goes silent.
     let ev = lab.run(
         &mut [&mut c],
         Duration::from_secs(70),
-        |n| n > 1,
+        |n| n > 3,
         |e, _| closed(e).is_some(),
     );
     assert_eq!(closed(&ev), Some(CloseReason::HandshakeTimeout));
@@ -687,11 +725,21 @@ fn exit_notification_pool_exhaustion_and_session_limit() {
     );
     assert_eq!(closed(&ev), Some(CloseReason::PoolExhausted));
     // Two sessions are in the table (b lingers): a third is refused.
+    // Its reset is answered statelessly; the packet echoing the cookie
+    // would start the session and is refused.
     let mut x = Client::new(&lab, 4009, None, PEER_INFO);
     let p = x.poll_transmit(lab.now).unwrap();
     lab.server
         .handle_datagram(lab.now, &mut lab.rng, x.addr, &p);
+    let reply = lab.server.poll_transmit(lab.now).unwrap();
+    assert_eq!(reply.dst, x.addr);
+    x.handle(&reply.payload);
+    while let Some(p) = x.poll_transmit(lab.now) {
+        lab.server
+            .handle_datagram(lab.now, &mut lab.rng, x.addr, &p);
+    }
     assert_eq!(lab.server.counters().drop(DropReason::SessionLimit), 1);
+    assert_eq!(lab.server.session_count(), 2);
     // a leaves with EXIT; its address is free for the next client.
     a.send_text("EXIT");
     let ev = lab.run(
@@ -715,4 +763,68 @@ fn exit_notification_pool_exhaustion_and_session_limit() {
     let ev = lab.connect(&mut d2);
     assert_eq!(closed(&ev), Some(CloseReason::Replaced));
     assert!(established(&ev).is_some());
+}
+
+#[test]
+fn key_ids_wrap_from_seven_to_one() {
+    use super::session::next_key_id;
+    let mut k = 0;
+    let seq: Vec<u8> = (0..9)
+        .map(|_| {
+            k = next_key_id(k);
+            k
+        })
+        .collect();
+    assert_eq!(seq, [1, 2, 3, 4, 5, 6, 7, 1, 2]);
+}
+
+#[test]
+fn soft_reset_opens_the_next_key_id_only() {
+    let mut lab = lab();
+    let mut c = Client::new(&lab, 4010, None, PEER_INFO);
+    lab.connect(&mut c);
+    let t = lab.now;
+    let reset = |c: &mut Client| {
+        c.wrap(
+            Opcode::SoftResetV1,
+            &ControlBody {
+                message_id: Some(0),
+                ..ControlBody::default()
+            },
+        )
+    };
+    // Out of sequence: key 3 after key 0.
+    c.key_id = 3;
+    let p = reset(&mut c);
+    lab.server.handle_datagram(t, &mut lab.rng, c.addr, &p);
+    assert_eq!(lab.server.counters().drop(DropReason::WrongKeyId), 1);
+    // The next key id: the server answers with its own soft reset (its
+    // message 0 under key 1) and acks ours.
+    c.key_id = 1;
+    let p = reset(&mut c);
+    lab.server.handle_datagram(t, &mut lab.rng, c.addr, &p);
+    let mut saw_reset = false;
+    while let Some(tx) = lab.server.poll_transmit(t) {
+        let Ok((h, plain)) = c.tc.unwrap(&tx.payload) else {
+            continue;
+        };
+        let body = ControlBody::parse(h.opcode, &plain).unwrap();
+        if h.opcode == Opcode::SoftResetV1 {
+            assert_eq!((h.key_id, body.message_id), (1, Some(0)));
+            assert!(body.acks.contains(&0));
+            saw_reset = true;
+        }
+    }
+    assert!(saw_reset);
+    // Control packets under the old key id are stale now ...
+    c.key_id = 0;
+    let ack = c.wrap(Opcode::AckV1, &ControlBody::default());
+    lab.server.handle_datagram(t, &mut lab.rng, c.addr, &ack);
+    assert_eq!(lab.server.counters().drop(DropReason::WrongKeyId), 2);
+    // ... but its data key still works until the new one is in place.
+    c.send_data(b"\x45 old key");
+    let d = c.out.pop_front().unwrap();
+    lab.server.handle_datagram(t, &mut lab.rng, c.addr, &d);
+    assert_eq!(lab.server.counters().data_rx, 1);
+    assert_eq!(lab.server.counters().renegotiations, 0);
 }

@@ -6,12 +6,16 @@
 //! ```text
 //! ovpn_server --listen IP:PORT --ca FILE --cert FILE --key FILE --tls-crypt FILE
 //!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60] [--lose N]
+//!             [--reneg-sec N] [--tran-window N]
 //! ```
+//!
+//! `--reneg-sec N` renegotiates each client's data keys every N seconds
+//! (0: never, the default here, so only the client's `reneg-sec` counts).
 //!
 //! `--lose N` drops every N-th datagram in each direction (UDP), to
 //! exercise both sides' retransmission.
 //!
-//! Prints one line per event on stdout (`ESTABLISHED`, `CLOSED`, `ECHO`)
+//! Prints one line per event on stdout (`ESTABLISHED`, `RENEGOTIATED`, `CLOSED`, `ECHO`)
 //! and a `COUNTERS` line whenever a counter changed; exits after `--secs`.
 #![forbid(unsafe_code)]
 
@@ -67,20 +71,26 @@ fn echo_reply(p: &[u8]) -> Option<Vec<u8>> {
     Some(r)
 }
 
-fn counters_line(c: &Counters) -> String {
+fn counters_line(c: &Counters, sessions: usize) -> String {
     use DropReason as D;
     format!(
         "COUNTERS malformed={} unauthenticated={} replay={} unknown_session={} wrong_session={} \
-         unsupported={} data_rejected={} sessions_created={} established={} data_rx={} data_tx={}",
+         unsupported={} wrong_key_id={} bad_cookie={} data_rejected={} cookies_sent={} \
+         sessions_created={} sessions={sessions} established={} renegotiations={} data_rx={} \
+         data_tx={}",
         c.drop(D::Malformed),
         c.drop(D::Unauthenticated),
         c.drop(D::Replay),
         c.drop(D::UnknownSession),
         c.drop(D::WrongSession),
         c.drop(D::Unsupported),
+        c.drop(D::WrongKeyId),
+        c.drop(D::BadCookie),
         c.drop(D::DataRejected),
+        c.cookies_sent,
         c.sessions_created,
         c.sessions_established,
+        c.renegotiations,
         c.data_rx,
         c.data_tx,
     )
@@ -99,6 +109,7 @@ fn main() {
     let (mut listen, mut ca, mut cert, mut key, mut tc) = (None, None, None, None, None);
     let mut push = PushConfig::default();
     let (mut tcp, mut secs, mut lose) = (false, 60u64, 0u64);
+    let (mut reneg, mut tran_window) = (0u64, 60u64);
     let (mut rx_n, mut tx_n) = (0u64, 0u64);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -114,6 +125,8 @@ fn main() {
             "--tcp" => tcp = true,
             "--secs" => secs = v().parse().expect("secs"),
             "--lose" => lose = v().parse().expect("lose"),
+            "--reneg-sec" => reneg = v().parse().expect("reneg-sec"),
+            "--tran-window" => tran_window = v().parse().expect("tran-window"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -141,6 +154,8 @@ fn main() {
             initial_retransmit: Duration::from_secs(1),
             max_retransmit: Duration::from_secs(8),
             net_time,
+            reneg: (reneg > 0).then(|| Duration::from_secs(reneg)),
+            transition_window: Duration::from_secs(tran_window),
         },
         max_sessions: 64,
     });
@@ -235,6 +250,10 @@ fn main() {
                         }
                     }
                 }
+                Event::Renegotiated { key_id, by_server } => println!(
+                    "RENEGOTIATED peer={peer} key_id={key_id} by={}",
+                    if by_server { "server" } else { "client" }
+                ),
                 Event::Closed(reason) => println!("CLOSED peer={peer} reason={reason}"),
                 _ => {}
             }
@@ -266,7 +285,7 @@ fn main() {
         }
         let line = format!(
             "{} retransmits={}",
-            counters_line(server.counters()),
+            counters_line(server.counters(), server.session_count()),
             server.retransmits()
         );
         if line != last_counters {
