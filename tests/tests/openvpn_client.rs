@@ -14,6 +14,11 @@
 //!   with the CA named, no address is handed out.
 //! * `openvpn_client_renegotiates_without_loss` / `openvpn_server_renegotiates_without_loss`:
 //!   soft resets started by either side under a 100/s ping, none lost.
+//! * `openvpn_client_certificate_revocation`: a 20,000-entry CRL, reloaded
+//!   without dropping others; a revoked client refused; a client revoked
+//!   on reload disconnected with `HALT`.
+//! * `openvpn_session_timeout_restarts_the_client`: `RESTART` at the
+//!   session timeout, the client reconnects.
 //! * `openvpn_reset_flood_creates_no_state`: thousands of valid-looking hard
 //!   resets from spoofed sources get stateless cookies, no sessions; the
 //!   connected client keeps pinging.
@@ -64,6 +69,8 @@ fn ca(cn: &str) -> Node {
 
 fn leaf(cn: &str, server: bool, by: &Node) -> Node {
     let mut p = params(cn);
+    // The serial is the name: a CRL can name the client.
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(cn.as_bytes()));
     p.is_ca = IsCa::ExplicitNoCa;
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -160,6 +167,8 @@ impl Lab {
             "10.2.0.2",
             "--secs",
             "90",
+            "--crl",
+            &dir.path().join("crl.pem").display().to_string(),
         ]);
         if tcp {
             cmd.arg("--tcp");
@@ -650,6 +659,147 @@ fn openvpn_reset_flood_creates_no_state() {
     assert!(
         !client.output().contains("Restart"),
         "{}",
+        lab.diag(&client)
+    );
+    client.stop(Duration::from_secs(5));
+}
+
+/// A CRL from `ca` revoking the clients named (serial = name) and
+/// `filler` more serials.
+fn crl(ca: &Node, revoked: &[&str], filler: u64) -> String {
+    let at = rcgen::date_time_ymd(2025, 6, 1);
+    let entry = |serial: rcgen::SerialNumber| rcgen::RevokedCertParams {
+        serial_number: serial,
+        revocation_time: at,
+        reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+        invalidity_date: None,
+    };
+    let mut revoked_certs: Vec<_> = revoked
+        .iter()
+        .map(|cn| entry(rcgen::SerialNumber::from_slice(cn.as_bytes())))
+        .collect();
+    revoked_certs.extend((1..=filler).map(|i| entry(rcgen::SerialNumber::from(0x7000_0000 + i))));
+    rcgen::CertificateRevocationListParams {
+        this_update: at,
+        next_update: rcgen::date_time_ymd(2035, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&Issuer::from_params(&ca.params, &ca.key))
+    .unwrap()
+    .pem()
+    .unwrap()
+}
+
+/// Revocation with a 20,000-entry CRL: a reload that does not list the
+/// connected client keeps it; a revoked client is refused at the
+/// handshake with the reason logged and counted; a reload that lists the
+/// connected client disconnects it (our choice), telling it `HALT` so it
+/// does not come back.
+#[test]
+fn openvpn_client_certificate_revocation() {
+    if !testkit::own_process() || !openvpn_available() {
+        return;
+    }
+    let lab = Lab::new(false, &[]);
+    let crl_path = lab.dir.path().join("crl.pem");
+    let mut alice = lab.client("alice", &lab.ca, "alice", false, "");
+    assert!(
+        wait_until(Duration::from_secs(30), || alice
+            .output()
+            .contains("Initialization Sequence Completed")),
+        "client did not complete{}",
+        lab.diag(&alice)
+    );
+    // Reload with mallory and 19,999 others revoked: alice stays.
+    std::fs::write(&crl_path, crl(&lab.ca, &["mallory"], 19_999)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || lab
+            .server
+            .output()
+            .contains("CRL_RELOADED entries=20000 closed=0")),
+        "{}",
+        lab.diag(&alice)
+    );
+    let ping = lab
+        .client_ns
+        .sh(&format!("ping -c 3 -i 0.2 -W 2 {SERVER_TUN_IP}"));
+    assert!(String::from_utf8_lossy(&ping.stdout).contains("3 received"));
+    // Mallory is refused at the handshake.
+    let mut mallory = lab.client("mallory", &lab.ca, "mallory", false, "");
+    assert!(
+        wait_until(Duration::from_secs(20), || lab
+            .server
+            .output()
+            .contains("reason=client certificate revoked (CRL)")),
+        "mallory not refused{}",
+        lab.diag(&mallory)
+    );
+    assert!(lab.counter("revoked_refused") >= 1);
+    assert!(!lab.server.output().contains("cn=mallory"));
+    mallory.stop(Duration::from_secs(5));
+    // Alice is revoked while connected: disconnected, told to halt.
+    std::fs::write(&crl_path, crl(&lab.ca, &["mallory", "alice"], 0)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || lab
+            .server
+            .output()
+            .contains("reason=client certificate revoked by a CRL reload")),
+        "alice not disconnected{}",
+        lab.diag(&alice)
+    );
+    assert!(
+        lab.server
+            .output()
+            .contains("CRL_RELOADED entries=2 closed=1")
+    );
+    assert_eq!(lab.counter("revoked_disconnected"), 1);
+    assert!(
+        wait_until(Duration::from_secs(20), || alice
+            .output()
+            .contains("Halt command was pushed by server")),
+        "client not told to halt{}",
+        lab.diag(&alice)
+    );
+    alice.stop(Duration::from_secs(5));
+}
+
+/// The session timeout (5 s here; 8/10/12/24 h in service) ends the
+/// session with an explicit `RESTART` to the client, which reconnects
+/// and authenticates again.
+#[test]
+fn openvpn_session_timeout_restarts_the_client() {
+    if !testkit::own_process() || !openvpn_available() {
+        return;
+    }
+    let lab = Lab::new(false, &["--session-timeout", "5"]);
+    let mut client = lab.client("erin", &lab.ca, "erin", false, "");
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .server
+            .output()
+            .contains("reason=session timeout")),
+        "no session timeout{}",
+        lab.diag(&client)
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || client
+            .output()
+            .contains("Connection reset command was pushed by server")),
+        "client not told to restart{}",
+        lab.diag(&client)
+    );
+    // It comes back as a new session.
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .server
+            .output()
+            .matches("ESTABLISHED")
+            .count()
+            >= 2),
+        "client did not reconnect{}",
         lab.diag(&client)
     );
     client.stop(Duration::from_secs(5));

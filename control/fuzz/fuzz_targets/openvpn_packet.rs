@@ -107,12 +107,14 @@ fuzz_target!(|data: &[u8]| {
             // Short, so the 10 s time steps reach server-initiated soft resets.
             reneg: Some(Duration::from_secs(30)),
             transition_window: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(24 * 3600),
         },
         max_sessions: 3,
     });
     let mut rng = CountingRng(sel);
     let mut now = Instant::now();
     let mut packet_id = 0u32;
+    let mut cookies: [Option<SessionId>; 4] = [None; 4];
     let mut r = rest;
     while let [len, flags, tail @ ..] = r {
         let n = usize::from(*len).min(tail.len());
@@ -124,6 +126,35 @@ fuzz_target!(|data: &[u8]| {
         let port = 1000 + u16::from((flags >> 1) & 3);
         let src = SocketAddr::from(([198, 51, 100, 1], port));
         let datagram = match (flags & 1, bytes.split_first()) {
+            // Echo the server's cookie for this port (the third packet of
+            // the handshake) around a fuzzed payload: reaches a session.
+            (1, Some((&op, body)))
+                if flags & 16 != 0 && cookies[usize::from(port - 1000)].is_some() =>
+            {
+                packet_id = packet_id.wrapping_add(1);
+                let echo = ControlBody {
+                    acks: [0].into_iter().collect(),
+                    remote_session_id: cookies[usize::from(port - 1000)],
+                    message_id: (op & 4 == 0).then_some(1),
+                    payload: body,
+                };
+                let mut plain = Vec::new();
+                echo.emit(&mut plain);
+                client.wrap(
+                    &ControlHeader {
+                        opcode: if op & 4 == 0 {
+                            Opcode::ControlV1
+                        } else {
+                            Opcode::AckV1
+                        },
+                        key_id: 0,
+                        session_id: SessionId([port as u8; 8]),
+                        packet_id,
+                        net_time: 1,
+                    },
+                    &plain,
+                )
+            }
             (1, Some((&op, body))) => {
                 packet_id = packet_id.wrapping_add(1);
                 client.wrap(
@@ -141,7 +172,15 @@ fuzz_target!(|data: &[u8]| {
         };
         server.handle_datagram(now, &mut rng, src, &datagram);
         server.handle_timeout(now);
-        while server.poll_transmit(now).is_some() {}
+        while let Some(t) = server.poll_transmit(now) {
+            // Remember the cookie the server gave each port.
+            if let Ok((h, _)) = client.unwrap(&t.payload)
+                && h.opcode == Opcode::HardResetServerV2
+                && let Some(c) = cookies.get_mut(usize::from(t.dst.port().wrapping_sub(1000)))
+            {
+                *c = Some(h.session_id);
+            }
+        }
         while server.poll_event().is_some() {}
     }
 });

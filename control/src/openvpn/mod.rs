@@ -24,9 +24,24 @@
 //! TLS session and TLS-EKM keys each time, the previous key kept as the
 //! lame duck for the transition window.
 //!
-//! What it does not do (yet): tls-crypt-v2, the pre-2.6 TLS-PRF key derivation (clients must offer
-//! TLS-EKM, which every OpenVPN ≥ 2.5 with OpenSSL does), compression,
-//! username/password auth, CRLs.
+//! Revocation: a CRL (PEM/DER, up to 20,000 entries) checked at every
+//! handshake; reloading it keeps other sessions and disconnects the ones
+//! it newly revokes ([`server::Server::reload_tls`]). Explicit exit notify
+//! both ways: the client's `EXIT`/OCC exit frees its session at once; the
+//! server tells a connected client `HALT` when terminated or revoked and
+//! `RESTART` at the session timeout
+//! ([`session::SessionConfig::session_timeout`], default 24 h) and at
+//! shutdown ([`server::Server::shutdown`]). Dead clients expire after
+//! twice the pushed `ping-restart`.
+//!
+//! What it does not do (yet): tls-crypt-v2, the pre-2.6 TLS-PRF key
+//! derivation (clients must offer TLS-EKM, which every OpenVPN ≥ 2.5 with
+//! OpenSSL does), compression, username/password auth, a rate limit on
+//! cookie replies (OpenVPN's `connect-freq-initial`; ours are bounded only
+//! by the reply queue), the CRL's `nextUpdate` (an expired list still
+//! applies, rustls-webpki's default), the client's common name in the log
+//! line of a refused revoked certificate (rustls does not hand out a
+//! certificate it rejected).
 //!
 //! Protocol sources read (never copied): OpenVPN's
 //! `doc/doxygen/doc_protocol_overview.h`, `ssl_pkt.h`, `reliable.h`,

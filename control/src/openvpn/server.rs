@@ -108,6 +108,10 @@ pub struct Counters {
     pub renegotiations: u64,
     /// Hard resets answered with a stateless cookie.
     pub cookies_sent: u64,
+    /// Handshakes refused because the CRL lists the client's certificate.
+    pub revoked_refused: u64,
+    /// Connected clients closed because a reloaded CRL lists them.
+    pub revoked_disconnected: u64,
 }
 
 impl Counters {
@@ -439,8 +443,13 @@ impl Server {
                     self.by_address.insert(*address, src);
                     self.counters.sessions_established += 1;
                 }
-                Event::Closed(_) => {
+                Event::Closed(r) => {
                     self.closed_at.entry(src).or_insert(now);
+                    match r {
+                        CloseReason::CertificateRevoked => self.counters.revoked_refused += 1,
+                        CloseReason::RevokedOnReload => self.counters.revoked_disconnected += 1,
+                        _ => {}
+                    }
                 }
                 Event::Renegotiated { .. } => self.counters.renegotiations += 1,
                 Event::Packet(_) => {}
@@ -464,9 +473,46 @@ impl Server {
         self.closed_at.remove(&src);
     }
 
-    /// Closes a client's session (e.g. revoked by the operator).
+    /// Closes a client's session (the operator's terminate); a connected
+    /// client is told `HALT` first.
     pub fn close(&mut self, now: Instant, peer: SocketAddr) {
         self.end_session(now, peer, CloseReason::Local);
+    }
+
+    /// Replaces the TLS configuration (a new CRL, a renewed server
+    /// certificate): new handshakes and renegotiations use it, sessions
+    /// keep running, except those whose certificate `crl` revokes, which
+    /// are told `HALT` and closed. Returns how many were.
+    pub fn reload_tls(
+        &mut self,
+        now: Instant,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+        crl: Option<&super::tls::Crl>,
+    ) -> usize {
+        self.cfg.session.tls = tls;
+        let Some(crl) = crl else {
+            return 0;
+        };
+        let revoked: Vec<SocketAddr> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.is_closed() && s.certificate().is_some_and(|c| crl.revokes(c)))
+            .map(|(a, _)| *a)
+            .collect();
+        for &p in &revoked {
+            self.end_session(now, p, CloseReason::RevokedOnReload);
+        }
+        revoked.len()
+    }
+
+    /// Closes every session for shutdown, telling connected clients
+    /// `RESTART`; keep calling [`Self::poll_transmit`] (and
+    /// [`Self::handle_datagram`] for their acks) for a moment after.
+    pub fn shutdown(&mut self, now: Instant) {
+        let peers: Vec<SocketAddr> = self.sessions.keys().copied().collect();
+        for p in peers {
+            self.end_session(now, p, CloseReason::Shutdown);
+        }
     }
 
     /// Timers of every session; removes sessions that ended.

@@ -96,7 +96,14 @@ pub struct SessionConfig {
     /// How long the previous data key still opens packets after the new
     /// one took over (OpenVPN's `tran-window`, [`DEFAULT_TRANSITION_WINDOW`]).
     pub transition_window: Duration,
+    /// How long a client stays connected before it must authenticate
+    /// again (the endpoint's 8/10/12/24 h, [`DEFAULT_SESSION_TIMEOUT`]);
+    /// then it is told `RESTART` and closed.
+    pub session_timeout: Duration,
 }
+
+/// The endpoint's default session timeout: 24 h.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The tls-crypt packet id of the stateless cookie reset; a session's
 /// own packets continue after it.
@@ -131,8 +138,30 @@ pub enum CloseReason {
     Replaced,
     /// The pool has no address left.
     PoolExhausted,
-    /// The endpoint closed it.
+    /// The endpoint closed it (operator terminate).
     Local,
+    /// The client's certificate is on the CRL: refused at the handshake.
+    CertificateRevoked,
+    /// The client's certificate is on a CRL loaded while it was connected.
+    RevokedOnReload,
+    /// Connected for the session timeout.
+    SessionTimeout,
+    /// The endpoint is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The explicit exit notification we send a connected client on the
+    /// control channel: `HALT` (OpenVPN clients exit) when it is turned
+    /// away, `RESTART` (they reconnect) when it may come back at once.
+    #[must_use]
+    pub fn exit_message(&self) -> Option<&'static str> {
+        match self {
+            Self::Local | Self::RevokedOnReload => Some("HALT"),
+            Self::SessionTimeout | Self::Shutdown => Some("RESTART"),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -145,7 +174,11 @@ impl std::fmt::Display for CloseReason {
             Self::ClientExit => f.write_str("client exit"),
             Self::Replaced => f.write_str("replaced by a new session"),
             Self::PoolExhausted => f.write_str("client address pool exhausted"),
-            Self::Local => f.write_str("closed locally"),
+            Self::Local => f.write_str("terminated by the endpoint"),
+            Self::CertificateRevoked => f.write_str("client certificate revoked (CRL)"),
+            Self::RevokedOnReload => f.write_str("client certificate revoked by a CRL reload"),
+            Self::SessionTimeout => f.write_str("session timeout"),
+            Self::Shutdown => f.write_str("endpoint shutting down"),
         }
     }
 }
@@ -253,6 +286,9 @@ pub(crate) struct Session {
     ks: KeyState,
     peer_info: PeerInfo,
     common_name: String,
+    /// The client's certificate (DER), for CRL reloads.
+    cert: Option<Vec<u8>>,
+    established_at: Option<Instant>,
     cipher: Option<DataCipher>,
     push_reply: Option<String>,
     /// Seals and opens.
@@ -314,6 +350,8 @@ impl Session {
             ks,
             peer_info: PeerInfo::default(),
             common_name: String::new(),
+            cert: None,
+            established_at: None,
             cipher: None,
             push_reply: None,
             primary: None,
@@ -346,11 +384,28 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// The client's certificate (DER), once verified.
+    pub(crate) fn certificate(&self) -> Option<&[u8]> {
+        self.cert.as_deref()
+    }
+
+    /// Ends the session; a connected client is told why first when the
+    /// reason has an [`CloseReason::exit_message`] (delivered by the
+    /// reliable layer while the closed session lingers).
     pub(crate) fn close(&mut self, reason: CloseReason) {
-        if self.phase != Phase::Closed {
-            self.phase = Phase::Closed;
-            self.events.push_back(Event::Closed(reason));
+        if self.phase == Phase::Closed {
+            return;
         }
+        let notify = self.phase == Phase::Established && !self.ks.tls.is_handshaking();
+        self.phase = Phase::Closed;
+        if let Some(m) = reason.exit_message().filter(|_| notify) {
+            let mut msg = m.as_bytes().to_vec();
+            msg.push(0);
+            if self.ks.tls.writer().write_all(&msg).is_ok() {
+                self.flush_tls();
+            }
+        }
+        self.events.push_back(Event::Closed(reason));
     }
 
     /// The tls-crypt replay check (OpenVPN's long-form packet id: a later
@@ -488,12 +543,24 @@ impl Session {
             if let Err(e) = self.ks.tls.process_new_packets() {
                 // Send the alert rustls prepared, then end.
                 self.flush_tls();
-                self.close(CloseReason::TlsFailed(e.to_string()));
+                self.close(
+                    if e == rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) {
+                        CloseReason::CertificateRevoked
+                    } else {
+                        CloseReason::TlsFailed(e.to_string())
+                    },
+                );
                 return;
             }
         }
-        if self.common_name.is_empty() && !self.ks.tls.is_handshaking() {
+        if self.cert.is_none() && !self.ks.tls.is_handshaking() {
             self.common_name = self.peer_common_name();
+            self.cert = self
+                .ks
+                .tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
         }
         let mut buf = [0u8; 4096];
         loop {
@@ -722,6 +789,7 @@ impl Session {
             self.peer_info.has(IV_PROTO_CC_EXIT_NOTIFY),
         ));
         self.phase = Phase::Established;
+        self.established_at = Some(now);
         self.keys_ready(cfg, rng, now);
         self.events.push_back(Event::Established {
             common_name: self.common_name.clone(),
@@ -812,6 +880,13 @@ impl Session {
                     self.close(CloseReason::PingTimeout);
                     return;
                 }
+                if self
+                    .established_at
+                    .is_some_and(|t| now >= t + cfg.session_timeout)
+                {
+                    self.close(CloseReason::SessionTimeout);
+                    return;
+                }
                 if !self.ks.keys_ready && now >= self.ks.started + cfg.handshake_timeout {
                     self.close(CloseReason::HandshakeTimeout);
                     return;
@@ -846,6 +921,9 @@ impl Session {
             Phase::Established => {
                 let restart = Duration::from_secs(u64::from(cfg.push.ping_restart_secs) * 2);
                 let mut t = (self.last_data_tx + ping(cfg)).min(self.last_rx + restart);
+                if let Some(e) = self.established_at {
+                    t = t.min(e + cfg.session_timeout);
+                }
                 if self.ks.keys_ready {
                     if let Some(r) = self.reneg_at {
                         t = t.min(r);

@@ -34,7 +34,7 @@ fn ca(cn: &str) -> Ca {
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
     let pem = p.self_signed(&key).unwrap().pem();
     Ca {
@@ -71,6 +71,8 @@ fn static_key() -> StaticKey {
 
 struct Lab {
     ca: Ca,
+    /// The server's (certificate, key) PEM, for reloads.
+    server_cert: (String, String),
     server: Server,
     now: Instant,
     rng: TestRng,
@@ -92,11 +94,13 @@ fn lab_with(push: PushConfig, max_sessions: usize) -> Lab {
             net_time: 1_800_000_000,
             reneg: Some(Duration::from_secs(3600)),
             transition_window: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(24 * 3600),
         },
         max_sessions,
     });
     Lab {
         ca,
+        server_cert: (cert, key),
         server,
         now: Instant::now(),
         rng: TestRng::new(19),
@@ -139,6 +143,10 @@ struct Client {
     alerted: bool,
     key_id: u8,
     lru_acks: Vec<u32>,
+    /// Its certificate (DER).
+    cert: Vec<u8>,
+    /// Control-channel messages from the server.
+    texts: Vec<String>,
 }
 
 impl Client {
@@ -202,6 +210,8 @@ impl Client {
             alerted: false,
             key_id: 0,
             lru_acks: Vec::new(),
+            cert: pem::parse(&cert).unwrap().into_contents(),
+            texts: Vec::new(),
         }
     }
 
@@ -281,6 +291,7 @@ impl Client {
         while let Some(nul) = self.plain.iter().position(|&b| b == 0) {
             let m: Vec<u8> = self.plain.drain(..=nul).collect();
             let text = String::from_utf8(m[..m.len() - 1].to_vec()).unwrap();
+            self.texts.push(text.clone());
             if text.starts_with("PUSH_REPLY") {
                 let cipher = opt(&text, "cipher").unwrap();
                 let peer_id: u32 = opt(&text, "peer-id").unwrap().parse().unwrap();
@@ -827,4 +838,115 @@ fn soft_reset_opens_the_next_key_id_only() {
     lab.server.handle_datagram(t, &mut lab.rng, c.addr, &d);
     assert_eq!(lab.server.counters().data_rx, 1);
     assert_eq!(lab.server.counters().renegotiations, 0);
+}
+
+/// A CRL from the lab CA revoking the given certificates (DER).
+fn crl_revoking(ca: &Ca, certs: &[&[u8]]) -> super::tls::Crl {
+    let at = rcgen::date_time_ymd(2025, 6, 1);
+    let revoked_certs = certs
+        .iter()
+        .map(|der| {
+            let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+            rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(c.raw_serial()),
+                revocation_time: at,
+                reason_code: None,
+                invalidity_date: None,
+            }
+        })
+        .collect();
+    let pem = rcgen::CertificateRevocationListParams {
+        this_update: at,
+        next_update: rcgen::date_time_ymd(2035, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&Issuer::from_params(&ca.params, &ca.key))
+    .unwrap()
+    .pem()
+    .unwrap();
+    super::tls::Crl::parse(pem.as_bytes()).unwrap()
+}
+
+#[test]
+fn crl_refuses_the_revoked_and_a_reload_disconnects_only_them() {
+    let mut lab = lab();
+    let mut alice = Client::new(&lab, 4020, None, PEER_INFO);
+    let mut bob = Client::new(&lab, 4021, None, PEER_INFO);
+    let mut carol = Client::new(&lab, 4022, None, PEER_INFO);
+    assert!(established(&lab.connect(&mut alice)).is_some());
+    assert!(established(&lab.connect(&mut bob)).is_some());
+    // Carol is on the list from the start: refused at the handshake.
+    let crl = crl_revoking(&lab.ca, &[&carol.cert]);
+    assert!(crl.revokes(&carol.cert) && !crl.revokes(&alice.cert));
+    let (cert, key) = lab.server_cert.clone();
+    let tls = super::tls::server_config_with_crl(&lab.ca.pem, &cert, &key, Some(&crl)).unwrap();
+    assert_eq!(lab.server.reload_tls(lab.now, tls, Some(&crl)), 0);
+    let ev = lab.run(
+        &mut [&mut carol],
+        Duration::from_secs(10),
+        |_| false,
+        |e, _| closed(e).is_some(),
+    );
+    assert_eq!(closed(&ev), Some(CloseReason::CertificateRevoked));
+    assert_eq!(lab.server.counters().revoked_refused, 1);
+    // Alice is added: she is told HALT and closed; Bob keeps going.
+    let crl = crl_revoking(&lab.ca, &[&carol.cert, &alice.cert]);
+    let tls = super::tls::server_config_with_crl(&lab.ca.pem, &cert, &key, Some(&crl)).unwrap();
+    assert_eq!(lab.server.reload_tls(lab.now, tls, Some(&crl)), 1);
+    let ev = lab.run(
+        &mut [&mut alice, &mut bob],
+        Duration::from_secs(2),
+        |_| false,
+        |_, c| c[0].texts.iter().any(|t| t == "HALT"),
+    );
+    assert!(
+        ev.iter()
+            .any(|(a, e)| *a == alice.addr && *e == Event::Closed(CloseReason::RevokedOnReload))
+    );
+    assert!(alice.texts.iter().any(|t| t == "HALT"));
+    assert_eq!(lab.server.counters().revoked_disconnected, 1);
+    bob.send_data(b"\x45 still here");
+    let ev = lab.run(
+        &mut [&mut bob],
+        Duration::from_secs(1),
+        |_| false,
+        |e, _| !e.is_empty(),
+    );
+    assert_eq!(
+        ev,
+        vec![(bob.addr, Event::Packet(b"\x45 still here".to_vec()))]
+    );
+}
+
+#[test]
+fn crl_parses_pem_and_der_and_bounds_its_length() {
+    let lab = lab();
+    let c = Client::new(&lab, 4023, None, PEER_INFO);
+    let crl = crl_revoking(&lab.ca, &[&c.cert]);
+    assert_eq!(crl.len(), 1);
+    assert!(super::tls::Crl::parse(b"not a crl").is_err());
+    // 20,001 entries: over the limit.
+    let at = rcgen::date_time_ymd(2025, 6, 1);
+    let big = rcgen::CertificateRevocationListParams {
+        this_update: at,
+        next_update: rcgen::date_time_ymd(2035, 1, 1),
+        crl_number: rcgen::SerialNumber::from(2u64),
+        issuing_distribution_point: None,
+        revoked_certs: (1..=20_001u64)
+            .map(|i| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(i),
+                revocation_time: at,
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&Issuer::from_params(&lab.ca.params, &lab.ca.key))
+    .unwrap();
+    let err = super::tls::Crl::parse(big.der()).unwrap_err();
+    assert!(err.to_string().contains("more than 20000"), "{err}");
 }

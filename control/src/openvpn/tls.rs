@@ -4,12 +4,22 @@
 //! signatures, validity, basic constraints, `clientAuth` extended key
 //! usage). rustls is the one TLS stack in the workspace; aws-lc-rs is
 //! already the IKE crypto backend.
+//!
+//! Revocation: an optional CRL ([`Crl`], PEM or DER, signed by the client
+//! CA, up to [`MAX_CRL_ENTRIES`]) is checked by rustls-webpki for the
+//! client's own certificate at every handshake (renegotiations included);
+//! a certificate whose issuer has no CRL is refused, as OpenVPN's
+//! `crl-verify` does. Reloading builds a new configuration: sessions keep
+//! theirs, and [`super::server::Server::reload_tls`] disconnects those the
+//! new list revokes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::pki_types::{
-    CertificateDer, PrivateKeyDer, PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer,
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs1KeyDer,
+    PrivatePkcs8KeyDer, PrivateSec1KeyDer,
 };
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 
@@ -39,6 +49,89 @@ pub enum TlsSetupError {
     /// The client certificate verifier could not be built.
     #[error("client CA: {0}")]
     Verifier(String),
+    /// The CRL does not parse or is too long.
+    #[error("CRL: {0}")]
+    Crl(String),
+}
+
+/// Most revoked certificates in one CRL (the endpoint's limit).
+pub const MAX_CRL_ENTRIES: usize = 20_000;
+
+/// A certificate revocation list: its DER for rustls and the revoked
+/// (issuer, serial) pairs for checking connected clients.
+#[derive(Clone)]
+pub struct Crl {
+    der: CertificateRevocationListDer<'static>,
+    issuer: Vec<u8>,
+    serials: HashSet<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Crl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crl")
+            .field("entries", &self.serials.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crl {
+    /// Parses a CRL, PEM (`X509 CRL`) or DER.
+    ///
+    /// # Errors
+    /// [`TlsSetupError::Crl`]: not a CRL, or more than [`MAX_CRL_ENTRIES`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, TlsSetupError> {
+        let der = if bytes.starts_with(b"-----") {
+            let text = std::str::from_utf8(bytes).map_err(|e| TlsSetupError::Crl(e.to_string()))?;
+            blocks("CRL", text)?
+                .into_iter()
+                .find(|p| p.tag() == "X509 CRL")
+                .ok_or(TlsSetupError::Missing("CRL"))?
+                .into_contents()
+        } else {
+            bytes.to_vec()
+        };
+        let (rest, crl) =
+            x509_parser::parse_x509_crl(&der).map_err(|e| TlsSetupError::Crl(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(TlsSetupError::Crl("trailing bytes".into()));
+        }
+        let mut serials = HashSet::new();
+        for r in crl.iter_revoked_certificates() {
+            if serials.len() == MAX_CRL_ENTRIES {
+                return Err(TlsSetupError::Crl(format!(
+                    "more than {MAX_CRL_ENTRIES} revoked certificates"
+                )));
+            }
+            serials.insert(r.raw_serial().to_vec());
+        }
+        let issuer = crl.issuer().as_raw().to_vec();
+        Ok(Self {
+            der: CertificateRevocationListDer::from(der),
+            issuer,
+            serials,
+        })
+    }
+
+    /// Revoked certificates listed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.serials.len()
+    }
+
+    /// Whether none are.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.serials.is_empty()
+    }
+
+    /// Whether the DER certificate `cert` is on the list (same issuer
+    /// name, same serial).
+    #[must_use]
+    pub fn revokes(&self, cert: &[u8]) -> bool {
+        x509_parser::parse_x509_certificate(cert).is_ok_and(|(_, c)| {
+            c.issuer().as_raw() == self.issuer.as_slice() && self.serials.contains(c.raw_serial())
+        })
+    }
 }
 
 fn blocks(what: &'static str, pem_text: &str) -> Result<Vec<pem::Pem>, TlsSetupError> {
@@ -86,6 +179,20 @@ pub fn server_config(
     chain_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<ServerConfig>, TlsSetupError> {
+    server_config_with_crl(client_ca_pem, chain_pem, key_pem, None)
+}
+
+/// [`server_config`] that also refuses client certificates `crl` revokes.
+///
+/// # Errors
+/// [`TlsSetupError`] naming the input at fault (a CRL not signed by the
+/// client CA included).
+pub fn server_config_with_crl(
+    client_ca_pem: &str,
+    chain_pem: &str,
+    key_pem: &str,
+    crl: Option<&Crl>,
+) -> Result<Arc<ServerConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
     for c in certs("client CA", client_ca_pem)? {
@@ -94,7 +201,14 @@ pub fn server_config(
             source,
         })?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let mut builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if let Some(crl) = crl {
+        builder = builder
+            .with_crls([crl.der.clone()])
+            .only_check_end_entity_revocation();
+    }
+    let verifier = builder
         .build()
         .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)

@@ -6,8 +6,13 @@
 //! ```text
 //! ovpn_server --listen IP:PORT --ca FILE --cert FILE --key FILE --tls-crypt FILE
 //!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60] [--lose N]
-//!             [--reneg-sec N] [--tran-window N]
+//!             [--reneg-sec N] [--tran-window N] [--crl FILE] [--session-timeout N]
 //! ```
+//!
+//! `--crl FILE` (PEM or DER) is read at start and again whenever the
+//! file's modification time changes: `CRL_RELOADED entries=N closed=M`.
+//! At the end of `--secs` the server shuts down, telling clients
+//! `RESTART`, and lingers a second for their acks.
 //!
 //! `--reneg-sec N` renegotiates each client's data keys every N seconds
 //! (0: never, the default here, so only the client's `reneg-sec` counts).
@@ -76,8 +81,8 @@ fn counters_line(c: &Counters, sessions: usize) -> String {
     format!(
         "COUNTERS malformed={} unauthenticated={} replay={} unknown_session={} wrong_session={} \
          unsupported={} wrong_key_id={} bad_cookie={} data_rejected={} cookies_sent={} \
-         sessions_created={} sessions={sessions} established={} renegotiations={} data_rx={} \
-         data_tx={}",
+         sessions_created={} sessions={sessions} established={} renegotiations={} \
+         revoked_refused={} revoked_disconnected={} data_rx={} data_tx={}",
         c.drop(D::Malformed),
         c.drop(D::Unauthenticated),
         c.drop(D::Replay),
@@ -91,6 +96,8 @@ fn counters_line(c: &Counters, sessions: usize) -> String {
         c.sessions_created,
         c.sessions_established,
         c.renegotiations,
+        c.revoked_refused,
+        c.revoked_disconnected,
         c.data_rx,
         c.data_tx,
     )
@@ -110,6 +117,7 @@ fn main() {
     let mut push = PushConfig::default();
     let (mut tcp, mut secs, mut lose) = (false, 60u64, 0u64);
     let (mut reneg, mut tran_window) = (0u64, 60u64);
+    let (mut crl_path, mut session_timeout) = (None, 24 * 3600u64);
     let (mut rx_n, mut tx_n) = (0u64, 0u64);
     while let Some(a) = args.next() {
         let mut v = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
@@ -127,16 +135,38 @@ fn main() {
             "--lose" => lose = v().parse().expect("lose"),
             "--reneg-sec" => reneg = v().parse().expect("reneg-sec"),
             "--tran-window" => tran_window = v().parse().expect("tran-window"),
+            "--crl" => crl_path = Some(v()),
+            "--session-timeout" => session_timeout = v().parse().expect("session-timeout"),
             other => panic!("unknown argument {other}"),
         }
     }
     let listen = listen.expect("--listen");
-    let tls = control::openvpn::tls::server_config(
-        &read(&ca.expect("--ca")),
-        &read(&cert.expect("--cert")),
-        &read(&key.expect("--key")),
-    )
-    .expect("TLS configuration");
+    let (ca, cert, key) = (
+        read(&ca.expect("--ca")),
+        read(&cert.expect("--cert")),
+        read(&key.expect("--key")),
+    );
+    let load_crl = |path: &str| {
+        let crl = std::fs::read(path)
+            .ok()
+            .and_then(|b| control::openvpn::tls::Crl::parse(&b).ok());
+        let tls = control::openvpn::tls::server_config_with_crl(&ca, &cert, &key, crl.as_ref())
+            .expect("TLS configuration");
+        (tls, crl)
+    };
+    let mtime = |path: &Option<String>| {
+        path.as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|m| m.modified().ok())
+    };
+    let (tls, _) = match &crl_path {
+        Some(p) => load_crl(p),
+        None => (
+            control::openvpn::tls::server_config(&ca, &cert, &key).expect("TLS configuration"),
+            None,
+        ),
+    };
+    let mut crl_mtime = mtime(&crl_path);
     let static_key = StaticKey::parse(&read(&tc.expect("--tls-crypt"))).expect("tls-crypt key");
     let net_time = u32::try_from(
         SystemTime::now()
@@ -156,6 +186,7 @@ fn main() {
             net_time,
             reneg: (reneg > 0).then(|| Duration::from_secs(reneg)),
             transition_window: Duration::from_secs(tran_window),
+            session_timeout: Duration::from_secs(session_timeout),
         },
         max_sessions: 64,
     });
@@ -176,8 +207,27 @@ fn main() {
     let end = Instant::now() + Duration::from_secs(secs);
     let mut last_counters = String::new();
     let mut buf = vec![0u8; 4096];
-    while Instant::now() < end {
+    let mut shutdown_at = None;
+    loop {
         let now = Instant::now();
+        if now >= end && shutdown_at.is_none() {
+            server.shutdown(now);
+            shutdown_at = Some(now);
+        }
+        if shutdown_at.is_some_and(|t| now >= t + Duration::from_secs(1)) {
+            break;
+        }
+        if let Some(p) = &crl_path
+            && mtime(&crl_path) != crl_mtime
+        {
+            crl_mtime = mtime(&crl_path);
+            let (tls, crl) = load_crl(p);
+            let closed = server.reload_tls(now, tls, crl.as_ref());
+            println!(
+                "CRL_RELOADED entries={} closed={closed}",
+                crl.as_ref().map_or(0, control::openvpn::tls::Crl::len)
+            );
+        }
         let wait = server
             .poll_timeout()
             .map_or(Duration::from_millis(200), |t| {
