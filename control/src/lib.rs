@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bgp;
+pub mod client_vpn;
 pub mod config;
 pub mod core;
 pub mod dataplane;

@@ -107,6 +107,7 @@ pub struct Manager<D: Dataplane> {
     /// The time the control core last gave (ms since the epoch), for the
     /// "seconds to rekey" of the replies.
     clock_ms: u64,
+    client_vpn: client_vpn::ClientVpnRuntime,
 }
 
 impl<D: Dataplane + fmt::Debug> fmt::Debug for Manager<D> {
@@ -203,6 +204,7 @@ impl<D: Dataplane> Manager<D> {
             health: HealthMonitor::new(),
             secrets: SecretStore::empty(),
             clock_ms: 0,
+            client_vpn: client_vpn::ClientVpnRuntime::default(),
         }
     }
 
@@ -554,6 +556,7 @@ impl<D: Dataplane> Manager<D> {
             }
             Request::DeleteConnection { id } => {
                 self.require_connection(&id)?;
+                self.refuse_if_client_vpn_routes_into(&id)?;
                 self.commit(Change::DeleteConnection { id })?;
                 Ok(Response::Ok)
             }
@@ -749,6 +752,17 @@ impl<D: Dataplane> Manager<D> {
             } => self.psk_put(&name, pre_shared_key, true),
             Request::PskDelete { name } => self.psk_delete(&name),
             Request::PskList {} => Ok(self.psk_list()),
+            r @ (Request::CreateClientVpnEndpoint { .. }
+            | Request::ModifyClientVpnEndpoint { .. }
+            | Request::DeleteClientVpnEndpoint { .. }
+            | Request::ShowClientVpnEndpoints { .. }
+            | Request::AuthorizeClientVpnIngress { .. }
+            | Request::RevokeClientVpnIngress { .. }
+            | Request::CreateClientVpnRoute { .. }
+            | Request::DeleteClientVpnRoute { .. }
+            | Request::ExportClientVpnConfig { .. }
+            | Request::ShowClientVpnConnections { .. }
+            | Request::TerminateClientVpnConnections { .. }) => self.handle_client_vpn(r),
         }
     }
 
@@ -886,6 +900,7 @@ impl<D: Dataplane> Manager<D> {
     }
 }
 
+mod client_vpn;
 mod psk;
 #[cfg(test)]
 mod tests;

@@ -635,6 +635,12 @@ impl Dataplane for DpdkDataplane {
             Change::DeleteCustomerGateway { id } => {
                 self.gateways.remove(id);
             }
+            // Client VPN endpoints have no dataplane state yet (the
+            // remote-access runtime will install its own): nothing to do,
+            // and no reason to re-apply every tunnel.
+            Change::PutClientVpnEndpoint { .. } | Change::DeleteClientVpnEndpoint { .. } => {
+                return;
+            }
             // A kind of change this runtime does not follow yet: the
             // whole configuration.
             _ => {

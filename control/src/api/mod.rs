@@ -64,6 +64,16 @@
 //! | `show_stats` | — | `stats` |
 //! | `logs` | `connection_id`?, `lines`? (default 100) | `logs` |
 //! | `config_download` | `connection_id`, `device` ([`Device::as_str`](crate::download::Device::as_str): `generic`, `strongswan`, `cisco-ios`, …) | `config_text` |
+//! | `create_client_vpn_endpoint` | `endpoint` (object as in the TOML file) | `client_vpn_endpoint` |
+//! | `modify_client_vpn_endpoint` | `id`, `changes` (any field but `id`; `client_cidr` only unchanged) | `client_vpn_endpoint` |
+//! | `delete_client_vpn_endpoint` | `id` | `ok` |
+//! | `show_client_vpn_endpoints` | `id`? | `client_vpn_endpoints` |
+//! | `authorize_client_vpn_ingress` | `endpoint_id`, `destination`, `access`? (`allow`), `description`? | `client_vpn_endpoint` |
+//! | `revoke_client_vpn_ingress` | `endpoint_id`, `destination` | `client_vpn_endpoint` |
+//! | `create_client_vpn_route` / `delete_client_vpn_route` | `endpoint_id`, `destination` (+ `target`, `description`? to create) | `client_vpn_endpoint` |
+//! | `export_client_vpn_config` | `endpoint_id` | `client_vpn_config` (`text`: the `.ovpn` file) |
+//! | `show_client_vpn_connections` | `endpoint_id`? | `client_vpn_connections` |
+//! | `terminate_client_vpn_connections` | `endpoint_id`, `connection_id` or `common_name` | `client_vpn_terminated` |
 //!
 //! Error codes: `bad_request`, `too_large`, `unsupported_version`,
 //! `validation_failed`, `not_found`, `already_exists`, `permission_denied`,
@@ -90,9 +100,13 @@ pub use codec::{
 
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
+use crate::client_vpn::{
+    Access, ClientVpnConnection, ClientVpnEndpoint, ClientVpnEndpointPatch, ClientVpnEndpointView,
+    RouteTarget,
+};
 use crate::config::PreSharedKey;
 use crate::config::secrets::SecretInfo;
 use crate::config::{
@@ -358,6 +372,92 @@ pub enum Request {
         /// The TOML document.
         toml: String,
     },
+    /// Add a Client VPN endpoint (its files are read and checked; without
+    /// routes it gets a `vpc` route per IPv4 local network).
+    CreateClientVpnEndpoint {
+        /// The endpoint, as in the TOML file.
+        endpoint: Box<ClientVpnEndpoint>,
+    },
+    /// Change fields of a Client VPN endpoint (not its client CIDR).
+    ModifyClientVpnEndpoint {
+        /// Its id.
+        id: String,
+        /// The fields to change.
+        changes: Box<ClientVpnEndpointPatch>,
+    },
+    /// Remove a Client VPN endpoint.
+    DeleteClientVpnEndpoint {
+        /// Its id.
+        id: String,
+    },
+    /// List Client VPN endpoints (one, if `id` is given).
+    ShowClientVpnEndpoints {
+        /// Only this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Add an authorization rule (default `allow`).
+    AuthorizeClientVpnIngress {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The destination network.
+        destination: Ipv4Net,
+        /// `allow` (default) or `deny`.
+        #[serde(default)]
+        access: Access,
+        /// Free text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Remove the authorization rule for a destination.
+    RevokeClientVpnIngress {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The rule's destination.
+        destination: Ipv4Net,
+    },
+    /// Add a route to an endpoint's route table.
+    CreateClientVpnRoute {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The destination network.
+        destination: Ipv4Net,
+        /// `vpc`, `local` or a connection id.
+        target: RouteTarget,
+        /// Free text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+    },
+    /// Remove a route.
+    DeleteClientVpnRoute {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The route's destination.
+        destination: Ipv4Net,
+    },
+    /// The `.ovpn` client configuration of an endpoint.
+    ExportClientVpnConfig {
+        /// The endpoint.
+        endpoint_id: String,
+    },
+    /// Client connections (of one endpoint, if given).
+    ShowClientVpnConnections {
+        /// Only this endpoint.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint_id: Option<String>,
+    },
+    /// Disconnect clients: one connection by id, or every connection of a
+    /// common name.
+    TerminateClientVpnConnections {
+        /// The endpoint.
+        endpoint_id: String,
+        /// This connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        connection_id: Option<String>,
+        /// Every connection with this certificate common name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        common_name: Option<String>,
+    },
 }
 
 impl Request {
@@ -379,6 +479,13 @@ impl Request {
                 | Self::PskSet { .. }
                 | Self::PskRotate { .. }
                 | Self::PskDelete { .. }
+                | Self::CreateClientVpnEndpoint { .. }
+                | Self::ModifyClientVpnEndpoint { .. }
+                | Self::DeleteClientVpnEndpoint { .. }
+                | Self::AuthorizeClientVpnIngress { .. }
+                | Self::RevokeClientVpnIngress { .. }
+                | Self::CreateClientVpnRoute { .. }
+                | Self::DeleteClientVpnRoute { .. }
         )
     }
 }
@@ -607,6 +714,35 @@ pub enum Response {
     ConfigToml {
         /// The TOML document.
         toml: String,
+    },
+    /// One Client VPN endpoint.
+    ClientVpnEndpoint {
+        /// The endpoint.
+        endpoint: Box<ClientVpnEndpointView>,
+    },
+    /// Client VPN endpoints.
+    ClientVpnEndpoints {
+        /// The endpoints.
+        endpoints: Vec<ClientVpnEndpointView>,
+    },
+    /// An endpoint's `.ovpn` client configuration.
+    ClientVpnConfig {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The file's text.
+        text: String,
+    },
+    /// Client connections.
+    ClientVpnConnections {
+        /// The connections.
+        connections: Vec<ClientVpnConnection>,
+    },
+    /// The connections a terminate request disconnected.
+    ClientVpnTerminated {
+        /// The endpoint.
+        endpoint_id: String,
+        /// The connections disconnected.
+        connections: Vec<ClientVpnConnection>,
     },
 }
 

@@ -399,6 +399,9 @@ pub struct ApplianceConfig {
     /// chains customer gateways' private certificates are issued under.
     #[serde(default, skip_serializing_if = "CertificatesConfig::is_empty")]
     pub certificates: CertificatesConfig,
+    /// Client VPN (remote-access) endpoints (`crate::client_vpn`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_vpn_endpoints: Vec<crate::client_vpn::ClientVpnEndpoint>,
 }
 
 fn label(id: &str, index: usize) -> String {
@@ -490,6 +493,7 @@ impl ApplianceConfig {
         self.certificates
             .validate_into(&self.customer_gateways, &mut errs);
         self.validate_connections(&mut errs);
+        crate::client_vpn::validate_endpoints(self, &mut errs);
         finish(out)
     }
 
@@ -1220,6 +1224,10 @@ impl ApplianceConfig {
             customer_gateways,
             connections,
             certificates: self.certificates.clone(),
+            // Endpoints are checked on their own changes
+            // (`validate_put_client_vpn_endpoint`), and a connection they
+            // route into cannot be deleted.
+            client_vpn_endpoints: Vec::new(),
         }
     }
 

@@ -108,6 +108,17 @@ pub enum Change {
         /// Its id.
         id: String,
     },
+    /// Add a Client VPN endpoint (at the end), or replace the one with
+    /// its id.
+    PutClientVpnEndpoint {
+        /// The endpoint.
+        endpoint: Box<crate::client_vpn::ClientVpnEndpoint>,
+    },
+    /// Remove a Client VPN endpoint.
+    DeleteClientVpnEndpoint {
+        /// Its id.
+        id: String,
+    },
 }
 
 impl ApplianceConfig {
@@ -138,6 +149,21 @@ impl ApplianceConfig {
             Change::DeleteConnection { id } => {
                 if let Some(i) = self.connections.iter().position(|c| c.id == *id) {
                     self.connections.remove(i);
+                }
+            }
+            Change::PutClientVpnEndpoint { endpoint } => {
+                match self
+                    .client_vpn_endpoints
+                    .iter_mut()
+                    .find(|e| e.id == endpoint.id)
+                {
+                    Some(e) => e.clone_from(endpoint),
+                    None => self.client_vpn_endpoints.push((**endpoint).clone()),
+                }
+            }
+            Change::DeleteClientVpnEndpoint { id } => {
+                if let Some(i) = self.client_vpn_endpoints.iter().position(|e| e.id == *id) {
+                    self.client_vpn_endpoints.remove(i);
                 }
             }
         }

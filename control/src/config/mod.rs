@@ -48,6 +48,7 @@
 //! [[connections.tunnels]]   # exactly two
 //! [certificates]      # endpoint certificate + key, CA chains by certificate name
 //! [[certificates.authorities]]
+//! [[client_vpn_endpoints]]  # remote access (crate::client_vpn)
 //! ```
 //!
 //! See `control/examples/appliance.toml` for a complete example.
@@ -111,7 +112,8 @@ pub use appliance::{
 pub use certificates::{CertConfigError, CertificateAuthority, CertificatesConfig};
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};
 pub use error::ConfigError;
-pub(crate) use error::bounded;
+pub(crate) use error::{Errors, bounded, finish};
+pub(crate) use gateway::check_id;
 pub use gateway::{
     CustomerGateway, DEFAULT_GATEWAY_ASN, GATEWAY_ASN_RANGES, RESERVED_CUSTOMER_ASNS,
     is_gateway_asn,

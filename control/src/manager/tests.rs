@@ -8,7 +8,7 @@ use crate::logs::{self, IkePhaseState};
 
 const EXAMPLE: &str = include_str!("../../examples/appliance.toml");
 
-fn fill() -> Fill {
+pub(super) fn fill() -> Fill {
     let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
     Box::new(move |buf: &mut [u8]| {
         for b in buf {
@@ -20,7 +20,7 @@ fn fill() -> Fill {
     })
 }
 
-fn start(dir: &tempfile::TempDir) -> Manager<InMemoryDataplane> {
+pub(super) fn start(dir: &tempfile::TempDir) -> Manager<InMemoryDataplane> {
     let path = dir.path().join("vpnd.toml");
     std::fs::write(&path, EXAMPLE).unwrap();
     let (m, from) =
@@ -30,7 +30,7 @@ fn start(dir: &tempfile::TempDir) -> Manager<InMemoryDataplane> {
 }
 
 /// What a restart would load: the store's configuration.
-fn on_disk(dir: &tempfile::TempDir) -> ApplianceConfig {
+pub(super) fn on_disk(dir: &tempfile::TempDir) -> ApplianceConfig {
     Journal::open(StorePaths::next_to(&dir.path().join("vpnd.toml")))
         .unwrap()
         .expect("a store")
