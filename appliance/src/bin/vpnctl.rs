@@ -36,6 +36,9 @@ use control::download::Device;
 use control::visibility::{HealthEvent, NegotiatedParams};
 use ipnet::IpNet;
 
+#[path = "vpnctl/client_vpn.rs"]
+mod client_vpn;
+
 const EXIT_HELP: &str = "\
 Exit codes:
   0  success
@@ -124,6 +127,11 @@ enum Command {
     /// (pre_shared_key_ref, default <connection>/<tunnel>).
     #[command(subcommand)]
     Psk(PskCommand),
+    /// Client VPN (remote access) endpoints: create, modify, delete, show,
+    /// authorize/revoke, route add/del, export-config, connections,
+    /// terminate.
+    #[command(subcommand, name = "client-vpn", visible_alias = "cvpn")]
+    ClientVpn(client_vpn::ClientVpnCommand),
     /// Check that the daemon answers.
     Ping,
 }
@@ -552,6 +560,7 @@ fn shorten_to(s: &str, max: usize) -> String {
 fn build_request(cmd: &Command) -> Result<Request, Fail> {
     Ok(match cmd {
         Command::Ping => Request::Ping {},
+        Command::ClientVpn(c) => client_vpn::build(c)?,
         Command::CustomerGateway(c) => match c {
             CgwCommand::Create { id, fields } => Request::CreateCustomerGateway {
                 customer_gateway: CustomerGateway {
@@ -776,6 +785,11 @@ fn run(cli: &Cli) -> Result<(), Fail> {
     {
         return write_private_file(path, toml.as_bytes())
             .map_err(|e| Fail::Usage(format!("{}: {e}", path.display())));
+    }
+    if let Command::ClientVpn(c) = &cli.command
+        && client_vpn::write_output(c, &response)?
+    {
+        return Ok(());
     }
     if cli.json {
         println!("{raw}");
@@ -1140,6 +1154,9 @@ fn connection_rows(cs: &[ConnectionView]) -> String {
 }
 
 fn human(r: &Response) -> String {
+    if let Some(text) = client_vpn::human(r) {
+        return text;
+    }
     match r {
         Response::Ok => "ok\n".to_owned(),
         Response::Pong { version, daemon } => {

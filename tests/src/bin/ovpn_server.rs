@@ -7,6 +7,7 @@
 //! ovpn_server --listen IP:PORT --ca FILE --cert FILE --key FILE --tls-crypt FILE
 //!             [--pool CIDR] [--route CIDR]… [--dns IP]… [--tcp] [--secs 60] [--lose N]
 //!             [--reneg-sec N] [--tran-window N] [--crl FILE] [--session-timeout N]
+//! ovpn_server --client-vpn APPLIANCE.toml ENDPOINT-ID [--secs 60] [--lose N] [--reneg-sec N] …
 //! ```
 //!
 //! `--crl FILE` (PEM or DER) is read at start and again whenever the
@@ -16,6 +17,11 @@
 //!
 //! `--reneg-sec N` renegotiates each client's data keys every N seconds
 //! (0: never, the default here, so only the client's `reneg-sec` counts).
+//!
+//! `--client-vpn` takes everything from a Client VPN endpoint of an
+//! appliance configuration (`vpnctl config export`): listen address
+//! (its outside address and port), transport, files, and the push set
+//! (`control::client_vpn::push_options`).
 //!
 //! `--lose N` drops every N-th datagram in each direction (UDP), to
 //! exercise both sides' retransmission.
@@ -137,6 +143,27 @@ fn main() {
             "--tran-window" => tran_window = v().parse().expect("tran-window"),
             "--crl" => crl_path = Some(v()),
             "--session-timeout" => session_timeout = v().parse().expect("session-timeout"),
+            "--client-vpn" => {
+                let (file, id) = (v(), v());
+                let config = control::config::ApplianceConfig::from_toml_str(&read(&file))
+                    .expect("appliance configuration");
+                let ep = config
+                    .client_vpn_endpoints
+                    .iter()
+                    .find(|e| e.id == id)
+                    .unwrap_or_else(|| panic!("no client VPN endpoint {id}"));
+                let addr = ep
+                    .effective_outside_address(&config)
+                    .expect("outside address");
+                listen = Some(SocketAddr::new(addr, ep.vpn_port));
+                let path = |p: &std::path::Path| p.display().to_string();
+                ca = Some(path(&ep.client_ca_chain_file));
+                cert = Some(path(&ep.server_certificate_file));
+                key = Some(path(&ep.server_private_key_file));
+                tc = Some(path(&ep.tls_crypt_key_file));
+                push = control::client_vpn::PushOptions::push_config(ep);
+                tcp = ep.transport_protocol == control::client_vpn::TransportProtocol::Tcp;
+            }
             other => panic!("unknown argument {other}"),
         }
     }
