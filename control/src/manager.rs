@@ -184,6 +184,7 @@ impl<D: Dataplane> Manager<D> {
         m.secrets = secrets;
         m.store_keys(pending, &refs)
             .map_err(|e| StartError::Secrets(e.message))?;
+        m.check_client_vpn_files();
         Ok((m, loaded))
     }
 

@@ -41,6 +41,20 @@ impl<D: Dataplane> Manager<D> {
         std::mem::take(&mut self.client_vpn.terminations)
     }
 
+    /// At start: a warning (see [`Manager::take_warnings`]) for every
+    /// endpoint whose files no longer check out (changed on disk since
+    /// they were accepted). The configuration still loads.
+    pub(super) fn check_client_vpn_files(&mut self) {
+        for ep in &self.config.client_vpn_endpoints {
+            if let Err(errors) = client_vpn::check_files(ep) {
+                for e in errors {
+                    self.warnings
+                        .push(format!("client VPN endpoint {}: {e}", ep.id));
+                }
+            }
+        }
+    }
+
     fn require_endpoint(&self, id: &str) -> Result<usize, ApiError> {
         self.config
             .client_vpn_endpoints
@@ -363,6 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path(), "client-ca");
         let ep = with_files(dir.path(), &pki);
+        let ep_files = ep.clone();
         let mut m = start(&dir);
 
         // Created with the default route to the local network (10.2.0.0/16).
@@ -509,6 +524,7 @@ mod tests {
         .unwrap();
         assert!(matches!(from, super::super::Loaded::Store(_)));
         assert_eq!(m.config(), &config);
+        assert!(m.take_warnings().is_empty());
         let ep = &m.config().client_vpn_endpoints[0];
         assert_eq!(ep.authorization_rules.len(), 1);
         assert_eq!(ep.routes.len(), 2);
@@ -561,6 +577,20 @@ mod tests {
             matches!(r, Response::ClientVpnTerminated { ref connections, .. } if connections.len() == 1)
         );
         assert_eq!(m.take_client_vpn_terminations(), vec![c]);
+        // A file that went away is a warning at the next start.
+        std::fs::remove_file(&ep_files.tls_crypt_key_file).unwrap();
+        drop(m);
+        let (mut m, _) = Manager::start(
+            &crate::config::ConfigStore::new(&path),
+            crate::dataplane::InMemoryDataplane::new(),
+            fill(),
+        )
+        .unwrap();
+        let w = m.take_warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("client_vpn_endpoints[cvpn-1].tls_crypt_key_file"),
+            "{w:?}"
+        );
         m.handle(Request::DeleteClientVpnEndpoint {
             id: "cvpn-1".into(),
         })
