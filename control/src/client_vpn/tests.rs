@@ -568,3 +568,18 @@ fn export_renders_a_client_file() {
     );
     assert!(!text.contains("explicit-exit-notify"));
 }
+
+/// The commented example in `control/examples/appliance.toml`, uncommented,
+/// is a valid configuration.
+#[test]
+fn the_examples_endpoint_is_valid() {
+    let i = EXAMPLE.find("# [[client_vpn_endpoints]]").unwrap();
+    let block: String = EXAMPLE[i..]
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let c = ApplianceConfig::from_toml_str(&format!("{}{block}", &EXAMPLE[..i])).unwrap();
+    assert_eq!(c.client_vpn_endpoints.len(), 1);
+    assert!(errors(&c).is_empty(), "{:?}", errors(&c));
+    assert!(push_options(&c.client_vpn_endpoints[0]).routes == vec![net("10.2.0.0/16")]);
+}
