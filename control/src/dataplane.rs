@@ -81,6 +81,15 @@ pub struct TunnelRuntimeState {
     /// version the tunnel does not allow), until an IKE SA is up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ike_refused: Option<String>,
+    /// Why the tunnel is not up although IKE is, e.g. the IKE SA is up
+    /// but its Child SA was refused (`TS_UNACCEPTABLE refused by the
+    /// peer, 2 failures`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// When the next attempt to fix that starts, milliseconds since the
+    /// Unix epoch (`None` while one is in flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_ms: Option<u64>,
 }
 
 impl TunnelRuntimeState {

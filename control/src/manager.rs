@@ -856,6 +856,8 @@ impl<D: Dataplane> Manager<D> {
                     negotiated: st.negotiated,
                     ike_version: st.ike_version,
                     ike_refused: st.ike_refused,
+                    status_detail: st.status_detail,
+                    next_retry_ms: st.next_retry_ms,
                 });
             }
         }

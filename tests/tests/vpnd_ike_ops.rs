@@ -6,7 +6,9 @@
 //! * Child SA and IKE SA rekeys with short lifetimes, initiated by
 //!   strongSwan and by vpnd, while a fast ping runs: no lost ping
 //!   (make-before-break in the worker);
-//! * SIGTERM: vpnd sends DELETE for its IKE SAs before it exits.
+//! * SIGTERM: vpnd sends DELETE for its IKE SAs before it exits;
+//! * a Child SA refused with TS_UNACCEPTABLE is retried until the peer,
+//!   once fixed, accepts it (issue 17 item 5).
 //!
 //! ```text
 //!  [vt-iko-c cgw: charon 192.0.2.2, LAN 10.1.0.1/16 on lo; scapy floods]
@@ -600,4 +602,90 @@ fn dpd_clear_on_a_start_tunnel_stays_down_until_the_peer_initiates() {
     let _ = lab.swanctl("--terminate --ike vpn --force");
     lab.initiate();
     lab.wait_status(0, "UP", "the peer initiates again");
+}
+
+/// Issue 17 item 5: strongSwan's traffic selectors do not match the
+/// connection's (its LAN is 10.9.0.0/16, the connection says 10.1.0.0/16):
+/// vpnd (startup action `start`) gets TS_UNACCEPTABLE in IKE_AUTH, keeps
+/// the IKE SA, shows the reason and the next retry in `show tunnels`, and
+/// retries. The operator fixes strongSwan (`swanctl --load-conns`): the
+/// tunnel comes UP without restarting vpnd (before the fix it stayed
+/// DOWN with an IKE SA and no Child SA forever).
+#[test]
+fn ts_unacceptable_is_retried_until_the_fixed_peer_accepts() {
+    if !testkit::own_process() {
+        return;
+    }
+    let lab = new_lab(&Setup::default());
+    lab.create_connection("cgw-ops", &[], STATIC);
+    lab.set_tunnel_options(0, &[&format!("pre_shared_key={PSK}")]);
+    lab.ctl_ok(&[
+        "connection",
+        "modify",
+        CONN,
+        "--set",
+        "local_ipv4_network_cidr=10.1.0.0/16",
+    ]);
+    let good = std::fs::read_to_string(lab.swanctl_conf()).expect("swanctl.conf");
+    let wrong = good.replace("local_ts = 10.1.0.0/16", "local_ts = 10.9.0.0/16");
+    assert_ne!(good, wrong, "the lab's strongSwan LAN moved");
+    std::fs::write(lab.swanctl_conf(), &wrong).expect("write swanctl.conf");
+    lab.load_swanctl();
+    lab.set_tunnel_options(0, &["startup_action=start"]);
+
+    // The reason and the next retry, with the IKE SA up and the tunnel down.
+    let mut t = serde_json::Value::Null;
+    let shown = wait_until(Duration::from_secs(30), || {
+        t = lab.tunnel(0);
+        t["status_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("TS_UNACCEPTABLE refused by the peer"))
+    });
+    assert!(
+        shown,
+        "no TS_UNACCEPTABLE in show tunnels\n{}",
+        lab.diagnostics()
+    );
+    assert_eq!(t["status"], "DOWN", "{t}");
+    assert_eq!(t["ike_phase1_state"], "Established", "{t}");
+    let table = lab.ctl_ok(&["show", "tunnels"]);
+    assert!(
+        table.contains("TS_UNACCEPTABLE") && table.contains("retry in"),
+        "{table}"
+    );
+    assert!(
+        logs(&lab).contains("AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder"),
+        "{}",
+        lab.diagnostics()
+    );
+    eprintln!("before the fix:\n{table}");
+
+    // The operator fixes the peer; vpnd keeps running.
+    let pid = lab.vpnd.id();
+    std::fs::write(lab.swanctl_conf(), &good).expect("write swanctl.conf");
+    let (ok, out) = lab.swanctl(&format!(
+        "--load-conns --file {}",
+        lab.swanctl_conf().display()
+    ));
+    assert!(ok, "swanctl --load-conns: {out}");
+    let t0 = Instant::now();
+    // Retries at 10 s (CREATE_CHILD_SA) and 30 s (a fresh IKE SA) after
+    // the first failure, then 70 s, 150 s, ...
+    let up = wait_until(Duration::from_secs(100), || lab.tunnel(0)["status"] == "UP");
+    assert!(
+        up,
+        "tunnel not UP after the peer was fixed\n{}",
+        lab.diagnostics()
+    );
+    eprintln!("UP {:?} after swanctl --load-conns", t0.elapsed());
+    assert_eq!(lab.vpnd.id(), pid, "vpnd restarted");
+    let t = lab.tunnel(0);
+    assert!(t.get("status_detail").is_none(), "{t}");
+    assert!(
+        wait_until(Duration::from_secs(30), || lab
+            .vpc
+            .sh_ok(&format!("ping -c 1 -W 2 {CGW_LAN} >/dev/null"))),
+        "no ping through the tunnel\n{}",
+        lab.diagnostics()
+    );
 }

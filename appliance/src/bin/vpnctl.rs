@@ -941,6 +941,25 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Why a tunnel is down with IKE up, and when the next attempt starts
+/// (`CHILD_SA not established: TS_UNACCEPTABLE refused by the peer, 1
+/// failure; retry in 9 s`), or `-`.
+fn status_detail(t: &api::TunnelStatus) -> String {
+    let Some(d) = &t.status_detail else {
+        return "-".to_owned();
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match t.next_retry_ms {
+        Some(at) => format!(
+            "{d}; retry in {} s",
+            at.saturating_sub(now_ms).div_ceil(1000)
+        ),
+        None => format!("{d}; retrying now"),
+    }
+}
+
 /// `1d02h03m`, `02:03:04` or `-` for zero (as routers print uptimes).
 fn uptime(secs: u64) -> String {
     if secs == 0 {
@@ -1201,6 +1220,7 @@ fn human(r: &Response) -> String {
                         opt(t.negotiated.as_ref().and_then(esp_suite)),
                         opt(t.ike_version),
                         opt(t.ike_refused.clone()),
+                        status_detail(t),
                     ]
                 })
                 .collect();
@@ -1221,6 +1241,7 @@ fn human(r: &Response) -> String {
                     "ESP",
                     "VERSION",
                     "REFUSED",
+                    "DETAIL",
                 ],
                 &rows,
             )

@@ -547,6 +547,13 @@ pub struct TunnelStatus {
     /// up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ike_refused: Option<String>,
+    /// Why the tunnel is not up although IKE is (e.g. its Child SA was
+    /// refused with TS_UNACCEPTABLE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// When the next attempt starts, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_ms: Option<u64>,
 }
 
 /// One BGP neighbour, as `show_bgp` reports it (published by the daemon's

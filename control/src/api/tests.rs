@@ -126,6 +126,11 @@ fn replies_round_trip() {
                 phase2_rekey_in_secs: None,
                 ike_version: Some(IkeVersion::Ikev1),
                 ike_refused: None,
+                status_detail: Some(
+                    "CHILD_SA not established: TS_UNACCEPTABLE refused by the peer, 1 failure"
+                        .to_owned(),
+                ),
+                next_retry_ms: Some(1_800_000_010_000),
             }],
         }),
         Err(ApiError::validation(

@@ -18,6 +18,23 @@
 //! spoofed sources. The flood cookies defend against is the one that
 //! spoofs configured peers' addresses: each such request would otherwise
 //! cost a DH computation and a half-open SA.
+//!
+//! # An IKE SA without its Child SA
+//!
+//! When the first Child SA is refused (TS_UNACCEPTABLE, NO_PROPOSAL_CHOSEN
+//! in IKE_AUTH, either role) the IKE SA stays up without it (RFC 7296
+//! § 1.2) and the tunnel stays down. The operator may fix the peer, so
+//! the endpoint retries with a backoff ([`CHILD_RETRY_FIRST`] doubling to
+//! [`CHILD_RETRY_MAX`]), alternating two ways: a CREATE_CHILD_SA for a new
+//! Child SA on the existing IKE SA ([`IkeSa::create_child`]), and — when
+//! we may initiate (a `start` tunnel, or an IKE SA we initiated) — a fresh
+//! IKE SA (DELETE, then IKE_SA_INIT/IKE_AUTH with the Child SA), for a
+//! peer that keeps the configuration an IKE SA was set up with until the
+//! IKE SA is replaced (strongSwan 5.9.8 takes a `swanctl --load-conns` fix
+//! on the existing IKE SA: the e2e test comes up on the first retry).
+//! [`Endpoint::child_retry`] tells why the tunnel is down and when the next
+//! attempt is; [`Counters::child_sa_failures`] and
+//! [`Counters::child_sa_retries`] count them.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +44,7 @@ use std::time::Duration;
 
 use super::Rng;
 use super::sa::{Datagram, DownReason, Event, IkeConfig, IkeSa, PhaseState, Transmit};
-use super::wire::{ExchangeType, Header, Reader};
+use super::wire::{ExchangeType, Header, NotifyType, Reader};
 use crate::config::{DpdTimeoutAction, StartupAction};
 
 /// Default number of half-open SAs from which cookies are required.
@@ -50,6 +67,41 @@ pub struct Counters {
     /// IKE_SA_INIT requests refused with an error notify (no proposal,
     /// INVALID_KE_PAYLOAD, syntax) or dropped as malformed.
     pub init_refused: u64,
+    /// New Child SAs not established ([`Event::ChildSaFailed`]).
+    pub child_sa_failures: u64,
+    /// Retries started for them (a CREATE_CHILD_SA or a fresh IKE SA).
+    pub child_sa_retries: u64,
+}
+
+/// First retry of a Child SA that was not established, after this long.
+pub const CHILD_RETRY_FIRST: Duration = Duration::from_secs(10);
+/// Longest delay between Child SA retries.
+pub const CHILD_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The delay before retry `attempt` (0-based) of a Child SA:
+/// [`CHILD_RETRY_FIRST`] doubling up to [`CHILD_RETRY_MAX`].
+#[must_use]
+pub fn child_retry_delay(attempt: u32) -> Duration {
+    CHILD_RETRY_FIRST
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(CHILD_RETRY_MAX)
+}
+
+/// A tunnel whose IKE SA is up without its Child SA, and the next retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildRetry {
+    /// The tunnel's peer.
+    pub peer: IpAddr,
+    /// The last failure's error notify.
+    pub reason: NotifyType,
+    /// The peer refused ours (`true`) or we refused the peer's.
+    pub by_peer: bool,
+    /// Failures so far.
+    pub failures: u32,
+    /// When the next retry starts; `None` while one is in flight.
+    pub next: Option<Instant>,
+    /// The IKE SA is being replaced by the retry: its DELETE keeps this.
+    replacing: bool,
 }
 
 /// The IKE endpoint of the appliance (see the module docs).
@@ -66,6 +118,8 @@ pub struct Endpoint {
     /// Scheduled (re-)initiations: when, peer, consecutive failures.
     restarts: Vec<(Instant, IpAddr)>,
     failures: Vec<(IpAddr, u32)>,
+    /// Tunnels up without their Child SA (see the module docs).
+    child_retries: Vec<ChildRetry>,
     now: Option<Instant>,
 }
 
@@ -91,6 +145,7 @@ impl Endpoint {
             counters: Counters::default(),
             restarts: Vec::new(),
             failures: Vec::new(),
+            child_retries: Vec::new(),
             now: None,
         }
     }
@@ -179,6 +234,13 @@ impl Endpoint {
                 .unwrap_or(PhaseState::Down)
         };
         (best(IkeSa::phase1_state), best(IkeSa::phase2_state))
+    }
+
+    /// Why the tunnel to `remote` has an IKE SA but no Child SA, and when
+    /// the next retry is (see the module docs).
+    #[must_use]
+    pub fn child_retry(&self, remote: IpAddr) -> Option<&ChildRetry> {
+        self.child_retries.iter().find(|r| r.peer == remote)
     }
 
     /// COOKIE notifications sent so far.
@@ -313,12 +375,68 @@ impl Endpoint {
                 self.initiate(now, rng, p);
             }
         }
+        self.retry_children(now, rng);
         for s in &mut self.sas {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now, rng);
             }
         }
         self.drain();
+    }
+
+    /// Starts the Child SA retries that are due (see the module docs):
+    /// odd-numbered attempts (1st, 3rd, …) a CREATE_CHILD_SA on the IKE
+    /// SA, even-numbered ones a fresh IKE SA when we may initiate.
+    fn retry_children(&mut self, now: Instant, rng: &mut dyn Rng) {
+        let due: Vec<IpAddr> = self
+            .child_retries
+            .iter()
+            .filter(|r| r.next.is_some_and(|t| t <= now))
+            .map(|r| r.peer)
+            .collect();
+        for peer in due {
+            let sa = self.sas.iter().position(|s| {
+                s.config().remote == peer
+                    && !s.is_closed()
+                    && s.phase1_state() == PhaseState::Established
+            });
+            let Some(i) = sa else {
+                // The IKE SA is gone: the tunnel's restart rules apply.
+                self.child_retries.retain(|r| r.peer != peer);
+                continue;
+            };
+            if self.sas[i].phase2_state() != PhaseState::Down {
+                // A Child SA came up meanwhile (the peer made one).
+                self.child_retries.retain(|r| r.peer != peer);
+                continue;
+            }
+            let Some(r) = self.child_retries.iter_mut().find(|r| r.peer == peer) else {
+                continue;
+            };
+            let fresh_ike = r.failures % 2 == 0
+                && (self.sas[i].is_initiator()
+                    || self.sas[i].config().startup_action == StartupAction::Start);
+            if fresh_ike {
+                r.next = None;
+                r.replacing = true;
+                self.counters.child_sa_retries += 1;
+                self.events.push_back((
+                    peer,
+                    Event::Log(
+                        "AWS tunnel retrying CHILD_SA: replacing the IKE_SA (a new IKE_SA_INIT and IKE_AUTH)"
+                            .to_owned(),
+                    ),
+                ));
+                self.sas[i].close(now, rng);
+                self.initiate(now, rng, peer);
+            } else if self.sas[i].create_child(now, rng) {
+                r.next = None;
+                self.counters.child_sa_retries += 1;
+            } else {
+                // A request in flight: try again shortly.
+                r.next = Some(now + RESTART_DELAY);
+            }
+        }
     }
 
     /// Earliest timer.
@@ -328,6 +446,7 @@ impl Endpoint {
             .iter()
             .filter_map(IkeSa::poll_timeout)
             .chain(self.restarts.iter().map(|(t, _)| *t))
+            .chain(self.child_retries.iter().filter_map(|r| r.next))
             .min()
     }
 
@@ -390,10 +509,58 @@ impl Endpoint {
     fn schedule_restarts(&mut self, seen: usize) {
         let Some(now) = self.now else { return };
         let mut add = Vec::new();
+        let mut logs = Vec::new();
         for (peer, e) in self.events.iter().skip(seen) {
             match e {
                 Event::IkeSaUp { .. } => self.failures.retain(|(p, _)| p != peer),
+                Event::ChildSaUp(_) => self.child_retries.retain(|r| r.peer != *peer),
+                Event::ChildSaFailed { reason, by_peer } => {
+                    self.counters.child_sa_failures += 1;
+                    let failures = match self.child_retries.iter_mut().find(|r| r.peer == *peer) {
+                        Some(r) => {
+                            r.failures += 1;
+                            r.reason = *reason;
+                            r.by_peer = *by_peer;
+                            r.failures
+                        }
+                        None => {
+                            self.child_retries.push(ChildRetry {
+                                peer: *peer,
+                                reason: *reason,
+                                by_peer: *by_peer,
+                                failures: 1,
+                                next: None,
+                                replacing: false,
+                            });
+                            1
+                        }
+                    };
+                    let delay = child_retry_delay(failures - 1);
+                    if let Some(r) = self.child_retries.iter_mut().find(|r| r.peer == *peer) {
+                        r.next = Some(now + delay);
+                    }
+                    logs.push((
+                        *peer,
+                        format!(
+                            "AWS tunnel has IKE_SA but no CHILD_SA ({reason:?}, {}): retry {failures} in {} s",
+                            if *by_peer { "refused by the peer" } else { "refused by us" },
+                            delay.as_secs()
+                        ),
+                    ));
+                }
+                Event::IkeSaDown { .. }
+                    if self
+                        .child_retries
+                        .iter()
+                        .any(|r| r.peer == *peer && r.replacing) =>
+                {
+                    // Our own retry closed it; the new IKE SA reports.
+                    if let Some(r) = self.child_retries.iter_mut().find(|r| r.peer == *peer) {
+                        r.replacing = false;
+                    }
+                }
                 Event::IkeSaDown { reason } => {
+                    self.child_retries.retain(|r| r.peer != *peer);
                     let Some(cfg) = self.tunnels.iter().find(|t| t.remote == *peer) else {
                         continue;
                     };
@@ -415,6 +582,9 @@ impl Endpoint {
                 }
                 _ => {}
             }
+        }
+        for (peer, line) in logs {
+            self.events.push_back((peer, Event::Log(line)));
         }
         for peer in add {
             if self.restarts.iter().any(|(_, p)| *p == peer) {

@@ -948,6 +948,116 @@ fn ts_unacceptable_keeps_ike_sa() {
     );
 }
 
+/// Issue 17 item 5: a Child SA refused with TS_UNACCEPTABLE is retried
+/// with a backoff of 10 s doubling to 5 min, alternating CREATE_CHILD_SA on
+/// the IKE SA and a fresh IKE SA; once the peer's configuration is fixed
+/// the tunnel comes up (B, like strongSwan, keeps the configuration an
+/// IKE SA was made with, so only a fresh IKE SA sees the fix).
+#[test]
+fn ts_unacceptable_retried_with_backoff() {
+    use super::endpoint::{CHILD_RETRY_FIRST, CHILD_RETRY_MAX, child_retry_delay};
+    let o = options(
+        &[EncryptionAlgorithm::Aes128Gcm16],
+        &[IntegrityAlgorithm::Sha2_256],
+        &[DhGroup::Ecp256],
+        "abcdefgh12345678",
+    );
+    let net = |s: &str| vec![s.parse::<ipnet::IpNet>().unwrap()];
+    let ca = IkeConfig::from_tunnel(&o, A, B, net("10.1.0.0/16"), net("10.2.0.0/16"));
+    let wrong = IkeConfig::from_tunnel(&o, B, A, net("172.16.0.0/12"), net("10.1.0.0/16"));
+    let fixed = IkeConfig::from_tunnel(&o, B, A, net("10.2.0.0/16"), net("10.1.0.0/16"));
+    assert_eq!(
+        (0..8).map(child_retry_delay).collect::<Vec<_>>(),
+        [10, 20, 40, 80, 160, 300, 300, 300].map(Duration::from_secs)
+    );
+    assert_eq!(child_retry_delay(u32::MAX), CHILD_RETRY_MAX);
+    let mut h = Harness::new(ca, wrong, 32);
+    assert!(h.a.initiate(h.now, &mut h.rng, B));
+    // Every failure: (virtual time, failures so far).
+    let mut seen: Vec<(Duration, u32)> = Vec::new();
+    // `run` stops before the first timer past its limit: time moves on to
+    // the limit here.
+    let step = |h: &mut Harness, seen: &mut Vec<(Duration, u32)>| {
+        let end = h.now + Duration::from_millis(500);
+        h.run(Duration::from_millis(500));
+        h.now = h.now.max(end);
+        let r = h.a.child_retry(B).cloned();
+        if let Some(r) = r
+            && seen.last().is_none_or(|(_, n)| *n != r.failures)
+        {
+            assert_eq!(r.reason, NotifyType::TsUnacceptable);
+            assert!(r.by_peer);
+            let next = r.next.expect("the next retry is scheduled");
+            let failed_at = next - child_retry_delay(r.failures - 1);
+            assert!(failed_at <= h.now && h.now - failed_at < Duration::from_secs(1));
+            seen.push((failed_at - h.start, r.failures));
+        }
+    };
+    while h.now - h.start < Duration::from_secs(920) {
+        step(&mut h, &mut seen);
+    }
+    let failures: Vec<u32> = seen.iter().map(|(_, n)| *n).collect();
+    assert_eq!(failures, (1..=8).collect::<Vec<_>>(), "{seen:?}");
+    let gaps: Vec<u64> = seen
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_secs())
+        .collect();
+    assert_eq!(gaps, [10, 20, 40, 80, 160, 300, 300], "{seen:?}");
+    assert!(seen[0].0 < CHILD_RETRY_FIRST);
+    // Seven retries, alternating: CREATE_CHILD_SA, fresh IKE SA, ...
+    let c = h.a.counters();
+    assert_eq!((c.child_sa_failures, c.child_sa_retries), (8, 7));
+    let logs = Harness::logs(&h.a_events);
+    let creates = logs
+        .iter()
+        .filter(|l| l.contains("sending CREATE_CHILD_SA for a new CHILD_SA"))
+        .count();
+    let replaces = logs
+        .iter()
+        .filter(|l| l.contains("replacing the IKE_SA"))
+        .count();
+    assert_eq!((creates, replaces), (4, 3), "{logs:?}");
+    assert!(Harness::children(&h.a_events).is_empty());
+    assert_eq!(h.a.sas().len(), 1, "one IKE SA at a time");
+    assert_eq!(
+        h.a.sas()[0].phase1_state(),
+        super::sa::PhaseState::Established
+    );
+    // B refused ours in IKE_AUTH and retries on its own side, only with
+    // CREATE_CHILD_SA (it did not initiate, startup_action add), which A
+    // refuses in turn.
+    let rb = h.b.child_retry(A).expect("B retries too");
+    assert_eq!(rb.reason, NotifyType::TsUnacceptable);
+    assert!(
+        !Harness::logs(&h.b_events)
+            .iter()
+            .any(|l| l.contains("replacing the IKE_SA"))
+    );
+
+    // The operator fixes B (its IKE SA keeps the old configuration).
+    h.b.add_tunnel(fixed);
+    let fixed_at = h.now;
+    while Harness::children(&h.a_events).is_empty() {
+        assert!(h.now - fixed_at <= 2 * CHILD_RETRY_MAX, "never came up");
+        let end = h.now + Duration::from_secs(1);
+        h.run(Duration::from_secs(1));
+        h.now = h.now.max(end);
+    }
+    assert!(h.a.child_retry(B).is_none());
+    assert_eq!(
+        h.a.tunnel_state(B),
+        (
+            super::sa::PhaseState::Established,
+            super::sa::PhaseState::Established
+        )
+    );
+    // It stays up: DPD and no more retries for 20 minutes.
+    let retries = h.a.counters().child_sa_retries;
+    h.run(Duration::from_secs(1200));
+    assert_eq!(h.a.counters().child_sa_retries, retries);
+    assert_eq!(h.a.tunnel_state(B).1, super::sa::PhaseState::Established);
+}
+
 #[test]
 fn ts_narrowing_to_configured_cidrs() {
     let o = options(

@@ -91,6 +91,7 @@ use super::sa::{
     ChildSa, Datagram, DownReason, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS,
     Transmit,
 };
+use super::wire::NotifyType;
 use super::{Rng, SystemRng};
 use crate::config::{
     ApplianceConfig, CertConfigError, CertificatesConfig, DpdTimeoutAction, IkeVersion,
@@ -147,6 +148,8 @@ type Reported = (
     Option<Negotiated>,
     Option<IkeVersion>,
     Option<String>,
+    Option<String>,
+    Option<u64>,
 );
 
 /// `IKEv1` / `IKEv2`, as the logs name a version.
@@ -211,6 +214,10 @@ pub struct IkeCounters {
     /// IKEv1 datagrams from addresses that are no configured customer
     /// gateway (of any running tunnel), dropped.
     pub v1_unknown_peer: u64,
+    /// New Child SAs not established (TS_UNACCEPTABLE, …), all tunnels.
+    pub child_sa_failures: u64,
+    /// Retries of such Child SAs started, all tunnels.
+    pub child_sa_retries: u64,
 }
 
 impl IkeCounters {
@@ -277,6 +284,18 @@ impl IkeCounters {
                 "IKEv1 datagrams from addresses that are no configured customer gateway, dropped.",
                 false,
                 self.v1_unknown_peer,
+            ),
+            m(
+                "vpn_ike_child_sa_failures_total",
+                "New Child SAs not established (TS_UNACCEPTABLE, NO_PROPOSAL_CHOSEN, ...) while the IKE SA stays up.",
+                false,
+                self.child_sa_failures,
+            ),
+            m(
+                "vpn_ike_child_sa_retries_total",
+                "Retries of such Child SAs started (CREATE_CHILD_SA or a fresh IKE SA).",
+                false,
+                self.child_sa_retries,
             ),
             m(
                 "vpn_ike_half_open_sas",
@@ -830,6 +849,9 @@ impl Runner {
                     self.log(sink, now, format!("IKE_SA down ({}): {reason:?}", label(v)));
                     self.v1_down(v, reason, now, rng, sink);
                 }
+                // The endpoint schedules the retry and logs it; the state
+                // shows it (report).
+                Event::ChildSaFailed { .. } => {}
                 Event::IkeSaRekeyed { spi_i, spi_r } => {
                     self.log(
                         sink,
@@ -1015,11 +1037,37 @@ impl Runner {
         })
     }
 
+    /// Why the tunnel is down with its IKE SA up, and when the next retry
+    /// starts (Unix ms): a Child SA that was refused.
+    fn detail(&self, now: Now) -> (Option<String>, Option<u64>) {
+        let Some(r) = self.endpoint.child_retry(self.spec.remote) else {
+            return (None, None);
+        };
+        let who = if r.by_peer {
+            "refused by the peer"
+        } else {
+            "refused by us"
+        };
+        let detail = format!(
+            "CHILD_SA not established: {} {who}, {} failure{}",
+            notify_name(r.reason),
+            r.failures,
+            if r.failures == 1 { "" } else { "s" }
+        );
+        let at = r.next.map(|t| {
+            let ms = t.saturating_duration_since(now.instant).as_millis();
+            now.unix_ms
+                .saturating_add(u64::try_from(ms).unwrap_or(u64::MAX))
+        });
+        (Some(detail), at)
+    }
+
     /// Record the state if it changed.
     fn report(&mut self, now: Now, sink: &mut dyn TunnelSink) {
         let (p1, p2) = self.phases();
         let negotiated = self.negotiated();
         let refused = self.refused.as_ref().map(|(w, _)| w.clone());
+        let (detail, next_retry_ms) = self.detail(now);
         let seen = (
             p1,
             p2,
@@ -1027,6 +1075,8 @@ impl Runner {
             negotiated,
             self.version,
             refused.clone(),
+            detail,
+            next_retry_ms,
         );
         if self.reported.as_ref() == Some(&seen) {
             return;
@@ -1040,6 +1090,8 @@ impl Runner {
         state.negotiated = negotiated.map(|n| n.params(now));
         state.ike_version = self.version;
         state.ike_refused = refused;
+        state.status_detail.clone_from(&seen.6);
+        state.next_retry_ms = seen.7;
         let is = state.up_down(self.spec.routing);
         if was != is || state.last_status_change_ms.is_none() {
             let reason = self.reason.take().unwrap_or_else(|| {
@@ -1085,6 +1137,8 @@ impl Runner {
         let was = state.up_down(self.spec.routing);
         state.ike_phase1_state = IkePhaseState::Down;
         state.ike_phase2_state = IkePhaseState::Down;
+        state.status_detail = None;
+        state.next_retry_ms = None;
         state.negotiated = None;
         if was == TunnelUpDown::Up {
             state.note_status_change(
@@ -1136,6 +1190,20 @@ impl Negotiated {
             phase2_lifetime_secs: self.child.map(|(_, l)| l.as_secs()),
             phase2_rekey_at_ms: self.child_rekey_at.map(at_ms),
         }
+    }
+}
+
+/// An error notify's RFC 7296 name (`TS_UNACCEPTABLE`), for the status.
+fn notify_name(n: NotifyType) -> String {
+    match n {
+        NotifyType::TsUnacceptable => "TS_UNACCEPTABLE".to_owned(),
+        NotifyType::NoProposalChosen => "NO_PROPOSAL_CHOSEN".to_owned(),
+        NotifyType::InvalidKePayload => "INVALID_KE_PAYLOAD".to_owned(),
+        NotifyType::InvalidSyntax => "INVALID_SYNTAX".to_owned(),
+        NotifyType::SinglePairRequired => "SINGLE_PAIR_REQUIRED".to_owned(),
+        NotifyType::NoAdditionalSas => "NO_ADDITIONAL_SAS".to_owned(),
+        NotifyType::InternalAddressFailure => "INTERNAL_ADDRESS_FAILURE".to_owned(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -1634,6 +1702,15 @@ impl TunnelSet {
     #[must_use]
     pub fn counters(&self) -> IkeCounters {
         let mut c = self.counters;
+        for r in self.runners.values() {
+            let e = r.endpoint.counters();
+            c.cookies_sent += e.cookies_sent;
+            c.cookies_accepted += e.cookies_accepted;
+            c.init_refused += e.init_refused;
+            c.init_unknown_peer += e.init_unknown_peer;
+            c.child_sa_failures += e.child_sa_failures;
+            c.child_sa_retries += e.child_sa_retries;
+        }
         c.half_open = u64::try_from(self.half_open).unwrap_or(u64::MAX);
         c
     }

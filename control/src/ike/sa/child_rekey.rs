@@ -39,7 +39,9 @@ pub(super) struct ChildState {
 
 #[derive(Debug)]
 pub(super) struct ChildRekey {
-    pub(super) old_inbound: u32,
+    /// The Child SA being rekeyed (inbound SPI); `None`: a new Child SA
+    /// ([`IkeSa::create_child`]), no REKEY_SA.
+    pub(super) old_inbound: Option<u32>,
     pub(super) new_spi: u32,
     pub(super) ni: Vec<u8>,
     pub(super) dh: Option<DhPrivate>,
@@ -67,7 +69,7 @@ impl IkeSa {
         let State::Established(e) = &mut self.state else {
             return false;
         };
-        let rekeying = e.rekeying.as_ref().map(|r| r.old_inbound);
+        let rekeying = e.rekeying.as_ref().and_then(|r| r.old_inbound);
         let Some(c) = e
             .children
             .iter_mut()
@@ -267,9 +269,9 @@ impl IkeSa {
                         };
                         if let State::Established(e) = &mut self.state
                             && let Some(rk) = &mut e.rekeying
-                            && e.children
-                                .iter()
-                                .any(|c| c.outbound_spi == old && c.inbound_spi == rk.old_inbound)
+                            && e.children.iter().any(|c| {
+                                c.outbound_spi == old && Some(c.inbound_spi) == rk.old_inbound
+                            })
                         {
                             rk.collision = Some(their_min);
                         }
@@ -293,6 +295,27 @@ impl IkeSa {
         self.rekey_child_with(now, rng, spi, group);
     }
 
+    /// Starts a new Child SA on this IKE SA (CREATE_CHILD_SA without
+    /// REKEY_SA, RFC 7296 § 1.3.1, PFS with the first configured phase 2
+    /// group): the retry of a Child SA that IKE_AUTH or an earlier attempt
+    /// did not establish (see [`super::super::endpoint`]). `false` when it
+    /// cannot start now: not established, a request in flight, or rekeyed
+    /// away. The outcome is an [`Event::ChildSaUp`] or an
+    /// [`Event::ChildSaFailed`].
+    pub fn create_child(&mut self, now: Instant, rng: &mut dyn Rng) -> bool {
+        let free = match &self.state {
+            State::Established(e) => e.rekeying.is_none() && e.ike_rekey.is_none(),
+            _ => false,
+        };
+        if !free || self.pending.is_some() || self.rekeyed_away {
+            return false;
+        }
+        let group = self.cfg.phase2.dh.first().copied();
+        self.log("AWS tunnel retrying CHILD_SA: sending CREATE_CHILD_SA for a new CHILD_SA");
+        self.child_request(now, rng, None, group);
+        true
+    }
+
     /// Rekeys Child SA `spi` with PFS in `group` (None: without KE).
     pub(super) fn rekey_child_with(
         &mut self,
@@ -301,15 +324,31 @@ impl IkeSa {
         spi: u32,
         group: Option<u16>,
     ) {
+        self.child_request(now, rng, Some(spi), group);
+    }
+
+    /// CREATE_CHILD_SA for a new Child SA, or rekeying `old` (REKEY_SA).
+    fn child_request(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn Rng,
+        old: Option<u32>,
+        group: Option<u16>,
+    ) {
         let dh = group.and_then(|g| DhPrivate::generate(g, rng).ok());
         let new_spi = random_spi(rng);
         let ni = random_bytes(rng, NONCE_LEN);
-        let mut p = vec![Payload::Notify(Notify {
-            protocol: ProtocolId::Esp,
-            spi: spi.to_be_bytes().to_vec(),
-            kind: NotifyType::RekeySa,
-            data: Vec::new(),
-        })];
+        let mut p: Vec<Payload> = old
+            .map(|spi| {
+                Payload::Notify(Notify {
+                    protocol: ProtocolId::Esp,
+                    spi: spi.to_be_bytes().to_vec(),
+                    kind: NotifyType::RekeySa,
+                    data: Vec::new(),
+                })
+            })
+            .into_iter()
+            .collect();
         p.push(Payload::Sa(
             self.cfg
                 .phase2
@@ -334,14 +373,14 @@ impl IkeSa {
         ));
         if let State::Established(e) = &mut self.state {
             e.rekeying = Some(ChildRekey {
-                old_inbound: spi,
+                old_inbound: old,
                 new_spi,
                 ni,
                 dh,
                 collision: None,
             });
             // Do not try again before this attempt ends.
-            if let Some(c) = e.children.iter_mut().find(|c| c.inbound_spi == spi) {
+            if let Some(c) = e.children.iter_mut().find(|c| Some(c.inbound_spi) == old) {
                 c.rekey_at = c.expire_at;
             }
         }
@@ -444,6 +483,10 @@ impl IkeSa {
                 // Make-before-break: the new SA is reported up before the
                 // old one is deleted.
                 self.events.push_back(Event::ChildSaUp(Box::new(c)));
+                // A new Child SA replaces nothing.
+                let Some(old_inbound) = rk.old_inbound else {
+                    return;
+                };
                 // RFC 7296 § 2.8.1: after a simultaneous rekey, the SA
                 // created with the lowest of the four nonces is redundant
                 // and its initiator deletes it; the other side deletes
@@ -454,19 +497,19 @@ impl IkeSa {
                         "AWS tunnel (CHILD_SA) redundant SA is being deleted due to detected collision",
                     );
                     // The peer's SA replaces the old one: it sends now.
-                    self.release_deferred(rk.old_inbound);
+                    self.release_deferred(old_inbound);
                     self.delete_child_after_rekey(new_in);
                 } else {
                     // The peer's SA of the collision is the redundant one
                     // (the peer deletes it): it never sends.
                     if let State::Established(e) = &mut self.state {
                         for c in &mut e.children {
-                            if c.deferred.is_some_and(|(o, _)| o == rk.old_inbound) {
+                            if c.deferred.is_some_and(|(o, _)| o == old_inbound) {
                                 c.deferred = None;
                             }
                         }
                     }
-                    self.delete_child_after_rekey(rk.old_inbound);
+                    self.delete_child_after_rekey(old_inbound);
                 }
             }
             Err(NotifyType::InvalidKePayload)
@@ -480,7 +523,19 @@ impl IkeSa {
                 self.log(format!(
                     "peer requested DH group {g} for CREATE_CHILD_SA (INVALID_KE_PAYLOAD), retrying"
                 ));
-                self.rekey_child_with(now, rng, rk.old_inbound, Some(g));
+                self.child_request(now, rng, rk.old_inbound, Some(g));
+            }
+            Err(k) if rk.old_inbound.is_none() => {
+                if k == NotifyType::TsUnacceptable {
+                    self.log("AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder");
+                }
+                self.log(format!(
+                    "AWS tunnel phase 2 SA cannot be established while keeping phase 1 ({k:?})"
+                ));
+                self.events.push_back(Event::ChildSaFailed {
+                    reason: k,
+                    by_peer: true,
+                });
             }
             Err(k) => {
                 // Try again halfway to the hard expiry (a later attempt may
@@ -488,7 +543,7 @@ impl IkeSa {
                 if let Some(c) = est
                     .children
                     .iter_mut()
-                    .find(|c| c.inbound_spi == rk.old_inbound)
+                    .find(|c| Some(c.inbound_spi) == rk.old_inbound)
                     && let Some(left) = c.expire_at.checked_duration_since(now)
                     && left >= 2 * MIN_REKEY_RETRY
                 {

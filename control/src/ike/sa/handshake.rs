@@ -646,13 +646,18 @@ impl IkeSa {
                 });
                 self.events.push_back(Event::ChildSaUp(Box::new(c)));
             }
-            Err(NotifyType::TsUnacceptable) => {
-                self.log("AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder");
-            }
             Err(kind) => {
-                self.log(format!(
-                    "AWS tunnel phase 2 SA cannot be established while keeping phase 1 ({kind:?})"
-                ));
+                if kind == NotifyType::TsUnacceptable {
+                    self.log("AWS: Traffic Selector: TS_UNACCEPTABLE: received from responder");
+                } else {
+                    self.log(format!(
+                        "AWS tunnel phase 2 SA cannot be established while keeping phase 1 ({kind:?})"
+                    ));
+                }
+                self.events.push_back(Event::ChildSaFailed {
+                    reason: kind,
+                    by_peer: true,
+                });
             }
         }
         self.state = State::Established(Box::new(est));
@@ -737,6 +742,7 @@ impl IkeSa {
             ike_rekey: None,
         };
         let child = self.negotiate_child(rng, &est, p, &st.ni, &st.nr, None, &verified);
+        let mut refused = None;
         let child = match child {
             Ok((c, props)) => {
                 resp.extend(props);
@@ -744,6 +750,7 @@ impl IkeSa {
             }
             Err(n) => {
                 resp.push(Payload::Notify(Notify::new(n, Vec::new())));
+                refused = Some(n);
                 None
             }
         };
@@ -753,6 +760,12 @@ impl IkeSa {
             suite: est.keys.suite,
             nat_detected: self.nat_detected,
         });
+        if let Some(n) = refused {
+            self.events.push_back(Event::ChildSaFailed {
+                reason: n,
+                by_peer: false,
+            });
+        }
         if let Some(c) = child {
             est.children.push(ChildState {
                 inbound_spi: c.inbound.spi,

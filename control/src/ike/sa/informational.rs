@@ -88,9 +88,9 @@ impl IkeSa {
                         ));
                         if let State::Established(e) = &self.state
                             && let Some(rk) = &e.rekeying
-                            && e.children
-                                .iter()
-                                .any(|c| c.outbound_spi == spi && c.inbound_spi == rk.old_inbound)
+                            && e.children.iter().any(|c| {
+                                c.outbound_spi == spi && Some(c.inbound_spi) == rk.old_inbound
+                            })
                         {
                             self.log(
                                 "AWS tunnel detected a (CHILD_REKEY) collision as CHILD_DELETE",

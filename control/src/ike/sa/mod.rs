@@ -183,6 +183,16 @@ pub enum Event {
         /// The peer's (outbound) SPI: the one to send with now.
         outbound_spi: u32,
     },
+    /// A new Child SA (not a rekey) was not established: the first one in
+    /// IKE_AUTH, in either role, or one that [`IkeSa::create_child`]
+    /// started. The IKE SA stays up without it; the owner retries
+    /// ([`super::endpoint`]).
+    ChildSaFailed {
+        /// The error (TS_UNACCEPTABLE, NO_PROPOSAL_CHOSEN, …).
+        reason: NotifyType,
+        /// The peer refused ours (`true`), or we refused the peer's.
+        by_peer: bool,
+    },
     /// A Child SA is gone: remove it.
     ChildSaDown {
         /// Our (inbound) SPI.
@@ -505,7 +515,15 @@ impl IkeSa {
     #[must_use]
     pub fn phase2_state(&self) -> PhaseState {
         match &self.state {
-            State::Established(e) if e.rekeying.is_some() => PhaseState::Rekeying,
+            State::Established(e)
+                if e.rekeying.as_ref().is_some_and(|r| r.old_inbound.is_some()) =>
+            {
+                PhaseState::Rekeying
+            }
+            // A new Child SA being created (IkeSa::create_child).
+            State::Established(e) if e.rekeying.is_some() && e.children.is_empty() => {
+                PhaseState::Negotiating
+            }
             State::Established(e) if !e.children.is_empty() => PhaseState::Established,
             State::Closed => PhaseState::Down,
             State::Established(_) => PhaseState::Down,
