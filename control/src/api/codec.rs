@@ -44,8 +44,8 @@ pub fn decode_request(line: &[u8]) -> Result<RequestEnvelope, DecodeError> {
         id,
         error: ApiError::new(ErrorCode::BadRequest, msg),
     };
-    let value: serde_json::Value =
-        serde_json::from_slice(line).map_err(|e| bad(None, format!("not a JSON message: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(line)
+        .map_err(|e| bad(None, format!("not a JSON message: {}", bounded_serde(&e))))?;
     let Some(obj) = value.as_object() else {
         return Err(bad(None, "a message must be a JSON object".to_owned()));
     };
@@ -81,7 +81,17 @@ pub fn decode_request(line: &[u8]) -> Result<RequestEnvelope, DecodeError> {
         Err(e) => return Err(bad(id, e)),
     }
     serde_json::from_value::<RequestEnvelope>(value)
-        .map_err(|e| bad(id, format!("invalid request: {e}")))
+        .map_err(|e| bad(id, format!("invalid request: {}", bounded_serde(&e))))
+}
+
+/// Longest error message a request gets: serde's text with every quoted
+/// part of the input bounded, then the whole bounded again.
+pub const MAX_ERROR_CHARS: usize = 2048;
+
+/// serde's message with what it quotes of the input bounded
+/// ([`crate::config::bounded_quoted`]), the whole below [`MAX_ERROR_CHARS`].
+fn bounded_serde(e: &serde_json::Error) -> String {
+    crate::config::bounded_quoted(&e.to_string(), MAX_ERROR_CHARS - 100)
 }
 
 /// An envelope field that must be an unsigned 64-bit integer: `Ok(None)`

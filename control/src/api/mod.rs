@@ -94,8 +94,8 @@
 mod codec;
 
 pub use codec::{
-    DecodeError, MAX_MESSAGE_BYTES, decode_request, decode_response, encode_reply, encode_request,
-    envelope,
+    DecodeError, MAX_ERROR_CHARS, MAX_MESSAGE_BYTES, decode_request, decode_response, encode_reply,
+    encode_request, envelope,
 };
 
 use std::net::IpAddr;

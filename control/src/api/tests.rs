@@ -262,3 +262,28 @@ fn envelope_fields_of_the_wrong_kind_say_what_was_sent() {
     let m = decode_request(long.as_bytes()).unwrap_err().error.message;
     assert!(m.len() < 300, "{} bytes", m.len());
 }
+
+/// A request's error echoes a bounded part of what was sent, whatever
+/// field carries the long value (the `api_request` fuzz target asserts the
+/// same bound on every input).
+#[test]
+fn errors_echo_a_bounded_part_of_long_values() {
+    let long = "x".repeat(100_000);
+    for line in [
+        format!(r#"{{"version":1,"id":1,"request":{{"type":"{long}"}}}}"#),
+        format!(r#"{{"version":1,"id":1,"request":{{"type":"show_tunnels","{long}":1}}}}"#),
+        format!(
+            r#"{{"version":1,"id":1,"request":{{"type":"show_tunnels","connection_id":7}},"{long}":1}}"#
+        ),
+        format!(r#"{{"version":1,"id":"{long}"}}"#),
+        format!(r#"{{"version":1,"id":1,"request":"{long}"}}"#),
+    ] {
+        let e = decode_request(line.as_bytes()).expect_err("invalid");
+        assert!(
+            e.error.message.chars().count() <= MAX_ERROR_CHARS,
+            "{} bytes: {}…",
+            e.error.message.len(),
+            &e.error.message[..200]
+        );
+    }
+}

@@ -212,6 +212,26 @@ pub(crate) fn bounded(s: String, max: usize) -> String {
     format!("{head}…[{n} characters, shortened]…{tail}")
 }
 
+/// A parser's message (serde, toml) with each part it quotes between
+/// backticks — a field name, a variant, a value: input echoed back —
+/// bounded to 64 characters, and the whole to `max` (the parsers echo them
+/// whole: a 100,000-character request type gave a 100 KB error).
+#[must_use]
+pub(crate) fn bounded_quoted(text: &str, max: usize) -> String {
+    let parts: Vec<String> = text
+        .split('`')
+        .enumerate()
+        .map(|(i, p)| {
+            if i % 2 == 1 {
+                bounded(p.to_owned(), 64)
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect();
+    bounded(parts.join("`"), max)
+}
+
 /// `prefix.field`, or `field` alone when `prefix` is empty.
 pub(crate) fn join(prefix: &str, field: &str) -> String {
     if prefix.is_empty() {

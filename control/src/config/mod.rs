@@ -112,7 +112,7 @@ pub use appliance::{
 pub use certificates::{CertConfigError, CertificateAuthority, CertificatesConfig};
 pub use connection::{BgpOptions, MAX_STATIC_ROUTES, VpnConnection, VpnConnectionOptionsPatch};
 pub use error::ConfigError;
-pub(crate) use error::{Errors, bounded, finish};
+pub(crate) use error::{Errors, bounded, bounded_quoted, finish};
 pub(crate) use gateway::check_id;
 pub use gateway::{
     CustomerGateway, DEFAULT_GATEWAY_ASN, GATEWAY_ASN_RANGES, RESERVED_CUSTOMER_ASNS,

@@ -50,7 +50,8 @@ impl ParseError {
         Self {
             line,
             column,
-            message: e.message().trim().to_owned(),
+            // What toml quotes of the input, bounded (issue 17 item 7).
+            message: super::error::bounded_quoted(e.message().trim(), 1024),
         }
     }
 }
