@@ -75,6 +75,8 @@ pub mod endpoint;
 pub mod frag;
 pub mod proposal;
 pub mod sa;
+#[cfg(any(test, fuzzing))]
+pub mod scenario;
 pub mod tunnels;
 pub mod wire;
 
