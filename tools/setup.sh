@@ -37,6 +37,16 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   cargo install --locked cargo-nextest
 fi
 
+# The fuzz targets (tools/fuzz.sh): a nightly toolchain for libFuzzer's
+# sanitizer flags, and cargo-fuzz.
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "setup: installing the nightly toolchain"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --locked cargo-fuzz
+fi
 # scapy: the independent ESP implementation the cross-checks use.
 if ! python3 -c "import scapy.layers.ipsec, cryptography" >/dev/null 2>&1; then
   echo "setup: installing scapy"
