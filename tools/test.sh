@@ -7,11 +7,4 @@ bash tools/setup.sh
 cargo build --workspace --bins
 # The Debian package's test (tests/tests/package.rs) packages release binaries.
 cargo build --release --locked -p appliance --bin vpnd --bin vpnctl --bin vpn-setup
-status=0
-cargo nextest run --workspace --no-fail-fast "$@" || status=$?
-# Under CI, a short run of every fuzz target (10 targets x 20 s, about 4
-# minutes once built): a crash fails the run (tools/fuzz.sh).
-if [ -n "${CI:-}" ]; then
-  bash tools/fuzz.sh "${FUZZ_SECONDS:-20}" || status=1
-fi
-exit "$status"
+cargo nextest run --workspace --no-fail-fast "$@"
