@@ -85,7 +85,7 @@ use ipnet::IpNet;
 
 use super::cert::WallClock;
 use super::crypto::IkeSuite;
-use super::endpoint::{DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
+use super::endpoint::{Counters as EndpointCounters, DEFAULT_HALF_OPEN_THRESHOLD, Endpoint};
 use super::proposal::{EspSuite, encryption_name, integrity_name, prf_name};
 use super::sa::{
     ChildSa, Datagram, DownReason, Event, IkeConfig, NAT_T_PORT, PhaseState, SEQ_REKEY_PACKETS,
@@ -571,6 +571,18 @@ fn best(a: IkePhaseState, b: IkePhaseState) -> IkePhaseState {
         IkePhaseState::Down => 0,
     };
     if rank(b) > rank(a) { b } else { a }
+}
+
+/// Adds to the running totals what one endpoint's counters moved by in
+/// one call (`before` → `after`).
+fn add_moved(c: &mut IkeCounters, before: &EndpointCounters, after: &EndpointCounters) {
+    let moved = |a: u64, b: u64| a.saturating_sub(b);
+    c.cookies_sent += moved(after.cookies_sent, before.cookies_sent);
+    c.cookies_accepted += moved(after.cookies_accepted, before.cookies_accepted);
+    c.init_refused += moved(after.init_refused, before.init_refused);
+    c.init_unknown_peer += moved(after.init_unknown_peer, before.init_unknown_peer);
+    c.child_sa_failures += moved(after.child_sa_failures, before.child_sa_failures);
+    c.child_sa_retries += moved(after.child_sa_retries, before.child_sa_retries);
 }
 
 /// One running tunnel.
@@ -1611,20 +1623,11 @@ impl TunnelSet {
                     }
                     _ => {
                         // The totals follow each tunnel's counters as they
-                        // move (only a datagram moves them), so reading
-                        // them costs no walk over the tunnels.
+                        // move (a datagram or a timer moves them), so
+                        // reading them costs no walk over the tunnels.
                         let before = r.endpoint.counters();
                         r.endpoint.handle_datagram(now, &mut self.rng, d);
-                        let after = r.endpoint.counters();
-                        let c = &mut self.counters;
-                        c.cookies_sent += after.cookies_sent.saturating_sub(before.cookies_sent);
-                        c.cookies_accepted += after
-                            .cookies_accepted
-                            .saturating_sub(before.cookies_accepted);
-                        c.init_refused += after.init_refused.saturating_sub(before.init_refused);
-                        c.init_unknown_peer += after
-                            .init_unknown_peer
-                            .saturating_sub(before.init_unknown_peer);
+                        add_moved(&mut self.counters, &before, &r.endpoint.counters());
                     }
                 }
                 self.touch(&k);
@@ -1681,7 +1684,9 @@ impl TunnelSet {
         for k in due {
             if let Some(r) = self.runners.get_mut(&k) {
                 if r.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    let before = r.endpoint.counters();
                     r.endpoint.handle_timeout(now, &mut self.rng);
+                    add_moved(&mut self.counters, &before, &r.endpoint.counters());
                 }
                 if let Some(v1) = &mut r.v1
                     && v1.poll_timeout().is_some_and(|t| t <= now)
@@ -1702,15 +1707,6 @@ impl TunnelSet {
     #[must_use]
     pub fn counters(&self) -> IkeCounters {
         let mut c = self.counters;
-        for r in self.runners.values() {
-            let e = r.endpoint.counters();
-            c.cookies_sent += e.cookies_sent;
-            c.cookies_accepted += e.cookies_accepted;
-            c.init_refused += e.init_refused;
-            c.init_unknown_peer += e.init_unknown_peer;
-            c.child_sa_failures += e.child_sa_failures;
-            c.child_sa_retries += e.child_sa_retries;
-        }
         c.half_open = u64::try_from(self.half_open).unwrap_or(u64::MAX);
         c
     }
