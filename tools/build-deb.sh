@@ -162,5 +162,8 @@ chmod 0755 "$d/DEBIAN/postinst" "$d/DEBIAN/prerm" "$d/DEBIAN/postrm"
 
 mkdir -p "$out"
 deb="$out/${pkg}_${version}_amd64.deb"
-dpkg-deb --root-owner-group --build "$d" "$deb" >/dev/null
+# Built under a name of its own, then renamed: two builds at once (the
+# package test and the boot test) never leave a half-written package.
+dpkg-deb --root-owner-group --build "$d" "$deb.tmp.$$" >/dev/null
+mv -f "$deb.tmp.$$" "$deb"
 echo "$deb"
